@@ -1,0 +1,58 @@
+"""``atomiverse controller``: the compute controller daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atomiverse controller", description=__doc__)
+    p.add_argument("--config", type=Path, help="TOML file (default /etc/atomiverse/"
+                                               "controller.toml if present)")
+    p.add_argument("--server", help="job API server URL")
+    p.add_argument("--name", help="controller name jobs are routed to (default local-HOST)")
+    p.add_argument("--api-key", help="workspace API key, used once to register")
+    p.add_argument("--api-key-file", type=Path)
+    p.add_argument("--token-file", type=Path, help="where the controller token is kept (0600)")
+    p.add_argument("--slots", type=int, help="concurrent jobs (default: physical cores)")
+    p.add_argument("--cores-per-job", type=int)
+    p.add_argument("--capacity", type=int, help="outstanding jobs accepted")
+    p.add_argument("--engine", choices=["xtb", "tblite", "instant"],
+                   help="default: xtb-python if installed, else tblite")
+    p.add_argument("--memory-limit-mb", type=int, help="address-space cap per worker")
+    p.add_argument("--grace-seconds", type=float, help="drain time on the first SIGTERM")
+    p.add_argument("--exit-when-idle", dest="exit_when_idle_seconds", type=float,
+                   metavar="SECONDS", help="exit after this long with no work (HPC jobs)")
+    p.add_argument("--spool-dir", type=Path)
+    p.add_argument("--burst", action="store_true", help="exit when there is no more work")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+FLAG_FIELDS = ("server", "name", "api_key", "api_key_file", "token_file", "slots",
+               "cores_per_job", "capacity", "engine", "memory_limit_mb", "grace_seconds",
+               "exit_when_idle_seconds", "spool_dir")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # One line per job event is ours to write; per-request and scheduler chatter is noise.
+    for noisy in ("httpx2", "httpcore2", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from .config import load_config
+    from .daemon import Controller
+
+    config = load_config(args.config, {f: getattr(args, f) for f in FLAG_FIELDS})
+    controller = Controller(config)
+    controller.install_signal_handlers()
+    clean = controller.run(burst=args.burst)
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

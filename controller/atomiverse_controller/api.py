@@ -1,0 +1,88 @@
+"""The controller's side of the controller protocol, over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+
+
+class ServerRefused(Exception):
+    """The server rejected our credentials (401/403): stop rather than hammer it."""
+
+
+class ServerUnavailable(Exception):
+    """No answer, or a 5xx/429: try again later."""
+
+
+class ControllerAPI:
+    def __init__(self, server: str, *, timeout: float = 30.0) -> None:
+        self.server = server.rstrip("/")
+        self._http = httpx.Client(base_url=self.server, timeout=timeout)
+        self.token: str | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _post(self, path: str, body: Any, *, auth: str | None = None,
+              timeout: float | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {auth or self.token}"}
+        try:
+            resp = self._http.post(path, json=body, headers=headers,
+                                   timeout=timeout or self._http.timeout)
+        except httpx.HTTPError as e:
+            raise ServerUnavailable(f"{path}: {type(e).__name__}: {e}") from e
+        if resp.status_code in (401, 403):
+            raise ServerRefused(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise ServerUnavailable(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
+        if resp.status_code >= 400:
+            raise ValueError(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
+        return resp.json()
+
+    def register(self, *, api_key: str, name: str, slots: int, cores_per_job: int,
+                 capacity: int | None, engines: dict[str, str]) -> dict[str, Any]:
+        out = self._post("/api/v1/controllers/register", {
+            "name": name, "slots": slots, "cores_per_job": cores_per_job, "capacity": capacity,
+            "engines": engines, "hostname": socket.gethostname()}, auth=api_key)
+        self.token = out["token"]
+        return out
+
+    def claim(self, max_jobs: int, wait_seconds: float) -> list[dict[str, Any]]:
+        out = self._post("/api/v1/controllers/claim",
+                         {"max_jobs": max_jobs, "wait_seconds": wait_seconds},
+                         timeout=wait_seconds + 30.0)
+        return out["jobs"]
+
+    def heartbeat(self, running: list[dict[str, str]], free_slots: int) -> dict[str, Any]:
+        return self._post("/api/v1/controllers/heartbeat",
+                          {"running": running, "free_slots": free_slots})
+
+    def complete(self, reports: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._post("/api/v1/controllers/complete", {"reports": reports})
+
+    def release(self, leases: list[dict[str, str]]) -> int:
+        return self._post("/api/v1/controllers/release", leases)["released"]
+
+    def deregister(self) -> None:
+        self._post("/api/v1/controllers/deregister", None)
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        return str(body.get("detail", body)) if isinstance(body, dict) else str(body)
+    except ValueError:
+        return resp.text[:200]
+
+
+def save_token(path: Path, token: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    os.replace(tmp, path)

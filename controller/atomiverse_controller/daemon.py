@@ -1,0 +1,203 @@
+"""The controller's main loop: register, then dispatch claimed jobs to warm worker
+processes and hand their outcomes to the report loop, until told to stop.
+
+Shutdown is warm then cold: the first SIGTERM/SIGINT stops claiming, hands back jobs not
+yet started, and lets running ones finish within the grace period; the second hands
+everything back at once."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from .api import ControllerAPI, ServerRefused, ServerUnavailable, save_token
+from .claimer import ClaimLoop
+from .config import ControllerConfig
+from .engines import available_engines
+from .heartbeat import Heartbeat
+from .ledger import Ledger
+from .reporter import ReportLoop
+from .workers import Outcome, WorkerPool
+
+log = logging.getLogger("atomiverse.controller")
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig, api: ControllerAPI | None = None) -> None:
+        self.config = config
+        self.api = api or ControllerAPI(config.server)
+        self.ledger = Ledger()
+        self.pool = WorkerPool(config.slots, engine=config.engine,
+                               memory_limit_mb=config.memory_limit_mb)
+        self.reporter = ReportLoop(self.api, name=config.name)
+        self.claimer: ClaimLoop | None = None
+        self.heartbeat: Heartbeat | None = None
+        self._stop = threading.Event()  # warm: no new work
+        self._kill = threading.Event()  # cold: give everything back now
+        self._refused: Exception | None = None
+        self.completed = 0
+
+    # ----- lifecycle ---------------------------------------------------------------------
+    def request_stop(self, cold: bool = False) -> None:
+        (self._kill if cold or self._stop.is_set() else self._stop).set()
+        self._stop.set()
+        if self.claimer:
+            self.claimer.stop()
+        self.pool.wakeup()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            cold = self._stop.is_set()
+            log.info("event=signal controller=%s signal=%s shutdown=%s", self.config.name,
+                     signal.Signals(signum).name, "cold" if cold else "warm")
+            self.request_stop(cold=cold)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _refused_by_server(self, exc: Exception) -> None:
+        log.error("event=refused controller=%s error=%s", self.config.name, exc)
+        self._refused = exc
+        self.request_stop(cold=True)
+
+    def register(self) -> None:
+        key = self.config.resolved_api_key()
+        if not key:
+            raise SystemExit("no API key: pass --api-key, --api-key-file or set "
+                             "ATOMIVERSE_API_KEY")
+        backoff = 0.5
+        while True:
+            try:
+                out = self.api.register(
+                    api_key=key, name=self.config.name, slots=self.config.slots,
+                    cores_per_job=self.config.cores_per_job, capacity=self.config.capacity,
+                    engines={self.pool.engine_name: self.pool.engine_version,
+                             **available_engines()})
+                break
+            except ServerUnavailable as e:
+                if self._stop.wait(backoff):
+                    raise SystemExit("stopped before the server answered") from e
+                backoff = min(backoff * 2, 10.0)
+        save_token(self.config.token_file, out["token"])
+        self.heartbeat_seconds = out["heartbeat_seconds"]
+        log.info("event=registered controller=%s slots=%d engine=%s/%s", self.config.name,
+                 self.config.slots, self.pool.engine_name, self.pool.engine_version)
+
+    def run(self, burst: bool = False, max_jobs: int | None = None) -> bool:
+        """Serve until stopped. ``burst``: stop when there is no more work. Returns True on
+        a clean stop (every result delivered, nothing held)."""
+        self.pool.start()
+        try:
+            self.register()
+            self._start_loops(burst)
+            self._dispatch_until_stopped(burst, max_jobs)
+            return self._shutdown()
+        finally:
+            self.pool.shutdown(kill=True)
+            self.api.close()
+
+    def _start_loops(self, burst: bool) -> None:
+        self.reporter.start()
+        self.claimer = ClaimLoop(
+            self.api, self.ledger, name=self.config.name, slots=self.config.slots,
+            prefetch_per_slot=self.config.prefetch_per_slot,
+            wait_seconds=0.0 if burst else self.config.claim_wait_seconds,
+            on_claimed=self.pool.wakeup, on_refused=self._refused_by_server)
+        self.claimer.start()
+        self.heartbeat = Heartbeat(self.api, self.ledger, name=self.config.name,
+                                   interval=self.heartbeat_seconds,
+                                   free_slots=self.pool.free_slots,
+                                   on_stop_jobs=self._stop_jobs,
+                                   on_refused=self._refused_by_server)
+        self.heartbeat.start()
+
+    # ----- dispatch ----------------------------------------------------------------------
+    def _dispatch_until_stopped(self, burst: bool, max_jobs: int | None) -> None:
+        idle_since = time.monotonic()
+        while not self._kill.is_set():
+            if not self._stop.is_set():
+                self._fill_free_slots()
+            for outcome in self.pool.poll(timeout=1.0):
+                self._report(outcome)
+            queued, running = self.ledger.counts()
+            if queued or running:
+                idle_since = time.monotonic()
+            if self._stop.is_set() and not running:
+                return
+            if max_jobs is not None and self.completed >= max_jobs:
+                return
+            if burst and not (queued or running) and self.claimer.last_claim_empty:
+                return
+            limit = self.config.exit_when_idle_seconds
+            if limit and time.monotonic() - idle_since > limit:
+                log.info("event=idle_exit controller=%s idle_seconds=%.0f", self.config.name,
+                         limit)
+                return
+
+    def _fill_free_slots(self) -> None:
+        while self.pool.free_slots() > 0:
+            job = self.ledger.next_queued()
+            if job is None:
+                return
+            self.pool.submit(job["job_id"], job["job"], job.get("walltime_seconds"))
+
+    def _report(self, outcome: Outcome) -> None:
+        job = self.ledger.finish(outcome.job_id)
+        if job is None:
+            return  # cancelled or lost meanwhile: the server no longer wants this result
+        self.completed += 1
+        log.info("event=finished controller=%s job=%s ok=%s wall_seconds=%.3f%s",
+                 self.config.name, outcome.job_id, outcome.ok, outcome.wall_time_seconds,
+                 "" if outcome.ok else f" error_type={outcome.error_type}")
+        self.reporter.put({"job_id": outcome.job_id, "lease_id": job["lease_id"],
+                           "ok": outcome.ok, "result": outcome.result, "error": outcome.error,
+                           "error_type": outcome.error_type})
+
+    def _stop_jobs(self, job_ids: set[str], reason: str) -> None:
+        queued, running = self.ledger.drop(job_ids)
+        for job_id in running:
+            self.pool.cancel(job_id)
+        for job_id in (*queued, *running):
+            log.info("event=stopped controller=%s job=%s reason=%s", self.config.name, job_id,
+                     reason)
+
+    # ----- shutdown ----------------------------------------------------------------------
+    def _shutdown(self) -> bool:
+        if self.claimer:
+            self.claimer.stop()
+        unstarted = self.ledger.take_queued()
+        if not self._kill.is_set():
+            self._finish_running_within_grace()
+        running = self.ledger.take_running()
+        for job in running:
+            self.pool.cancel(job["job_id"])
+        handed_back = [{"job_id": j["job_id"], "lease_id": j["lease_id"]}
+                       for j in (*unstarted, *running)]
+        self.reporter.close()
+        self.reporter.join(timeout=30)
+        if self.heartbeat:
+            self.heartbeat.stop()
+        if self._refused is not None:
+            return False
+        try:
+            if handed_back:
+                self.api.release(handed_back)
+                log.info("event=released controller=%s jobs=%d", self.config.name,
+                         len(handed_back))
+            self.api.deregister()
+        except (ServerUnavailable, ServerRefused, ValueError) as e:
+            log.warning("event=deregister_failed controller=%s error=%s", self.config.name, e)
+            return False
+        log.info("event=stopped controller=%s completed=%d", self.config.name, self.completed)
+        return True
+
+    def _finish_running_within_grace(self) -> None:
+        deadline = time.monotonic() + self.config.grace_seconds
+        while not self._kill.is_set() and time.monotonic() < deadline:
+            if not self.ledger.counts()[1]:
+                return
+            for outcome in self.pool.poll(timeout=min(1.0, deadline - time.monotonic())):
+                self._report(outcome)

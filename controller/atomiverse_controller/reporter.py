@@ -1,0 +1,80 @@
+"""The report loop: sends finished results to the server. Results that pile up while a
+report is in flight go together in the next one, so reports batch themselves under load."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from typing import Any
+
+from .api import ControllerAPI, ServerRefused, ServerUnavailable
+
+log = logging.getLogger("atomiverse.controller.report")
+MAX_REPORTS_PER_REQUEST = 500
+
+
+class ReportLoop(threading.Thread):
+    def __init__(self, api: ControllerAPI, *, name: str) -> None:
+        super().__init__(name="report-loop", daemon=True)
+        self.api, self.controller_name = api, name
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.delivered = 0
+        self._idle = threading.Condition()
+        self._in_flight = 0
+
+    def put(self, report: dict[str, Any]) -> None:
+        with self._idle:
+            self._in_flight += 1
+        self.queue.put(report)
+
+    def close(self) -> None:
+        self.queue.put(None)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every report handed over so far is delivered (or given up)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def run(self) -> None:
+        closing = False
+        while not closing:
+            first = self.queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_REPORTS_PER_REQUEST:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    closing = True
+                    break
+                batch.append(item)
+            self._deliver(batch)
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                out = self.api.complete(batch)
+                break
+            except ServerUnavailable as e:
+                log.warning("event=report_retry controller=%s jobs=%d error=%s",
+                            self.controller_name, len(batch), e)
+                threading.Event().wait(backoff * (1 + random.random()))
+                backoff = min(backoff * 2, 30.0)
+            except (ServerRefused, ValueError) as e:
+                log.error("event=report_refused controller=%s jobs=%d error=%s",
+                          self.controller_name, len(batch), e)
+                out = {"accepted": [], "rejected": [r["job_id"] for r in batch]}
+                break
+        for job_id in out["rejected"]:
+            log.info("event=report_rejected controller=%s job=%s reason=lease_not_held",
+                     self.controller_name, job_id)
+        self.delivered += len(out["accepted"])
+        with self._idle:
+            self._in_flight -= len(batch)
+            self._idle.notify_all()

@@ -1,0 +1,194 @@
+"""Worker process: one engine, one job at a time, until its pipe closes.
+
+Started by :class:`atomiverse_controller.workers.WorkerPool` as
+``python -m atomiverse_controller.worker_main --fd N [--engine NAME] [--memory-limit-mb M]``
+with one end of a socketpair inherited as fd N. Native code runs here, never in the controller,
+so a segfault or abort costs this process and the one job it was running.
+
+Protocol: a ``multiprocessing.connection.Connection`` on fd N; every message is one pickle,
+length-prefixed by ``Connection``.
+
+=============== ====================================================================
+direction       message
+=============== ====================================================================
+worker->parent  once: ``{"type": "ready", "engine", "version", "engines", "pid"}``, or
+                ``{"type": "failed", "error": traceback}`` and exit status 1
+parent->worker  ``("job", job_id, payload)``, or ``None``: exit cleanly
+worker->parent  per job: ``{"type": "outcome", "job_id", "ok", "result", "error",
+                "error_type", "wall_time_seconds"}``
+=============== ====================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+# One thread per worker (slots are the parallelism). Set before any numerical library loads;
+# the pool sets them in our environment too, in case the package __init__ loaded one first.
+THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OMP_STACKSIZE": "1G",
+}
+# xtb keeps large arrays on the stack: a thousand atoms overflow the default 8 MiB. Untouched
+# stack pages cost no memory, so reserve generously.
+ENGINE_THREAD_STACK_BYTES = 1 << 30
+CORES_PER_JOB = 1
+PARENT_CHECK_SECONDS = 2.0
+_WARM_UP_PAYLOAD = {
+    "job_type": "single_point_energy",
+    "atoms": {"numbers": [1, 1], "positions": [[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]],
+              "charge": 0, "multiplicity": 1},
+    "level_of_theory": {"method": "gfn2-xtb"},
+}
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="atomiverse_controller.worker_main")
+    parser.add_argument("--fd", type=int, required=True, help="inherited socket to the pool")
+    parser.add_argument("--engine", default="", help="engine name; empty: the default engine")
+    parser.add_argument("--memory-limit-mb", type=int, default=0, help="0: no cap")
+    return parser.parse_args(argv)
+
+
+def _prepare_process() -> None:
+    os.environ.update(THREAD_ENV)
+    # Ctrl-C in a terminal is for the controller, which decides what happens to running jobs.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_STACK, (hard, hard))
+    # Crashes are reported as job errors; a core file per segfaulting molecule only fills disks.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _cap_memory(limit_mb: int) -> None:
+    """Cap address space at what the warmed-up worker uses plus ``limit_mb``: the libraries and
+    the reserved (mostly untouched) stack are not the job's memory."""
+    try:
+        with open("/proc/self/statm") as fh:
+            baseline = int(fh.read().split()[0]) * resource.getpagesize()
+    except OSError:
+        baseline = 0
+    limit = baseline + limit_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _warm_up(engine_name: str) -> tuple[Any, dict[str, str]]:
+    """Import the engine and run a tiny single point, so the first job pays no start-up cost."""
+    from .engines import available_engines, default_engine_name, get_engine
+
+    engine = get_engine(engine_name or default_engine_name())
+    if engine.name == "instant":
+        engines = {engine.name: engine.version()}
+    else:
+        if not engine.found():
+            raise RuntimeError(f"engine {engine.name!r} is not installed in {sys.executable}")
+        import ase.optimize  # noqa: F401 - first optimisation should not pay for this import
+
+        engines = available_engines()
+    engine.compute(_WARM_UP_PAYLOAD)
+    return engine, engines
+
+
+def _engine_for(default: Any, payload: dict[str, Any]) -> Any:
+    """The job's engine: the one it asks for, else the worker's. A fake (instant) worker answers
+    every job itself, so platform tests run without chemistry."""
+    from .engines import EngineError, get_engine
+
+    requested = payload.get("engine")
+    if not requested or requested == default.name or default.name == "instant":
+        return default
+    try:
+        engine = get_engine(requested)
+    except KeyError as e:
+        raise EngineError(f"engine: unknown engine {requested!r}", "input") from e
+    if engine.name == "instant" or not engine.found():
+        raise EngineError(f"engine: {requested!r} is not installed on this controller", "input")
+    return engine
+
+
+def run_job(default_engine: Any, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Compute one payload; never raises. Engine errors carry their message and traceback."""
+    from .engines import EngineError
+
+    out: dict[str, Any] = {"type": "outcome", "job_id": job_id, "ok": False, "result": None,
+                           "error": None, "error_type": None}
+    start = time.perf_counter()
+    try:
+        result = _engine_for(default_engine, payload).compute(payload)
+        out.update(ok=True, result=result)
+    except EngineError as e:
+        out.update(error=f"{e.message}\n\n{traceback.format_exc()}", error_type=e.error_type)
+    except MemoryError:
+        out.update(error=f"out of memory\n\n{traceback.format_exc()}", error_type="resource")
+    except Exception as e:
+        out.update(error=f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}",
+                   error_type="internal")
+    wall = time.perf_counter() - start
+    out["wall_time_seconds"] = wall
+    if out["result"] is not None:
+        out["result"]["wall_time_seconds"] = wall
+        out["result"]["core_seconds"] = wall * CORES_PER_JOB
+    return out
+
+
+def serve(conn: Connection, engine_name: str, memory_limit_mb: int) -> int:
+    """Warm up, report ready, then answer jobs until the pool says stop or goes away."""
+    try:
+        engine, engines = _warm_up(engine_name)
+        if memory_limit_mb > 0:
+            _cap_memory(memory_limit_mb)
+    except BaseException:
+        conn.send({"type": "failed", "error": traceback.format_exc()})
+        return 1
+    conn.send({"type": "ready", "engine": engine.name, "version": engine.version(),
+               "engines": engines, "pid": os.getpid()})
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return 0
+        if message is None:
+            return 0
+        _, job_id, payload = message
+        try:
+            conn.send(run_job(engine, job_id, payload))
+        except OSError:
+            return 0  # the pool went away mid-job
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    _prepare_process()
+    conn = Connection(args.fd)
+    status: list[int] = []
+    # The engine runs in a thread because only a thread's stack size can be chosen from here.
+    threading.stack_size(ENGINE_THREAD_STACK_BYTES)
+    thread = threading.Thread(
+        target=lambda: status.append(serve(conn, args.engine, args.memory_limit_mb)),
+        name="engine", daemon=True)
+    thread.start()
+    parent = os.getppid()
+    while thread.is_alive():
+        thread.join(PARENT_CHECK_SECONDS)
+        if os.getppid() != parent:
+            os._exit(2)  # orphaned: nobody will read the result; stop computing now
+    return status[0] if status else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,429 @@
+"""The pool of worker processes that run engines, one job per slot, seen from the controller.
+
+Each slot is a ``worker_main`` subprocess in its own session (its own process group), talking
+over a socketpair (protocol in :mod:`atomiverse_controller.worker_main`). The pool never runs
+native code itself: a worker that segfaults, aborts, is OOM-killed, overruns its walltime or is
+cancelled is killed with its whole process group and replaced, and the pool keeps serving.
+
+``poll()`` sleeps in ``multiprocessing.connection.wait`` on the worker sockets plus a self-pipe,
+so an idle pool costs no CPU. ``submit``, ``cancel``, ``wakeup`` and the queries may be called
+from other threads than the one polling; one thread polls.
+
+Outcomes: every submitted job yields exactly one :class:`Outcome` from ``poll()``, except a job
+stopped by ``cancel()``, which yields none (the caller asked for it and already knows).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from .worker_main import THREAD_ENV
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_SECONDS = 120.0
+EXIT_WAIT_SECONDS = 5.0
+RESPAWN_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 15.0, 60.0)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass
+class Outcome:
+    """How one job ended. ``error_type`` is one of the schema's ErrorType values."""
+
+    job_id: str
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    error_type: str | None = None
+    wall_time_seconds: float = 0.0
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not start (engine missing, import error, ...); the message says why."""
+
+
+@dataclass(eq=False)
+class _Worker:
+    proc: subprocess.Popen[bytes] | None = None
+    conn: Connection | None = None
+    state: str = "down"  # down -> starting -> idle <-> busy; any -> down when it dies
+    job_id: str | None = None
+    job_started: float = 0.0  # time.monotonic()
+    walltime_seconds: float | None = None
+    respawn_at: float = 0.0
+    failures: int = 0  # consecutive failed starts, for backoff
+    start_error: str | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        if self.state != "busy" or self.walltime_seconds is None:
+            return None
+        return self.job_started + self.walltime_seconds
+
+
+def describe_exit(returncode: int | None, memory_limit_mb: int | None) -> tuple[str, str]:
+    """``(error_type, message)`` for a worker that died while running a job."""
+    if returncode is None:
+        return "crash", "worker process stopped answering while running the engine"
+    if returncode >= 0:
+        return "crash", f"worker process exited with status {returncode} while running the engine"
+    signum = -returncode
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = "unknown signal"
+    message = f"worker process killed by signal {signum} ({name}) while running the engine"
+    if signum == signal.SIGKILL:
+        if memory_limit_mb:
+            return "resource", f"{message}; it may have exceeded the memory cap of " \
+                               f"{memory_limit_mb} MB"
+        return "crash", f"{message}; possibly by the out-of-memory killer"
+    return "crash", message
+
+
+class WorkerPool:
+    """``slots`` worker processes running ``engine`` (None: the worker's default engine)."""
+
+    def __init__(self, slots: int, engine: str | None = None,
+                 memory_limit_mb: int | None = None,
+                 start_timeout_seconds: float = START_TIMEOUT_SECONDS) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = slots
+        self.memory_limit_mb = memory_limit_mb
+        self.start_timeout_seconds = start_timeout_seconds
+        self.engine_name: str | None = engine  # resolved by the first worker when None
+        self.engine_version: str | None = None
+        self.engines: dict[str, str] = {}  # what the workers can run: name -> version
+        self._requested_engine = engine or ""
+        self._workers: list[_Worker] = []
+        self._retired: list[Connection] = []
+        self._lock = threading.RLock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._woken = False
+        self._closed = False
+
+    # ----- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Spawn every worker and wait until each has warmed up; WorkerStartError if one can't."""
+        with self._lock:
+            self._workers = [_Worker() for _ in range(self.slots)]
+            for worker in self._workers:
+                self._spawn(worker)
+        deadline = time.monotonic() + self.start_timeout_seconds
+        while True:
+            with self._lock:
+                starting = {w.conn: w for w in self._workers if w.state == "starting"}
+                failed = [w for w in self._workers if w.start_error]
+            if failed or not starting:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                failed = list(starting.values())
+                failed[0].start_error = f"not ready after {self.start_timeout_seconds:g} s"
+                break
+            for conn in wait(list(starting), remaining):
+                with self._lock:
+                    self._receive(starting[conn])  # type: ignore[index]
+        if failed:
+            error = failed[0].start_error
+            self.shutdown(kill=True)
+            raise WorkerStartError(f"worker for engine {self._requested_engine or '(default)'!r} "
+                                   f"failed to start: {error}")
+
+    def shutdown(self, kill: bool = False, timeout: float = 10.0) -> None:
+        """Stop every worker. ``kill=False``: idle workers exit cleanly and running jobs get
+        ``timeout`` seconds to finish (their outcomes are discarded: poll first to keep them);
+        ``kill=True``: SIGKILL now."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            workers, self._workers = self._workers, []
+        if not kill:
+            for w in workers:
+                self._send(w, None)
+            deadline = time.monotonic() + timeout
+            for w in workers:
+                if w.proc is not None:
+                    try:
+                        w.proc.wait(max(0.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        pass
+        for w in workers:
+            self._kill(w)
+        for conn in self._retired:
+            conn.close()
+        self._retired.clear()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def __enter__(self) -> WorkerPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(kill=True)
+
+    # ----- jobs --------------------------------------------------------------------------------
+    def free_slots(self) -> int:
+        with self._lock:
+            return sum(1 for w in self._workers if w.state == "idle")
+
+    def running_jobs(self) -> list[str]:
+        with self._lock:
+            return [w.job_id for w in self._workers if w.state == "busy" and w.job_id]
+
+    def submit(self, job_id: str, payload: dict[str, Any],
+               walltime_seconds: float | None = None) -> None:
+        """Start a job on a free slot; RuntimeError if there is none. ``walltime_seconds``
+        defaults to the payload's ``walltime_seconds`` (None: no limit)."""
+        if walltime_seconds is None:
+            walltime_seconds = payload.get("walltime_seconds")
+        with self._lock:
+            if job_id in self.running_jobs():
+                raise ValueError(f"job {job_id} is already running")
+            for worker in self._workers:
+                if worker.state != "idle":
+                    continue
+                if self._send(worker, ("job", job_id, payload)):
+                    worker.state, worker.job_id = "busy", job_id
+                    worker.job_started = time.monotonic()
+                    worker.walltime_seconds = walltime_seconds
+                    return
+                self._replace(worker)  # died while idle; try the next one
+            raise RuntimeError("no free slot")
+
+    def cancel(self, job_id: str) -> bool:
+        """Kill the worker running ``job_id`` (its whole process group) and start a fresh one.
+        The job yields no Outcome. False if the job is not running here."""
+        with self._lock:
+            worker = next((w for w in self._workers if w.state == "busy" and w.job_id == job_id),
+                          None)
+            if worker is None:
+                return False
+            log.info("job %s cancelled: killing worker pid %s", job_id, _pid(worker))
+            self._replace(worker)
+        self._nudge()  # a blocked poll must start watching the replacement
+        return True
+
+    def wakeup(self) -> None:
+        """Make a blocked ``poll()`` return now (possibly with no outcomes). Thread-safe."""
+        self._woken = True
+        self._nudge()
+
+    def poll(self, timeout: float | None = None) -> list[Outcome]:
+        """Outcomes of finished jobs; blocks up to ``timeout`` seconds (None: no limit) until
+        there is at least one. Returns early, possibly with ``[]``, on ``wakeup()`` and when a
+        replacement worker becomes ready (free slots changed)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        outcomes: list[Outcome] = []
+        while True:
+            with self._lock:
+                if self._closed:
+                    return outcomes
+                self._close_retired()
+                outcomes += self._expire_walltimes()
+                self._respawn_due()
+                watched = {w.conn: w for w in self._workers if w.conn is not None}
+                wait_for = self._wait_seconds(end)
+            if outcomes:
+                return outcomes
+            ready = wait([*watched, self._wake_r], wait_for)
+            woken = self._drain_wakeup() if self._wake_r in ready else False
+            slot_freed = False
+            with self._lock:
+                for conn in ready:
+                    worker = watched.get(conn)  # type: ignore[call-overload]
+                    if worker is None or worker.conn is not conn:
+                        continue  # the wakeup pipe, or a worker retired meanwhile
+                    outcome, freed = self._receive(worker)
+                    if outcome is not None:
+                        outcomes.append(outcome)
+                    slot_freed = slot_freed or freed
+            if outcomes or woken or slot_freed:
+                return outcomes
+            if end is not None and time.monotonic() >= end:
+                return outcomes
+
+    # ----- internals (callers hold self._lock) -------------------------------------------------
+    def _spawn(self, worker: _Worker) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        cmd = [sys.executable, "-m", "atomiverse_controller.worker_main",
+               "--fd", str(child_sock.fileno()), "--engine", self._requested_engine,
+               "--memory-limit-mb", str(self.memory_limit_mb or 0)]
+        try:
+            worker.proc = subprocess.Popen(
+                cmd, pass_fds=(child_sock.fileno(),), start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=_worker_env())
+        except OSError as e:
+            parent_sock.close()
+            worker.state, worker.start_error = "down", f"could not run {sys.executable}: {e}"
+            worker.respawn_at = time.monotonic() + self._backoff(worker)
+            worker.failures += 1
+            return
+        finally:
+            child_sock.close()
+        worker.conn = Connection(parent_sock.detach())
+        worker.state, worker.job_id, worker.start_error = "starting", None, None
+
+    def _replace(self, worker: _Worker) -> None:
+        self._kill(worker)
+        if not self._closed:
+            self._spawn(worker)
+
+    def _kill(self, worker: _Worker) -> None:
+        """SIGKILL the worker's process group, reap it, and retire its connection."""
+        if worker.proc is not None:
+            if worker.proc.poll() is None:
+                try:
+                    os.killpg(worker.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                worker.proc.wait(EXIT_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.warning("worker pid %s did not exit after SIGKILL", worker.proc.pid)
+        if worker.conn is not None:
+            # Closed later: the polling thread may be waiting on this descriptor right now.
+            self._retired.append(worker.conn)
+        worker.proc, worker.conn, worker.state, worker.job_id = None, None, "down", None
+
+    def _send(self, worker: _Worker, message: Any) -> bool:
+        try:
+            if worker.conn is not None:
+                worker.conn.send(message)
+                return True
+        except OSError:
+            pass
+        return False
+
+    def _receive(self, worker: _Worker) -> tuple[Outcome | None, bool]:
+        """Handle one readable worker: ``(outcome or None, whether a slot became free)``."""
+        assert worker.conn is not None
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            return self._on_death(worker), worker.state == "idle"
+        kind = message.get("type")
+        if kind == "ready":
+            worker.state, worker.failures = "idle", 0
+            self.engine_name = message["engine"]
+            self.engine_version, self.engines = message["version"], message["engines"]
+            return None, True
+        if kind == "failed":
+            self._on_start_failure(worker, message["error"].strip().splitlines()[-1],
+                                   message["error"])
+            return None, False
+        if kind == "outcome" and worker.state == "busy" and message["job_id"] == worker.job_id:
+            worker.state, worker.job_id = "idle", None
+            fields = {k: message[k] for k in ("job_id", "ok", "result", "error", "error_type",
+                                              "wall_time_seconds")}
+            return Outcome(**fields), True
+        log.warning("worker pid %s sent an unexpected message %r", _pid(worker), kind)
+        return None, False
+
+    def _on_death(self, worker: _Worker) -> Outcome | None:
+        """The worker's socket closed: it died. Fail its job (if any) and replace it."""
+        returncode = None
+        if worker.proc is not None:
+            try:
+                returncode = worker.proc.wait(EXIT_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+        state, job_id, started = worker.state, worker.job_id, worker.job_started
+        if state == "starting":
+            detail = f"worker process exited with status {returncode} before it was ready"
+            self._on_start_failure(worker, detail, detail)
+            return None
+        log.warning("worker pid %s died (%s) while %s", _pid(worker), returncode,
+                    f"running job {job_id}" if job_id else state)
+        self._replace(worker)
+        if state != "busy" or job_id is None:
+            return None
+        error_type, error = describe_exit(returncode, self.memory_limit_mb)
+        return Outcome(job_id, False, None, error, error_type, time.monotonic() - started)
+
+    def _on_start_failure(self, worker: _Worker, summary: str, detail: str) -> None:
+        log.error("worker failed to start: %s", detail)
+        self._kill(worker)
+        worker.start_error = summary
+        worker.respawn_at = time.monotonic() + self._backoff(worker)
+        worker.failures += 1
+
+    def _backoff(self, worker: _Worker) -> float:
+        return RESPAWN_BACKOFF_SECONDS[min(worker.failures, len(RESPAWN_BACKOFF_SECONDS) - 1)]
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        for worker in self._workers:
+            if worker.state == "down" and worker.respawn_at <= now and not self._closed:
+                self._spawn(worker)
+
+    def _expire_walltimes(self) -> list[Outcome]:
+        now, expired = time.monotonic(), []
+        for worker in self._workers:
+            deadline = worker.deadline
+            if deadline is not None and now >= deadline:
+                job_id, limit = worker.job_id or "", worker.walltime_seconds or 0.0
+                started = worker.job_started
+                log.warning("job %s exceeded walltime of %g s: killing worker pid %s",
+                            job_id, limit, _pid(worker))
+                self._replace(worker)
+                expired.append(Outcome(job_id, False, None, f"exceeded walltime of {limit:g} s",
+                                       "walltime", now - started))
+        return expired
+
+    def _wait_seconds(self, end: float | None) -> float | None:
+        now = time.monotonic()
+        times = [t for t in (w.deadline for w in self._workers) if t is not None]
+        times += [w.respawn_at for w in self._workers if w.state == "down"]
+        if end is not None:
+            times.append(end)
+        return max(0.0, min(times) - now) if times else None
+
+    def _close_retired(self) -> None:
+        for conn in self._retired:
+            conn.close()
+        self._retired.clear()
+
+    def _nudge(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # pipe full (a wakeup is pending anyway) or pool shut down
+
+    def _drain_wakeup(self) -> bool:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        woken, self._woken = self._woken, False
+        return woken
+
+
+def _pid(worker: _Worker) -> int | None:
+    return worker.proc.pid if worker.proc is not None else None
+
+
+def _worker_env() -> dict[str, str]:
+    env = {**os.environ, **THREAD_ENV}
+    # The worker imports this package by name, wherever the controller found it.
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+    return env

@@ -1,0 +1,85 @@
+"""Atomiverse: GFN2-xTB single points and geometry optimisations, submitted from Python to
+this machine, a lab server or an HPC node.
+
+    import atomiverse
+    from atomiverse.levels import GFN2_XTB
+    jobs = [atomiverse.SinglePointEnergy(atoms=atomiverse.Atoms.from_smiles(s),
+                                         level_of_theory=GFN2_XTB) for s in ["O", "CCO"]]
+    result = atomiverse.submit_batch([j.model_dump() for j in jobs])
+"""
+
+from __future__ import annotations
+
+from . import _client_jobs, levels, state
+from ._client import Client, configure, get_default_client
+from ._client_jobs import (cancel_job, delete_job, get_job, iter_jobs, list_jobs, rename_job,
+                           status, submit_batch, wait_jobs)
+from ._exceptions import (APIConnectionError, APIStatusError, APITimeoutError, AtomiverseError,
+                          AuthenticationError, BadRequestError, ConflictError,
+                          InternalServerError, NotFoundError, PayloadTooLargeError,
+                          PaymentRequiredError, PermissionDeniedError, RateLimitError,
+                          UnprocessableEntityError)
+from ._version import __version__
+from .atoms import Atoms
+from .jobs import GeometryOptimization, Job, SinglePointEnergy
+from .pagination import JobsPage
+from .state import State
+
+
+def start_local(timeout: float = 120.0) -> str:
+    """Start (or reuse) the embedded server and its local controller; return the server URL
+    once the controller's workers are warm."""
+    from . import _embedded
+
+    url, _ = _embedded.ensure_running(wait_for_controller=True, timeout=timeout)
+    return url
+
+
+def stop_local() -> bool:
+    """Stop the embedded server and local controller; False if none was running."""
+    from . import _embedded
+
+    configure()  # forget the connection to the server being stopped
+    return _embedded.stop()
+
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "Atoms",
+    "AtomiverseError",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ConflictError",
+    "GeometryOptimization",
+    "InternalServerError",
+    "Job",
+    "JobsPage",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "SinglePointEnergy",
+    "State",
+    "UnprocessableEntityError",
+    "__version__",
+    "_client_jobs",
+    "cancel_job",
+    "configure",
+    "delete_job",
+    "get_default_client",
+    "get_job",
+    "iter_jobs",
+    "levels",
+    "list_jobs",
+    "rename_job",
+    "start_local",
+    "state",
+    "status",
+    "stop_local",
+    "submit_batch",
+    "wait_jobs",
+]

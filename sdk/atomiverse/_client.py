@@ -1,0 +1,257 @@
+"""The HTTP client: authentication, one retry policy, error mapping, and the job calls.
+
+Retries: connection errors, 408, 502, 503 and 504, with capped exponential backoff and
+jitter; a 429 is retried only when its ``Retry-After`` is short, otherwise raised as
+``RateLimitError`` carrying the wait. A POST is retried only with an idempotency key,
+which stays the same across its retries."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import httpx2 as httpx
+
+from . import _embedded
+from ._config import NOT_GIVEN, pick
+from ._exceptions import APIConnectionError, APITimeoutError, error_for_status
+from .pagination import JobsPage
+from .state import TERMINAL_STATES
+
+RETRY_STATUSES = frozenset({408, 502, 503, 504})
+MAX_SHORT_RETRY_AFTER_SECONDS = 2.0
+WAIT_POLL_SECONDS = 20.0
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class Client:
+    """A connection to one Atomiverse server.
+
+    ``base_url`` and ``api_key``: argument, then ``ATOMIVERSE_BASE_URL`` /
+    ``ATOMIVERSE_API_KEY``, then the embedded server on this machine (started on first use).
+    """
+
+    def __init__(self, api_key: Any = NOT_GIVEN, base_url: Any = NOT_GIVEN, *,
+                 timeout: float = 60.0, max_retries: int = 3) -> None:
+        self._api_key: str | None = pick(api_key, "ATOMIVERSE_API_KEY")
+        base = pick(base_url, "ATOMIVERSE_BASE_URL")
+        self._base_url: str | None = base.rstrip("/") if base else None
+        self.embedded = self._base_url is None
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._http: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    # ----- connection --------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        self._connect()
+        assert self._base_url is not None
+        return self._base_url
+
+    def _connect(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                if self.embedded:
+                    # The embedded server's own key; a key configured without a base URL
+                    # belongs to some other server and would only be refused here.
+                    self._base_url, self._api_key = _embedded.ensure_running()
+                headers = {"X-Atomiverse-Local-Controller": _embedded.local_controller_name()}
+                if self._api_key:
+                    headers["Authorization"] = f"Bearer {self._api_key}"
+                self._http = httpx.Client(base_url=self._base_url or "", headers=headers,
+                                          timeout=self.timeout)
+            return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def request(self, method: str, path: str, *, json: Any = None,
+                params: dict[str, Any] | None = None, idempotency_key: str | None = None,
+                timeout: float | None = None) -> Any:
+        http = self._connect()
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        retryable = method in ("GET", "PUT", "DELETE", "PATCH") or idempotency_key is not None
+        attempt = 0
+        while True:
+            try:
+                resp = http.request(method, path, json=json, params=params, headers=headers,
+                                    timeout=timeout or self.timeout)
+            except httpx.TimeoutException as e:
+                if retryable and attempt < self.max_retries:
+                    attempt = self._backoff(attempt)
+                    continue
+                raise APITimeoutError(f"{method} {path} timed out") from e
+            except httpx.TransportError as e:
+                if retryable and attempt < self.max_retries:
+                    attempt = self._backoff(attempt)
+                    continue
+                raise APIConnectionError(f"could not reach {self._base_url}: {e}") from e
+            if resp.status_code < 400:
+                return None if resp.status_code == 204 else resp.json()
+            retry_after = _retry_after_seconds(resp)
+            if attempt < self.max_retries and (
+                    (retryable and resp.status_code in RETRY_STATUSES)
+                    or (resp.status_code == 429 and retry_after is not None
+                        and retry_after <= MAX_SHORT_RETRY_AFTER_SECONDS)):
+                attempt = self._backoff(attempt, retry_after)
+                continue
+            raise _status_error(resp, retry_after)
+
+    @staticmethod
+    def _backoff(attempt: int, retry_after: float | None = None) -> int:
+        delay = retry_after if retry_after is not None else min(8.0, 0.25 * 2**attempt)
+        time.sleep(delay * (1 + 0.25 * random.random()))
+        return attempt + 1
+
+    # ----- jobs --------------------------------------------------------------------------
+    def submit_batch(self, payloads: Sequence[Any], compute_target: str | None = None, *,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        entries = [_entry(p, compute_target) for p in payloads]
+        return self.request("POST", "/api/v1/jobs/submit-batch", json={"jobs": entries},
+                            idempotency_key=idempotency_key or uuid.uuid4().hex)
+
+    def submit_job(self, payload: Any, compute_target: str | None = None) -> dict[str, Any]:
+        return self.request("POST", "/api/v1/jobs", json=_entry(payload, compute_target))
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/jobs/{_quote(job_id)}")
+
+    def list_jobs(self, limit: int = 50, cursor: str | None = None, *, state: str | None = None,
+                  name: str | None = None) -> JobsPage:
+        params = {"limit": limit, "cursor": cursor, "state": state, "name": name}
+        body = self.request("GET", "/api/v1/jobs",
+                            params={k: v for k, v in params.items() if v is not None})
+        return JobsPage(jobs=body["jobs"], has_more=body["has_more"],
+                        next_cursor=body["next_cursor"], _fetch_next=self._next_page(limit,
+                                                                                      state, name))
+
+    def _next_page(self, limit: int, state: str | None,
+                   name: str | None) -> Callable[[str], JobsPage]:
+        return lambda cursor: self.list_jobs(limit, cursor, state=state, name=name)
+
+    def iter_jobs(self, limit: int = 50, max_jobs: int | None = None) -> Iterator[dict[str, Any]]:
+        count = 0
+        page: JobsPage | None = self.list_jobs(limit)
+        while page is not None:
+            for job in page.jobs:
+                if max_jobs is not None and count >= max_jobs:
+                    return
+                count += 1
+                yield job
+            page = page.next_page() if page.has_more else None
+
+    def rename_job(self, job_id: str, name: str) -> dict[str, Any]:
+        return self.request("PATCH", f"/api/v1/jobs/{_quote(job_id)}", json={"name": name})
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/api/v1/jobs/{_quote(job_id)}/cancel")
+
+    def delete_job(self, job_id: str) -> None:
+        self.request("DELETE", f"/api/v1/jobs/{_quote(job_id)}")
+
+    def wait_jobs(self, job_ids: Sequence[str], timeout: float | None = None,
+                  on_progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
+        """Block until every job is terminal; return ``{job_id, state, result, error, ...}``
+        in the order given. The server holds each request open until something finishes,
+        so waiting costs a request per completion wave, not a poll per job."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done: dict[str, dict[str, Any]] = {}
+        pending = list(dict.fromkeys(job_ids))
+        while pending:
+            left = WAIT_POLL_SECONDS if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{len(pending)} of {len(done) + len(pending)} jobs were "
+                                   f"not finished after {timeout} s")
+            body = self.request("POST", "/api/v1/jobs/wait", json={
+                "job_ids": pending, "timeout_seconds": min(WAIT_POLL_SECONDS, left),
+                "include_result": True}, timeout=WAIT_POLL_SECONDS + self.timeout)
+            seen = {j["job_id"]: j for j in body["jobs"]}
+            for job_id in pending:
+                if job_id not in seen:
+                    raise error_for_status(404, f"Job {job_id} not found")
+            newly = [j for j in body["jobs"] if j["state"] in TERMINAL_STATES]
+            done.update((j["job_id"], j) for j in newly)
+            pending = [j for j in pending if j not in done]
+            if newly and on_progress:
+                on_progress(len(done), len(done) + len(pending))
+        return [done[j] for j in job_ids]
+
+    def account(self) -> dict[str, Any]:
+        return self.request("GET", "/api/v1/account")
+
+    def dashboard_url(self, job_id: str) -> str:
+        return f"{self.base_url}/job?job_id={_quote(job_id)}"
+
+
+def _entry(payload: Any, compute_target: str | None) -> dict[str, Any]:
+    if hasattr(payload, "model_dump"):
+        payload = payload.model_dump(mode="json")
+    if isinstance(payload, dict) and "job" in payload and "job_type" not in payload:
+        return {"job": payload["job"], "compute_target": payload.get("compute_target",
+                                                                     compute_target)}
+    return {"job": _jsonable(payload), "compute_target": compute_target}
+
+
+def _jsonable(payload: Any) -> Any:
+    """``model_dump()`` (python mode) leaves tuples and enums; make them plain JSON."""
+    import json
+
+    from pydantic_core import to_jsonable_python
+
+    return json.loads(json.dumps(payload, default=to_jsonable_python))
+
+
+def _quote(job_id: str) -> str:
+    from urllib.parse import quote
+
+    return quote(str(job_id), safe="")
+
+
+def _retry_after_seconds(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _status_error(resp: httpx.Response, retry_after: float | None) -> Exception:
+    try:
+        body = resp.json()
+        message = body.get("detail") if isinstance(body, dict) else None
+    except ValueError:
+        body, message = resp.text, None
+    if not isinstance(message, str):
+        message = resp.reason_phrase or f"HTTP {resp.status_code}"
+    return error_for_status(resp.status_code, message, body, retry_after)
+
+
+# ----- the default client used by module-level functions ---------------------------------
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def configure(api_key: Any = NOT_GIVEN, base_url: Any = NOT_GIVEN, **kwargs: Any) -> Client:
+    """Set the credentials and server of the module-level functions."""
+    global _default
+    with _default_lock:
+        if _default is not None:
+            _default.close()
+        _default = Client(api_key=api_key, base_url=base_url, **kwargs)
+        return _default
+
+
+def get_default_client() -> Client:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client()
+        return _default

@@ -1,0 +1,206 @@
+"""Molecular structures: atomic numbers, positions in Angstrom, charge and spin multiplicity."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    import ase
+
+DEFAULT_CONFORMER_SEED = 42
+MIN_INTERATOMIC_DISTANCE_ANGSTROM = 0.5
+
+Vector3 = tuple[float, float, float]
+
+
+class Atoms(BaseModel):
+    """A molecule: ``numbers`` (atomic numbers), ``positions`` (Angstrom), ``charge`` (e),
+    ``multiplicity`` (2S+1; unpaired electrons = multiplicity - 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    numbers: list[int] = Field(min_length=1, description="Atomic numbers")
+    positions: list[Vector3] = Field(min_length=1, description="Cartesian positions, Angstrom")
+    charge: int = Field(default=0, ge=-100, le=100, description="Net charge, elementary charges")
+    multiplicity: int = Field(default=1, ge=1, le=100, description="Spin multiplicity 2S+1")
+
+    @field_validator("numbers")
+    @classmethod
+    def _known_elements(cls, numbers: list[int]) -> list[int]:
+        bad = [z for z in numbers if z < 1 or z > 118]
+        if bad:
+            raise ValueError(f"atomic number {bad[0]} is not an element")
+        return numbers
+
+    @field_validator("positions")
+    @classmethod
+    def _finite_positions(cls, positions: list[Vector3]) -> list[Vector3]:
+        for i, xyz in enumerate(positions):
+            if not all(math.isfinite(c) for c in xyz):
+                raise ValueError(f"atom {i} has a non-finite coordinate {list(xyz)}")
+        return positions
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Atoms:
+        if len(self.numbers) != len(self.positions):
+            raise ValueError(
+                f"numbers has {len(self.numbers)} entries but positions has {len(self.positions)}"
+            )
+        self._check_electrons()
+        self._check_distances()
+        return self
+
+    def _check_electrons(self) -> None:
+        electrons = sum(self.numbers) - self.charge
+        if electrons < 1:
+            raise ValueError(f"charge {self.charge} leaves {electrons} electrons")
+        unpaired = self.multiplicity - 1
+        if unpaired > electrons or (electrons - unpaired) % 2:
+            raise ValueError(
+                f"multiplicity {self.multiplicity} is impossible with {electrons} electrons "
+                f"(charge {self.charge})"
+            )
+
+    def _check_distances(self) -> None:
+        pos = np.asarray(self.positions, dtype=float)
+        n = len(pos)
+        if n < 2:
+            return
+        limit2 = MIN_INTERATOMIC_DISTANCE_ANGSTROM**2
+        # Row blocks keep memory bounded for a thousand atoms.
+        for start in range(0, n, 256):
+            block = pos[start : start + 256]
+            d2 = ((block[:, None, :] - pos[None, :, :]) ** 2).sum(-1)
+            rows = np.arange(start, start + len(block))
+            d2[rows - start, rows] = np.inf
+            i, j = np.unravel_index(np.argmin(d2), d2.shape)
+            if d2[i, j] < limit2:
+                a, b = sorted((int(rows[i]), int(j)))
+                raise ValueError(
+                    f"atoms {a} and {b} are {math.sqrt(d2[i, j]):.3f} Angstrom apart "
+                    f"(minimum {MIN_INTERATOMIC_DISTANCE_ANGSTROM})"
+                )
+
+    # ----- derived -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def symbols(self) -> list[str]:
+        from ase.data import chemical_symbols
+
+        return [chemical_symbols[z] for z in self.numbers]
+
+    @property
+    def formula(self) -> str:
+        """Hill formula, e.g. ``C2H6O``."""
+        counts = Counter(self.symbols)
+        order = ["C", "H"] if "C" in counts else []
+        order += sorted(s for s in counts if s not in order)
+        return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order if s in counts)
+
+    @property
+    def n_electrons(self) -> int:
+        return sum(self.numbers) - self.charge
+
+    # ----- constructors ------------------------------------------------------------------
+    @classmethod
+    def from_smiles(
+        cls, smiles: str, *, seed: int = DEFAULT_CONFORMER_SEED, multiplicity: int | None = None
+    ) -> Atoms:
+        """Embed a SMILES in 3D: RDKit ETKDG (fixed ``seed``) then MMFF, so one SMILES always
+        gives one geometry. Raises ValueError naming the SMILES if it cannot be parsed or embedded."""
+        from rdkit import Chem
+        from rdkit.Chem import AllChem
+
+        mol = Chem.MolFromSmiles(smiles) if isinstance(smiles, str) and smiles.strip() else None
+        if mol is None:
+            raise ValueError(f"invalid SMILES: {smiles!r}")
+        mol = Chem.AddHs(mol)
+        params = AllChem.ETKDGv3()
+        params.randomSeed = seed
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            params.useRandomCoords = True
+            if AllChem.EmbedMolecule(mol, params) != 0:
+                raise ValueError(f"could not embed SMILES in 3D: {smiles!r}")
+        if AllChem.MMFFHasAllMoleculeParams(mol):
+            AllChem.MMFFOptimizeMolecule(mol, maxIters=2000)
+        else:
+            AllChem.UFFOptimizeMolecule(mol, maxIters=2000)
+        return cls.from_rdkit(mol, multiplicity=multiplicity)
+
+    @classmethod
+    def from_rdkit(cls, mol: Any, *, conf_id: int = -1, multiplicity: int | None = None) -> Atoms:
+        """From an RDKit molecule with a 3D conformer; charge and radicals come from the molecule."""
+        from rdkit import Chem
+
+        conf = mol.GetConformer(conf_id)
+        radicals = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
+        return cls(
+            numbers=[a.GetAtomicNum() for a in mol.GetAtoms()],
+            positions=[tuple(conf.GetAtomPosition(i)) for i in range(mol.GetNumAtoms())],
+            charge=Chem.GetFormalCharge(mol),
+            multiplicity=multiplicity if multiplicity is not None else radicals + 1,
+        )
+
+    @classmethod
+    def from_xyz(cls, source: str | os.PathLike[str], *, charge: int = 0, multiplicity: int = 1,
+                 index: int = 0) -> Atoms:
+        """From an XYZ file path or XYZ text (frame ``index`` of a multi-frame file)."""
+        return read_xyz_frames(source, charge=charge, multiplicity=multiplicity)[index]
+
+    @classmethod
+    def from_ase(cls, atoms: ase.Atoms, *, charge: int | None = None,
+                 multiplicity: int | None = None) -> Atoms:
+        info = getattr(atoms, "info", {}) or {}
+        return cls(
+            numbers=[int(z) for z in atoms.get_atomic_numbers()],
+            positions=[tuple(map(float, p)) for p in atoms.get_positions()],
+            charge=int(charge if charge is not None else info.get("charge", 0)),
+            multiplicity=int(multiplicity if multiplicity is not None
+                             else info.get("multiplicity", 1)),
+        )
+
+    def to_ase(self) -> ase.Atoms:
+        import ase
+
+        atoms = ase.Atoms(numbers=self.numbers, positions=self.positions)
+        atoms.info.update(charge=self.charge, multiplicity=self.multiplicity)
+        return atoms
+
+    def to_xyz(self, comment: str = "") -> str:
+        lines = [str(len(self)), comment.replace("\n", " ")]
+        for s, (x, y, z) in zip(self.symbols, self.positions, strict=True):
+            lines.append(f"{s:<2} {x:15.8f} {y:15.8f} {z:15.8f}")
+        return "\n".join(lines) + "\n"
+
+    def preview(self) -> dict[str, Any]:
+        """Formula and atom positions, small enough to list and render."""
+        return {"formula": self.formula, "symbols": self.symbols,
+                "positions": [[round(c, 4) for c in p] for p in self.positions]}
+
+
+def read_xyz_frames(source: str | os.PathLike[str], *, charge: int = 0,
+                    multiplicity: int = 1) -> list[Atoms]:
+    """All frames of an XYZ file (path) or XYZ text."""
+    from ase.io import read
+
+    text = _xyz_text(source)
+    frames = read(io.StringIO(text), index=":", format="xyz")
+    if not frames:
+        raise ValueError("no XYZ frames found")
+    return [Atoms.from_ase(f, charge=charge, multiplicity=multiplicity) for f in frames]
+
+
+def _xyz_text(source: str | os.PathLike[str]) -> str:
+    if isinstance(source, os.PathLike) or ("\n" not in str(source) and Path(source).exists()):
+        return Path(source).read_text()
+    return str(source)

@@ -1,0 +1,180 @@
+"""``atomiverse run FILE``: molecules from a SMILES or XYZ file, computed, a table and a
+results file out (JSON lines or CSV; optimised geometries as XYZ)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from .. import _client_jobs
+from ..atoms import Atoms, read_xyz_frames
+from ..jobs import GeometryOptimization, Job, SinglePointEnergy
+from ..levels import GFN1_XTB, GFN2_XTB
+
+LEVELS = {"gfn2": GFN2_XTB, "gfn1": GFN1_XTB}
+CHUNK = 1000
+
+
+@dataclass
+class Molecule:
+    name: str
+    source: str
+    atoms: Atoms | None
+    error: str | None = None
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="compute every molecule in a .smi or .xyz file")
+    p.add_argument("file", type=Path, help=".smi (SMILES [name] per line) or .xyz (multi-frame)")
+    p.add_argument("--job", choices=["sp", "opt"], default="sp",
+                   help="single point (default) or geometry optimisation")
+    p.add_argument("--level", choices=sorted(LEVELS), default="gfn2")
+    p.add_argument("--target", default="local",
+                   help="compute target: local (default), managed or a controller name")
+    p.add_argument("-o", "--output", type=Path,
+                   help="results file (.jsonl or .csv; default FILE-stem.results.jsonl)")
+    p.add_argument("--charge", type=int, default=0, help="charge for XYZ input")
+    p.add_argument("--no-cache", action="store_true", help="compute even if a result exists")
+    p.set_defaults(func=_run)
+
+
+def read_molecules(path: Path, charge: int = 0) -> list[Molecule]:
+    if path.suffix.lower() == ".xyz":
+        return [Molecule(f"{path.stem}-{i + 1}", "xyz", a)
+                for i, a in enumerate(read_xyz_frames(path, charge=charge))]
+    mols = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        smiles = parts[0]
+        name = parts[1] if len(parts) > 1 else f"mol-{lineno}"
+        try:
+            mols.append(Molecule(name, smiles, Atoms.from_smiles(smiles)))
+        except ValueError as e:
+            mols.append(Molecule(name, smiles, None, str(e)))
+    return mols
+
+
+def build_job(mol: Molecule, args: argparse.Namespace) -> Job:
+    cls = GeometryOptimization if args.job == "opt" else SinglePointEnergy
+    return cls(atoms=mol.atoms, level_of_theory=LEVELS[args.level], name=mol.name,
+               use_cache=not args.no_cache)
+
+
+def _run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    if not args.file.exists():
+        console.print(f"[red]no such file: {args.file}[/red]")
+        return 2
+    mols = read_molecules(args.file, args.charge)
+    rows = [{"name": m.name, "input": m.source, "formula": m.atoms.formula if m.atoms else None,
+             "state": "failed", "error": m.error} for m in mols]
+    todo = [i for i, m in enumerate(mols) if m.atoms is not None]
+    payloads = [build_job(mols[i], args).model_dump(mode="json") for i in todo]
+    job_ids = _submit(payloads, args.target, rows, todo)
+    _wait(job_ids, rows, console)
+    out = args.output or args.file.with_name(f"{args.file.stem}.results.jsonl")
+    write_results(out, rows)
+    if args.job == "opt":
+        write_geometries(out.with_suffix(".xyz"), rows, mols)
+    Console().print(results_table(rows, args.job))
+    console.print(f"results written to {out}")
+    return 0 if all(r["state"] == "done" for r in rows) else 1
+
+
+def _submit(payloads: list[dict[str, Any]], target: str, rows: list[dict[str, Any]],
+            todo: list[int]) -> dict[str, int]:
+    job_ids: dict[str, int] = {}
+    for start in range(0, len(payloads), CHUNK):
+        res = _client_jobs.submit_batch(payloads[start:start + CHUNK], compute_target=target)
+        for k, entry in enumerate(res["jobs"]):
+            row = rows[todo[start + k]]
+            if entry["job_id"]:
+                job_ids[entry["job_id"]] = todo[start + k]
+                row.update(job_id=entry["job_id"], state=entry["state"], error=None)
+            else:
+                row["error"] = entry["error"]
+    return job_ids
+
+
+def _wait(job_ids: dict[str, int], rows: list[dict[str, Any]], console: Console) -> None:
+    if not job_ids:
+        return
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=False) as progress:
+        task = progress.add_task("computing", total=len(job_ids))
+        records = _client_jobs.wait_jobs(
+            list(job_ids), on_progress=lambda done, _total: progress.update(task, completed=done))
+    for rec in records:
+        rows[job_ids[rec["job_id"]]].update(state=rec["state"], result=rec.get("result"),
+                                            error=rec.get("error"),
+                                            cached_from=rec.get("cached_from"))
+
+
+def flat(row: dict[str, Any]) -> dict[str, Any]:
+    r = row.get("result") or {}
+    return {"name": row["name"], "input": row["input"], "formula": row["formula"],
+            "job_id": row.get("job_id"), "state": row["state"],
+            "energy_hartree": r.get("energy_hartree"),
+            "homo_lumo_gap_ev": r.get("homo_lumo_gap_ev"),
+            "n_steps": r.get("n_steps"), "converged": r.get("converged"),
+            "engine": r.get("engine"), "wall_time_seconds": r.get("wall_time_seconds"),
+            "error": row.get("error")}
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    if path.suffix.lower() == ".csv":
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(flat(rows[0]) if rows else []))
+            writer.writeheader()
+            writer.writerows(flat(r) for r in rows)
+        return
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps({**flat(r), "result": r.get("result")}) + "\n")
+
+
+def write_geometries(path: Path, rows: list[dict[str, Any]], mols: list[Molecule]) -> None:
+    with open(path, "w") as f:
+        for row, mol in zip(rows, mols, strict=True):
+            res = row.get("result") or {}
+            if mol.atoms is None or "final_positions_angstrom" not in res:
+                continue
+            final = mol.atoms.model_copy(update={"positions": res["final_positions_angstrom"]})
+            f.write(final.to_xyz(f"{row['name']} energy_hartree={res['energy_hartree']:.10f}"))
+
+
+def results_table(rows: list[dict[str, Any]], job: str) -> Table:
+    table = Table(title="GFN-xTB results")
+    for col in ("name", "formula", "state", "energy / Hartree", "gap / eV"):
+        table.add_column(col, justify="right" if "/" in col else "left")
+    if job == "opt":
+        table.add_column("steps", justify="right")
+        table.add_column("converged")
+    for row in rows:
+        f = flat(row)
+        cells = [f["name"], f["formula"] or "", f["state"],
+                 f"{f['energy_hartree']:.8f}" if f["energy_hartree"] is not None else "",
+                 f"{f['homo_lumo_gap_ev']:.3f}" if f["homo_lumo_gap_ev"] is not None else ""]
+        if job == "opt":
+            cells += [str(f["n_steps"] or ""), str(f["converged"] if f["converged"] is not None
+                                                   else "")]
+        table.add_row(*cells)
+        if f["error"]:
+            table.add_row("", f"[red]{f['error'][:200]}[/red]", "", "", "")
+    return table
+
+
+if __name__ == "__main__":
+    sys.exit(_run(argparse.Namespace()))

@@ -1,0 +1,226 @@
+"""Job models. ``model_dump()`` is the JSON payload; a submitted job also carries a handle
+(``job_id``, ``state``, ``result``) and verbs that talk to the server through its client.
+
+Handles overwrite themselves from the server's response, never optimistically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+import webbrowser
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, model_validator
+
+from .atoms import Atoms
+from .levels import LevelOfTheory
+from .state import State
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+Engine = Literal["xtb", "tblite"]
+MAX_WALLTIME_SECONDS = 7 * 24 * 3600
+
+
+class Job(BaseModel):
+    """Fields shared by every job type, and the verbs of a submitted job."""
+
+    model_config = ConfigDict(extra="forbid")
+    job_type: ClassVar[str]
+
+    atoms: Atoms
+    level_of_theory: LevelOfTheory
+    name: str | None = Field(default=None, max_length=120)
+    engine: Engine | None = Field(default=None, description="None: the controller's default")
+    use_cache: bool = Field(default=True, description="Allow an identical done job to answer")
+    walltime_seconds: float | None = Field(default=None, gt=0, le=MAX_WALLTIME_SECONDS)
+
+    _job_id: str | None = PrivateAttr(default=None)
+    _record: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _client: Client | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _level_covers_elements(self) -> Job:
+        zmax = self.level_of_theory.max_atomic_number
+        bad = sorted({z for z in self.atoms.numbers if z > zmax})
+        if bad:
+            raise ValueError(
+                f"atoms: element Z={bad[0]} is not parametrised by {self.level_of_theory} "
+                f"(Z 1-{zmax})"
+            )
+        return self
+
+    # ----- handle ------------------------------------------------------------------------
+    @property
+    def job_id(self) -> str | None:
+        return self._job_id
+
+    @property
+    def state(self) -> State | None:
+        s = self._record.get("state")
+        return State(s) if s else None
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        return self._record.get("result")
+
+    @property
+    def error(self) -> str | None:
+        return self._record.get("error")
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The server's last word on this job (state, times, result) as a dict."""
+        return dict(self._record)
+
+    def _api(self) -> Client:
+        from ._client import get_default_client
+
+        if self._client is None:
+            self._client = get_default_client()
+        return self._client
+
+    def _require_id(self, verb: str) -> str:
+        if self._job_id is None:
+            raise RuntimeError(f"cannot {verb} a job that has not been submitted")
+        return self._job_id
+
+    def _apply(self, record: dict[str, Any]) -> Job:
+        self._job_id = record["job_id"]
+        self._record = record
+        if "name" in record:
+            # name is a payload field too; keep it in step with the server.
+            object.__setattr__(self, "name", record["name"])
+        return self
+
+    # ----- verbs -------------------------------------------------------------------------
+    def submit(self, wait: bool = False, compute_target: str | None = None,
+               timeout: float | None = None) -> Job:
+        """Submit this job. With ``wait=True`` return when it is terminal, result loaded."""
+        api = self._api()
+        self._apply(api.submit_job(self.model_dump(), compute_target=compute_target))
+        if wait:
+            self.wait(timeout=timeout)
+        return self
+
+    def wait(self, timeout: float | None = None) -> Job:
+        job_id = self._require_id("wait for")
+        (record,) = self._api().wait_jobs([job_id], timeout=timeout)
+        return self._apply(record)
+
+    def refresh(self) -> Job:
+        return self._apply(self._api().get_job(self._require_id("refresh")))
+
+    def rename(self, name: str) -> Job:
+        return self._apply(self._api().rename_job(self._require_id("rename"), name))
+
+    def cancel(self) -> Job:
+        return self._apply(self._api().cancel_job(self._require_id("cancel")))
+
+    def delete(self) -> None:
+        self._api().delete_job(self._require_id("delete"))
+
+    def job_dashboard_url(self) -> str:
+        return self._api().dashboard_url(self._require_id("visualize"))
+
+    def visualize(self, mode: Literal["browser", "link"] | None = None, *,
+                  open_browser: bool | None = None) -> str:
+        """Open the job's dashboard in a new browser tab and return its URL.
+
+        ``mode="link"`` only returns (and prints) the URL. On a machine with no browser the
+        link is printed and still returned. ``open_browser=`` is a deprecated alias."""
+        url = self.job_dashboard_url()
+        if open_browser is not None:
+            warnings.warn("visualize(open_browser=...) is deprecated; use mode='browser' or "
+                          "mode='link'", DeprecationWarning, stacklevel=2)
+            if mode is None:
+                mode = "browser" if open_browser else "link"
+        mode = mode or "browser"
+        if mode not in ("browser", "link"):
+            raise ValueError(f"mode must be 'browser' or 'link', not {mode!r}")
+        if mode == "link" or not _open_in_browser(url):
+            print(url)
+        return url
+
+    # ----- persistence -------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the payload and handle to a JSON file, to pick the job up in another process."""
+        data = {"payload": self.model_dump(mode="json"), "job_id": self._job_id,
+                "record": self._record}
+        Path(path).write_text(json.dumps(data))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Job:
+        data = json.loads(Path(path).read_text())
+        job = parse_job(data["payload"])
+        job._job_id = data.get("job_id")
+        job._record = data.get("record") or {}
+        return job
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], client: Client | None = None) -> Job:
+        job = parse_job(record["job"])
+        job._client = client
+        return job._apply(record)
+
+
+def _open_in_browser(url: str) -> bool:
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") \
+            and os.name == "posix" and not _is_macos():
+        return False
+    try:
+        return webbrowser.open_new_tab(url)
+    except webbrowser.Error:
+        return False
+
+
+def _is_macos() -> bool:
+    import sys
+
+    return sys.platform == "darwin"
+
+
+class SinglePointEnergy(Job):
+    """Energy, gradient, HOMO-LUMO gap, dipole and partial charges at a fixed geometry."""
+
+    job_type: Literal["single_point_energy"] = "single_point_energy"  # type: ignore[assignment]
+
+
+class GeometryOptimization(Job):
+    """Relax the geometry with an ASE optimiser on the xTB potential energy surface."""
+
+    job_type: Literal["opt"] = "opt"  # type: ignore[assignment]
+    optimizer: Literal["LBFGS", "BFGS", "FIRE"] = "LBFGS"
+    fmax: float = Field(default=0.01, gt=0, le=10, description="Convergence: max force, eV/Angstrom")
+    max_steps: int = Field(default=500, ge=1, le=10_000)
+
+
+JobSpec = Annotated[Union[SinglePointEnergy, GeometryOptimization], Field(discriminator="job_type")]
+_JOB_ADAPTER: TypeAdapter[Job] = TypeAdapter(JobSpec)
+
+
+def parse_job(payload: Any) -> Job:
+    """Validate a job payload into its model; raises pydantic.ValidationError."""
+    return _JOB_ADAPTER.validate_python(payload)
+
+
+def describe_validation_error(exc: Exception) -> str:
+    """``<field>: <reason>`` for the first problem in a pydantic ValidationError."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"] if p not in ("single_point_energy", "opt")]
+    msg = err["msg"].removeprefix("Value error, ")
+    field = ".".join(loc) or "job"
+    if err["type"] == "union_tag_invalid":
+        msg = "must be one of 'single_point_energy', 'opt'"
+        field = "job_type"
+    elif err["type"] == "union_tag_not_found":
+        field, msg = "job_type", "field required"
+    return f"{field}: {msg}"

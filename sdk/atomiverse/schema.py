@@ -1,0 +1,205 @@
+"""The wire schema: request and response bodies of the job API and the controller protocol.
+
+The SDK owns these models; the server and the controller import them. Units are in the names:
+energies in Hartree, lengths in Angstrom, gradients in Hartree/Bohr, dipoles in e*Bohr,
+times in seconds. Timestamps are ISO 8601 strings in UTC.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .atoms import Vector3
+from .state import State
+
+JobType = Literal["single_point_energy", "opt"]
+EntryStatus = Literal["submitted", "cache_hit", "failed"]
+ErrorType = Literal["input", "convergence", "resource", "crash", "walltime", "lost", "cancelled",
+                    "internal"]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----- results -----------------------------------------------------------------------------
+class SinglePointResult(BaseModel):
+    energy_hartree: float
+    gradient_hartree_per_bohr: list[Vector3]
+    homo_lumo_gap_ev: float | None = None
+    dipole_au: Vector3 | None = Field(default=None, description="Dipole moment, e*Bohr")
+    partial_charges_e: list[float] | None = None
+    engine: str
+    engine_version: str
+    wall_time_seconds: float
+    core_seconds: float
+
+
+class OptimizationResult(SinglePointResult):
+    """``energy_hartree`` and the other single-point fields refer to the final geometry."""
+
+    final_positions_angstrom: list[Vector3]
+    energies_hartree: list[float] = Field(description="Energy at every optimiser step")
+    n_steps: int
+    converged: bool
+    fmax_ev_per_angstrom: float = Field(description="Largest force on any atom at the end")
+    optimizer: str
+
+
+# ----- submission --------------------------------------------------------------------------
+class BatchEntry(_Wire):
+    # Kept raw on purpose: each entry is validated on its own so one bad job fails alone.
+    job: Any
+    compute_target: str | None = None
+
+
+class BatchRequest(_Wire):
+    jobs: list[Any]
+
+
+class BatchEntryResult(BaseModel):
+    job_id: str | None
+    state: State | None
+    status: EntryStatus
+    error: str | None = None
+    cached_from: str | None = None
+
+
+class BatchResponse(BaseModel):
+    total: int
+    submitted: int
+    failed: int
+    cache_hits: int
+    jobs: list[BatchEntryResult]
+
+
+class JobSubmitRequest(_Wire):
+    job: Any
+    compute_target: str | None = None
+
+
+# ----- jobs --------------------------------------------------------------------------------
+class MoleculePreview(BaseModel):
+    formula: str
+    symbols: list[str]
+    positions: list[list[float]]
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    name: str | None
+    state: State
+    job_type: str
+    created_at: str
+    billed_core_seconds: float
+    molecule_preview: MoleculePreview | None
+
+
+class JobPublic(JobSummary):
+    compute_target: str
+    controller: str | None
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    error: str | None
+    cached_from: str | None
+    job: dict[str, Any]
+    result: dict[str, Any] | None
+
+
+class JobsPage(BaseModel):
+    jobs: list[dict[str, Any]]
+    has_more: bool
+    next_cursor: str | None
+
+
+class JobRename(_Wire):
+    name: str
+
+
+class WaitRequest(_Wire):
+    job_ids: list[str] = Field(max_length=10_000)
+    timeout_seconds: float = Field(default=20.0, ge=0, le=60)
+    include_result: bool = False
+
+
+class WaitResponse(BaseModel):
+    """States of the requested jobs; the call returns once any of them is terminal."""
+
+    jobs: list[dict[str, Any]]
+
+
+# ----- controller protocol -----------------------------------------------------------------
+class ControllerRegister(_Wire):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    slots: int = Field(ge=1, le=4096)
+    cores_per_job: int = Field(default=1, ge=1, le=1024)
+    capacity: int | None = Field(default=None, ge=1,
+                                 description="Outstanding jobs accepted; default from slots")
+    engines: dict[str, str] = Field(description="Engine name -> version")
+    hostname: str = ""
+
+
+class ControllerRegistered(BaseModel):
+    controller_id: str
+    name: str
+    token: str
+    lease_seconds: float
+    heartbeat_seconds: float
+
+
+class ClaimRequest(_Wire):
+    max_jobs: int = Field(ge=1, le=1000)
+    wait_seconds: float = Field(default=20.0, ge=0, le=60)
+
+
+class ClaimedJob(BaseModel):
+    job_id: str
+    lease_id: str
+    attempt: int
+    job: dict[str, Any]
+    walltime_seconds: float
+
+
+class ClaimResponse(BaseModel):
+    jobs: list[ClaimedJob]
+
+
+class LeaseRef(_Wire):
+    job_id: str
+    lease_id: str
+
+
+class HeartbeatRequest(_Wire):
+    running: list[LeaseRef] = Field(default_factory=list)
+    free_slots: int = 0
+
+
+class HeartbeatResponse(BaseModel):
+    cancelled: list[str] = Field(description="Jobs to stop now: cancelled by the user")
+    lost: list[str] = Field(description="Jobs whose lease this controller no longer holds")
+    lease_seconds: float
+
+
+class JobReport(_Wire):
+    job_id: str
+    lease_id: str
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    error_type: ErrorType | None = None
+
+
+class CompleteRequest(_Wire):
+    reports: list[JobReport] = Field(max_length=10_000)
+
+
+class CompleteResponse(BaseModel):
+    accepted: list[str]
+    rejected: list[str]
+
+
+class ErrorBody(BaseModel):
+    detail: str

@@ -1,0 +1,1 @@
+"""Atomiverse job API server: workspaces, jobs, routing, controller protocol, dashboard."""

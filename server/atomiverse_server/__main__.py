@@ -1,0 +1,48 @@
+"""``python -m atomiverse_server``: run the job API server with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="atomiverse server", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--home", type=Path, help="data directory (default ~/.atomiverse)")
+    p.add_argument("--database-url", help="SQLAlchemy URL (default SQLite under home)")
+    p.add_argument("--embedded", action="store_true",
+                   help="single-machine mode: supervise a local controller")
+    p.add_argument("--local-slots", type=int, help="slots for the embedded local controller")
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+
+    import uvicorn
+
+    from .main import create_app
+    from .settings import Settings
+
+    overrides: dict[str, object] = {}
+    if args.home:
+        overrides["home"] = args.home
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    if args.embedded:
+        overrides["embedded"] = True
+    if args.local_slots:
+        overrides["local_controller_slots"] = args.local_slots
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if settings.public_url is None:
+        settings.public_url = f"http://{args.host}:{args.port}"
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    os.environ.setdefault("ATOMIVERSE_HOME", str(settings.home))
+    uvicorn.run(create_app(settings), host=args.host, port=args.port,
+                log_level=args.log_level, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""``atomiverse admin ...``: administration of a self-hosted server, straight on its database.
+
+The database comes from ``--database-url``, ``ATOMIVERSE_DATABASE_URL`` or the SQLite file
+under ``ATOMIVERSE_HOME``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .db import create_schema, make_engine, read_tx, write_tx
+from .settings import Settings
+from .store import controllers as controller_store
+from .store import workspaces as workspace_store
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atomiverse admin", description=__doc__)
+    p.add_argument("--database-url")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("create-workspace", help="create a workspace and print its first key")
+    c.add_argument("name")
+    c.add_argument("--balance", type=float, default=0.0)
+    k = sub.add_parser("issue-key", help="issue an API key (shown once)")
+    k.add_argument("workspace")
+    r = sub.add_parser("revoke-key", help="revoke an API key by its first 8 characters")
+    r.add_argument("workspace")
+    r.add_argument("prefix")
+    b = sub.add_parser("set-balance", help="set a workspace's balance")
+    b.add_argument("workspace")
+    b.add_argument("balance", type=float)
+    lc = sub.add_parser("list-controllers", help="controllers of a workspace, free slots")
+    lc.add_argument("workspace")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
+    engine = make_engine(settings.resolved_database_url())
+    create_schema(engine)
+    try:
+        return _dispatch(args, engine)
+    finally:
+        engine.dispose()
+
+
+def _workspace(conn, name: str):  # type: ignore[no-untyped-def]
+    ws = workspace_store.get_workspace_by_name(conn, name=name)
+    if ws is None:
+        raise SystemExit(f"no workspace named {name!r}")
+    return ws
+
+
+def _dispatch(args: argparse.Namespace, engine) -> int:  # type: ignore[no-untyped-def]
+    if args.command == "create-workspace":
+        with write_tx(engine) as conn:
+            if workspace_store.get_workspace_by_name(conn, name=args.name):
+                raise SystemExit(f"workspace {args.name!r} already exists")
+            ws = workspace_store.create_workspace(conn, name=args.name, balance=args.balance)
+            key = workspace_store.issue_api_key(conn, workspace_id=ws.id)
+        print(json.dumps({"workspace": ws.name, "api_key": key}))
+    elif args.command == "issue-key":
+        with write_tx(engine) as conn:
+            key = workspace_store.issue_api_key(conn, workspace_id=_workspace(conn,
+                                                                              args.workspace).id)
+        print(json.dumps({"workspace": args.workspace, "api_key": key}))
+    elif args.command == "revoke-key":
+        with write_tx(engine) as conn:
+            n = workspace_store.revoke_api_key(conn, workspace_id=_workspace(
+                conn, args.workspace).id, prefix=args.prefix)
+        print(json.dumps({"revoked": n}))
+        return 0 if n else 1
+    elif args.command == "set-balance":
+        with write_tx(engine) as conn:
+            workspace_store.set_balance(conn, workspace_id=_workspace(conn, args.workspace).id,
+                                        balance=args.balance)
+        print(json.dumps({"workspace": args.workspace, "balance": args.balance}))
+    elif args.command == "list-controllers":
+        with read_tx(engine) as conn:
+            rows = controller_store.list_controllers(conn, workspace_id=_workspace(
+                conn, args.workspace).id)
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Builds the FastAPI app: state, lifespan, error format, routers. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from . import embedded
+from .db import create_schema, make_engine
+from .notify import Notifier
+from .routes import account, controllers, jobs
+from .scheduler import start_scheduler
+from .settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.resolved_database_url())
+        create_schema(engine)
+        notifier = Notifier()
+        notifier.bind(asyncio.get_running_loop())
+        app.state.settings, app.state.engine, app.state.notifier = settings, engine, notifier
+        extra = []
+        supervisor = None
+        if settings.embedded:
+            settings.local_controller_name = (settings.local_controller_name
+                                              or embedded.local_controller_name())
+            embedded.ensure_local_credentials(engine, settings.home)
+            supervisor = embedded.LocalControllerSupervisor(
+                settings, settings.public_url or "http://127.0.0.1:8000")
+            supervisor.ensure_running()
+            extra.append((supervisor.ensure_running, 5.0))
+        scheduler = start_scheduler(engine, settings, notifier, extra)
+        try:
+            yield
+        finally:
+            scheduler.shutdown(wait=False)
+            if supervisor is not None:
+                await asyncio.to_thread(supervisor.stop)
+            engine.dispose()
+
+    app = FastAPI(title="Atomiverse compute", version="0.1.0", lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(account.router)
+    app.include_router(jobs.router)
+    app.include_router(controllers.router)
+    return app
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """One readable ``field: reason`` line, plus the full list for programs."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+    detail = f"{loc or 'body'}: {first.get('msg', 'invalid')}"
+    return JSONResponse(status_code=422, content={
+        "detail": detail,
+        "errors": [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+                   for e in errors[:20]]})

@@ -1,0 +1,113 @@
+"""The controller protocol: register, claim (long-poll), heartbeat, complete, release."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from atomiverse.schema import (ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse,
+                               ControllerRegister, ControllerRegistered, HeartbeatRequest,
+                               HeartbeatResponse, LeaseRef)
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.engine import Engine
+
+from ..db import read_tx, write_tx
+from ..deps import CurrentController, CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
+from ..settings import Settings
+from ..store import controllers as controller_store
+from ..store.controllers import Controller
+
+router = APIRouter(prefix="/api/v1/controllers", tags=["controllers"])
+
+# A controller accepts this many outstanding jobs per slot unless it says otherwise.
+DEFAULT_CAPACITY_PER_SLOT = 1000
+
+
+@router.post("/register", response_model=ControllerRegistered)
+def register(body: ControllerRegister, workspace: CurrentWorkspace, engine: EngineDep,
+             settings: SettingsDep) -> dict[str, Any]:
+    serves_managed = settings.embedded and body.name == settings.local_controller_name
+    with write_tx(engine) as conn:
+        ctl, token = controller_store.register_controller(
+            conn, workspace_id=workspace.id, name=body.name, slots=body.slots,
+            cores_per_job=body.cores_per_job,
+            capacity=body.capacity or body.slots * DEFAULT_CAPACITY_PER_SLOT,
+            engines=body.engines, hostname=body.hostname, serves_managed=serves_managed)
+    return {"controller_id": ctl.id, "name": ctl.name, "token": token,
+            "lease_seconds": settings.lease_seconds,
+            "heartbeat_seconds": settings.heartbeat_seconds}
+
+
+@router.get("")
+def list_controllers(workspace: CurrentWorkspace, engine: EngineDep) -> dict[str, Any]:
+    with read_tx(engine) as conn:
+        return {"controllers": controller_store.list_controllers(conn,
+                                                                 workspace_id=workspace.id)}
+
+
+@router.post("/claim", response_model=ClaimResponse)
+async def claim(body: ClaimRequest, controller: CurrentController, engine: EngineDep,
+                settings: SettingsDep, notifier: NotifierDep) -> dict[str, Any]:
+    """Long-poll: returns as soon as there is work for this controller, or empty-handed
+    after ``wait_seconds``."""
+    deadline = time.monotonic() + body.wait_seconds
+    while True:
+        event = notifier.jobs_pending.snapshot()
+        claimed = await run_in_threadpool(_claim, engine, controller, body.max_jobs, settings)
+        remaining = deadline - time.monotonic()
+        if claimed or remaining <= 0:
+            return {"jobs": claimed}
+        await notifier.jobs_pending.wait(event, min(remaining, notifier.fallback_seconds))
+
+
+def _claim(engine: Engine, controller: Controller, max_jobs: int,
+           settings: Settings) -> list[dict[str, Any]]:
+    with write_tx(engine) as conn:
+        return controller_store.claim_jobs(conn, controller=controller, max_jobs=max_jobs,
+                                           lease_seconds=settings.lease_seconds)
+
+
+@router.post("/heartbeat", response_model=HeartbeatResponse)
+def heartbeat(body: HeartbeatRequest, controller: CurrentController, engine: EngineDep,
+              settings: SettingsDep) -> dict[str, Any]:
+    with write_tx(engine) as conn:
+        out = controller_store.heartbeat(
+            conn, controller=controller,
+            running=[(r.job_id, r.lease_id) for r in body.running],
+            lease_seconds=settings.lease_seconds)
+    return out | {"lease_seconds": settings.lease_seconds}
+
+
+@router.post("/complete", response_model=CompleteResponse)
+def complete(body: CompleteRequest, controller: CurrentController, engine: EngineDep,
+             settings: SettingsDep, notifier: NotifierDep) -> dict[str, Any]:
+    with write_tx(engine) as conn:
+        out = controller_store.complete_jobs(
+            conn, controller=controller, reports=[r.model_dump() for r in body.reports],
+            max_attempts=settings.max_attempts,
+            managed_rate_per_core_hour=settings.managed_rate_per_core_hour)
+    if out["accepted"]:
+        notifier.jobs_finished.fire()
+        # A retryable failure puts the job back in the queue.
+        notifier.jobs_pending.fire()
+    return out
+
+
+@router.post("/release")
+def release(body: list[LeaseRef], controller: CurrentController, engine: EngineDep,
+            notifier: NotifierDep) -> dict[str, int]:
+    """Hand unfinished jobs back (drain or shutdown) without spending an attempt."""
+    with write_tx(engine) as conn:
+        n = controller_store.release_jobs(conn, controller=controller,
+                                          job_ids=[r.job_id for r in body])
+    if n:
+        notifier.jobs_pending.fire()
+    return {"released": n}
+
+
+@router.post("/deregister")
+def deregister(controller: CurrentController, engine: EngineDep) -> dict[str, str]:
+    with write_tx(engine) as conn:
+        controller_store.set_status(conn, controller_id=controller.id, status="offline")
+    return {"status": "offline"}

@@ -1,0 +1,161 @@
+"""User routes for jobs: submit, read, list, wait, rename, cancel, delete."""
+
+from __future__ import annotations
+
+
+import time
+import unicodedata
+from typing import Annotated, Any
+
+from atomiverse.schema import (BatchRequest, BatchResponse, JobPublic, JobRename, JobsPage,
+                               JobSubmitRequest, WaitRequest, WaitResponse)
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+from ..db import read_tx, write_tx
+from ..deps import CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
+from ..store import jobs as job_store
+from ..submission import submit_entries
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+MAX_NAME_LENGTH = 120
+LocalControllerHeader = Annotated[str | None, Header(alias="X-Atomiverse-Local-Controller",
+                                                     max_length=100)]
+
+
+@router.post("/submit-batch", response_model=BatchResponse)
+def submit_batch(body: BatchRequest, workspace: CurrentWorkspace, engine: EngineDep,
+                 settings: SettingsDep, notifier: NotifierDep,
+                 local_controller: LocalControllerHeader = None) -> dict[str, Any]:
+    if len(body.jobs) > settings.max_batch_size:
+        raise HTTPException(413, f"Batch of {len(body.jobs)} jobs exceeds the maximum batch "
+                                 f"size of {settings.max_batch_size}: send several batches")
+    with write_tx(engine) as conn:
+        response = submit_entries(conn, workspace_id=workspace.id, entries=body.jobs,
+                                  settings=settings, local_controller=local_controller)
+    if response["submitted"]:
+        notifier.jobs_pending.fire()
+    return response
+
+
+@router.post("", response_model=JobPublic, status_code=201)
+def submit_job(body: JobSubmitRequest, workspace: CurrentWorkspace, engine: EngineDep,
+               settings: SettingsDep, notifier: NotifierDep,
+               local_controller: LocalControllerHeader = None) -> dict[str, Any]:
+    entry = {"job": body.job, "compute_target": body.compute_target}
+    with write_tx(engine) as conn:
+        response = submit_entries(conn, workspace_id=workspace.id, entries=[entry],
+                                  settings=settings, local_controller=local_controller)
+        (result,) = response["jobs"]
+        if result["status"] == "failed":
+            raise HTTPException(422, result["error"])
+        record = job_store.get_job(conn, workspace_id=workspace.id, job_id=result["job_id"])
+    notifier.jobs_pending.fire()
+    return record  # type: ignore[return-value]
+
+
+@router.get("", response_model=JobsPage)
+def list_jobs(workspace: CurrentWorkspace, engine: EngineDep,
+              limit: Annotated[int, Query(ge=1, le=200)] = 50,
+              cursor: Annotated[str | None, Query(max_length=200)] = None,
+              state: Annotated[str | None, Query(
+                  pattern="^(pending|running|done|failed|cancelled)$")] = None,
+              name: Annotated[str | None, Query(max_length=MAX_NAME_LENGTH)] = None,
+              ) -> dict[str, Any]:
+    try:
+        with read_tx(engine) as conn:
+            return job_store.list_jobs(conn, workspace_id=workspace.id, limit=limit,
+                                       cursor=cursor, state=state, name_contains=name)
+    except job_store.InvalidCursor as e:
+        raise HTTPException(422, str(e)) from None
+
+
+@router.post("/wait", response_model=WaitResponse)
+async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: EngineDep,
+                    notifier: NotifierDep) -> dict[str, Any]:
+    """Long-poll: returns the states of the given jobs as soon as any of them is terminal
+    (with results if asked), or when ``timeout_seconds`` runs out."""
+    deadline = time.monotonic() + body.timeout_seconds
+    while True:
+        event = notifier.jobs_finished.snapshot()
+        states = await run_in_threadpool(_job_states, engine, workspace.id, body)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or any(s["state"] in job_store.TERMINAL for s in states) \
+                or len(states) < len(set(body.job_ids)):
+            return {"jobs": states}
+        await notifier.jobs_finished.wait(event, min(remaining, notifier.fallback_seconds))
+
+
+def _job_states(engine: Any, workspace_id: str, body: WaitRequest) -> list[dict[str, Any]]:
+    with read_tx(engine) as conn:
+        return job_store.job_states(conn, workspace_id=workspace_id, job_ids=body.job_ids,
+                                    include_result=body.include_result)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, workspace: CurrentWorkspace, engine: EngineDep) -> dict[str, Any]:
+    with read_tx(engine) as conn:
+        return _found(job_store.get_job(conn, workspace_id=workspace.id, job_id=job_id), job_id)
+
+
+@router.patch("/{job_id}", response_model=JobPublic)
+def rename_job(job_id: str, body: JobRename, workspace: CurrentWorkspace,
+               engine: EngineDep) -> dict[str, Any]:
+    name = _valid_name(body.name)
+    with write_tx(engine) as conn:
+        if not job_store.rename_job(conn, workspace_id=workspace.id, job_id=job_id, name=name):
+            raise _not_found(job_id)
+        return _found(job_store.get_job(conn, workspace_id=workspace.id, job_id=job_id), job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: str, workspace: CurrentWorkspace, engine: EngineDep,
+               notifier: NotifierDep) -> dict[str, Any]:
+    with write_tx(engine) as conn:
+        before = job_store.cancel_job(conn, workspace_id=workspace.id, job_id=job_id)
+        if before is None:
+            raise _not_found(job_id)
+        record = _found(job_store.get_job(conn, workspace_id=workspace.id, job_id=job_id),
+                        job_id)
+    if before in job_store.ACTIVE:
+        notifier.jobs_finished.fire()
+    return record
+
+
+@router.delete("/{job_id}", status_code=204)
+def delete_job(job_id: str, workspace: CurrentWorkspace, engine: EngineDep) -> Response:
+    with write_tx(engine) as conn:
+        state = job_store.delete_job(conn, workspace_id=workspace.id, job_id=job_id)
+    if state is None:
+        raise _not_found(job_id)
+    if state in job_store.ACTIVE:
+        raise HTTPException(409, f"Job {job_id} is {state}: only done, failed or cancelled "
+                                 f"jobs can be deleted; cancel it first")
+    return Response(status_code=204)
+
+
+def _valid_name(raw: str) -> str:
+    name = raw.strip()
+    if not name:
+        raise HTTPException(422, "name: must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise HTTPException(422, f"name: {len(name)} characters is more than the maximum of "
+                                 f"{MAX_NAME_LENGTH}")
+    bad = next((c for c in name if not c.isprintable() or unicodedata.category(c) == "Cf"),
+               None)
+    if bad is not None:
+        raise HTTPException(422, f"name: contains the non-printable character U+{ord(bad):04X}")
+    return name
+
+
+def _not_found(job_id: str) -> HTTPException:
+    return HTTPException(404, f"Job {job_id[:64]} not found")
+
+
+def _found(record: dict[str, Any] | None, job_id: str) -> dict[str, Any]:
+    if record is None:
+        raise _not_found(job_id)
+    return record
+
+
+

@@ -1,0 +1,52 @@
+"""Server configuration: one BaseSettings class. Precedence: constructor argument, then
+``ATOMIVERSE_*`` environment variable, then the default here."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path.home() / ".atomiverse"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATOMIVERSE_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    database_url: str | None = Field(default=None, description="Default: SQLite under home")
+    public_url: str | None = Field(default=None, description="Base URL for dashboard links")
+
+    # Embedded mode: one machine, the server supervises its own local controller, which also
+    # serves as the managed pool at a billing rate of 0.
+    embedded: bool = False
+    local_controller_name: str | None = None
+    local_controller_slots: int | None = None
+
+    managed_enabled: bool = False
+    managed_rate_per_core_hour: float = Field(default=0.0, ge=0)
+
+    max_batch_size: int = Field(default=1000, ge=1)
+    max_atoms: int = Field(default=1000, ge=1)
+    batch_rate_per_minute: int = Field(default=2, ge=1)
+    job_rate_per_minute: int = Field(default=600, ge=1)
+
+    lease_seconds: float = Field(default=60.0, gt=0)
+    heartbeat_seconds: float = Field(default=3.0, gt=0)
+    sweep_seconds: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    default_walltime_seconds: float = Field(default=24 * 3600.0, gt=0)
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'atomiverse.db'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

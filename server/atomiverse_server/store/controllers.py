@@ -1,0 +1,244 @@
+"""Controllers and the job lifecycle they drive: claim with a lease, heartbeat, complete,
+and the sweep that takes back leases nobody renewed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .. import security
+from ..db import controllers, is_postgres, jobs, workspaces
+from ._time import iso, now
+
+# Failures that say nothing about the job itself: the attempt is worth repeating.
+RETRYABLE_ERROR_TYPES = frozenset({"lost", "resource"})
+
+
+@dataclass(frozen=True)
+class Controller:
+    id: str
+    workspace_id: str
+    name: str
+    slots: int
+    cores_per_job: int
+    capacity: int
+    engines: dict[str, str]
+    serves_managed: bool
+    status: str
+
+
+def _controller(row: Any) -> Controller:
+    return Controller(row.id, row.workspace_id, row.name, row.slots, row.cores_per_job,
+                      row.capacity, row.engines, row.serves_managed, row.status)
+
+
+def register_controller(conn: Connection, *, workspace_id: str, name: str, slots: int,
+                        cores_per_job: int, capacity: int, engines: dict[str, str],
+                        hostname: str, serves_managed: bool) -> tuple[Controller, str]:
+    """Register (or re-register) a controller by name; returns it and a fresh token."""
+    token = security.new_controller_token()
+    values = dict(token_hash=security.hash_secret(token), slots=slots,
+                  cores_per_job=cores_per_job, capacity=capacity, engines=engines,
+                  hostname=hostname, serves_managed=serves_managed, status="online",
+                  last_seen_at=now(), registered_at=now())
+    existing = conn.execute(sa.select(controllers.c.id).where(
+        controllers.c.workspace_id == workspace_id, controllers.c.name == name)).first()
+    if existing:
+        cid = existing.id
+        conn.execute(controllers.update().where(controllers.c.id == cid).values(**values))
+    else:
+        cid = security.new_id()
+        conn.execute(controllers.insert().values(id=cid, workspace_id=workspace_id, name=name,
+                                                 **values))
+    row = conn.execute(sa.select(controllers).where(controllers.c.id == cid)).one()
+    return _controller(row), token
+
+
+def controller_for_token(conn: Connection, *, token: str) -> Controller | None:
+    if not token.startswith(security.CONTROLLER_TOKEN_PREFIX):
+        return None
+    row = conn.execute(sa.select(controllers).where(
+        controllers.c.token_hash == security.hash_secret(token))).first()
+    if row is None or not security.secret_matches(token, row.token_hash):
+        return None
+    return _controller(row)
+
+
+def controller_by_name(conn: Connection, *, workspace_id: str, name: str) -> Controller | None:
+    row = conn.execute(sa.select(controllers).where(controllers.c.workspace_id == workspace_id,
+                                                    controllers.c.name == name)).first()
+    return _controller(row) if row else None
+
+
+def set_status(conn: Connection, *, controller_id: str, status: str) -> None:
+    conn.execute(controllers.update().where(controllers.c.id == controller_id)
+                 .values(status=status, last_seen_at=now()))
+
+
+def list_controllers(conn: Connection, *, workspace_id: str) -> list[dict[str, Any]]:
+    running = (sa.select(jobs.c.claimed_by, sa.func.count().label("n"))
+               .where(jobs.c.state == "running").group_by(jobs.c.claimed_by).subquery())
+    rows = conn.execute(
+        sa.select(controllers, sa.func.coalesce(running.c.n, 0).label("running"))
+        .outerjoin(running, running.c.claimed_by == controllers.c.id)
+        .where(controllers.c.workspace_id == workspace_id)
+        .order_by(controllers.c.name)).all()
+    return [{"name": r.name, "status": r.status, "slots": r.slots, "running": r.running,
+             "free_slots": max(r.slots - r.running, 0), "capacity": r.capacity,
+             "cores_per_job": r.cores_per_job, "engines": r.engines, "hostname": r.hostname,
+             "serves_managed": r.serves_managed, "last_seen_at": iso(r.last_seen_at),
+             "registered_at": iso(r.registered_at)}
+            for r in rows]
+
+
+# ----- claim ------------------------------------------------------------------------------
+def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
+               lease_seconds: float) -> list[dict[str, Any]]:
+    """Lease up to ``max_jobs`` pending jobs routed to this controller (or to the managed
+    pool, if it serves it), oldest first."""
+    routed = jobs.c.controller_id == controller.id
+    if controller.serves_managed:
+        routed = sa.or_(routed, sa.and_(jobs.c.controller_id.is_(None),
+                                        jobs.c.compute_target == "managed"))
+    q = (sa.select(jobs.c.id, jobs.c.payload, jobs.c.attempts, jobs.c.walltime_seconds)
+         .where(jobs.c.state == "pending", routed).order_by(jobs.c.seq).limit(max_jobs))
+    if is_postgres(conn.engine):
+        q = q.with_for_update(skip_locked=True)
+    rows = conn.execute(q).all()
+    if not rows:
+        return []
+    t = now()
+    claimed = []
+    for row in rows:
+        lease_id = security.new_id()
+        res = conn.execute(jobs.update()
+                           .where(jobs.c.id == row.id, jobs.c.state == "pending")
+                           .values(state="running", claimed_by=controller.id, lease_id=lease_id,
+                                   lease_expires_at=t + lease_seconds,
+                                   attempts=jobs.c.attempts + 1, started_at=t))
+        if res.rowcount == 1:
+            claimed.append({"job_id": row.id, "lease_id": lease_id, "attempt": row.attempts + 1,
+                            "job": row.payload, "walltime_seconds": row.walltime_seconds})
+    conn.execute(controllers.update().where(controllers.c.id == controller.id)
+                 .values(last_seen_at=t))
+    return claimed
+
+
+# ----- heartbeat --------------------------------------------------------------------------
+def heartbeat(conn: Connection, *, controller: Controller, running: list[tuple[str, str]],
+              lease_seconds: float) -> dict[str, list[str]]:
+    """Extend the leases this controller still holds; tell it which of its jobs were
+    cancelled and which it no longer holds."""
+    t = now()
+    conn.execute(controllers.update().where(controllers.c.id == controller.id)
+                 .values(last_seen_at=t))
+    if not running:
+        return {"cancelled": [], "lost": []}
+    leases = dict(running)
+    rows = conn.execute(sa.select(jobs.c.id, jobs.c.state, jobs.c.lease_id, jobs.c.claimed_by)
+                        .where(jobs.c.id.in_(list(leases)))).all()
+    held, cancelled = [], []
+    for r in rows:
+        if r.state == "running" and r.lease_id == leases[r.id] and r.claimed_by == controller.id:
+            held.append(r.id)
+        elif r.state == "cancelled" and r.claimed_by == controller.id:
+            cancelled.append(r.id)
+    if held:
+        conn.execute(jobs.update().where(jobs.c.id.in_(held), jobs.c.state == "running")
+                     .values(lease_expires_at=t + lease_seconds))
+    lost = [j for j in leases if j not in held and j not in cancelled]
+    return {"cancelled": cancelled, "lost": lost}
+
+
+# ----- complete ---------------------------------------------------------------------------
+def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dict[str, Any]],
+                  max_attempts: int, managed_rate_per_core_hour: float) -> dict[str, list[str]]:
+    """Record results. Only the attempt that holds the lease is heard: a late or duplicate
+    report changes nothing, so no job is ever recorded done twice."""
+    accepted, rejected = [], []
+    t = now()
+    for rep in reports:
+        row = conn.execute(sa.select(jobs.c.workspace_id, jobs.c.compute_target,
+                                     jobs.c.attempts, jobs.c.attempt_errors)
+                           .where(jobs.c.id == rep["job_id"], jobs.c.state == "running",
+                                  jobs.c.lease_id == rep["lease_id"],
+                                  jobs.c.claimed_by == controller.id)).first()
+        if row is None:
+            rejected.append(rep["job_id"])
+            continue
+        values = _completion_values(rep, row, t, max_attempts)
+        conn.execute(jobs.update().where(jobs.c.id == rep["job_id"],
+                                         jobs.c.lease_id == rep["lease_id"]).values(**values))
+        if values.get("state") == "done" and row.compute_target == "managed":
+            _bill(conn, workspace_id=row.workspace_id, job_id=rep["job_id"],
+                  core_seconds=values["billed_core_seconds"], rate=managed_rate_per_core_hour)
+        accepted.append(rep["job_id"])
+    return {"accepted": accepted, "rejected": rejected}
+
+
+def _completion_values(rep: dict[str, Any], row: Any, t: float,
+                       max_attempts: int) -> dict[str, Any]:
+    lease_cleared = dict(lease_id=None, lease_expires_at=None)
+    if rep["ok"]:
+        result = rep["result"] or {}
+        core_seconds = float(result.get("core_seconds", 0.0))
+        billed = core_seconds if row.compute_target == "managed" else 0.0
+        return dict(state="done", result=result, finished_at=t, error=None, error_type=None,
+                    billed_core_seconds=billed, **lease_cleared)
+    history = [*(row.attempt_errors or []),
+               {"attempt": row.attempts, "error_type": rep.get("error_type"),
+                "error": rep.get("error"), "at": iso(t)}]
+    if rep.get("error_type") in RETRYABLE_ERROR_TYPES and row.attempts < max_attempts:
+        return dict(state="pending", claimed_by=None, attempt_errors=history, **lease_cleared)
+    return dict(state="failed", finished_at=t, error=rep.get("error") or "failed",
+                error_type=rep.get("error_type") or "internal", attempt_errors=history,
+                **lease_cleared)
+
+
+def _bill(conn: Connection, *, workspace_id: str, job_id: str, core_seconds: float,
+          rate: float) -> None:
+    cost = core_seconds / 3600.0 * rate
+    if cost:
+        conn.execute(workspaces.update().where(workspaces.c.id == workspace_id)
+                     .values(balance=workspaces.c.balance - cost))
+
+
+def release_jobs(conn: Connection, *, controller: Controller, job_ids: list[str]) -> int:
+    """Hand jobs back to pending without counting the attempt (drain, shutdown)."""
+    if not job_ids:
+        return 0
+    res = conn.execute(jobs.update()
+                       .where(jobs.c.id.in_(job_ids), jobs.c.claimed_by == controller.id,
+                              jobs.c.state == "running")
+                       .values(state="pending", claimed_by=None, lease_id=None,
+                               lease_expires_at=None, attempts=jobs.c.attempts - 1))
+    return res.rowcount
+
+
+# ----- sweep ------------------------------------------------------------------------------
+def sweep_expired_leases(conn: Connection, *, max_attempts: int) -> int:
+    """Jobs whose lease ran out go back to pending, or fail after ``max_attempts``."""
+    t = now()
+    q = (sa.select(jobs.c.id, jobs.c.attempts, jobs.c.attempt_errors, jobs.c.lease_id)
+         .where(jobs.c.state == "running", jobs.c.lease_expires_at < t))
+    if is_postgres(conn.engine):
+        q = q.with_for_update(skip_locked=True)
+    rows = conn.execute(q).all()
+    for r in rows:
+        history = [*(r.attempt_errors or []),
+                   {"attempt": r.attempts, "error_type": "lost", "at": iso(t),
+                    "error": "the controller stopped renewing its lease (died or lost the "
+                             "network)"}]
+        if r.attempts < max_attempts:
+            values = dict(state="pending", claimed_by=None)
+        else:
+            values = dict(state="failed", finished_at=t, error_type="lost",
+                          error=f"job lost {r.attempts} times: its controller stopped "
+                                f"renewing the lease each time (max attempts {max_attempts})")
+        conn.execute(jobs.update().where(jobs.c.id == r.id, jobs.c.lease_id == r.lease_id)
+                     .values(lease_id=None, lease_expires_at=None, attempt_errors=history,
+                             **values))
+    return len(rows)

@@ -1,0 +1,180 @@
+"""Jobs as users see them: insert, read, list (keyset), rename, cancel, delete."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from ..db import controllers, jobs
+from ._time import iso, now
+
+TERMINAL = ("done", "failed", "cancelled")
+ACTIVE = ("pending", "running")
+_IN_CHUNK = 500
+
+SUMMARY_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.name, jobs.c.state, jobs.c.job_type,
+                   jobs.c.created_at, jobs.c.billed_core_seconds, jobs.c.preview)
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(jobs.insert(), list(rows))
+
+
+def summary(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "job_id": row.id,
+        "name": row.name,
+        "state": row.state,
+        "job_type": row.job_type,
+        "created_at": iso(row.created_at),
+        "billed_core_seconds": row.billed_core_seconds,
+        "molecule_preview": row.preview,
+    }
+
+
+def get_job(conn: Connection, *, workspace_id: str, job_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        sa.select(jobs, controllers.c.name.label("controller_name"))
+        .select_from(jobs.outerjoin(controllers, controllers.c.id == sa.func.coalesce(
+            jobs.c.claimed_by, jobs.c.controller_id)))
+        .where(jobs.c.workspace_id == workspace_id, jobs.c.id == job_id)
+    ).first()
+    return None if row is None else _public(row)
+
+
+def _public(row: Row[Any]) -> dict[str, Any]:
+    return summary(row) | {
+        "compute_target": row.compute_target,
+        "controller": row.controller_name,
+        "started_at": iso(row.started_at),
+        "finished_at": iso(row.finished_at),
+        "attempts": row.attempts,
+        "error": row.error,
+        "error_type": row.error_type,
+        "attempt_errors": row.attempt_errors or [],
+        "cached_from": row.cached_from,
+        "job": row.payload,
+        "result": row.result,
+    }
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("s"):
+            raise ValueError
+        seq = int(raw[1:])
+        if seq < 0:
+            raise ValueError
+        return seq
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("cursor: not a cursor this server issued") from None
+
+
+def list_jobs(conn: Connection, *, workspace_id: str, limit: int, cursor: str | None = None,
+              state: str | None = None, name_contains: str | None = None) -> dict[str, Any]:
+    """Newest first. The cursor is the last seen ``seq``: a job inserted while someone pages
+    has a higher seq and so can neither shift nor duplicate later pages."""
+    q = sa.select(*SUMMARY_COLUMNS).where(jobs.c.workspace_id == workspace_id)
+    if cursor is not None:
+        q = q.where(jobs.c.seq < decode_cursor(cursor))
+    if state is not None:
+        q = q.where(jobs.c.state == state)
+    if name_contains:
+        escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        q = q.where(jobs.c.name.ilike(f"%{escaped}%", escape="\\"))
+    rows = conn.execute(q.order_by(jobs.c.seq.desc()).limit(limit + 1)).all()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "jobs": [summary(r) for r in rows],
+        "has_more": has_more,
+        "next_cursor": encode_cursor(rows[-1].seq) if has_more else None,
+    }
+
+
+def count_by_state(conn: Connection, *, workspace_id: str) -> dict[str, int]:
+    rows = conn.execute(sa.select(jobs.c.state, sa.func.count())
+                        .where(jobs.c.workspace_id == workspace_id)
+                        .group_by(jobs.c.state)).all()
+    counts = {s: 0 for s in ("pending", "running", *TERMINAL)}
+    counts.update({r[0]: r[1] for r in rows})
+    return counts
+
+
+def job_states(conn: Connection, *, workspace_id: str, job_ids: Iterable[str],
+               include_result: bool) -> list[dict[str, Any]]:
+    cols = [jobs.c.id, jobs.c.state]
+    if include_result:
+        cols += [jobs.c.result, jobs.c.error, jobs.c.cached_from, jobs.c.billed_core_seconds]
+    ids = list(job_ids)
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[i : i + _IN_CHUNK]
+        for row in conn.execute(sa.select(*cols).where(jobs.c.workspace_id == workspace_id,
+                                                       jobs.c.id.in_(chunk))):
+            item = {"job_id": row.id, "state": row.state}
+            if include_result and row.state in TERMINAL:
+                item |= {"result": row.result, "error": row.error,
+                         "cached_from": row.cached_from,
+                         "billed_core_seconds": row.billed_core_seconds}
+            out.append(item)
+    return out
+
+
+def rename_job(conn: Connection, *, workspace_id: str, job_id: str, name: str) -> bool:
+    res = conn.execute(jobs.update().where(jobs.c.workspace_id == workspace_id,
+                                           jobs.c.id == job_id).values(name=name))
+    return res.rowcount == 1
+
+
+def cancel_job(conn: Connection, *, workspace_id: str, job_id: str) -> str | None:
+    """Cancel a pending or running job; a terminal one stays as it is. Returns the state
+    before, or None if there is no such job. A running job keeps ``claimed_by`` so that its
+    controller learns of the cancellation on its next heartbeat."""
+    row = conn.execute(sa.select(jobs.c.state).where(jobs.c.workspace_id == workspace_id,
+                                                     jobs.c.id == job_id)).first()
+    if row is None:
+        return None
+    if row.state in ACTIVE:
+        conn.execute(jobs.update()
+                     .where(jobs.c.id == job_id, jobs.c.state.in_(ACTIVE))
+                     .values(state="cancelled", finished_at=now(), lease_id=None,
+                             lease_expires_at=None, error_type="cancelled",
+                             error="cancelled by the user"))
+    return row.state
+
+
+def delete_job(conn: Connection, *, workspace_id: str, job_id: str) -> str | None:
+    """Delete a terminal job. Returns its state (unchanged if not terminal), None if absent."""
+    row = conn.execute(sa.select(jobs.c.state).where(jobs.c.workspace_id == workspace_id,
+                                                     jobs.c.id == job_id)).first()
+    if row is None:
+        return None
+    if row.state in TERMINAL:
+        conn.execute(jobs.delete().where(jobs.c.id == job_id, jobs.c.state.in_(TERMINAL)))
+    return row.state
+
+
+def outstanding_by_controller(conn: Connection, *, controller_ids: Sequence[str]) -> dict[str, int]:
+    if not controller_ids:
+        return {}
+    rows = conn.execute(sa.select(jobs.c.controller_id, sa.func.count())
+                        .where(jobs.c.controller_id.in_(controller_ids),
+                               jobs.c.state.in_(ACTIVE))
+                        .group_by(jobs.c.controller_id)).all()
+    return {r[0]: r[1] for r in rows}
