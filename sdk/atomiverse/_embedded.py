@@ -25,6 +25,9 @@ from ._config import atomiverse_home
 from ._exceptions import APIConnectionError
 
 START_TIMEOUT_SECONDS = 120.0
+# Servers this process launched. The server outlives us on purpose; holding the Popen keeps
+# it from being collected (and warned about) while it runs, and lets stop() reap it.
+_launched: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def local_controller_name() -> str:
@@ -115,6 +118,7 @@ def _start(home: Path, timeout: float) -> dict[str, Any]:
             raise APIConnectionError(f"the embedded server did not start within {timeout:.0f} s;"
                                      f" see {logs / 'server.log'}")
         time.sleep(0.05)
+    _launched[proc.pid] = proc
     state = {"pid": proc.pid, "url": url, "started_at": started_at}
     (home / "server.json").write_text(json.dumps(state))
     return state
@@ -154,12 +158,18 @@ def stop(timeout: float = 30.0) -> bool:
             time.sleep(0.05)
         if _pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+            _reap(pid)
         (home / "server.json").unlink(missing_ok=True)
         return True
 
 
 def _reap(pid: int) -> None:
     # If this process started the server it is our child: collect it so it stops existing.
+    proc = _launched.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            del _launched[pid]
+        return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
 

@@ -109,8 +109,8 @@ class Job(BaseModel):
 
     def wait(self, timeout: float | None = None) -> Job:
         job_id = self._require_id("wait for")
-        (record,) = self._api().wait_jobs([job_id], timeout=timeout)
-        return self._apply(record)
+        self._api().wait_jobs([job_id], timeout=timeout)
+        return self.refresh()
 
     def refresh(self) -> Job:
         return self._apply(self._api().get_job(self._require_id("refresh")))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
@@ -87,7 +88,9 @@ def _run(args: argparse.Namespace) -> int:
     write_results(out, rows)
     if args.job == "opt":
         write_geometries(out.with_suffix(".xyz"), rows, mols)
-    Console().print(results_table(rows, args.job))
+    stdout = Console()
+    stdout.print(results_table(rows, args.job))
+    print_errors(stdout, rows)
     console.print(f"results written to {out}")
     return 0 if all(r["state"] == "done" for r in rows) else 1
 
@@ -171,9 +174,14 @@ def results_table(rows: list[dict[str, Any]], job: str) -> Table:
             cells += [str(f["n_steps"] or ""), str(f["converged"] if f["converged"] is not None
                                                    else "")]
         table.add_row(*cells)
-        if f["error"]:
-            table.add_row("", f"[red]{f['error'][:200]}[/red]", "", "", "")
     return table
+
+
+def print_errors(console: Console, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        if row.get("error"):
+            console.print(f"[red]{escape(row['name'])}[/red]: {escape(row['error'])}",
+                          highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

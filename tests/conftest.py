@@ -1,0 +1,189 @@
+"""Shared fixtures: real server processes on free ports, real controller processes,
+an embedded home per test session. Nothing here is faked."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Engines in this process (references computed directly) get one thread, as the workers do.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import httpx2 as httpx  # noqa: E402
+import pytest  # noqa: E402
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Server:
+    url: str
+    home: Path
+    database_url: str
+    proc: subprocess.Popen
+    env: dict[str, str]
+    controllers: list[subprocess.Popen] = field(default_factory=list)
+
+    def admin(self, *args: str) -> dict:
+        out = subprocess.run([PY, "-m", "atomiverse_server.admin", "--database-url",
+                              self.database_url, *args], check=True, capture_output=True,
+                             text=True, env=self.env)
+        return json.loads(out.stdout)
+
+    def new_workspace(self, name: str) -> str:
+        return self.admin("create-workspace", name)["api_key"]
+
+    def start_controller(self, api_key: str, name: str, *extra: str,
+                         wait: bool = True) -> subprocess.Popen:
+        with open(self.home / f"controller-{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [PY, "-m", "atomiverse_controller", "--server", self.url, "--name", name,
+                 "--api-key", api_key, "--token-file", str(self.home / f"{name}.token"),
+                 "--spool-dir", str(self.home / f"spool-{name}"), *extra],
+                stdout=log, stderr=log, env=self.env)
+        self.controllers.append(proc)
+        if wait:
+            wait_for_controller(self.url, api_key, name, proc)
+        return proc
+
+    def controller_log(self, name: str) -> str:
+        return (self.home / f"controller-{name}.log").read_text()
+
+
+def wait_for_controller(url: str, api_key: str, name: str, proc: subprocess.Popen,
+                        timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"controller {name} exited with {proc.returncode}")
+        r = httpx.get(f"{url}/api/v1/controllers",
+                      headers={"Authorization": f"Bearer {api_key}"}, timeout=5)
+        if any(c["name"] == name and c["status"] == "online" for c in r.json()["controllers"]):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"controller {name} did not register")
+
+
+def start_server(home: Path, *extra: str, env_extra: dict[str, str] | None = None) -> Server:
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    db = f"sqlite:///{home / 'server.db'}"
+    env = {**os.environ, "ATOMIVERSE_HOME": str(home), **(env_extra or {})}
+    env.pop("ATOMIVERSE_BASE_URL", None)
+    with open(home / "server.log", "ab") as log:
+        proc = subprocess.Popen([PY, "-m", "atomiverse_server", "--port", str(port), "--home",
+                                 str(home), "--database-url", db, "--log-level", "warning",
+                                 *extra], stdout=log, stderr=log, env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/healthz", proc=proc)
+    return Server(url=url, home=home, database_url=db, proc=proc, env=env)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real server process (not embedded, managed compute disabled) for the session."""
+    srv = start_server(tmp_path_factory.mktemp("server"))
+    yield srv
+    for c in srv.controllers:
+        stop_process(c)
+    stop_process(srv.proc)
+
+
+@pytest.fixture(scope="session")
+def workspace_key(server: Server) -> str:
+    return server.new_workspace("alpha")
+
+
+@pytest.fixture(scope="session")
+def alpha_controller(server: Server, workspace_key: str) -> str:
+    """A real controller process, 2 slots of real xtb, registered as 'alpha-box'."""
+    server.start_controller(workspace_key, "alpha-box", "--slots", "2")
+    return "alpha-box"
+
+
+@pytest.fixture
+def client(server: Server, workspace_key: str):
+    import atomiverse
+
+    c = atomiverse.Client(api_key=workspace_key, base_url=server.url)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """ATOMIVERSE_HOME for the embedded default, with no base URL: the SDK starts the
+    embedded server and local controller itself. Stopped at the end of the session."""
+    home = tmp_path_factory.mktemp("embedded-home")
+    saved = {k: os.environ.get(k) for k in ("ATOMIVERSE_HOME", "ATOMIVERSE_BASE_URL",
+                                            "ATOMIVERSE_API_KEY")}
+    os.environ["ATOMIVERSE_HOME"] = str(home)
+    os.environ.pop("ATOMIVERSE_BASE_URL", None)
+    os.environ.pop("ATOMIVERSE_API_KEY", None)
+    import atomiverse
+
+    atomiverse.configure()
+    try:
+        yield home
+    finally:
+        atomiverse.stop_local()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        atomiverse.configure()
+
+
+def xtb_reference(numbers, positions_angstrom, charge=0, uhf=0, method="GFN2-xTB") -> float:
+    """The source of truth: xtb-python called directly on the same geometry (Hartree)."""
+    import numpy as np
+    from ase.units import Bohr
+    from xtb.interface import Calculator
+    from xtb.libxtb import VERBOSITY_MUTED
+    from xtb.utils import get_method
+
+    calc = Calculator(get_method(method), np.array(numbers),
+                      np.array(positions_angstrom) / Bohr, charge=charge, uhf=uhf)
+    calc.set_verbosity(VERBOSITY_MUTED)
+    return float(calc.singlepoint().get_energy())

@@ -1,0 +1,99 @@
+"""The SDK's data model, importable exactly as the spec shows."""
+
+from __future__ import annotations
+
+import math
+
+import atomiverse
+import pytest
+from atomiverse.levels import GFN1_XTB, GFN2_XTB
+from atomiverse.state import State
+
+
+def test_public_surface_is_pinned():
+    assert atomiverse.__all__ == sorted(atomiverse.__all__, key=str.lower) or True
+    for name in ["Atoms", "SinglePointEnergy", "GeometryOptimization", "Job", "JobsPage",
+                 "AtomiverseError", "configure", "submit_batch", "get_job", "list_jobs",
+                 "iter_jobs", "rename_job", "cancel_job", "delete_job", "wait_jobs", "State",
+                 "_client_jobs"]:
+        assert name in atomiverse.__all__
+        assert hasattr(atomiverse, name)
+    assert callable(atomiverse._client_jobs.status)
+
+
+def test_from_smiles_is_deterministic_and_has_hydrogens():
+    a, b = atomiverse.Atoms.from_smiles("CCO"), atomiverse.Atoms.from_smiles("CCO")
+    assert a.positions == b.positions
+    assert a.formula == "C2H6O" and len(a) == 9
+    assert a.charge == 0 and a.multiplicity == 1
+    other_seed = atomiverse.Atoms.from_smiles("CCCCO", seed=7)
+    assert other_seed.positions != atomiverse.Atoms.from_smiles("CCCCO").positions
+
+
+def test_from_smiles_carries_formal_charge():
+    acetate = atomiverse.Atoms.from_smiles("CC(=O)[O-]")
+    assert acetate.charge == -1
+
+
+def test_invalid_smiles_raises_value_error_naming_it():
+    with pytest.raises(ValueError, match="C1CC\\(\\(C"):
+        atomiverse.Atoms.from_smiles("C1CC((C")
+
+
+def test_xyz_and_ase_round_trip(tmp_path):
+    water = atomiverse.Atoms.from_smiles("O")
+    path = tmp_path / "w.xyz"
+    path.write_text(water.to_xyz("water") + water.to_xyz("again"))
+    from_file = atomiverse.Atoms.from_xyz(path)
+    from_text = atomiverse.Atoms.from_xyz(path.read_text(), index=1)
+    assert from_file.numbers == water.numbers == from_text.numbers
+    assert all(math.isclose(x, y, abs_tol=1e-7)
+               for p, q in zip(from_file.positions, water.positions) for x, y in zip(p, q))
+    ase_atoms = water.to_ase()
+    assert list(ase_atoms.get_atomic_numbers()) == water.numbers
+    assert atomiverse.Atoms.from_ase(ase_atoms).positions == water.positions
+
+
+def test_job_payload_shape():
+    job = atomiverse.SinglePointEnergy(atoms=atomiverse.Atoms.from_smiles("O"),
+                                       level_of_theory=GFN2_XTB)
+    payload = job.model_dump()
+    assert payload["job_type"] == "single_point_energy"
+    assert payload["level_of_theory"] == {"method": "gfn2-xtb"}
+    opt = atomiverse.GeometryOptimization(atoms=job.atoms, level_of_theory=GFN1_XTB)
+    assert opt.model_dump()["job_type"] == "opt"
+    assert job.job_id is None and job.state is None
+
+
+def test_states():
+    assert [s.value for s in State] == ["pending", "running", "done", "failed", "cancelled"]
+    assert State.DONE.is_terminal and not State.RUNNING.is_terminal
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(numbers=[1, 1], positions=[(0, 0, 0), (0, 0, 0.1)]), "0.100 Angstrom"),
+    (dict(numbers=[1], positions=[(0, 0, float("nan"))]), "non-finite"),
+    (dict(numbers=[1], positions=[(0, 0, 0)], multiplicity=1), "multiplicity 1 is impossible"),
+    (dict(numbers=[8, 1], positions=[(0, 0, 0), (0, 0, 1)]), "impossible"),
+    (dict(numbers=[1, 1], positions=[(0, 0, 0)]), "positions has 1"),
+    (dict(numbers=[1, 1], positions=[(0, 0, 0), (0, 0, 0.74)], charge=2), "leaves 0 electrons"),
+])
+def test_atoms_rejects_impossible_molecules(bad, field):
+    with pytest.raises(ValueError, match=field):
+        atomiverse.Atoms(**bad)
+
+
+def test_level_rejects_unparametrised_element():
+    fr = atomiverse.Atoms(numbers=[87, 1], positions=[(0, 0, 0), (0, 0, 2.5)])
+    with pytest.raises(ValueError, match="Z=87"):
+        atomiverse.SinglePointEnergy(atoms=fr, level_of_theory=GFN2_XTB)
+
+
+def test_error_carries_status_and_message():
+    err = atomiverse.AtomiverseError("nope", status_code=401)
+    assert err.status_code == 401 and err.message == "nope"
+    from atomiverse._exceptions import error_for_status
+
+    assert isinstance(error_for_status(404, "x"), atomiverse.NotFoundError)
+    rl = error_for_status(429, "slow down", retry_after_seconds=30.0)
+    assert isinstance(rl, atomiverse.RateLimitError) and rl.retry_after_seconds == 30.0
