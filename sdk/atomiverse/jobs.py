@@ -121,8 +121,16 @@ class Job(BaseModel):
     def cancel(self) -> Job:
         return self._apply(self._api().cancel_job(self._require_id("cancel")))
 
-    def delete(self) -> None:
-        self._api().delete_job(self._require_id("delete"))
+    def delete(self, *, missing_ok: bool = False) -> None:
+        """Delete a terminal job (409 for pending or running: cancel first). With
+        ``missing_ok=True`` an already deleted job counts as done."""
+        from ._exceptions import NotFoundError
+
+        try:
+            self._api().delete_job(self._require_id("delete"))
+        except NotFoundError:
+            if not missing_ok:
+                raise
 
     def job_dashboard_url(self) -> str:
         return self._api().dashboard_url(self._require_id("visualize"))
