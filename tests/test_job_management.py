@@ -14,6 +14,7 @@ from atomiverse.state import State
 
 
 def _job(smiles="O", name=None, **kw):
+    kw.setdefault("use_cache", False)
     return atomiverse.SinglePointEnergy(atoms=atomiverse.Atoms.from_smiles(smiles),
                                         level_of_theory=GFN2_XTB, name=name, **kw)
 

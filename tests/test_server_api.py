@@ -11,7 +11,7 @@ from conftest import xtb_reference
 
 def _water(name=None):
     return atomiverse.SinglePointEnergy(atoms=atomiverse.Atoms.from_smiles("O"),
-                                        level_of_theory=GFN2_XTB, name=name)
+                                        level_of_theory=GFN2_XTB, name=name, use_cache=False)
 
 
 def test_missing_or_wrong_key_is_401(server):

@@ -16,7 +16,6 @@ from typing import Any
 from .api import ControllerAPI, ServerRefused, ServerUnavailable, save_token
 from .claimer import ClaimLoop
 from .config import ControllerConfig
-from .engines import available_engines
 from .heartbeat import Heartbeat
 from .ledger import Ledger
 from .reporter import ReportLoop
@@ -64,27 +63,48 @@ class Controller:
         self.request_stop(cold=True)
 
     def register(self) -> None:
+        """Come back with our own token if we have one; otherwise (or if the server no
+        longer knows it) use the workspace API key once and keep the token it gives."""
+        token = self._saved_token()
         key = self.config.resolved_api_key()
-        if not key:
-            raise SystemExit("no API key: pass --api-key, --api-key-file or set "
-                             "ATOMIVERSE_API_KEY")
+        if not token and not key:
+            raise SystemExit("no credentials: pass --api-key or --api-key-file, set "
+                             "ATOMIVERSE_API_KEY, or provide a controller token in "
+                             f"{self.config.token_file}")
+        out = None
+        if token:
+            try:
+                out = self._register_with(token)
+            except ServerRefused:
+                if not key:
+                    raise
+                log.warning("event=token_refused controller=%s action=register_with_api_key",
+                            self.config.name)
+        if out is None:
+            out = self._register_with(key)
+            save_token(self.config.token_file, out["token"])
+        self.heartbeat_seconds = out["heartbeat_seconds"]
+        self.config.name = out["name"]
+        log.info("event=registered controller=%s slots=%d engine=%s/%s", self.config.name,
+                 self.config.slots, self.pool.engine_name, self.pool.engine_version)
+
+    def _saved_token(self) -> str | None:
+        path = self.config.token_file
+        return path.read_text().strip() if path.exists() else None
+
+    def _register_with(self, credential: str) -> dict[str, Any]:
         backoff = 0.5
         while True:
             try:
-                out = self.api.register(
-                    api_key=key, name=self.config.name, slots=self.config.slots,
+                return self.api.register(
+                    api_key=credential, name=self.config.name, slots=self.config.slots,
                     cores_per_job=self.config.cores_per_job, capacity=self.config.capacity,
                     engines={self.pool.engine_name: self.pool.engine_version,
-                             **available_engines()})
-                break
+                             **self.pool.engines})
             except ServerUnavailable as e:
                 if self._stop.wait(backoff):
                     raise SystemExit("stopped before the server answered") from e
                 backoff = min(backoff * 2, 10.0)
-        save_token(self.config.token_file, out["token"])
-        self.heartbeat_seconds = out["heartbeat_seconds"]
-        log.info("event=registered controller=%s slots=%d engine=%s/%s", self.config.name,
-                 self.config.slots, self.pool.engine_name, self.pool.engine_version)
 
     def run(self, burst: bool = False, max_jobs: int | None = None) -> bool:
         """Serve until stopped. ``burst``: stop when there is no more work. Returns True on

@@ -8,11 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from .db import create_schema, make_engine, read_tx, write_tx
+from .db import create_schema, current_revision, make_engine, migrate, read_tx, write_tx
 from .settings import Settings
 from .store import controllers as controller_store
 from .store import workspaces as workspace_store
+
+# Managed controllers belong to this internal workspace; they serve every workspace.
+MANAGED_POOL_WORKSPACE = "managed-pool"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("set-balance", help="set a workspace's balance")
     b.add_argument("workspace")
     b.add_argument("balance", type=float)
+    m = sub.add_parser("register-managed-controller",
+                       help="register a managed-pool controller (serves every workspace) and "
+                            "print its token (shown once)")
+    m.add_argument("name")
+    m.add_argument("--token-file", help="also write the token here (mode 0600)")
     lc = sub.add_parser("list-controllers", help="controllers of a workspace, free slots")
     lc.add_argument("workspace")
+    m = sub.add_parser("migrate", help="bring the database schema up to date (alembic upgrade)")
+    m.add_argument("--revision", default="head", help="target revision (default: head)")
     return p
 
 
@@ -39,8 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
     engine = make_engine(settings.resolved_database_url())
-    create_schema(engine)
     try:
+        if args.command == "migrate":
+            before = current_revision(engine)
+            migrate(engine, args.revision)
+            print(json.dumps({"from": before, "to": current_revision(engine)}))
+            return 0
+        create_schema(engine)
         return _dispatch(args, engine)
     finally:
         engine.dispose()
@@ -77,6 +93,19 @@ def _dispatch(args: argparse.Namespace, engine) -> int:  # type: ignore[no-untyp
             workspace_store.set_balance(conn, workspace_id=_workspace(conn, args.workspace).id,
                                         balance=args.balance)
         print(json.dumps({"workspace": args.workspace, "balance": args.balance}))
+    elif args.command == "register-managed-controller":
+        with write_tx(engine) as conn:
+            pool = (workspace_store.get_workspace_by_name(conn, name=MANAGED_POOL_WORKSPACE)
+                    or workspace_store.create_workspace(conn, name=MANAGED_POOL_WORKSPACE))
+            ctl, token = controller_store.register_controller(
+                conn, workspace_id=pool.id, name=args.name, slots=1, cores_per_job=1,
+                capacity=1, engines={}, hostname="", serves_managed=True)
+            controller_store.set_status(conn, controller_id=ctl.id, status="offline")
+        if args.token_file:
+            from .embedded import write_private
+
+            write_private(Path(args.token_file), token)
+        print(json.dumps({"controller": ctl.name, "token": token}))
     elif args.command == "list-controllers":
         with read_tx(engine) as conn:
             rows = controller_store.list_controllers(conn, workspace_id=_workspace(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -14,6 +16,7 @@ from .settings import Settings
 from .store import controllers as controller_store
 from .store import workspaces as workspace_store
 from .store.controllers import Controller
+from .store.sessions import Session, resolve_session
 from .store.workspaces import Workspace
 
 _bearer = HTTPBearer(auto_error=False, description="Workspace API key (av_...) or controller "
@@ -42,15 +45,57 @@ def _unauthorized(message: str) -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
+SESSION_COOKIE = "atomiverse_session"
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def _current_workspace(request: Request, engine: EngineDep, creds: BearerDep) -> Workspace:
-    token = creds.credentials if creds else request.cookies.get("atomiverse_session")
-    if not token:
+    """A Bearer API key, or else the dashboard's session cookie (state changes through the
+    cookie also need the page's CSRF token: see :func:`check_csrf`)."""
+    if creds is None and SESSION_COOKIE in request.cookies:
+        session = _session(request, engine)
+        if session is None:
+            raise _unauthorized("Session expired or signed out: sign in again at /signin")
+        check_csrf(request, session, request.headers.get(CSRF_HEADER))
+        return session.workspace
+    if not creds:
         raise _unauthorized("Missing API key: send 'Authorization: Bearer av_...'")
     with read_tx(engine) as conn:
-        ws = workspace_store.workspace_for_api_key(conn, key=token)
+        ws = workspace_store.workspace_for_api_key(conn, key=creds.credentials)
     if ws is None:
         raise _unauthorized("Invalid or revoked API key")
     return ws
+
+
+def _session(request: Request, engine: EngineDep) -> Session | None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    with read_tx(engine) as conn:
+        return resolve_session(conn, cookie=cookie)
+
+
+def check_csrf(request: Request, session: Session, token: str | None) -> None:
+    """A state change authenticated by the cookie must come from one of our pages: the
+    session's CSRF token (which a cross-site page cannot read) and, when the browser names
+    one, our own Origin."""
+    if request.method in _SAFE_METHODS:
+        return
+    if not same_origin(request) or not token \
+            or not hmac.compare_digest(token.encode(), session.csrf_token.encode()):
+        raise HTTPException(403, "Cross-site request refused: reload the page and try again")
+
+
+def same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    ours = {request.headers.get("host", "")}
+    public_url = request.app.state.settings.public_url
+    if public_url:
+        ours.add(urlsplit(public_url).netloc)
+    return urlsplit(origin).netloc in ours
 
 
 def _current_controller(engine: EngineDep, creds: BearerDep) -> Controller:
@@ -65,3 +110,17 @@ def _current_controller(engine: EngineDep, creds: BearerDep) -> Controller:
 
 CurrentWorkspace = Annotated[Workspace, Depends(_current_workspace)]
 CurrentController = Annotated[Controller, Depends(_current_controller)]
+PageSession = Annotated[Session | None, Depends(_session)]
+
+
+def _registrant(request: Request, engine: EngineDep, creds: BearerDep) -> Workspace | Controller:
+    """Who may register a controller: a workspace (API key) or the controller itself (its
+    token, kept from an earlier registration)."""
+    if creds and creds.credentials.startswith("avc_"):
+        ctl = _current_controller(engine, creds)
+        request.state.controller_token = creds.credentials
+        return ctl
+    return _current_workspace(request, engine, creds)
+
+
+Registrant = Annotated[Workspace | Controller, Depends(_registrant)]

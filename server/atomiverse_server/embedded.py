@@ -58,6 +58,24 @@ def ensure_local_credentials(engine: Engine, home: Path) -> str:
     return key
 
 
+def ensure_local_controller_row(engine: Engine, settings: Settings) -> None:
+    """Make the local controller routable before its process is up, so that jobs sent to
+    ``"local"`` right after start-up queue for it instead of failing."""
+    from .store import controllers as controller_store
+
+    name = settings.local_controller_name or local_controller_name()
+    with write_tx(engine) as conn:
+        ws = workspace_store.get_workspace_by_name(conn, name=LOCAL_WORKSPACE)
+        if ws is None or controller_store.controller_by_name(conn, workspace_id=ws.id,
+                                                             name=name):
+            return
+        ctl, _unused_token = controller_store.register_controller(
+            conn, workspace_id=ws.id, name=name, slots=settings.local_controller_slots or 1,
+            cores_per_job=1, capacity=1_000_000, engines={}, hostname=socket.gethostname(),
+            serves_managed=True)
+        controller_store.set_status(conn, controller_id=ctl.id, status="starting")
+
+
 class LocalControllerSupervisor:
     """Keeps the local controller process running while the server runs."""
 

@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from . import embedded
 from .db import create_schema, make_engine
 from .notify import Notifier
-from .routes import account, controllers, jobs
+from .routes import account, controllers, jobs, pages
 from .scheduler import start_scheduler
 from .settings import Settings, get_settings
 
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.local_controller_name = (settings.local_controller_name
                                               or embedded.local_controller_name())
             embedded.ensure_local_credentials(engine, settings.home)
+            embedded.ensure_local_controller_row(engine, settings)
             supervisor = embedded.LocalControllerSupervisor(
                 settings, settings.public_url or "http://127.0.0.1:8000")
             supervisor.ensure_running()
@@ -52,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(account.router)
     app.include_router(jobs.router)
     app.include_router(controllers.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(packages=[("atomiverse_server", "static")]),
+              name="static")
     return app
 
 

@@ -6,7 +6,7 @@ transaction, so a batch the client sees accepted is stored whole or not at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from atomiverse.jobs import Job, describe_validation_error, parse_job
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from . import security
+from .cache import cache_key
 from .settings import Settings
 from .store import controllers as controller_store
 from .store import jobs as job_store
@@ -31,6 +32,19 @@ class Route:
     compute_target: str  # "managed" or a controller name
     controller_id: str | None
     capacity_left: int | None = None
+    engines: dict[str, str] = field(default_factory=dict)  # first one is the default
+    cores_per_job: int = 1
+
+    def engine_for(self, job: Job) -> tuple[str, str] | None:
+        """The engine and version that will run this job, or None if unknown (no
+        controller has registered for the target yet)."""
+        if not self.engines:
+            return None
+        name = job.engine or next(iter(self.engines))
+        if name not in self.engines:
+            raise EntryRejected(f"Invalid job payload: engine: '{self.compute_target}' has no "
+                                f"{name} engine (it has: {', '.join(self.engines)})")
+        return name, self.engines[name]
 
 
 class Router:
@@ -71,7 +85,8 @@ class Router:
             if not (self.settings.managed_enabled or self.settings.embedded):
                 raise EntryRejected("Managed compute disabled on this server: use "
                                     "compute_target='local' or a controller name")
-            return Route(MANAGED, None)
+            pool = controller_store.managed_pool(self.conn)
+            return Route(MANAGED, None, engines=pool.engines, cores_per_job=pool.cores_per_job)
         name = self._local_name() if target == "local" else target
         ctl = controller_store.controller_by_name(self.conn, workspace_id=self.workspace_id,
                                                   name=name)
@@ -82,7 +97,12 @@ class Router:
             raise EntryRejected(f"Unknown compute target '{target}': no controller of that "
                                 f"name is registered in this workspace")
         used = job_store.outstanding_by_controller(self.conn, controller_ids=[ctl.id])
-        return Route(ctl.name, ctl.id, ctl.capacity - used.get(ctl.id, 0))
+        return Route(ctl.name, ctl.id, ctl.capacity - used.get(ctl.id, 0), engines=ctl.engines,
+                     cores_per_job=ctl.cores_per_job)
+
+    def managed_cores_per_job(self) -> int:
+        route = self._routes.get(None) or self._routes.get(MANAGED)
+        return route.cores_per_job if isinstance(route, Route) else 1
 
     def _local_name(self) -> str:
         if self.local_controller and controller_store.controller_by_name(
@@ -104,7 +124,8 @@ def validate_job(payload: Any, settings: Settings) -> Job:
     return job
 
 
-def job_row(job: Job, *, workspace_id: str, route: Route, settings: Settings) -> dict[str, Any]:
+def job_row(job: Job, *, workspace_id: str, route: Route, settings: Settings,
+            key: str | None) -> dict[str, Any]:
     return {
         "id": security.new_id(),
         "workspace_id": workspace_id,
@@ -119,6 +140,12 @@ def job_row(job: Job, *, workspace_id: str, route: Route, settings: Settings) ->
         "created_at": now(),
         "billed_core_seconds": 0.0,
         "preview": job.atoms.preview(),
+        "cache_key": key,
+        # Every row names every column: one executemany needs one shape.
+        "cached_from": None,
+        "result": None,
+        "started_at": None,
+        "finished_at": None,
     }
 
 
@@ -127,6 +154,7 @@ def submit_entries(conn: Connection, *, workspace_id: str, entries: list[Any],
     """Validate, route and store a batch; returns the response body of submit-batch."""
     router = Router(conn, workspace_id=workspace_id, settings=settings,
                     local_controller=local_controller)
+    cache = ResultCache(conn, workspace_id=workspace_id)
     results: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     for entry in entries:
@@ -134,19 +162,95 @@ def submit_entries(conn: Connection, *, workspace_id: str, entries: list[Any],
             job, target = _unpack(entry)
             route = router.route(target)
             job_model = validate_job(job, settings)
-            router.take_capacity(route)
+            engine = route.engine_for(job_model)
         except EntryRejected as e:
             results.append({"job_id": None, "state": None, "status": "failed", "error": str(e)})
             continue
-        row = job_row(job_model, workspace_id=workspace_id, route=route, settings=settings)
+        key = cache_key(job_model, engine=engine[0], engine_version=engine[1]) if engine else None
+        hit = cache.lookup(key) if key and job_model.use_cache else None
+        if hit is None:
+            try:
+                router.take_capacity(route)
+            except EntryRejected as e:
+                results.append({"job_id": None, "state": None, "status": "failed",
+                                "error": str(e)})
+                continue
+        row = job_row(job_model, workspace_id=workspace_id, route=route, settings=settings,
+                      key=key)
+        if hit is not None:
+            row.update(hit.row_values(row["created_at"]))
+            results.append({"job_id": row["id"], "state": row["state"], "status": "cache_hit",
+                            "cached_from": hit.job_id})
+        else:
+            cache.remember_leader(key, row["id"])
+            results.append({"job_id": row["id"], "state": "pending", "status": "submitted"})
         rows.append(row)
-        results.append({"job_id": row["id"], "state": "pending", "status": "submitted"})
+    check_balance(conn, workspace_id=workspace_id, rows=rows, settings=settings,
+                  cores_per_job=router.managed_cores_per_job())
     job_store.insert_jobs(conn, rows)
     submitted = sum(r["status"] == "submitted" for r in results)
     cache_hits = sum(r["status"] == "cache_hit" for r in results)
     return {"total": len(results), "submitted": submitted + cache_hits,
             "failed": len(results) - submitted - cache_hits, "cache_hits": cache_hits,
             "jobs": results}
+
+
+class InsufficientBalance(Exception):
+    """The whole request is refused (402) and nothing is stored."""
+
+
+# The pre-flight estimate assumes every managed job runs this long.
+ESTIMATED_SECONDS_PER_JOB = 3600.0
+
+
+def check_balance(conn: Connection, *, workspace_id: str, rows: list[dict[str, Any]],
+                  settings: Settings, cores_per_job: int) -> None:
+    rate = settings.managed_rate_per_core_hour
+    to_compute = sum(1 for r in rows if r["compute_target"] == MANAGED
+                     and r["state"] == "pending" and not r.get("cached_from"))
+    if not to_compute or rate <= 0:
+        return
+    estimate = to_compute * ESTIMATED_SECONDS_PER_JOB / 3600.0 * cores_per_job * rate
+    balance = job_store.workspace_balance(conn, workspace_id=workspace_id)
+    if balance < estimate:
+        raise InsufficientBalance(
+            f"Insufficient balance: {to_compute} managed jobs are estimated at {estimate:.2f} "
+            f"(1 hour x {cores_per_job} cores x {rate:g} per core-hour each) but the balance "
+            f"is {balance:.2f}")
+
+
+@dataclass
+class CacheHit:
+    job_id: str
+    result: dict[str, Any] | None  # None: the source is still pending or running
+
+    def row_values(self, t: float) -> dict[str, Any]:
+        if self.result is None:
+            # A follower: not claimable; completes with its leader's result.
+            return {"state": "pending", "cached_from": self.job_id}
+        return {"state": "done", "cached_from": self.job_id, "result": self.result,
+                "started_at": t, "finished_at": t, "billed_core_seconds": 0.0}
+
+
+class ResultCache:
+    """Finds a done job with the same cache key in the workspace, or an identical job
+    still in flight (earlier in the database or earlier in this batch) to follow."""
+
+    def __init__(self, conn: Connection, *, workspace_id: str) -> None:
+        self.conn, self.workspace_id = conn, workspace_id
+        self._leaders: dict[str, str] = {}
+
+    def lookup(self, key: str) -> CacheHit | None:
+        if key in self._leaders:
+            return CacheHit(self._leaders[key], None)
+        found = job_store.find_cached(self.conn, workspace_id=self.workspace_id, cache_key=key)
+        if found is None:
+            return None
+        return CacheHit(found["job_id"], found["result"])
+
+    def remember_leader(self, key: str | None, job_id: str) -> None:
+        if key is not None:
+            self._leaders.setdefault(key, job_id)
 
 
 def _unpack(entry: Any) -> tuple[Any, Any]:

@@ -8,12 +8,13 @@ from typing import Any
 from atomiverse.schema import (ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse,
                                ControllerRegister, ControllerRegistered, HeartbeatRequest,
                                HeartbeatResponse, LeaseRef)
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 
 from ..db import read_tx, write_tx
-from ..deps import CurrentController, CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
+from ..deps import (CurrentController, CurrentWorkspace, EngineDep, NotifierDep, Registrant,
+                    SettingsDep)
 from ..settings import Settings
 from ..store import controllers as controller_store
 from ..store.controllers import Controller
@@ -25,15 +26,24 @@ DEFAULT_CAPACITY_PER_SLOT = 1000
 
 
 @router.post("/register", response_model=ControllerRegistered)
-def register(body: ControllerRegister, workspace: CurrentWorkspace, engine: EngineDep,
-             settings: SettingsDep) -> dict[str, Any]:
-    serves_managed = settings.embedded and body.name == settings.local_controller_name
+def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep,
+             settings: SettingsDep, request: Request) -> dict[str, Any]:
+    """With a workspace API key: register (or take over) a controller of that name and get a
+    new token. With a controller token: the same controller comes back, token unchanged."""
+    capacity = body.capacity or body.slots * DEFAULT_CAPACITY_PER_SLOT
     with write_tx(engine) as conn:
-        ctl, token = controller_store.register_controller(
-            conn, workspace_id=workspace.id, name=body.name, slots=body.slots,
-            cores_per_job=body.cores_per_job,
-            capacity=body.capacity or body.slots * DEFAULT_CAPACITY_PER_SLOT,
-            engines=body.engines, hostname=body.hostname, serves_managed=serves_managed)
+        if isinstance(registrant, Controller):
+            ctl = controller_store.refresh_controller(
+                conn, controller_id=registrant.id, slots=body.slots,
+                cores_per_job=body.cores_per_job, capacity=capacity, engines=body.engines,
+                hostname=body.hostname)
+            token = request.state.controller_token
+        else:
+            serves_managed = settings.embedded and body.name == settings.local_controller_name
+            ctl, token = controller_store.register_controller(
+                conn, workspace_id=registrant.id, name=body.name, slots=body.slots,
+                cores_per_job=body.cores_per_job, capacity=capacity, engines=body.engines,
+                hostname=body.hostname, serves_managed=serves_managed)
     return {"controller_id": ctl.id, "name": ctl.name, "token": token,
             "lease_seconds": settings.lease_seconds,
             "heartbeat_seconds": settings.heartbeat_seconds}

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from ..db import read_tx, write_tx
 from ..deps import CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
 from ..store import jobs as job_store
-from ..submission import submit_entries
+from ..submission import InsufficientBalance, submit_entries
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 MAX_NAME_LENGTH = 120
@@ -30,9 +30,12 @@ def submit_batch(body: BatchRequest, workspace: CurrentWorkspace, engine: Engine
     if len(body.jobs) > settings.max_batch_size:
         raise HTTPException(413, f"Batch of {len(body.jobs)} jobs exceeds the maximum batch "
                                  f"size of {settings.max_batch_size}: send several batches")
-    with write_tx(engine) as conn:
-        response = submit_entries(conn, workspace_id=workspace.id, entries=body.jobs,
-                                  settings=settings, local_controller=local_controller)
+    try:
+        with write_tx(engine) as conn:
+            response = submit_entries(conn, workspace_id=workspace.id, entries=body.jobs,
+                                      settings=settings, local_controller=local_controller)
+    except InsufficientBalance as e:
+        raise HTTPException(402, str(e)) from None
     if response["submitted"]:
         notifier.jobs_pending.fire()
     return response
@@ -43,13 +46,17 @@ def submit_job(body: JobSubmitRequest, workspace: CurrentWorkspace, engine: Engi
                settings: SettingsDep, notifier: NotifierDep,
                local_controller: LocalControllerHeader = None) -> dict[str, Any]:
     entry = {"job": body.job, "compute_target": body.compute_target}
-    with write_tx(engine) as conn:
-        response = submit_entries(conn, workspace_id=workspace.id, entries=[entry],
-                                  settings=settings, local_controller=local_controller)
-        (result,) = response["jobs"]
-        if result["status"] == "failed":
-            raise HTTPException(422, result["error"])
-        record = job_store.get_job(conn, workspace_id=workspace.id, job_id=result["job_id"])
+    try:
+        with write_tx(engine) as conn:
+            response = submit_entries(conn, workspace_id=workspace.id, entries=[entry],
+                                      settings=settings, local_controller=local_controller)
+            (result,) = response["jobs"]
+            if result["status"] == "failed":
+                raise HTTPException(422, result["error"])
+            record = job_store.get_job(conn, workspace_id=workspace.id,
+                                       job_id=result["job_id"])
+    except InsufficientBalance as e:
+        raise HTTPException(402, str(e)) from None
     notifier.jobs_pending.fire()
     return record  # type: ignore[return-value]
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from .. import security
 from ..db import controllers, is_postgres, jobs, workspaces
+from . import jobs as job_store
 from ._time import iso, now
 
 # Failures that say nothing about the job itself: the attempt is worth repeating.
@@ -57,6 +58,16 @@ def register_controller(conn: Connection, *, workspace_id: str, name: str, slots
     return _controller(row), token
 
 
+def refresh_controller(conn: Connection, *, controller_id: str, slots: int, cores_per_job: int,
+                       capacity: int, engines: dict[str, str], hostname: str) -> Controller:
+    """A controller coming back with its own token: same identity, new capabilities."""
+    conn.execute(controllers.update().where(controllers.c.id == controller_id).values(
+        slots=slots, cores_per_job=cores_per_job, capacity=capacity, engines=engines,
+        hostname=hostname, status="online", last_seen_at=now(), registered_at=now()))
+    return _controller(conn.execute(sa.select(controllers)
+                                    .where(controllers.c.id == controller_id)).one())
+
+
 def controller_for_token(conn: Connection, *, token: str) -> Controller | None:
     if not token.startswith(security.CONTROLLER_TOKEN_PREFIX):
         return None
@@ -71,6 +82,26 @@ def controller_by_name(conn: Connection, *, workspace_id: str, name: str) -> Con
     row = conn.execute(sa.select(controllers).where(controllers.c.workspace_id == workspace_id,
                                                     controllers.c.name == name)).first()
     return _controller(row) if row else None
+
+
+@dataclass(frozen=True)
+class ManagedPool:
+    engines: dict[str, str]
+    cores_per_job: int
+
+
+def managed_pool(conn: Connection) -> ManagedPool:
+    """What the managed pool can run: the union of its online controllers' engines (the
+    most recently seen controller's default first) and their largest cores per job."""
+    rows = conn.execute(sa.select(controllers.c.engines, controllers.c.cores_per_job)
+                        .where(controllers.c.serves_managed.is_(True),
+                               controllers.c.status == "online")
+                        .order_by(controllers.c.last_seen_at.desc())).all()
+    engines: dict[str, str] = {}
+    for r in rows:
+        for name, version in r.engines.items():
+            engines.setdefault(name, version)
+    return ManagedPool(engines, max((r.cores_per_job for r in rows), default=1))
 
 
 def set_status(conn: Connection, *, controller_id: str, status: str) -> None:
@@ -104,7 +135,8 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
         routed = sa.or_(routed, sa.and_(jobs.c.controller_id.is_(None),
                                         jobs.c.compute_target == "managed"))
     q = (sa.select(jobs.c.id, jobs.c.payload, jobs.c.attempts, jobs.c.walltime_seconds)
-         .where(jobs.c.state == "pending", routed).order_by(jobs.c.seq).limit(max_jobs))
+         .where(jobs.c.state == "pending", routed, jobs.c.cached_from.is_(None))
+         .order_by(jobs.c.seq).limit(max_jobs))
     if is_postgres(conn.engine):
         q = q.with_for_update(skip_locked=True)
     rows = conn.execute(q).all()
@@ -175,6 +207,10 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
         if values.get("state") == "done" and row.compute_target == "managed":
             _bill(conn, workspace_id=row.workspace_id, job_id=rep["job_id"],
                   core_seconds=values["billed_core_seconds"], rate=managed_rate_per_core_hour)
+        if values["state"] != "pending":
+            job_store.settle_followers(conn, leader_id=rep["job_id"], t=t,
+                                       result=values.get("result") if values["state"] == "done"
+                                       else None)
         accepted.append(rep["job_id"])
     return {"accepted": accepted, "rejected": rejected}
 
@@ -241,4 +277,6 @@ def sweep_expired_leases(conn: Connection, *, max_attempts: int) -> int:
         conn.execute(jobs.update().where(jobs.c.id == r.id, jobs.c.lease_id == r.lease_id)
                      .values(lease_id=None, lease_expires_at=None, attempt_errors=history,
                              **values))
+        if values["state"] == "failed":
+            job_store.settle_followers(conn, leader_id=r.id, result=None, t=t)
     return len(rows)

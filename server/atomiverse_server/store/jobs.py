@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from ..db import controllers, jobs
+from ..db import controllers, jobs, workspaces
 from ._time import iso, now
 
 TERMINAL = ("done", "failed", "cancelled")
@@ -156,6 +156,7 @@ def cancel_job(conn: Connection, *, workspace_id: str, job_id: str) -> str | Non
                      .values(state="cancelled", finished_at=now(), lease_id=None,
                              lease_expires_at=None, error_type="cancelled",
                              error="cancelled by the user"))
+        settle_followers(conn, leader_id=job_id, result=None, t=now())
     return row.state
 
 
@@ -175,6 +176,39 @@ def outstanding_by_controller(conn: Connection, *, controller_ids: Sequence[str]
         return {}
     rows = conn.execute(sa.select(jobs.c.controller_id, sa.func.count())
                         .where(jobs.c.controller_id.in_(controller_ids),
-                               jobs.c.state.in_(ACTIVE))
+                               jobs.c.state.in_(ACTIVE), jobs.c.cached_from.is_(None))
                         .group_by(jobs.c.controller_id)).all()
     return {r[0]: r[1] for r in rows}
+
+
+def workspace_balance(conn: Connection, *, workspace_id: str) -> float:
+    return conn.execute(sa.select(workspaces.c.balance)
+                        .where(workspaces.c.id == workspace_id)).scalar_one()
+
+
+def find_cached(conn: Connection, *, workspace_id: str, cache_key: str) -> dict[str, Any] | None:
+    """A job with this key to answer from: a done one (with its result), else one still
+    pending or running that computes for itself (result None). Failed and cancelled jobs
+    never answer."""
+    same = (jobs.c.workspace_id == workspace_id, jobs.c.cache_key == cache_key)
+    done = conn.execute(sa.select(jobs.c.id, jobs.c.result)
+                        .where(*same, jobs.c.state == "done").limit(1)).first()
+    if done is not None:
+        return {"job_id": done.id, "result": done.result}
+    leader = conn.execute(sa.select(jobs.c.id)
+                          .where(*same, jobs.c.state.in_(ACTIVE), jobs.c.cached_from.is_(None))
+                          .order_by(jobs.c.seq).limit(1)).first()
+    return {"job_id": leader.id, "result": None} if leader else None
+
+
+def settle_followers(conn: Connection, *, leader_id: str, result: dict[str, Any] | None,
+                     t: float) -> int:
+    """Identical jobs that waited for this one: done with its result, or, if it did not
+    finish well, released to compute for themselves."""
+    waiting = (jobs.c.cached_from == leader_id, jobs.c.state == "pending")
+    if result is not None:
+        res = conn.execute(jobs.update().where(*waiting).values(
+            state="done", result=result, started_at=t, finished_at=t, billed_core_seconds=0.0))
+    else:
+        res = conn.execute(jobs.update().where(*waiting).values(cached_from=None))
+    return res.rowcount
