@@ -73,17 +73,20 @@ class Server:
     def new_workspace(self, name: str) -> str:
         return self.admin("create-workspace", name)["api_key"]
 
-    def start_controller(self, api_key: str, name: str, *extra: str,
-                         wait: bool = True) -> subprocess.Popen:
+    def start_controller(self, api_key: str | None, name: str, *extra: str,
+                         wait: bool = True, wait_key: str | None = None) -> subprocess.Popen:
+        """A real controller process. ``api_key=None``: it must come back with the token
+        already in its token file (a managed controller an admin registered)."""
+        creds = ["--api-key", api_key] if api_key else []
         with open(self.home / f"controller-{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 [PY, "-m", "atomiverse_controller", "--server", self.url, "--name", name,
-                 "--api-key", api_key, "--token-file", str(self.home / f"{name}.token"),
+                 *creds, "--token-file", str(self.home / f"{name}.token"),
                  "--spool-dir", str(self.home / f"spool-{name}"), *extra],
                 stdout=log, stderr=log, env=self.env)
         self.controllers.append(proc)
         if wait:
-            wait_for_controller(self.url, api_key, name, proc)
+            wait_for_controller(self.url, wait_key or api_key, name, proc)
         return proc
 
     def controller_log(self, name: str) -> str:
