@@ -62,6 +62,7 @@ class Server:
     database_url: str
     proc: subprocess.Popen
     env: dict[str, str]
+    extra: tuple[str, ...] = ()
     controllers: list[subprocess.Popen] = field(default_factory=list)
 
     def admin(self, *args: str) -> dict:
@@ -107,9 +108,10 @@ def wait_for_controller(url: str, api_key: str, name: str, proc: subprocess.Pope
     raise TimeoutError(f"controller {name} did not register")
 
 
-def start_server(home: Path, *extra: str, env_extra: dict[str, str] | None = None) -> Server:
+def start_server(home: Path, *extra: str, env_extra: dict[str, str] | None = None,
+                 port: int | None = None) -> Server:
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     db = f"sqlite:///{home / 'server.db'}"
     env = {**os.environ, "ATOMIVERSE_HOME": str(home), **(env_extra or {})}
     env.pop("ATOMIVERSE_BASE_URL", None)
@@ -119,7 +121,18 @@ def start_server(home: Path, *extra: str, env_extra: dict[str, str] | None = Non
                                  *extra], stdout=log, stderr=log, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", proc=proc)
-    return Server(url=url, home=home, database_url=db, proc=proc, env=env)
+    return Server(url=url, home=home, database_url=db, proc=proc, env=env, extra=extra)
+
+
+def restart_server(srv: Server) -> None:
+    """Start the same server again: same port, same database, same settings."""
+    port = int(srv.url.rsplit(":", 1)[1])
+    with open(srv.home / "server.log", "ab") as log:
+        srv.proc = subprocess.Popen([PY, "-m", "atomiverse_server", "--port", str(port),
+                                     "--home", str(srv.home), "--database-url",
+                                     srv.database_url, "--log-level", "warning", *srv.extra],
+                                    stdout=log, stderr=log, env=srv.env)
+    wait_http(f"{srv.url}/healthz", proc=srv.proc)
 
 
 @pytest.fixture(scope="session")

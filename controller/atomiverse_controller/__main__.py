@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-when-idle", dest="exit_when_idle_seconds", type=float,
                    metavar="SECONDS", help="exit after this long with no work (HPC jobs)")
     p.add_argument("--spool-dir", type=Path)
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
     p.add_argument("--burst", action="store_true", help="exit when there is no more work")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -34,10 +35,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 FLAG_FIELDS = ("server", "name", "api_key", "api_key_file", "token_file", "slots",
                "cores_per_job", "capacity", "engine", "memory_limit_mb", "grace_seconds",
-               "exit_when_idle_seconds", "spool_dir")
+               "exit_when_idle_seconds", "spool_dir", "metrics_port")
+
+
+def drain_main(argv: list[str]) -> int:
+    """``atomiverse controller drain NAME``: ask a controller to drain and exit."""
+    import os
+
+    import httpx2 as httpx
+
+    p = argparse.ArgumentParser(prog="atomiverse controller drain", description=drain_main.__doc__)
+    p.add_argument("name")
+    p.add_argument("--server", default=os.environ.get("ATOMIVERSE_BASE_URL"), required=
+                   not os.environ.get("ATOMIVERSE_BASE_URL"))
+    p.add_argument("--api-key", default=os.environ.get("ATOMIVERSE_API_KEY"))
+    args = p.parse_args(argv)
+    r = httpx.post(f"{args.server.rstrip('/')}/api/v1/controllers/{args.name}/drain",
+                   headers={"Authorization": f"Bearer {args.api_key}"}, timeout=30)
+    print(r.json().get("detail") or f"{args.name}: draining")
+    return 0 if r.status_code == 200 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "drain":
+        return drain_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")

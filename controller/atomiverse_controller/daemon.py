@@ -19,6 +19,7 @@ from .config import ControllerConfig
 from .heartbeat import Heartbeat
 from .ledger import Ledger
 from .reporter import ReportLoop
+from .spool import Spool
 from .workers import Outcome, WorkerPool
 
 log = logging.getLogger("atomiverse.controller")
@@ -31,13 +32,14 @@ class Controller:
         self.ledger = Ledger()
         self.pool = WorkerPool(config.slots, engine=config.engine,
                                memory_limit_mb=config.memory_limit_mb)
-        self.reporter = ReportLoop(self.api, name=config.name)
+        self.reporter = ReportLoop(self.api, name=config.name, spool=Spool(config.spool_dir))
         self.claimer: ClaimLoop | None = None
         self.heartbeat: Heartbeat | None = None
         self._stop = threading.Event()  # warm: no new work
         self._kill = threading.Event()  # cold: give everything back now
         self._refused: Exception | None = None
         self.completed = 0
+        self.failed = 0
 
     # ----- lifecycle ---------------------------------------------------------------------
     def request_stop(self, cold: bool = False) -> None:
@@ -56,6 +58,11 @@ class Controller:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+    def _drain_requested(self) -> None:
+        if not self._stop.is_set():
+            log.info("event=drain controller=%s", self.config.name)
+            self.request_stop()
 
     def _refused_by_server(self, exc: Exception) -> None:
         log.error("event=refused controller=%s error=%s", self.config.name, exc)
@@ -121,6 +128,7 @@ class Controller:
 
     def _start_loops(self, burst: bool) -> None:
         self.reporter.start()
+        self.reporter.resend_spooled()
         self.claimer = ClaimLoop(
             self.api, self.ledger, name=self.config.name, slots=self.config.slots,
             prefetch_per_slot=self.config.prefetch_per_slot,
@@ -131,8 +139,21 @@ class Controller:
                                    interval=self.heartbeat_seconds,
                                    free_slots=self.pool.free_slots,
                                    on_stop_jobs=self._stop_jobs,
-                                   on_refused=self._refused_by_server)
+                                   on_refused=self._refused_by_server,
+                                   on_drain=self._drain_requested)
         self.heartbeat.start()
+        if self.config.metrics_port:
+            from .metrics import serve_metrics
+
+            serve_metrics(self.config.metrics_port, self.config.name, self._metrics)
+
+    def _metrics(self) -> dict[str, float]:
+        queued, running = self.ledger.counts()
+        return {"claimed": self.claimer.claimed_total if self.claimer else 0,
+                "done": self.completed - self.failed, "failed": self.failed,
+                "running": running, "queued": queued, "slots": self.config.slots,
+                "heartbeat_age_seconds": time.monotonic() - self.heartbeat.last_ok
+                if self.heartbeat else 0.0}
 
     # ----- dispatch ----------------------------------------------------------------------
     def _dispatch_until_stopped(self, burst: bool, max_jobs: int | None) -> None:
@@ -169,6 +190,7 @@ class Controller:
         if job is None:
             return  # cancelled or lost meanwhile: the server no longer wants this result
         self.completed += 1
+        self.failed += not outcome.ok
         log.info("event=finished controller=%s job=%s ok=%s wall_seconds=%.3f%s",
                  self.config.name, outcome.job_id, outcome.ok, outcome.wall_time_seconds,
                  "" if outcome.ok else f" error_type={outcome.error_type}")

@@ -18,10 +18,11 @@ log = logging.getLogger("atomiverse.controller.heartbeat")
 class Heartbeat:
     def __init__(self, api: ControllerAPI, ledger: Ledger, *, name: str, interval: float,
                  free_slots: Callable[[], int], on_stop_jobs: Callable[[set[str], str], None],
-                 on_refused: Callable[[Exception], None]) -> None:
+                 on_refused: Callable[[Exception], None], on_drain: Callable[[], None]) -> None:
         self.api, self.ledger, self.controller_name = api, ledger, name
         self.interval = interval
         self.free_slots, self.on_stop_jobs, self.on_refused = free_slots, on_stop_jobs, on_refused
+        self.on_drain = on_drain
         self.last_ok = time.monotonic()
         self._sched = BackgroundScheduler(daemon=True)
 
@@ -48,3 +49,5 @@ class Heartbeat:
             self.on_stop_jobs(set(out["cancelled"]), "cancelled")
         if out["lost"]:
             self.on_stop_jobs(set(out["lost"]), "lease lost")
+        if out.get("drain"):
+            self.on_drain()

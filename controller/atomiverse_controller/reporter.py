@@ -10,24 +10,37 @@ import threading
 from typing import Any
 
 from .api import ControllerAPI, ServerRefused, ServerUnavailable
+from .spool import Spool
 
 log = logging.getLogger("atomiverse.controller.report")
 MAX_REPORTS_PER_REQUEST = 500
 
 
 class ReportLoop(threading.Thread):
-    def __init__(self, api: ControllerAPI, *, name: str) -> None:
+    def __init__(self, api: ControllerAPI, *, name: str, spool: Spool) -> None:
         super().__init__(name="report-loop", daemon=True)
-        self.api, self.controller_name = api, name
+        self.api, self.controller_name, self.spool = api, name, spool
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.delivered = 0
         self._idle = threading.Condition()
         self._in_flight = 0
 
-    def put(self, report: dict[str, Any]) -> None:
+    def put(self, report: dict[str, Any], *, spooled: bool = False) -> None:
+        if not spooled:
+            self.spool.put(report)
         with self._idle:
             self._in_flight += 1
         self.queue.put(report)
+
+    def resend_spooled(self) -> int:
+        """Results a previous run computed but could not deliver."""
+        reports = self.spool.pending()
+        for report in reports:
+            self.put(report, spooled=True)
+        if reports:
+            log.info("event=spool_resend controller=%s jobs=%d", self.controller_name,
+                     len(reports))
+        return len(reports)
 
     def close(self) -> None:
         self.queue.put(None)
@@ -64,8 +77,10 @@ class ReportLoop(threading.Thread):
             except ServerUnavailable as e:
                 log.warning("event=report_retry controller=%s jobs=%d error=%s",
                             self.controller_name, len(batch), e)
+                # Capped low: the results are waiting, and a server back from an outage
+                # only holds their leases for one lease period.
                 threading.Event().wait(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, 5.0)
             except (ServerRefused, ValueError) as e:
                 log.error("event=report_refused controller=%s jobs=%d error=%s",
                           self.controller_name, len(batch), e)
@@ -75,6 +90,8 @@ class ReportLoop(threading.Thread):
             log.info("event=report_rejected controller=%s job=%s reason=lease_not_held",
                      self.controller_name, job_id)
         self.delivered += len(out["accepted"])
+        for report in batch:
+            self.spool.remove(report)
         with self._idle:
             self._in_flight -= len(batch)
             self._idle.notify_all()

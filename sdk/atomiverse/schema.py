@@ -104,6 +104,9 @@ class JobPublic(JobSummary):
     finished_at: str | None
     attempts: int
     error: str | None
+    error_type: str | None = None
+    attempt_errors: list[dict[str, Any]] = Field(
+        default_factory=list, description="Every failed attempt: error_type, error, at")
     cached_from: str | None
     job: dict[str, Any]
     result: dict[str, Any] | None
@@ -180,6 +183,7 @@ class HeartbeatRequest(_Wire):
 class HeartbeatResponse(BaseModel):
     cancelled: list[str] = Field(description="Jobs to stop now: cancelled by the user")
     lost: list[str] = Field(description="Jobs whose lease this controller no longer holds")
+    drain: bool = Field(default=False, description="Stop claiming, finish, hand back, exit")
     lease_seconds: float
 
 

@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     os.environ.setdefault("ATOMIVERSE_HOME", str(settings.home))
     uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=args.log_level, access_log=False)
+                log_level=args.log_level, access_log=False,
+                # Long-polls end within a second of a client leaving; don't wait longer.
+                timeout_graceful_shutdown=5)
 
 
 if __name__ == "__main__":

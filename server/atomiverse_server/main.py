@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from . import embedded
 from .db import create_schema, make_engine
 from .notify import Notifier
+from . import metrics
 from .routes import account, controllers, jobs, pages
 from .scheduler import start_scheduler
 from .settings import Settings, get_settings
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notifier = Notifier()
         notifier.bind(asyncio.get_running_loop())
         app.state.settings, app.state.engine, app.state.notifier = settings, engine, notifier
+        app.state.metrics_registry = metrics.build_registry(engine)
         extra = []
         supervisor = None
         if settings.embedded:
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(account.router)
     app.include_router(jobs.router)
     app.include_router(controllers.router)
+    app.include_router(metrics.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(packages=[("atomiverse_server", "static")]),
               name="static")

@@ -4,6 +4,7 @@ controller alive."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -17,7 +18,12 @@ from .store import controllers as controller_store
 log = logging.getLogger("atomiverse.server.scheduler")
 
 
-def sweep_leases(engine: Engine, settings: Settings, notifier: Notifier) -> int:
+def sweep_leases(engine: Engine, settings: Settings, notifier: Notifier,
+                 started_at: float = 0.0) -> int:
+    # While this server was down nobody could renew a lease: give controllers one lease
+    # period after start-up to heartbeat (and deliver results) before taking jobs back.
+    if time.time() - started_at < settings.lease_seconds:
+        return 0
     with write_tx(engine) as conn:
         n = controller_store.sweep_expired_leases(conn, max_attempts=settings.max_attempts)
     if n:
@@ -31,8 +37,8 @@ def start_scheduler(engine: Engine, settings: Settings, notifier: Notifier,
                     extra: list[tuple[Callable[[], object], float]] = ()) -> BackgroundScheduler:
     sched = BackgroundScheduler(daemon=True)
     sched.add_job(sweep_leases, "interval", seconds=settings.sweep_seconds,
-                  args=(engine, settings, notifier), id="sweep_leases", max_instances=1,
-                  coalesce=True)
+                  args=(engine, settings, notifier, time.time()), id="sweep_leases",
+                  max_instances=1, coalesce=True)
     for i, (fn, seconds) in enumerate(extra):
         sched.add_job(fn, "interval", seconds=seconds, id=f"extra_{i}", max_instances=1,
                       coalesce=True)

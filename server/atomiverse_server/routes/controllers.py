@@ -8,10 +8,11 @@ from typing import Any
 from atomiverse.schema import (ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse,
                                ControllerRegister, ControllerRegistered, HeartbeatRequest,
                                HeartbeatResponse, LeaseRef)
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 
+from .. import metrics
 from ..db import read_tx, write_tx
 from ..deps import (CurrentController, CurrentWorkspace, EngineDep, NotifierDep, Registrant,
                     SettingsDep)
@@ -56,17 +57,34 @@ def list_controllers(workspace: CurrentWorkspace, engine: EngineDep) -> dict[str
                                                                  workspace_id=workspace.id)}
 
 
+@router.post("/{name}/drain")
+def drain(name: str, workspace: CurrentWorkspace, engine: EngineDep) -> dict[str, str]:
+    """Ask a controller to drain: on its next heartbeat it stops claiming, finishes what it
+    runs within its grace period, hands back the rest and exits."""
+    with write_tx(engine) as conn:
+        ctl = controller_store.controller_by_name(conn, workspace_id=workspace.id, name=name)
+        if ctl is None:
+            raise HTTPException(404, f"No controller named {name[:100]!r} in this workspace")
+        controller_store.set_status(conn, controller_id=ctl.id, status="draining")
+    return {"name": name, "status": "draining"}
+
+
 @router.post("/claim", response_model=ClaimResponse)
 async def claim(body: ClaimRequest, controller: CurrentController, engine: EngineDep,
-                settings: SettingsDep, notifier: NotifierDep) -> dict[str, Any]:
+                settings: SettingsDep, notifier: NotifierDep,
+                request: Request) -> dict[str, Any]:
     """Long-poll: returns as soon as there is work for this controller, or empty-handed
     after ``wait_seconds``."""
     deadline = time.monotonic() + body.wait_seconds
     while True:
         event = notifier.jobs_pending.snapshot()
+        started = time.perf_counter()
         claimed = await run_in_threadpool(_claim, engine, controller, body.max_jobs, settings)
         remaining = deadline - time.monotonic()
-        if claimed or remaining <= 0:
+        if claimed:
+            metrics.CLAIM_LATENCY.observe(time.perf_counter() - started)
+            metrics.JOBS_CLAIMED.inc(len(claimed))
+        if claimed or remaining <= 0 or await request.is_disconnected():
             return {"jobs": claimed}
         await notifier.jobs_pending.wait(event, min(remaining, notifier.fallback_seconds))
 
@@ -97,6 +115,8 @@ def complete(body: CompleteRequest, controller: CurrentController, engine: Engin
             conn, controller=controller, reports=[r.model_dump() for r in body.reports],
             max_attempts=settings.max_attempts,
             managed_rate_per_core_hour=settings.managed_rate_per_core_hour)
+    metrics.JOBS_REPORTED.labels("accepted").inc(len(out["accepted"]))
+    metrics.JOBS_REPORTED.labels("rejected").inc(len(out["rejected"]))
     if out["accepted"]:
         notifier.jobs_finished.fire()
         # A retryable failure puts the job back in the queue.

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from atomiverse.schema import (BatchRequest, BatchResponse, JobPublic, JobRename, JobsPage,
                                JobSubmitRequest, WaitRequest, WaitResponse)
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ..db import read_tx, write_tx
@@ -79,7 +79,7 @@ def list_jobs(workspace: CurrentWorkspace, engine: EngineDep,
 
 @router.post("/wait", response_model=WaitResponse)
 async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: EngineDep,
-                    notifier: NotifierDep) -> dict[str, Any]:
+                    notifier: NotifierDep, request: Request) -> dict[str, Any]:
     """Long-poll: returns the states of the given jobs as soon as any of them is terminal
     (with results if asked), or when ``timeout_seconds`` runs out."""
     deadline = time.monotonic() + body.timeout_seconds
@@ -88,7 +88,7 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
         states = await run_in_threadpool(_job_states, engine, workspace.id, body)
         remaining = deadline - time.monotonic()
         if remaining <= 0 or any(s["state"] in job_store.TERMINAL for s in states) \
-                or len(states) < len(set(body.job_ids)):
+                or len(states) < len(set(body.job_ids)) or await request.is_disconnected():
             return {"jobs": states}
         await notifier.jobs_finished.wait(event, min(remaining, notifier.fallback_seconds))
 

@@ -14,6 +14,7 @@ import markupsafe
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from .. import embedded
 from ..db import read_tx
 from ..deps import SESSION_COOKIE, EngineDep, PageSession, check_csrf, same_origin
 from ..store import jobs as job_store
@@ -42,6 +43,7 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+_env.globals.update(HARTREE_EV=HARTREE_EV, HARTREE_KCAL=HARTREE_KCAL)
 _LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_\-.~?=&%+]*$")
 _PREVIEW_ATOMS = 300  # the list's thumbnails drop hydrogens above this, and stop there
 
@@ -49,7 +51,8 @@ _PREVIEW_ATOMS = 300  # the list's thumbnails drop hydrogens above this, and sto
 def _render(request: Request, template: str, session: Session | None, status: int = 200,
             **context: Any) -> HTMLResponse:
     html = _env.get_template(template).render(
-        request=request, session=session, job_types=JOB_TYPES, **context)
+        request=request, session=session, job_types=JOB_TYPES, key_file=_key_file(request),
+        **context)
     return HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
 
 
@@ -69,6 +72,12 @@ def _safe_next(target: str | None) -> str:
 @router.get("/signin", response_class=HTMLResponse)
 def signin_page(request: Request, session: PageSession, next: str | None = None) -> Response:
     return _render(request, "signin.html", session, next=_safe_next(next), error=None)
+
+
+def _key_file(request: Request) -> str | None:
+    """Where the embedded server keeps this machine's key: worth saying on its sign-in page."""
+    settings = request.app.state.settings
+    return str(embedded.credentials_path(settings.home)) if settings.embedded else None
 
 
 @router.post("/signin", response_class=HTMLResponse)
@@ -101,7 +110,11 @@ async def signout(request: Request, session: PageSession) -> Response:
 
 
 def _form(body: bytes) -> dict[str, str]:
-    fields = parse_qs(body[:8192].decode("utf-8", "replace"), max_num_fields=10)
+    """A small urlencoded form (ours have at most three fields); anything else is empty."""
+    try:
+        fields = parse_qs(body[:8192].decode("utf-8", "replace"), max_num_fields=10)
+    except ValueError:
+        return {}
     return {k: v[0] for k, v in fields.items()}
 
 

@@ -129,7 +129,9 @@ def list_controllers(conn: Connection, *, workspace_id: str) -> list[dict[str, A
 def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
                lease_seconds: float) -> list[dict[str, Any]]:
     """Lease up to ``max_jobs`` pending jobs routed to this controller (or to the managed
-    pool, if it serves it), oldest first."""
+    pool, if it serves it), oldest first. A draining controller gets nothing new."""
+    if controller.status == "draining":
+        return []
     routed = jobs.c.controller_id == controller.id
     if controller.serves_managed:
         routed = sa.or_(routed, sa.and_(jobs.c.controller_id.is_(None),
@@ -167,8 +169,11 @@ def heartbeat(conn: Connection, *, controller: Controller, running: list[tuple[s
     t = now()
     conn.execute(controllers.update().where(controllers.c.id == controller.id)
                  .values(last_seen_at=t))
+    status = conn.execute(sa.select(controllers.c.status)
+                          .where(controllers.c.id == controller.id)).scalar_one()
+    drain = status == "draining"
     if not running:
-        return {"cancelled": [], "lost": []}
+        return {"cancelled": [], "lost": [], "drain": drain}
     leases = dict(running)
     rows = conn.execute(sa.select(jobs.c.id, jobs.c.state, jobs.c.lease_id, jobs.c.claimed_by)
                         .where(jobs.c.id.in_(list(leases)))).all()
@@ -182,7 +187,7 @@ def heartbeat(conn: Connection, *, controller: Controller, running: list[tuple[s
         conn.execute(jobs.update().where(jobs.c.id.in_(held), jobs.c.state == "running")
                      .values(lease_expires_at=t + lease_seconds))
     lost = [j for j in leases if j not in held and j not in cancelled]
-    return {"cancelled": cancelled, "lost": lost}
+    return {"cancelled": cancelled, "lost": lost, "drain": drain}
 
 
 # ----- complete ---------------------------------------------------------------------------
@@ -192,12 +197,15 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
     report changes nothing, so no job is ever recorded done twice."""
     accepted, rejected = [], []
     t = now()
+    # On PostgreSQL the row is locked as it is read: a second report of the same attempt (or
+    # the sweep) racing this one from another transaction waits, then no longer matches.
+    lock = is_postgres(conn.engine)
     for rep in reports:
-        row = conn.execute(sa.select(jobs.c.workspace_id, jobs.c.compute_target,
-                                     jobs.c.attempts, jobs.c.attempt_errors)
-                           .where(jobs.c.id == rep["job_id"], jobs.c.state == "running",
-                                  jobs.c.lease_id == rep["lease_id"],
-                                  jobs.c.claimed_by == controller.id)).first()
+        q = (sa.select(jobs.c.workspace_id, jobs.c.compute_target, jobs.c.attempts,
+                       jobs.c.attempt_errors)
+             .where(jobs.c.id == rep["job_id"], jobs.c.state == "running",
+                    jobs.c.lease_id == rep["lease_id"], jobs.c.claimed_by == controller.id))
+        row = conn.execute(q.with_for_update() if lock else q).first()
         if row is None:
             rejected.append(rep["job_id"])
             continue

@@ -54,7 +54,7 @@ def resolve_session(conn: Connection, *, cookie: str) -> Session | None:
     parts = cookie.split(".")
     if len(parts) != 4 or not all(parts) or len(cookie) > 200:
         return None
-    key_id, expires, _nonce, mac = parts
+    key_id, expires, _nonce, _mac = parts
     if not expires.isdigit() or int(expires) < time.time():
         return None
     row = _key_row(conn, api_keys.c.id == key_id)

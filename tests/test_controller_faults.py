@@ -1,0 +1,224 @@
+"""The controller under the faults a real machine inflicts: kill -9, native crashes, a
+server that goes away, SIGTERM while busy, drains, walltimes. Real server and controller
+processes; the instant engine (a named test fake with fault hooks) stands in for xtb where
+the test is about the platform, not the chemistry."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import atomiverse
+import httpx2 as httpx
+import pytest
+from atomiverse.levels import GFN2_XTB
+from conftest import restart_server, start_server, stop_process
+
+FAST_LEASES = {"ATOMIVERSE_LEASE_SECONDS": "4", "ATOMIVERSE_HEARTBEAT_SECONDS": "1",
+               "ATOMIVERSE_SWEEP_SECONDS": "1", "ATOMIVERSE_MANAGED_ENABLED": "true"}
+
+
+def _job(name, **kw):
+    kw.setdefault("use_cache", False)
+    return atomiverse.SinglePointEnergy(atoms=atomiverse.Atoms.from_smiles("O"),
+                                        level_of_theory=GFN2_XTB, name=name, **kw).model_dump()
+
+
+def _wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """A server with 4-second leases and managed compute on, its own workspace."""
+    srv = start_server(tmp_path / "srv", env_extra=FAST_LEASES)
+    key = srv.new_workspace("fleet")
+    client = atomiverse.Client(api_key=key, base_url=srv.url)
+    yield srv, key, client
+    client.close()
+    for c in srv.controllers:
+        if c.poll() is None:
+            c.kill()
+            c.wait()
+    stop_process(srv.proc)
+
+
+def _managed(srv, name, *extra, wait=True):
+    srv.admin("register-managed-controller", name, "--token-file", str(srv.home /
+                                                                       f"{name}.token"))
+    proc = srv.start_controller(None, name, "--engine", "instant", *extra, wait=False)
+    if wait:
+        _wait_for(lambda: "event=registered" in srv.controller_log(name), what=f"{name} up")
+    return proc
+
+
+def _states(client, ids):
+    return [client.get_job(j)["state"] for j in ids]
+
+
+def test_kill_9_controller_and_another_finishes_each_job_exactly_once(fleet):
+    srv, _key, client = fleet
+    first = _managed(srv, "node-a", "--slots", "2")
+    res = client.submit_batch([_job(f"__sleep_2__") for _ in range(4)], compute_target="managed")
+    ids = [j["job_id"] for j in res["jobs"]]
+    _wait_for(lambda: _states(client, ids).count("running") == 4, what="jobs claimed")
+    first.kill()  # kill -9: no goodbye, no release
+    first.wait()
+    _managed(srv, "node-b", "--slots", "2")
+    records = client.wait_jobs(ids, timeout=120)
+    assert all(r["state"] == "done" for r in records)
+    for job_id in ids:
+        job = client.get_job(job_id)
+        assert job["attempts"] == 2 and job["controller"] == "node-b"
+        assert [e["error_type"] for e in job["attempt_errors"]] == ["lost"]
+    assert srv.controller_log("node-b").count("event=finished") == 4
+
+
+def test_lost_too_many_times_fails_with_a_message_saying_so(tmp_path):
+    srv = start_server(tmp_path / "srv", env_extra={**FAST_LEASES,
+                                                    "ATOMIVERSE_MAX_ATTEMPTS": "1"})
+    client = atomiverse.Client(api_key=srv.new_workspace("w"), base_url=srv.url)
+    try:
+        proc = _managed(srv, "doomed")
+        (entry,) = client.submit_batch([_job("__sleep_30__")], compute_target="managed")["jobs"]
+        _wait_for(lambda: client.get_job(entry["job_id"])["state"] == "running")
+        proc.kill()
+        proc.wait()
+        (rec,) = client.wait_jobs([entry["job_id"]], timeout=60)
+        assert rec["state"] == "failed"
+        assert "lost 1 times" in rec["error"] and "max attempts 1" in rec["error"]
+    finally:
+        client.close()
+        stop_process(srv.proc)
+
+
+def test_native_crash_fails_only_that_job_and_the_controller_goes_on(fleet):
+    srv, _key, client = fleet
+    proc = _managed(srv, "crashy", "--slots", "1")
+    res = client.submit_batch([_job("__crash_segfault__"), _job("__crash_abort__"),
+                               _job("fine")], compute_target="managed")
+    recs = client.wait_jobs([j["job_id"] for j in res["jobs"]], timeout=60)
+    assert [r["state"] for r in recs] == ["failed", "failed", "done"]
+    assert "SIGSEGV" in recs[0]["error"] and "SIGABRT" in recs[1]["error"]
+    assert client.get_job(recs[0]["job_id"])["attempts"] == 1  # a crash is not retried
+    assert proc.poll() is None
+
+
+def test_walltime_kills_the_worker(fleet):
+    srv, _key, client = fleet
+    _managed(srv, "timed", "--slots", "1")
+    res = client.submit_batch([_job("__sleep_20__", walltime_seconds=1), _job("after")],
+                              compute_target="managed")
+    recs = client.wait_jobs([j["job_id"] for j in res["jobs"]], timeout=60)
+    assert recs[0]["state"] == "failed" and "exceeded walltime of 1 s" in recs[0]["error"]
+    assert recs[1]["state"] == "done"
+
+
+def test_server_down_mid_batch_every_result_delivered_once(fleet):
+    srv, _key, client = fleet
+    _managed(srv, "patient", "--slots", "2")
+    res = client.submit_batch([_job("__sleep_1__") for _ in range(6)], compute_target="managed")
+    ids = [j["job_id"] for j in res["jobs"]]
+    _wait_for(lambda: "running" in _states(client, ids), what="work started")
+    srv.proc.kill()  # the server dies; the controller keeps computing into its spool
+    srv.proc.wait()
+    _wait_for(lambda: srv.controller_log("patient").count("event=finished") == 6,
+              what="all computed while the server was down")
+    assert list((srv.home / "spool-patient").glob("*.json"))  # results wait on disk
+    restart_server(srv)
+    records = client.wait_jobs(ids, timeout=60)
+    assert all(r["state"] == "done" for r in records)
+    assert all(client.get_job(j)["attempts"] == 1 for j in ids)  # none computed twice
+    _wait_for(lambda: not list((srv.home / "spool-patient").glob("*.json")),
+              what="spool emptied")
+
+
+def test_sigterm_busy_controller_finishes_running_hands_back_the_rest(fleet):
+    srv, _key, client = fleet
+    proc = _managed(srv, "worker-1", "--slots", "2", "--grace-seconds", "30")
+    res = client.submit_batch([_job("__sleep_2__") for _ in range(6)], compute_target="managed")
+    ids = [j["job_id"] for j in res["jobs"]]
+    _wait_for(lambda: srv.controller_log("worker-1").count("event=claimed") >= 6,
+              what="claims")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    log = srv.controller_log("worker-1")
+    assert "shutdown=warm" in log and "event=released" in log
+    finished_by_first = log.count("event=finished")
+    assert finished_by_first >= 2
+    states = _states(client, ids)
+    assert states.count("done") == finished_by_first and "running" not in states
+    _managed(srv, "worker-2", "--slots", "2")
+    records = client.wait_jobs(ids, timeout=60)
+    assert all(r["state"] == "done" for r in records)
+    assert all(client.get_job(j)["attempts"] == 1 for j in ids)
+
+
+def test_second_signal_hands_everything_back_at_once(fleet):
+    srv, _key, client = fleet
+    proc = _managed(srv, "impatient", "--slots", "1", "--grace-seconds", "120")
+    (entry,) = client.submit_batch([_job("__sleep_60__")], compute_target="managed")["jobs"]
+    _wait_for(lambda: client.get_job(entry["job_id"])["state"] == "running")
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert "shutdown=cold" in srv.controller_log("impatient")
+    job = client.get_job(entry["job_id"])
+    assert job["state"] == "pending" and job["attempts"] == 0
+
+
+def test_drain_from_outside(fleet):
+    srv, key, client = fleet
+    proc = srv.start_controller(key, "lab-box", "--engine", "instant", "--slots", "1")
+    out = subprocess.run([sys.executable, "-m", "atomiverse_controller", "drain", "lab-box",
+                          "--server", srv.url, "--api-key", key], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert proc.wait(30) == 0
+    listed = {c["name"]: c for c in httpx.get(f"{srv.url}/api/v1/controllers", headers={
+        "Authorization": f"Bearer {key}"}).json()["controllers"]}
+    assert listed["lab-box"]["status"] == "offline"
+
+
+def test_late_report_after_lease_expiry_changes_nothing(fleet):
+    srv, key, client = fleet
+    h = {"Authorization": f"Bearer {key}"}
+    reg = httpx.post(f"{srv.url}/api/v1/controllers/register", headers=h, json={
+        "name": "slowpoke", "slots": 1, "engines": {"instant": "0"}}).json()
+    th = {"Authorization": f"Bearer {reg['token']}"}
+    (entry,) = client.submit_batch([_job("late")], compute_target="slowpoke")["jobs"]
+    (claimed,) = httpx.post(f"{srv.url}/api/v1/controllers/claim", headers=th,
+                            json={"max_jobs": 1, "wait_seconds": 0}).json()["jobs"]
+    # No heartbeat: after the lease (4 s) the sweep takes the job back.
+    _wait_for(lambda: client.get_job(entry["job_id"])["state"] == "pending", timeout=30)
+    report = {"job_id": claimed["job_id"], "lease_id": claimed["lease_id"], "ok": True,
+              "result": {"energy_hartree": -1.0}}
+    out = httpx.post(f"{srv.url}/api/v1/controllers/complete", headers=th,
+                     json={"reports": [report]}).json()
+    assert out == {"accepted": [], "rejected": [entry["job_id"]]}
+    assert client.get_job(entry["job_id"])["state"] == "pending"
+    # A fresh claim gets a new lease; reporting twice is accepted once.
+    (again,) = httpx.post(f"{srv.url}/api/v1/controllers/claim", headers=th,
+                          json={"max_jobs": 1, "wait_seconds": 0}).json()["jobs"]
+    report = {**report, "lease_id": again["lease_id"]}
+    first = httpx.post(f"{srv.url}/api/v1/controllers/complete", headers=th,
+                       json={"reports": [report, report]}).json()
+    assert first["accepted"] == [entry["job_id"]] and first["rejected"] == [entry["job_id"]]
+
+
+def test_metrics_endpoints(fleet):
+    srv, key, client = fleet
+    _managed(srv, "metered", "--slots", "1", "--metrics-port", "0")
+    client.wait_jobs([client.submit_batch([_job("m")], compute_target="managed")["jobs"][0]
+                      ["job_id"]], timeout=60)
+    text = httpx.get(f"{srv.url}/metrics").text
+    assert 'atomiverse_jobs{state="done"}' in text
+    assert "atomiverse_jobs_claimed_total" in text and "atomiverse_claim_seconds" in text
+    assert 'atomiverse_controller_heartbeat_age_seconds{controller="metered"}' in text
