@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Any
 
+from atomiverse import _sdnotify as sdnotify
+
 from .api import ControllerAPI, ServerRefused, ServerUnavailable, save_token
 from .claimer import ClaimLoop
 from .config import ControllerConfig
@@ -120,6 +122,8 @@ class Controller:
         try:
             self.register()
             self._start_loops(burst)
+            sdnotify.notify(f"READY=1\nSTATUS=serving {self.config.slots} slots as "
+                            f"{self.config.name}")
             self._dispatch_until_stopped(burst, max_jobs)
             return self._shutdown()
         finally:
@@ -208,6 +212,7 @@ class Controller:
 
     # ----- shutdown ----------------------------------------------------------------------
     def _shutdown(self) -> bool:
+        sdnotify.notify("STOPPING=1")
         if self.claimer:
             self.claimer.stop()
         unstarted = self.ledger.take_queued()

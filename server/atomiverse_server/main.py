@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from atomiverse import _sdnotify as sdnotify
+
 from . import embedded
 from .db import create_schema, make_engine
 from .notify import Notifier
@@ -43,9 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             supervisor.ensure_running()
             extra.append((supervisor.ensure_running, 5.0))
         scheduler = start_scheduler(engine, settings, notifier, extra)
+        sdnotify.notify("READY=1")
         try:
             yield
         finally:
+            sdnotify.notify("STOPPING=1")
             scheduler.shutdown(wait=False)
             if supervisor is not None:
                 await asyncio.to_thread(supervisor.stop)
