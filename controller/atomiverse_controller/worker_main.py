@@ -25,6 +25,7 @@ import argparse
 import os
 import resource
 import signal
+import stat
 import sys
 import threading
 import time
@@ -146,6 +147,17 @@ def run_job(default_engine: Any, job_id: str, payload: dict[str, Any]) -> dict[s
     return out
 
 
+def _forget_stderr() -> None:
+    """Empty stderr when it is a file: the pool reads its tail after a crash, and only this
+    job's messages explain this job's death."""
+    try:
+        if stat.S_ISREG(os.fstat(2).st_mode):
+            os.ftruncate(2, 0)
+            os.lseek(2, 0, os.SEEK_SET)
+    except OSError:
+        pass
+
+
 def serve(conn: Connection, engine_name: str, memory_limit_mb: int) -> int:
     """Warm up, report ready, then answer jobs until the pool says stop or goes away."""
     try:
@@ -165,6 +177,7 @@ def serve(conn: Connection, engine_name: str, memory_limit_mb: int) -> int:
         if message is None:
             return 0
         _, job_id, payload = message
+        _forget_stderr()
         try:
             conn.send(run_job(engine, job_id, payload))
         except OSError:

@@ -7,7 +7,7 @@ cancelled is killed with its whole process group and replaced, and the pool keep
 
 ``poll()`` sleeps in ``multiprocessing.connection.wait`` on the worker sockets plus a self-pipe,
 so an idle pool costs no CPU. ``submit``, ``cancel``, ``wakeup`` and the queries may be called
-from other threads than the one polling; one thread polls.
+from other threads than the one polling; one thread polls, and ``shutdown`` comes after it stopped.
 
 Outcomes: every submitted job yields exactly one :class:`Outcome` from ``poll()``, except a job
 stopped by ``cancel()``, which yields none (the caller asked for it and already knows).
@@ -21,12 +21,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .worker_main import THREAD_ENV
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 120.0
 EXIT_WAIT_SECONDS = 5.0
 RESPAWN_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 15.0, 60.0)
+STDERR_TAIL_BYTES = 4096
+_OUT_OF_MEMORY_MESSAGES = ("Cannot allocate memory", "MemoryError", "out of memory")
+_OUTCOME_FIELDS = ("job_id", "ok", "result", "error", "error_type", "wall_time_seconds")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -58,6 +62,7 @@ class WorkerStartError(RuntimeError):
 class _Worker:
     proc: subprocess.Popen[bytes] | None = None
     conn: Connection | None = None
+    stderr: IO[bytes] | None = None  # an unlinked temp file; the worker empties it per job
     state: str = "down"  # down -> starting -> idle <-> busy; any -> down when it dies
     job_id: str | None = None
     job_started: float = 0.0  # time.monotonic()
@@ -73,23 +78,33 @@ class _Worker:
         return self.job_started + self.walltime_seconds
 
 
-def describe_exit(returncode: int | None, memory_limit_mb: int | None) -> tuple[str, str]:
-    """``(error_type, message)`` for a worker that died while running a job."""
+def describe_exit(returncode: int | None, memory_limit_mb: int | None,
+                  last_words: str = "") -> tuple[str, str]:
+    """``(error_type, message)`` for a worker that died while running a job; ``last_words`` is
+    the last line it wrote to stderr (native libraries say why they stop there)."""
     if returncode is None:
-        return "crash", "worker process stopped answering while running the engine"
-    if returncode >= 0:
-        return "crash", f"worker process exited with status {returncode} while running the engine"
-    signum = -returncode
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        name = "unknown signal"
-    message = f"worker process killed by signal {signum} ({name}) while running the engine"
-    if signum == signal.SIGKILL:
+        message = "worker process stopped answering while running the engine"
+    elif returncode >= 0:
+        message = f"worker process exited with status {returncode} while running the engine"
+    else:
+        signum = -returncode
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = "unknown signal"
+        message = f"worker process killed by signal {signum} ({name}) while running the engine"
+    if last_words:
+        message += f": {last_words}"
+    out_of_memory = any(m in last_words for m in _OUT_OF_MEMORY_MESSAGES)
+    if returncode == -signal.SIGKILL:
         if memory_limit_mb:
             return "resource", f"{message}; it may have exceeded the memory cap of " \
                                f"{memory_limit_mb} MB"
-        return "crash", f"{message}; possibly by the out-of-memory killer"
+        # Nobody here sent it: the system killed the worker (usually the OOM killer).
+        # That says nothing about the job, so the attempt is worth repeating.
+        return "resource", f"{message}; possibly by the out-of-memory killer"
+    if out_of_memory and memory_limit_mb:
+        return "resource", f"{message} (memory cap {memory_limit_mb} MB)"
     return "crash", message
 
 
@@ -121,26 +136,21 @@ class WorkerPool:
     def start(self) -> None:
         """Spawn every worker and wait until each has warmed up; WorkerStartError if one can't."""
         with self._lock:
+            if self._workers or self._closed:
+                raise RuntimeError("a WorkerPool starts once")
             self._workers = [_Worker() for _ in range(self.slots)]
             for worker in self._workers:
                 self._spawn(worker)
         deadline = time.monotonic() + self.start_timeout_seconds
-        while True:
-            with self._lock:
-                starting = {w.conn: w for w in self._workers if w.state == "starting"}
-                failed = [w for w in self._workers if w.start_error]
-            if failed or not starting:
-                break
+        error = None
+        while error is None and self._count("starting"):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                failed = list(starting.values())
-                failed[0].start_error = f"not ready after {self.start_timeout_seconds:g} s"
+                error = f"not ready after {self.start_timeout_seconds:g} s"
                 break
-            for conn in wait(list(starting), remaining):
-                with self._lock:
-                    self._receive(starting[conn])  # type: ignore[index]
-        if failed:
-            error = failed[0].start_error
+            self.poll(remaining)  # returns as soon as any worker reports
+            error = next((w.start_error for w in self._workers if w.start_error), None)
+        if error is not None:
             self.shutdown(kill=True)
             raise WorkerStartError(f"worker for engine {self._requested_engine or '(default)'!r} "
                                    f"failed to start: {error}")
@@ -169,8 +179,10 @@ class WorkerPool:
         for conn in self._retired:
             conn.close()
         self._retired.clear()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        wake_r, wake_w = self._wake_r, self._wake_w
+        self._wake_w = -1  # wakeup() after shutdown must not write to a reused descriptor
+        os.close(wake_r)
+        os.close(wake_w)
 
     def __enter__(self) -> WorkerPool:
         self.start()
@@ -181,12 +193,21 @@ class WorkerPool:
 
     # ----- jobs --------------------------------------------------------------------------------
     def free_slots(self) -> int:
+        return self._count("idle")
+
+    def _count(self, state: str) -> int:
         with self._lock:
-            return sum(1 for w in self._workers if w.state == "idle")
+            return sum(1 for w in self._workers if w.state == state)
 
     def running_jobs(self) -> list[str]:
         with self._lock:
             return [w.job_id for w in self._workers if w.state == "busy" and w.job_id]
+
+    def worker_pids(self) -> dict[str, int]:
+        """Job id (``#<slot>`` for an idle or starting worker) -> worker pid, for ops and tests."""
+        with self._lock:
+            return {w.job_id or f"#{i}": w.proc.pid for i, w in enumerate(self._workers)
+                    if w.proc is not None}
 
     def submit(self, job_id: str, payload: dict[str, Any],
                walltime_seconds: float | None = None) -> None:
@@ -229,7 +250,7 @@ class WorkerPool:
     def poll(self, timeout: float | None = None) -> list[Outcome]:
         """Outcomes of finished jobs; blocks up to ``timeout`` seconds (None: no limit) until
         there is at least one. Returns early, possibly with ``[]``, on ``wakeup()`` and when a
-        replacement worker becomes ready (free slots changed)."""
+        worker reports anything else (e.g. a replacement became ready: free slots changed)."""
         end = None if timeout is None else time.monotonic() + timeout
         outcomes: list[Outcome] = []
         while True:
@@ -245,17 +266,16 @@ class WorkerPool:
                 return outcomes
             ready = wait([*watched, self._wake_r], wait_for)
             woken = self._drain_wakeup() if self._wake_r in ready else False
-            slot_freed = False
+            heard = False
             with self._lock:
                 for conn in ready:
                     worker = watched.get(conn)  # type: ignore[call-overload]
                     if worker is None or worker.conn is not conn:
                         continue  # the wakeup pipe, or a worker retired meanwhile
-                    outcome, freed = self._receive(worker)
-                    if outcome is not None:
+                    heard = True
+                    if (outcome := self._receive(worker)) is not None:
                         outcomes.append(outcome)
-                    slot_freed = slot_freed or freed
-            if outcomes or woken or slot_freed:
+            if outcomes or woken or heard:
                 return outcomes
             if end is not None and time.monotonic() >= end:
                 return outcomes
@@ -263,15 +283,21 @@ class WorkerPool:
     # ----- internals (callers hold self._lock) -------------------------------------------------
     def _spawn(self, worker: _Worker) -> None:
         parent_sock, child_sock = socket.socketpair()
+        # stderr goes to a file, not a pipe: nobody has to drain it, and after a crash its tail
+        # says why (e.g. "Error allocating ... bytes: Cannot allocate memory").
+        worker.stderr = tempfile.TemporaryFile()
         cmd = [sys.executable, "-m", "atomiverse_controller.worker_main",
                "--fd", str(child_sock.fileno()), "--engine", self._requested_engine,
                "--memory-limit-mb", str(self.memory_limit_mb or 0)]
         try:
             worker.proc = subprocess.Popen(
                 cmd, pass_fds=(child_sock.fileno(),), start_new_session=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=_worker_env())
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=worker.stderr,
+                env=_worker_env())
         except OSError as e:
             parent_sock.close()
+            worker.stderr.close()
+            worker.stderr = None
             worker.state, worker.start_error = "down", f"could not run {sys.executable}: {e}"
             worker.respawn_at = time.monotonic() + self._backoff(worker)
             worker.failures += 1
@@ -289,11 +315,12 @@ class WorkerPool:
     def _kill(self, worker: _Worker) -> None:
         """SIGKILL the worker's process group, reap it, and retire its connection."""
         if worker.proc is not None:
-            if worker.proc.poll() is None:
-                try:
-                    os.killpg(worker.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            try:
+                # The group too: anything the engine started dies with it. The group id
+                # cannot be reused while the group has members, so this is safe after exit.
+                os.killpg(worker.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             try:
                 worker.proc.wait(EXIT_WAIT_SECONDS)
             except subprocess.TimeoutExpired:
@@ -301,6 +328,9 @@ class WorkerPool:
         if worker.conn is not None:
             # Closed later: the polling thread may be waiting on this descriptor right now.
             self._retired.append(worker.conn)
+        if worker.stderr is not None:
+            worker.stderr.close()
+            worker.stderr = None
         worker.proc, worker.conn, worker.state, worker.job_id = None, None, "down", None
 
     def _send(self, worker: _Worker, message: Any) -> bool:
@@ -312,30 +342,27 @@ class WorkerPool:
             pass
         return False
 
-    def _receive(self, worker: _Worker) -> tuple[Outcome | None, bool]:
-        """Handle one readable worker: ``(outcome or None, whether a slot became free)``."""
+    def _receive(self, worker: _Worker) -> Outcome | None:
+        """Handle one message (or the death) of a readable worker."""
         assert worker.conn is not None
         try:
             message = worker.conn.recv()
         except (EOFError, OSError):
-            return self._on_death(worker), worker.state == "idle"
+            return self._on_death(worker)
         kind = message.get("type")
         if kind == "ready":
             worker.state, worker.failures = "idle", 0
             self.engine_name = message["engine"]
             self.engine_version, self.engines = message["version"], message["engines"]
-            return None, True
-        if kind == "failed":
+        elif kind == "failed":
             self._on_start_failure(worker, message["error"].strip().splitlines()[-1],
                                    message["error"])
-            return None, False
-        if kind == "outcome" and worker.state == "busy" and message["job_id"] == worker.job_id:
+        elif kind == "outcome" and worker.state == "busy" and message["job_id"] == worker.job_id:
             worker.state, worker.job_id = "idle", None
-            fields = {k: message[k] for k in ("job_id", "ok", "result", "error", "error_type",
-                                              "wall_time_seconds")}
-            return Outcome(**fields), True
-        log.warning("worker pid %s sent an unexpected message %r", _pid(worker), kind)
-        return None, False
+            return Outcome(**{k: message[k] for k in _OUTCOME_FIELDS})
+        else:
+            log.warning("worker pid %s sent an unexpected message %r", _pid(worker), kind)
+        return None
 
     def _on_death(self, worker: _Worker) -> Outcome | None:
         """The worker's socket closed: it died. Fail its job (if any) and replace it."""
@@ -346,16 +373,19 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 pass
         state, job_id, started = worker.state, worker.job_id, worker.job_started
+        tail = _stderr_tail(worker)
+        last_words = next((ln.strip() for ln in reversed(tail.splitlines()) if ln.strip()), "")
         if state == "starting":
             detail = f"worker process exited with status {returncode} before it was ready"
-            self._on_start_failure(worker, detail, detail)
+            self._on_start_failure(worker, f"{detail}: {last_words}" if last_words else detail,
+                                   f"{detail}\n{tail}")
             return None
-        log.warning("worker pid %s died (%s) while %s", _pid(worker), returncode,
-                    f"running job {job_id}" if job_id else state)
+        log.warning("worker pid %s died (%s) while %s; stderr ends: %s", _pid(worker), returncode,
+                    f"running job {job_id}" if job_id else state, tail.strip()[-1000:] or "-")
         self._replace(worker)
         if state != "busy" or job_id is None:
             return None
-        error_type, error = describe_exit(returncode, self.memory_limit_mb)
+        error_type, error = describe_exit(returncode, self.memory_limit_mb, last_words[-300:])
         return Outcome(job_id, False, None, error, error_type, time.monotonic() - started)
 
     def _on_start_failure(self, worker: _Worker, summary: str, detail: str) -> None:
@@ -402,6 +432,8 @@ class WorkerPool:
         self._retired.clear()
 
     def _nudge(self) -> None:
+        if self._wake_w < 0:
+            return
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
@@ -415,6 +447,18 @@ class WorkerPool:
             pass
         woken, self._woken = self._woken, False
         return woken
+
+
+def _stderr_tail(worker: _Worker) -> str:
+    if worker.stderr is None:
+        return ""
+    try:
+        fd = worker.stderr.fileno()
+        size = os.fstat(fd).st_size
+        offset = max(0, size - STDERR_TAIL_BYTES)
+        return os.pread(fd, size - offset, offset).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _pid(worker: _Worker) -> int | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 import webbrowser
 from pathlib import Path
@@ -52,7 +53,22 @@ class Job(BaseModel):
                 f"atoms: element Z={bad[0]} is not parametrised by {self.level_of_theory} "
                 f"(Z 1-{zmax})"
             )
+        self._basis_holds_the_electrons()
         return self
+
+    def _basis_holds_the_electrons(self) -> None:
+        from .levels import valence_capacity, valence_electrons
+
+        numbers = self.atoms.numbers
+        electrons = sum(valence_electrons(z) for z in numbers) - self.atoms.charge
+        capacity = sum(valence_capacity(z) for z in numbers)
+        if electrons > capacity:
+            raise ValueError(
+                f"atoms.charge: charge {self.atoms.charge} gives {electrons} valence electrons,"
+                f" more than the {capacity} the {self.level_of_theory} basis can hold")
+        if electrons <= 0:
+            raise ValueError(f"atoms.charge: charge {self.atoms.charge} leaves no valence "
+                             f"electrons")
 
     # ----- handle ------------------------------------------------------------------------
     @property
@@ -225,6 +241,8 @@ def describe_validation_error(exc: Exception) -> str:
     err = exc.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"] if p not in ("single_point_energy", "opt")]
     msg = err["msg"].removeprefix("Value error, ")
+    if not loc and re.match(r"^[\w.]+: ", msg):
+        return msg  # a whole-job check that names its field itself
     field = ".".join(loc) or "job"
     if err["type"] == "union_tag_invalid":
         msg = "must be one of 'single_point_energy', 'opt'"

@@ -7,7 +7,7 @@ times in seconds. Timestamps are ISO 8601 strings in UTC.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,7 +52,7 @@ class OptimizationResult(SinglePointResult):
 class BatchEntry(_Wire):
     # Kept raw on purpose: each entry is validated on its own so one bad job fails alone.
     job: Any
-    compute_target: str | None = None
+    compute_target: str | None = Field(default=None, max_length=100)
 
 
 class BatchRequest(_Wire):
@@ -77,7 +77,7 @@ class BatchResponse(BaseModel):
 
 class JobSubmitRequest(_Wire):
     job: Any
-    compute_target: str | None = None
+    compute_target: str | None = Field(default=None, max_length=100)
 
 
 # ----- jobs --------------------------------------------------------------------------------
@@ -119,11 +119,11 @@ class JobsPage(BaseModel):
 
 
 class JobRename(_Wire):
-    name: str
+    name: str = Field(max_length=10_000, description="Trimmed; 1-120 printable characters")
 
 
 class WaitRequest(_Wire):
-    job_ids: list[str] = Field(max_length=10_000)
+    job_ids: list[Annotated[str, Field(max_length=64)]] = Field(max_length=10_000)
     timeout_seconds: float = Field(default=20.0, ge=0, le=60)
     include_result: bool = False
 

@@ -25,7 +25,7 @@ _FAKE_ENGINES: dict[str, Engine] = {"instant": InstantEngine()}
 
 
 def get_engine(name: str) -> Engine:
-    """The harness called ``name`` (``xtb``, ``tblite`` or the fake ``instant``); KeyError if none."""
+    """The harness called ``name`` (xtb, tblite, or the fake instant); KeyError if none."""
     engine = _ENGINES.get(name) or _FAKE_ENGINES.get(name)
     if engine is None:
         known = ", ".join([*_ENGINES, *_FAKE_ENGINES])

@@ -236,8 +236,9 @@ def _run_ase_optimizer(session: Session, molecule: Molecule, optimizer: str, fma
     converged = False
     # irun evaluates forces at the current geometry before each yield, so the calculator's last
     # evaluation is always the final geometry: no extra single point at the end.
-    for converged in opt.irun(fmax=fmax, steps=max_steps):
+    for step_converged in opt.irun(fmax=fmax, steps=max_steps):
         energies.append(calc.energy_hartree)
+        converged = step_converged
     positions, gradient = atoms.get_positions(), calc.gradient
     if gradient is None or not np.array_equal(calc.positions_angstrom, positions):
         energy, gradient = session.evaluate(positions / Bohr)  # only if ASE stops doing the above

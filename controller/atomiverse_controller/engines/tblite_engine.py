@@ -26,7 +26,8 @@ def _tblite_error(e: Exception, when: str) -> EngineError:
     text = " ".join(str(e).split())
     if "converge" in text:
         return EngineError(f"tblite: SCF did not converge ({text})", "convergence")
-    is_input = when == "setup" or isinstance(e, ValueError) or any(m in text for m in _INPUT_MESSAGES)
+    is_input = (when == "setup" or isinstance(e, ValueError)
+                or any(m in text for m in _INPUT_MESSAGES))
     return EngineError(f"tblite {when} failed: {text}", "input" if is_input else "internal")
 
 

@@ -1,0 +1,232 @@
+"""Engine harnesses against the libraries called directly, in this process (real xtb, tblite)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pytest
+from ase.units import Bohr
+
+from atomiverse.atoms import Atoms
+from atomiverse.jobs import GeometryOptimization, SinglePointEnergy
+from atomiverse.levels import GFN1_XTB, GFN2_XTB
+from atomiverse.schema import OptimizationResult, SinglePointResult
+from atomiverse_controller.engines import (
+    EngineError,
+    available_engines,
+    default_engine_name,
+    get_engine,
+)
+
+SAME_LIBRARY_HARTREE = 1e-6
+XTB_VS_TBLITE_HARTREE = 2e-5
+# Neutral closed shell, a cation, an anion and a radical (CH3, multiplicity 2).
+MOLECULES = ["O", "CCO", "c1ccccc1O", "CC(=O)N", "C[NH3+]", "CC(=O)[O-]", "[CH3]"]
+REAL_ENGINES = ["xtb", "tblite"]
+
+
+@cache
+def atoms(smiles: str) -> Atoms:
+    return Atoms.from_smiles(smiles)
+
+
+def sp_payload(smiles: str, level: Any = GFN2_XTB) -> dict[str, Any]:
+    return SinglePointEnergy(atoms=atoms(smiles), level_of_theory=level).model_dump()
+
+
+def opt_payload(smiles: str, **kw: Any) -> dict[str, Any]:
+    return GeometryOptimization(atoms=atoms(smiles), level_of_theory=GFN2_XTB,
+                                **kw).model_dump()
+
+
+def direct_energy(engine: str, a: Atoms, method: str = "gfn2-xtb") -> float:
+    """The library itself, called the documented way, with no harness in between."""
+    numbers, positions = np.array(a.numbers), np.array(a.positions) / Bohr
+    if engine == "xtb":
+        from xtb.interface import Calculator, Param
+        from xtb.libxtb import VERBOSITY_MUTED
+
+        param = {"gfn2-xtb": Param.GFN2xTB, "gfn1-xtb": Param.GFN1xTB}[method]
+        calc = Calculator(param, numbers, positions, a.charge, a.multiplicity - 1)
+        calc.set_verbosity(VERBOSITY_MUTED)
+        return calc.singlepoint().get_energy()
+    from tblite.interface import Calculator as TBLiteCalculator
+
+    tb = TBLiteCalculator({"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}[method], numbers,
+                          positions, a.charge, a.multiplicity - 1)
+    tb.set("verbosity", 0)
+    return tb.singlepoint().get("energy")
+
+
+@pytest.mark.parametrize("smiles", MOLECULES)
+@pytest.mark.parametrize("engine", REAL_ENGINES)
+def test_single_point_equals_library(engine: str, smiles: str) -> None:
+    result = get_engine(engine).compute(sp_payload(smiles))
+    SinglePointResult(**result)  # schema-valid as it stands
+    assert abs(result["energy_hartree"] - direct_energy(engine, atoms(smiles))) \
+        < SAME_LIBRARY_HARTREE
+    assert result["engine"] == engine and result["engine_version"]
+    n = len(atoms(smiles))
+    assert np.array(result["gradient_hartree_per_bohr"]).shape == (n, 3)
+    assert len(result["partial_charges_e"]) == n
+    assert sum(result["partial_charges_e"]) == pytest.approx(atoms(smiles).charge, abs=1e-6)
+    assert result["homo_lumo_gap_ev"] > 0
+
+
+@pytest.mark.parametrize("engine", REAL_ENGINES)
+def test_gfn1_equals_library(engine: str) -> None:
+    result = get_engine(engine).compute(sp_payload("CCO", GFN1_XTB))
+    assert abs(result["energy_hartree"] - direct_energy(engine, atoms("CCO"), "gfn1-xtb")) \
+        < SAME_LIBRARY_HARTREE
+
+
+@pytest.mark.parametrize("smiles", MOLECULES)
+def test_xtb_and_tblite_agree(smiles: str) -> None:
+    xtb = get_engine("xtb").compute(sp_payload(smiles))
+    tblite = get_engine("tblite").compute(sp_payload(smiles))
+    assert abs(xtb["energy_hartree"] - tblite["energy_hartree"]) < XTB_VS_TBLITE_HARTREE
+    assert np.allclose(xtb["gradient_hartree_per_bohr"], tblite["gradient_hartree_per_bohr"],
+                       atol=1e-5)
+    assert np.allclose(xtb["dipole_au"], tblite["dipole_au"], atol=1e-4)
+
+
+def test_units_of_gradient_and_dipole() -> None:
+    """Gradient in Hartree/Bohr: a finite difference of the energy along one coordinate."""
+    a, h_angstrom = atoms("O"), 1e-4
+    engine = get_engine("xtb")
+    base = sp_payload("O")
+    energies = []
+    for sign in (1, -1):
+        shifted = np.array(a.positions)
+        shifted[0, 2] += sign * h_angstrom
+        payload = {**base, "atoms": {**base["atoms"], "positions": shifted.tolist()}}
+        energies.append(engine.compute(payload)["energy_hartree"])
+    numeric = (energies[0] - energies[1]) / (2 * h_angstrom / Bohr)
+    analytic = engine.compute(base)["gradient_hartree_per_bohr"][0][2]
+    assert numeric == pytest.approx(analytic, abs=1e-5)
+
+
+@pytest.mark.parametrize("engine", REAL_ENGINES)
+@pytest.mark.parametrize("optimizer", ["LBFGS", "BFGS", "FIRE"])
+def test_optimisation_converges(engine: str, optimizer: str) -> None:
+    fmax = 0.02
+    result = get_engine(engine).compute(opt_payload("CCO", optimizer=optimizer, fmax=fmax))
+    OptimizationResult(**result)
+    assert result["converged"] is True
+    assert result["fmax_ev_per_angstrom"] < fmax
+    assert result["energy_hartree"] < result["energies_hartree"][0]
+    assert result["energies_hartree"][-1] == result["energy_hartree"]
+    assert len(result["energies_hartree"]) == result["n_steps"] + 1
+    assert result["optimizer"] == optimizer
+    # The reported single point belongs to the final geometry, not to an earlier step.
+    final = Atoms(numbers=atoms("CCO").numbers, positions=result["final_positions_angstrom"])
+    assert abs(direct_energy(engine, final) - result["energy_hartree"]) < SAME_LIBRARY_HARTREE
+
+
+def test_optimisation_of_radical_and_ion() -> None:
+    for smiles in ("[CH3]", "C[NH3+]"):
+        result = get_engine("xtb").compute(opt_payload(smiles))
+        assert result["converged"] is True
+        assert result["energy_hartree"] <= result["energies_hartree"][0]
+
+
+@pytest.mark.parametrize("engine", REAL_ENGINES)
+def test_max_steps_reached_is_not_converged(engine: str) -> None:
+    result = get_engine(engine).compute(opt_payload("CCO", fmax=1e-4, max_steps=2))
+    assert result["converged"] is False
+    assert result["n_steps"] == 2
+    assert len(result["energies_hartree"]) == 3
+    assert result["fmax_ev_per_angstrom"] >= 1e-4
+
+
+@pytest.mark.parametrize("engine", REAL_ENGINES)
+def test_bad_input_is_an_input_error(engine: str) -> None:
+    payload = sp_payload("O")
+    payload["atoms"]["positions"] = [[0, 0, 0], [0, 0, 0], [0, 0.8, 0]]  # two atoms in one place
+    with pytest.raises(EngineError) as info:
+        get_engine(engine).compute(payload)
+    assert info.value.error_type == "input"
+    assert isinstance(info.value.__cause__, Exception)  # the library's error is kept
+
+
+@pytest.mark.parametrize("change", [
+    {"job_type": "frequencies"},
+    {"level_of_theory": {"method": "b3lyp"}},
+    {"atoms": {"numbers": [1], "positions": [[0, 0, 0], [0, 0, 1]]}},
+    {"optimizer": "SGD", "job_type": "opt"},
+])
+def test_malformed_payload_is_an_input_error(change: dict[str, Any]) -> None:
+    with pytest.raises(EngineError) as info:
+        get_engine("xtb").compute({**sp_payload("O"), **change})
+    assert info.value.error_type == "input"
+
+
+def test_engine_error_survives_pickling() -> None:
+    import pickle
+
+    error = pickle.loads(pickle.dumps(EngineError("SCF did not converge", "convergence")))
+    assert (error.message, error.error_type) == ("SCF did not converge", "convergence")
+
+
+def test_instant_engine_is_fake_and_deterministic() -> None:
+    engine = get_engine("instant")
+    result = engine.compute(sp_payload("CCO"))
+    SinglePointResult(**result)
+    assert result["energy_hartree"] == -0.5 * sum(atoms("CCO").numbers)
+    assert not np.any(result["gradient_hartree_per_bohr"])
+    assert result["engine"] == "instant"
+    opt = engine.compute(opt_payload("CCO"))
+    OptimizationResult(**opt)
+    assert opt["converged"] is True and opt["n_steps"] == 0
+    with pytest.raises(EngineError) as info:
+        engine.compute({**sp_payload("O"), "name": "__fail_input__"})
+    assert info.value.error_type == "input"
+
+
+def test_fault_hooks_exist_only_in_the_instant_engine() -> None:
+    result = get_engine("xtb").compute({**sp_payload("O"), "name": "__fail_input__"})
+    assert result["engine"] == "xtb"
+
+
+def test_registry() -> None:
+    assert default_engine_name() == "xtb"  # xtb-python is installed in the test environment
+    engines = available_engines()
+    assert set(engines) == {"xtb", "tblite"} and all(engines.values())
+    assert "instant" in available_engines(include_fake=True)
+    with pytest.raises(KeyError):
+        get_engine("orca")
+
+
+def test_importing_engines_loads_no_native_library() -> None:
+    code = ("import sys, atomiverse_controller.engines as e; e.get_engine('xtb'); "
+            "assert not {'xtb.interface', 'tblite.interface'} & set(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_scf_failure_is_a_convergence_error() -> None:
+    """A real non-converged SCF from each library (2 cycles allowed) maps to "convergence"."""
+    from tblite.interface import Calculator as TBLiteCalculator
+    from xtb.interface import Calculator, Param, XTBException
+    from xtb.libxtb import VERBOSITY_MUTED
+
+    from atomiverse_controller.engines.tblite_engine import _tblite_error
+    from atomiverse_controller.engines.xtb_python import _xtb_error
+
+    a = atoms("c1ccccc1O")
+    numbers, positions = np.array(a.numbers), np.array(a.positions) / Bohr
+    calc = Calculator(Param.GFN2xTB, numbers, positions)
+    calc.set_verbosity(VERBOSITY_MUTED)
+    calc.set_max_iterations(2)
+    with pytest.raises(XTBException) as xtb_info:
+        calc.singlepoint()
+    assert _xtb_error(xtb_info.value, "calculation").error_type == "convergence"
+    tb = TBLiteCalculator("GFN2-xTB", numbers, positions)
+    tb.set("verbosity", 0)
+    tb.set("max-iter", 2)
+    with pytest.raises(RuntimeError) as tb_info:
+        tb.singlepoint()
+    assert _tblite_error(tb_info.value, "calculation").error_type == "convergence"

@@ -1,0 +1,238 @@
+"""WorkerPool with real worker subprocesses: real xtb, real crashes, real kills.
+
+Timeouts passed to poll() are safety nets against a hung test, never assertions on speed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from atomiverse.atoms import Atoms
+from atomiverse.jobs import GeometryOptimization, SinglePointEnergy
+from atomiverse.levels import GFN2_XTB
+from atomiverse.schema import OptimizationResult, SinglePointResult
+from atomiverse_controller.engines import get_engine
+from atomiverse_controller.workers import Outcome, WorkerPool, WorkerStartError, describe_exit
+
+SAFETY_SECONDS = 60.0
+
+
+def payload(smiles: str = "CCO", name: str | None = None, **kw: Any) -> dict[str, Any]:
+    job = SinglePointEnergy(atoms=Atoms.from_smiles(smiles), level_of_theory=GFN2_XTB, **kw)
+    data = job.model_dump()
+    data["name"] = name  # hook names are not valid job names; set them past validation
+    return data
+
+
+def collect(pool: WorkerPool, n: int) -> dict[str, Outcome]:
+    """Poll until ``n`` outcomes arrived."""
+    outcomes: dict[str, Outcome] = {}
+    for _ in range(1000):
+        for outcome in pool.poll(SAFETY_SECONDS):
+            outcomes[outcome.job_id] = outcome
+        if len(outcomes) >= n:
+            return outcomes
+    raise AssertionError(f"only {len(outcomes)} of {n} outcomes")
+
+
+def wait_all_free(pool: WorkerPool) -> None:
+    """Poll until every slot is idle again (replacement workers warm up asynchronously)."""
+    for _ in range(1000):
+        if pool.free_slots() == pool.slots:
+            return
+        assert pool.poll(SAFETY_SECONDS) == []
+    raise AssertionError("slots did not come back")
+
+
+def run_one(pool: WorkerPool, job_id: str, data: dict[str, Any], **kw: Any) -> Outcome:
+    pool.submit(job_id, data, **kw)
+    return collect(pool, 1)[job_id]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def xtb_pool() -> Iterator[WorkerPool]:
+    with WorkerPool(2) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def instant_pool() -> Iterator[WorkerPool]:
+    with WorkerPool(2, engine="instant") as pool:
+        yield pool
+
+
+# ----- real engine ------------------------------------------------------------------------------
+def test_jobs_run_across_two_slots(xtb_pool: WorkerPool) -> None:
+    assert (xtb_pool.engine_name, xtb_pool.engine_version) == ("xtb", "22.1")
+    assert set(xtb_pool.engines) == {"xtb", "tblite"}
+    smiles = ["O", "CCO", "CC(=O)N", "c1ccccc1", "C[NH3+]"]
+    pending, outcomes = list(enumerate(smiles)), {}
+    busy_pids = set()
+    while pending or xtb_pool.running_jobs():
+        while pending and xtb_pool.free_slots():
+            i, s = pending.pop(0)
+            xtb_pool.submit(f"job-{i}", payload(s))
+        busy_pids |= {pid for job, pid in xtb_pool.worker_pids().items() if job.startswith("job")}
+        outcomes.update({o.job_id: o for o in xtb_pool.poll(SAFETY_SECONDS)})
+    assert len(busy_pids) == 2  # both slots worked
+    assert len(outcomes) == len(smiles)
+    for i, s in enumerate(smiles):
+        o = outcomes[f"job-{i}"]
+        assert o.ok and o.error is None, o.error
+        SinglePointResult(**o.result)
+        in_process = get_engine("xtb").compute(payload(s))["energy_hartree"]
+        assert abs(o.result["energy_hartree"] - in_process) < 1e-6
+        assert o.result["core_seconds"] == o.result["wall_time_seconds"]
+
+
+def test_payload_engine_and_optimisation(xtb_pool: WorkerPool) -> None:
+    o = run_one(xtb_pool, "tb", {**payload("CCO"), "engine": "tblite"})
+    assert o.ok and o.result["engine"] == "tblite"
+    opt = GeometryOptimization(atoms=Atoms.from_smiles("CCO"),
+                               level_of_theory=GFN2_XTB).model_dump()
+    o = run_one(xtb_pool, "opt", opt)
+    assert o.ok, o.error
+    OptimizationResult(**o.result)
+    assert o.result["converged"] and o.result["energy_hartree"] < o.result["energies_hartree"][0]
+
+
+def test_engine_exception_is_a_failed_outcome(xtb_pool: WorkerPool) -> None:
+    bad = payload("O")
+    bad["atoms"]["positions"] = [[0, 0, 0], [0, 0, 0], [0, 0.8, 0]]
+    o = run_one(xtb_pool, "bad", bad)
+    assert not o.ok and o.result is None
+    assert o.error_type == "input"
+    assert "xtb setup failed" in o.error and "Traceback" in o.error
+    assert run_one(xtb_pool, "after-bad", payload("O")).ok
+
+
+def test_memory_cap_leaves_normal_jobs_alone() -> None:
+    with WorkerPool(1, memory_limit_mb=500) as pool:
+        o = run_one(pool, "capped", payload("c1ccccc1"))
+        assert o.ok, o.error
+
+
+# ----- faults (fake engine) ---------------------------------------------------------------------
+@pytest.mark.parametrize(("hook", "signum", "signame"), [
+    ("__crash_segfault__", 11, "SIGSEGV"),
+    ("__crash_abort__", 6, "SIGABRT"),
+])
+def test_native_crash_fails_only_that_job(instant_pool: WorkerPool, hook: str, signum: int,
+                                          signame: str) -> None:
+    wait_all_free(instant_pool)
+    pids_before = set(instant_pool.worker_pids().values())
+    instant_pool.submit("victim", payload(name=hook))
+    instant_pool.submit("bystander", payload())
+    outcomes = collect(instant_pool, 2)
+    victim = outcomes["victim"]
+    assert not victim.ok and victim.error_type == "crash"
+    assert victim.error.startswith(f"worker process killed by signal {signum} ({signame})")
+    assert outcomes["bystander"].ok
+    wait_all_free(instant_pool)  # the dead worker was replaced
+    assert len(set(instant_pool.worker_pids().values()) - pids_before) == 1
+    assert run_one(instant_pool, "next", payload()).ok
+
+
+def test_engine_error_type_travels(instant_pool: WorkerPool) -> None:
+    wait_all_free(instant_pool)
+    o = run_one(instant_pool, "reject", payload(name="__fail_input__"))
+    assert not o.ok and o.error_type == "input" and "__fail_input__" in o.error
+
+
+def test_walltime_kills_and_replaces(instant_pool: WorkerPool) -> None:
+    wait_all_free(instant_pool)
+    instant_pool.submit("slow", payload(name="__sleep_60__"), walltime_seconds=0.3)
+    pid = instant_pool.worker_pids()["slow"]
+    o = collect(instant_pool, 1)["slow"]
+    assert (o.ok, o.error_type, o.error) == (False, "walltime", "exceeded walltime of 0.3 s")
+    assert not alive(pid)
+    # The payload's own walltime applies when submit() is given none.
+    o = run_one(instant_pool, "slow2", payload(name="__sleep_60__", walltime_seconds=0.3))
+    assert o.error_type == "walltime"
+    wait_all_free(instant_pool)
+
+
+def test_cancel_kills_and_slot_is_reused(instant_pool: WorkerPool) -> None:
+    wait_all_free(instant_pool)
+    instant_pool.submit("doomed", payload(name="__sleep_60__"))
+    pid = instant_pool.worker_pids()["doomed"]
+    assert instant_pool.cancel("doomed") is True
+    assert not alive(pid)
+    assert instant_pool.running_jobs() == []
+    assert instant_pool.cancel("doomed") is False
+    wait_all_free(instant_pool)  # the replacement is ready; no outcome for "doomed" came
+    instant_pool.submit("a", payload())
+    instant_pool.submit("b", payload())
+    outcomes = collect(instant_pool, 2)
+    assert set(outcomes) == {"a", "b"} and all(o.ok for o in outcomes.values())
+
+
+def test_submit_without_free_slot_raises(instant_pool: WorkerPool) -> None:
+    wait_all_free(instant_pool)
+    instant_pool.submit("s1", payload(name="__sleep_60__"))
+    instant_pool.submit("s2", payload(name="__sleep_60__"))
+    assert instant_pool.free_slots() == 0
+    with pytest.raises(RuntimeError, match="no free slot"):
+        instant_pool.submit("s3", payload())
+    assert sorted(instant_pool.running_jobs()) == ["s1", "s2"]
+    assert instant_pool.cancel("s1") and instant_pool.cancel("s2")
+    wait_all_free(instant_pool)
+
+
+def test_wakeup_returns_a_blocked_poll(instant_pool: WorkerPool) -> None:
+    wait_all_free(instant_pool)
+    timer = threading.Timer(0.1, instant_pool.wakeup)
+    timer.start()
+    assert instant_pool.poll(SAFETY_SECONDS) == []
+    timer.join()
+
+
+def test_workers_ignore_sigint_and_have_their_own_session(instant_pool: WorkerPool) -> None:
+    wait_all_free(instant_pool)
+    pids = list(instant_pool.worker_pids().values())
+    for pid in pids:
+        assert os.getsid(pid) == pid and os.getpgid(pid) == pid
+        os.kill(pid, signal.SIGINT)
+    instant_pool.submit("x", payload())
+    instant_pool.submit("y", payload())
+    assert all(o.ok for o in collect(instant_pool, 2).values())
+    assert sorted(instant_pool.worker_pids().values()) == sorted(pids)
+
+
+def test_shutdown_stops_every_worker() -> None:
+    pool = WorkerPool(2, engine="instant")
+    pool.start()
+    pids = list(pool.worker_pids().values())
+    pool.shutdown()
+    assert not any(alive(pid) for pid in pids)
+    pool.wakeup()  # harmless after shutdown
+
+
+def test_unknown_engine_fails_to_start_clearly() -> None:
+    with pytest.raises(WorkerStartError, match="unknown engine 'orca'"):
+        WorkerPool(1, engine="orca").start()
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(-9, 2000)[0] == "resource"
+    assert "memory cap of 2000 MB" in describe_exit(-9, 2000)[1]
+    # SIGKILL from outside (the OOM killer) is retryable: it says nothing about the job.
+    assert describe_exit(-9, None)[0] == "resource"
+    error_type, message = describe_exit(1, 100, "Error allocating 8 bytes: Cannot allocate memory")
+    assert error_type == "resource" and message.endswith("(memory cap 100 MB)")
+    assert describe_exit(1, None) == ("crash", "worker process exited with status 1 while "
+                                               "running the engine")
