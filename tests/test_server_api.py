@@ -26,7 +26,8 @@ def test_missing_or_wrong_key_is_401(server):
 
 def test_named_controller_runs_real_xtb(client, alpha_controller):
     mols = [atomiverse.Atoms.from_smiles(s) for s in ["O", "CCO", "CCN", "c1ccccc1"]]
-    payloads = [atomiverse.SinglePointEnergy(atoms=m, level_of_theory=GFN2_XTB).model_dump()
+    payloads = [atomiverse.SinglePointEnergy(atoms=m, level_of_theory=GFN2_XTB,
+                                             use_cache=False).model_dump()
                 for m in mols]
     res = client.submit_batch(payloads, compute_target=alpha_controller)
     assert res["submitted"] == 4

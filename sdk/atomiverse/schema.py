@@ -21,7 +21,8 @@ ErrorType = Literal["input", "convergence", "resource", "crash", "walltime", "lo
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a request that says 0 where it means false is a mistake worth reporting.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # ----- results -----------------------------------------------------------------------------
@@ -206,4 +207,8 @@ class CompleteResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """Every error response: ``detail`` is one human-readable line naming the field and the
+    reason; validation errors add the full list in ``errors``."""
+
     detail: str
+    errors: list[dict[str, Any]] | None = None

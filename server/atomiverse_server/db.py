@@ -83,8 +83,33 @@ jobs = sa.Table(
     sa.Index("ix_jobs_cache", "workspace_id", "cache_key", "state"),
 )
 
+# Migration 0002: indexes for the hot queries the four above do not serve well.
+_PENDING = jobs.c.state == "pending"
+_FOLLOWER = jobs.c.cached_from.isnot(None)
+# Claims by a controller that serves the managed pool (its own jobs OR managed ones): the
+# pending jobs in seq order, nothing else, however many finished jobs the table holds.
+sa.Index("ix_jobs_pending", jobs.c.seq, postgresql_where=_PENDING, sqlite_where=_PENDING)
+# A finished job settles the identical jobs that waited for it (cached_from = its id).
+sa.Index("ix_jobs_cached_from", jobs.c.cached_from, postgresql_where=_FOLLOWER,
+         sqlite_where=_FOLLOWER)
+# Listing a workspace filtered by state, newest first; counts by state.
+sa.Index("ix_jobs_workspace_state_seq", jobs.c.workspace_id, jobs.c.state, jobs.c.seq)
 
-def make_engine(url: str) -> Engine:
+
+def database_url(url: str) -> str:
+    """Normalise a database URL: ``postgresql://`` and ``postgres://`` mean the psycopg (3)
+    driver, the one this package depends on."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """SQLite: WAL, one writer at a time (``BEGIN IMMEDIATE`` for :func:`write_tx`).
+    PostgreSQL: a connection pool per process; several server processes may share one
+    database, all coordination is in it (row locks, ``FOR UPDATE SKIP LOCKED``)."""
+    url = database_url(url)
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
@@ -92,7 +117,11 @@ def make_engine(url: str) -> Engine:
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _sqlite_pragmas_and_transactions(engine)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # pre_ping survives a database restart; recycle keeps idle connections from being cut by
+    # a firewall or pgbouncer; the timeout turns pool exhaustion into an error, not a hang.
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=pool_size,
+                            max_overflow=max_overflow, pool_recycle=1800, pool_timeout=30,
+                            connect_args={"application_name": "atomiverse-server"})
 
 
 def _sqlite_pragmas_and_transactions(engine: Engine) -> None:
@@ -130,8 +159,57 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Any constant will do: it only has to be the same in every server process.
+_MIGRATION_LOCK_KEY = 0x61746F6D  # "atom"
+
+
+def alembic_config(engine: Engine | None = None):  # type: ignore[no-untyped-def]
+    """Alembic configured from the package itself (no alembic.ini), so migrations run from an
+    installed wheel as well as from a checkout."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if engine is not None:
+        cfg.set_main_option("sqlalchemy.url",
+                            engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to ``revision`` (``alembic upgrade head``), on SQLite or PostgreSQL.
+
+    Safe to call from several processes at once (every server does at startup): the whole
+    upgrade runs in one transaction that holds a database-wide lock (an advisory lock on
+    PostgreSQL, the write lock of ``BEGIN IMMEDIATE`` on SQLite), so the second process
+    waits, then finds the schema already current. A database made before migrations existed
+    (tables created directly from this module, no ``alembic_version``) is adopted as
+    revision 0001, which creates exactly those tables."""
+    from alembic import command
+
+    cfg = alembic_config(engine)
+    with write_tx(engine) as conn:
+        if is_postgres(engine):
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
+                         {"k": _MIGRATION_LOCK_KEY})
+        tables = set(sa.inspect(conn).get_table_names())
+        cfg.attributes["connection"] = conn
+        if "jobs" in tables and "alembic_version" not in tables:
+            command.stamp(cfg, "0001")
+        command.upgrade(cfg, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
 def create_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
+    """Kept for callers of the old name: the schema now comes from the migrations."""
+    migrate(engine)
 
 
 def is_postgres(engine: Engine) -> bool:

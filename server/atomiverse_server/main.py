@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from atomiverse import _sdnotify as sdnotify
 
 from . import embedded
+from .bodylimit import BodySizeLimit
 from .db import create_schema, make_engine
 from .notify import Notifier
 from . import metrics
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Atomiverse compute", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RecursionError, _too_deep)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(account.router)
     app.include_router(jobs.router)
     app.include_router(controllers.router)
@@ -65,6 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(packages=[("atomiverse_server", "static")]),
               name="static")
     return app
+
+
+async def _too_deep(_request: Request, _exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=400, content={"detail": "body: JSON nested too deeply"})
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
 
     max_batch_size: int = Field(default=1000, ge=1)
     max_atoms: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024,
+                                description="Largest request body accepted, bytes")
     batch_rate_per_minute: int = Field(default=2, ge=1)
     job_rate_per_minute: int = Field(default=600, ge=1)
 

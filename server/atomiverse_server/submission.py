@@ -21,6 +21,7 @@ from .store import jobs as job_store
 from .store._time import now
 
 MANAGED = "managed"
+MAX_TARGET_LENGTH = 100
 
 
 class EntryRejected(Exception):
@@ -62,6 +63,8 @@ class Router:
     def route(self, target: Any) -> Route:
         if target is not None and not isinstance(target, str):
             raise EntryRejected("compute_target: must be a string or null")
+        if target is not None and len(target) > MAX_TARGET_LENGTH:
+            raise EntryRejected(f"compute_target: at most {MAX_TARGET_LENGTH} characters")
         if target not in self._routes:
             try:
                 self._routes[target] = self._resolve(target)

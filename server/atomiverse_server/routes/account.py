@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from .. import __name__ as _pkg
 from ..deps import CurrentWorkspace, SettingsDep
+from .errors import errors
 
 router = APIRouter(tags=["account"])
 
@@ -17,7 +18,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok", "service": _pkg}
 
 
-@router.get("/api/v1/account")
+@router.get("/api/v1/account", responses=errors(400, 401, 413, 422))
 def account(workspace: CurrentWorkspace, settings: SettingsDep) -> dict[str, Any]:
     return {
         "workspace": workspace.name,

@@ -5,22 +5,37 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from atomiverse.schema import (ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse,
-                               ControllerRegister, ControllerRegistered, HeartbeatRequest,
-                               HeartbeatResponse, LeaseRef)
+from atomiverse.schema import (
+    ClaimRequest,
+    ClaimResponse,
+    CompleteRequest,
+    CompleteResponse,
+    ControllerRegister,
+    ControllerRegistered,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    LeaseRef,
+)
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 
 from .. import metrics
 from ..db import read_tx, write_tx
-from ..deps import (CurrentController, CurrentWorkspace, EngineDep, NotifierDep, Registrant,
-                    SettingsDep)
+from ..deps import (
+    CurrentController,
+    CurrentWorkspace,
+    EngineDep,
+    NotifierDep,
+    Registrant,
+    SettingsDep,
+)
 from ..settings import Settings
 from ..store import controllers as controller_store
 from ..store.controllers import Controller
+from .errors import CONTROLLER
 
-router = APIRouter(prefix="/api/v1/controllers", tags=["controllers"])
+router = APIRouter(prefix="/api/v1/controllers", tags=["controllers"], responses=CONTROLLER)
 
 # A controller accepts this many outstanding jobs per slot unless it says otherwise.
 DEFAULT_CAPACITY_PER_SLOT = 1000

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-
 import time
 import unicodedata
 from typing import Annotated, Any
 
-from atomiverse.schema import (BatchRequest, BatchResponse, JobPublic, JobRename, JobsPage,
-                               JobSubmitRequest, WaitRequest, WaitResponse)
+from atomiverse.schema import (
+    BatchRequest,
+    BatchResponse,
+    JobPublic,
+    JobRename,
+    JobsPage,
+    JobSubmitRequest,
+    WaitRequest,
+    WaitResponse,
+)
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
@@ -16,8 +23,9 @@ from ..db import read_tx, write_tx
 from ..deps import CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
 from ..store import jobs as job_store
 from ..submission import InsufficientBalance, submit_entries
+from .errors import USER
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER)
 MAX_NAME_LENGTH = 120
 LocalControllerHeader = Annotated[str | None, Header(alias="X-Atomiverse-Local-Controller",
                                                      max_length=100)]
@@ -87,7 +95,8 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
         event = notifier.jobs_finished.snapshot()
         states = await run_in_threadpool(_job_states, engine, workspace.id, body)
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or any(s["state"] in job_store.TERMINAL for s in states) \
+        if not body.job_ids or remaining <= 0 \
+                or any(s["state"] in job_store.TERMINAL for s in states) \
                 or len(states) < len(set(body.job_ids)) or await request.is_disconnected():
             return {"jobs": states}
         await notifier.jobs_finished.wait(event, min(remaining, notifier.fallback_seconds))

@@ -1,0 +1,289 @@
+// The job page: the 3D viewer (3Dmol.js) with the optimisation path, live state while the
+// job is pending or running, and the rename / cancel / delete buttons (JSON API + CSRF token).
+"use strict";
+
+(() => {
+  const POLL_MS = 1500;
+  const ACTIVE = new Set(["pending", "running"]);
+  const INTERPOLATED_FRAMES = 40;
+  const PLAY_SECONDS = 3;
+  const PLAY_MIN_MS = 40;
+  const LARGE = 250; // atoms: above this, cheaper styles so the page stays responsive
+
+  const STYLES = {
+    ballstick: (n) => ({ stick: { radius: 0.13, colorscheme: "Jmol" },
+                         sphere: { scale: 0.24, colorscheme: "Jmol" } }),
+    stick: (n) => ({ stick: { radius: n > LARGE ? 0.16 : 0.18, colorscheme: "Jmol" } }),
+    sphere: (n) => ({ sphere: { colorscheme: "Jmol" } }),
+  };
+
+  let state = { viewer: null, frames: [], frame: 0, timer: null, data: null, polling: false };
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+
+  function showMessage(el, text) {
+    let msg = $(".viewer-msg", el);
+    if (!msg) { msg = document.createElement("div"); msg.className = "viewer-msg"; el.appendChild(msg); }
+    msg.textContent = text;
+  }
+
+  // WebGL drawn by the CPU (no GPU, e.g. a remote desktop or a headless test): antialiasing
+  // there costs ten times the drawing, so it goes.
+  function softwareGL() {
+    try {
+      const gl = document.createElement("canvas").getContext("webgl");
+      const info = gl && gl.getExtension("WEBGL_debug_renderer_info");
+      const name = info ? String(gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : "";
+      return /swiftshader|llvmpipe|softpipe|software/i.test(name);
+    } catch (e) {
+      return false;
+    }
+  }
+
+  function toXYZ(symbols, positions) {
+    const lines = [String(positions.length), "atomiverse"];
+    positions.forEach((p, i) => lines.push(`${symbols[i] || "X"} ${p[0]} ${p[1]} ${p[2]}`));
+    return lines.join("\n") + "\n";
+  }
+
+  // The frames of the path: the optimiser's own geometries when the result has them,
+  // otherwise an eased interpolation from the input to the final geometry.
+  function buildFrames(d) {
+    if (!d.final || d.final.length !== d.input.length) return [d.input];
+    const traj = d.trajectory;
+    if (Array.isArray(traj) && traj.length >= 2 && traj.every((f) => f.length === d.input.length)) {
+      return traj;
+    }
+    const frames = [];
+    for (let k = 0; k < INTERPOLATED_FRAMES; k++) {
+      const t = k / (INTERPOLATED_FRAMES - 1);
+      const s = t * t * (3 - 2 * t);
+      frames.push(d.input.map((a, i) => [0, 1, 2].map((c) => a[c] + (d.final[i][c] - a[c]) * s)));
+    }
+    return frames;
+  }
+
+  function applyStyle() {
+    const { viewer, data } = state;
+    if (!viewer) return;
+    const kind = $("#viewer-style")?.value || "ballstick";
+    viewer.setStyle({}, STYLES[kind](data.input.length));
+    viewer.render();
+  }
+
+  function frameLabel(i) {
+    const n = state.frames.length;
+    if (state.data.trajectory && n > 1) return `step ${i} of ${n - 1}`;
+    if (n > 1) return i === 0 ? "input" : i === n - 1 ? "final" : `${Math.round((100 * i) / (n - 1))} %`;
+    return "";
+  }
+
+  async function showFrame(i) {
+    const { viewer, frames } = state;
+    if (!viewer || frames.length < 2) return;
+    state.frame = Math.max(0, Math.min(frames.length - 1, i));
+    await viewer.setFrame(state.frame);
+    viewer.render();
+    const slider = $("#frame-slider");
+    if (slider) slider.value = String(state.frame);
+    const label = $("#frame-label");
+    if (label) label.textContent = frameLabel(state.frame);
+    for (const b of document.querySelectorAll("[data-goto]")) {
+      const target = b.dataset.goto === "first" ? 0 : frames.length - 1;
+      b.classList.toggle("active", target === state.frame);
+    }
+    if (state.data.trajectory) {
+      for (const c of document.querySelectorAll("#energy-plot .step-point")) {
+        c.classList.toggle("current", Number(c.dataset.step) === state.frame);
+      }
+    }
+  }
+
+  function stop() {
+    if (state.timer) cancelAnimationFrame(state.timer);
+    state.timer = null;
+    const btn = $("#play-btn");
+    if (btn) btn.textContent = "▶ Play";
+  }
+
+  // Plays the path in about PLAY_SECONDS whatever the machine: a slow renderer skips frames.
+  function play() {
+    if (state.timer) { stop(); return; }
+    const btn = $("#play-btn");
+    if (btn) btn.textContent = "❚❚ Pause";
+    const last = state.frames.length - 1;
+    const from = state.frame >= last ? 0 : state.frame;
+    const started = performance.now();
+    const msPerFrame = Math.max(PLAY_MIN_MS, (PLAY_SECONDS * 1000) / last);
+    const step = async () => {
+      const target = Math.min(last, from + Math.floor((performance.now() - started) / msPerFrame));
+      await showFrame(target);
+      if (!state.timer) return;
+      if (target >= last) { stop(); return; }
+      state.timer = requestAnimationFrame(step);
+    };
+    state.timer = requestAnimationFrame(step);
+  }
+
+  async function initViewer(root) {
+    const el = $("#viewer", root);
+    const dataEl = $("#viewer-data", root);
+    if (!el || !dataEl) return;
+    const data = JSON.parse(dataEl.textContent);
+    state.data = data;
+    if (!data.input || !data.input.length) { showMessage(el, "No geometry in this job."); return; }
+    if (typeof $3Dmol === "undefined") { showMessage(el, "The 3D viewer could not be loaded."); return; }
+    // Let the page paint its text first: the viewer is the slowest part.
+    await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+    const n = data.input.length;
+    const viewer = $3Dmol.createViewer(el, {
+      backgroundColor: "white", backgroundAlpha: 0, antialias: n <= LARGE && !softwareGL(),
+    });
+    const model = viewer.addModel(toXYZ(data.symbols, data.input), "xyz");
+    state.frames = buildFrames(data);
+    if (state.frames.length > 1) model.setCoordinates(state.frames, "array");
+    state.viewer = viewer;
+    applyStyle();
+    viewer.zoomTo();
+    if (state.frames.length > 1) {
+      const slider = $("#frame-slider", root);
+      slider.max = String(state.frames.length - 1);
+      await showFrame(state.frames.length - 1); // a finished optimisation opens on its result
+    }
+    viewer.render();
+    $(".viewer-msg", el)?.remove();
+    el.dataset.ready = "yes";
+    window.atomiverseViewer = viewer; // for the tests and the curious
+  }
+
+  function bindViewerControls(root) {
+    $("#viewer-style", root)?.addEventListener("change", applyStyle);
+    $("#viewer-reset", root)?.addEventListener("click", () => {
+      if (state.viewer) { state.viewer.zoomTo(); state.viewer.render(); }
+    });
+    $("#play-btn", root)?.addEventListener("click", play);
+    $("#frame-slider", root)?.addEventListener("input", (e) => { stop(); showFrame(Number(e.target.value)); });
+    for (const b of root.querySelectorAll("[data-goto]")) {
+      b.addEventListener("click", () => { stop(); showFrame(b.dataset.goto === "first" ? 0 : state.frames.length - 1); });
+    }
+    if (state.data && state.data.trajectory) {
+      for (const c of root.querySelectorAll("#energy-plot .step-point")) {
+        c.addEventListener("click", () => { stop(); showFrame(Number(c.dataset.step)); });
+      }
+    }
+  }
+
+  // ----- actions -----------------------------------------------------------------------
+  function showError(text) {
+    const el = $("#action-error");
+    if (!el) return;
+    el.textContent = text || "";
+    el.hidden = !text;
+  }
+
+  function bindActions(root) {
+    const id = root.dataset.jobId;
+    const path = `/api/v1/jobs/${encodeURIComponent(id)}`;
+    const form = $("#rename-form", root);
+    $("#rename-btn", root)?.addEventListener("click", () => {
+      form.hidden = !form.hidden;
+      if (!form.hidden) { const input = $("#rename-input", form); input.focus(); input.select(); }
+    });
+    $("#rename-cancel", root)?.addEventListener("click", () => { form.hidden = true; showError(""); });
+    form?.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        await Atomiverse.api("PATCH", path, { name: $("#rename-input", form).value });
+        showError("");
+        await refresh(true);
+      } catch (err) { showError(`Rename failed: ${err.message}`); }
+    });
+    $("#cancel-btn", root)?.addEventListener("click", async (e) => {
+      e.currentTarget.disabled = true;
+      try {
+        await Atomiverse.api("POST", `${path}/cancel`);
+        showError("");
+        await refresh(true);
+      } catch (err) { e.currentTarget.disabled = false; showError(`Cancel failed: ${err.message}`); }
+    });
+    const del = $("#delete-btn", root);
+    let armed = null;
+    del?.addEventListener("click", async () => {
+      if (!armed) {
+        del.classList.add("confirming");
+        del.textContent = "Confirm delete";
+        armed = setTimeout(() => { armed = null; del.classList.remove("confirming"); del.textContent = "Delete"; }, 4000);
+        return;
+      }
+      clearTimeout(armed);
+      armed = null;
+      try {
+        await Atomiverse.api("DELETE", path);
+        window.location.assign("/jobs");
+      } catch (err) {
+        del.classList.remove("confirming");
+        del.textContent = "Delete";
+        showError(`Delete failed: ${err.message}`);
+      }
+    });
+  }
+
+  // ----- live state ----------------------------------------------------------------------
+  async function refresh(keepFrame) {
+    const current = document.getElementById("job-main");
+    const oldData = $("#viewer-data", current)?.textContent;
+    const resp = await fetch(location.href, { credentials: "same-origin", cache: "no-store" });
+    if (resp.redirected && new URL(resp.url).pathname === "/signin") { location.reload(); return; }
+    const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+    const fresh = doc.getElementById("job-main");
+    if (!fresh) { showError(resp.status === 404 ? "This job no longer exists." : `HTTP ${resp.status}`); return; }
+    const sameGeometry = $("#viewer-data", fresh)?.textContent === oldData && state.viewer;
+    if (sameGeometry) {
+      // Keep the live WebGL view (and where the user turned it) across the swap.
+      $("#viewer", fresh).replaceWith($("#viewer", current));
+      const style = $("#viewer-style", current)?.value;
+      if (style) $("#viewer-style", fresh).value = style;
+    } else {
+      stop();
+      state.viewer = null;
+    }
+    current.replaceWith(document.adoptNode(fresh));
+    document.title = `${$("#job-name", fresh).textContent} · Atomiverse`;
+    Atomiverse.localTimes(fresh);
+    await init(fresh, sameGeometry);
+    if (sameGeometry && keepFrame && state.frames.length > 1) await showFrame(state.frame);
+  }
+
+  async function poll() {
+    const main = document.getElementById("job-main");
+    if (!main || !ACTIVE.has(main.dataset.state)) { state.polling = false; return; }
+    try {
+      const rec = await Atomiverse.api("GET", `/api/v1/jobs/${encodeURIComponent(main.dataset.jobId)}`);
+      if (rec.state !== main.dataset.state) await refresh(false);
+    } catch (err) {
+      if (err.status === 404) { showError("This job no longer exists."); state.polling = false; return; }
+    }
+    setTimeout(poll, POLL_MS);
+  }
+
+  async function init(root, keepViewer) {
+    bindActions(root);
+    if (!keepViewer) {
+      try { await initViewer(root); } catch (err) {
+        showMessage($("#viewer", root), `The 3D view failed: ${err.message}`);
+      }
+    } else {
+      state.data = JSON.parse($("#viewer-data", root).textContent);
+    }
+    bindViewerControls(root);
+    if (ACTIVE.has(root.dataset.state) && !state.polling) {
+      state.polling = true;
+      setTimeout(poll, POLL_MS);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const root = document.getElementById("job-main");
+    if (root) init(root, false);
+  });
+})();

@@ -1,0 +1,71 @@
+"""Headless Chromium for the dashboard tests: Debian's ``chromium`` driven by Playwright
+(never a downloaded browser). Screenshots go to tests/artifacts/ (gitignored).
+
+Without Chromium or Playwright the tests are skipped on a workstation and fail in CI
+(``CI=true``), where .ci/run installs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+    # WebGL on the CPU: the 3D viewer needs it, and headless machines have no GPU.
+    "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
+]
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("ATOMIVERSE_CHROMIUM"), "/usr/bin/chromium",
+                      shutil.which("chromium")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def require_browser() -> str:
+    """The Chromium executable, or skip (fail in CI) saying what is missing."""
+    missing = None
+    path = chromium_path()
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing = "the playwright package (pip install '.[test]')"
+    if path is None:
+        missing = "Chromium (apt-get install chromium)"
+    if missing:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"dashboard tests need {missing}; CI must provide it", pytrace=False)
+        pytest.skip(f"dashboard tests need {missing}")
+    assert path is not None
+    return path
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A Playwright Browser on the system Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    path = require_browser()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

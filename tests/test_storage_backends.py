@@ -1,0 +1,492 @@
+"""The storage layer on both databases it supports: SQLite (the default) and a real
+PostgreSQL server (tests/pg.py). Migrations, exclusive claims under concurrency, the
+lease-expiry sweep, keyset listing, the indexes behind the hot queries, and several server
+processes on one database behaving as one server."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+import sqlalchemy as sa
+from atomiverse_server import db
+from atomiverse_server.store import controllers as controller_store
+from atomiverse_server.store import jobs as job_store
+from atomiverse_server.store import workspaces as workspace_store
+from conftest import PY, free_port, stop_process, wait_http
+from pg import pg_cluster  # noqa: F401  (fixture)
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.new_database()
+    request.addfinalizer(lambda: cluster.drop_database(url))
+    return url
+
+
+@pytest.fixture
+def engine(db_url: str):  # type: ignore[no-untyped-def]
+    eng = db.make_engine(db_url)
+    db.migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+def _setup(engine, *, n_controllers: int = 1, managed: bool = False):  # type: ignore[no-untyped-def]
+    with db.write_tx(engine) as conn:
+        ws = workspace_store.create_workspace(conn, name="ws", balance=100.0)
+        ctls = [controller_store.register_controller(
+            conn, workspace_id=ws.id, name=f"c{i}", slots=4, cores_per_job=1, capacity=10**6,
+            engines={"instant": "0"}, hostname="h", serves_managed=managed)[0]
+            for i in range(n_controllers)]
+    return ws, ctls
+
+
+def _rows(ws_id: str, n: int, *, controller: Any = None, start: int = 0,
+          name: str = "job") -> list[dict[str, Any]]:
+    t = time.time()
+    return [{"id": f"j{start + i:07d}", "workspace_id": ws_id, "name": f"{name}-{start + i}",
+             "job_type": "single_point_energy", "state": "pending", "payload": {"i": start + i},
+             "compute_target": controller.name if controller else "managed",
+             "controller_id": controller.id if controller else None, "attempts": 0,
+             "walltime_seconds": 60.0, "created_at": t, "billed_core_seconds": 0.0}
+            for i in range(n)]
+
+
+def _insert(engine, rows) -> None:  # type: ignore[no-untyped-def]
+    with db.write_tx(engine) as conn:
+        job_store.insert_jobs(conn, rows)
+
+
+def _claim(engine, ctl, n: int, lease: float = 60.0) -> list[dict]:  # type: ignore[no-untyped-def]
+    with db.write_tx(engine) as conn:
+        return controller_store.claim_jobs(conn, controller=ctl, max_jobs=n, lease_seconds=lease)
+
+
+def _complete(engine, ctl, claimed: list[dict], ok: bool = True, **extra):  # type: ignore[no-untyped-def]
+    reports = [{"job_id": c["job_id"], "lease_id": c["lease_id"], "ok": ok,
+                "result": {"core_seconds": 1.0} if ok else None, **extra} for c in claimed]
+    with db.write_tx(engine) as conn:
+        return controller_store.complete_jobs(conn, controller=ctl, reports=reports,
+                                              max_attempts=3, managed_rate_per_core_hour=0.0)
+
+
+def _job(engine, job_id: str) -> Any:  # type: ignore[no-untyped-def]
+    with db.read_tx(engine) as conn:
+        return conn.execute(sa.select(db.jobs).where(db.jobs.c.id == job_id)).one()
+
+
+# ----- migrations ------------------------------------------------------------------------------
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(db.alembic_config()).get_current_head()
+
+
+def test_migrations_reach_head_and_match_the_tables(engine) -> None:  # type: ignore[no-untyped-def]
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    head = _head()
+    assert db.current_revision(engine) == head
+    db.migrate(engine)  # idempotent
+    assert db.current_revision(engine) == head
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                db.metadata)
+    assert diff == [], f"the migrations and db.py disagree: {diff}"
+    names = {ix["name"] for ix in sa.inspect(engine).get_indexes("jobs")}
+    assert {"ix_jobs_workspace_seq", "ix_jobs_claim", "ix_jobs_lease", "ix_jobs_cache",
+            "ix_jobs_pending", "ix_jobs_cached_from", "ix_jobs_workspace_state_seq"} <= names
+
+
+def test_migrations_go_down_and_up_again(engine) -> None:  # type: ignore[no-untyped-def]
+    from alembic import command
+
+    cfg = db.alembic_config(engine)
+    with db.write_tx(engine) as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    assert db.current_revision(engine) == "0001"
+    assert "ix_jobs_pending" not in {ix["name"] for ix in sa.inspect(engine).get_indexes("jobs")}
+    db.migrate(engine)
+    assert db.current_revision(engine) == _head()
+
+
+def test_migrate_from_several_processes_at_once(db_url: str) -> None:
+    """Every server runs the migrations at startup: four at once must all succeed."""
+    cmd = [PY, "-m", "atomiverse_server.admin", "--database-url", db_url, "migrate"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [o[1][-2000:] for o in outs]
+    eng = db.make_engine(db_url)
+    try:
+        assert db.current_revision(eng) == _head()
+    finally:
+        eng.dispose()
+
+
+def test_database_from_before_migrations_is_adopted(db_url: str) -> None:
+    eng = db.make_engine(db_url)
+    try:
+        db.metadata.create_all(eng)  # then less what later revisions added: revision 0001
+        with db.write_tx(eng) as conn:
+            for ix in ("ix_jobs_pending", "ix_jobs_cached_from", "ix_jobs_workspace_state_seq"):
+                conn.exec_driver_sql(f"DROP INDEX {ix}")
+            workspace_store.create_workspace(conn, name="old")
+        db.migrate(eng)
+        assert db.current_revision(eng) == _head()
+        assert "ix_jobs_pending" in {ix["name"] for ix in sa.inspect(eng).get_indexes("jobs")}
+        with db.read_tx(eng) as conn:
+            assert workspace_store.get_workspace_by_name(conn, name="old") is not None
+    finally:
+        eng.dispose()
+
+
+# ----- claims ----------------------------------------------------------------------------------
+def test_claims_are_exclusive_under_concurrency(engine) -> None:  # type: ignore[no-untyped-def]
+    """Four controllers, three claimers each, all after the same 1500 managed jobs."""
+    ws, ctls = _setup(engine, n_controllers=4, managed=True)
+    n = 1500
+    _insert(engine, _rows(ws.id, n))
+    start = threading.Barrier(12)
+
+    def claimer(ctl) -> list[str]:  # type: ignore[no-untyped-def]
+        got: list[str] = []
+        start.wait()
+        while True:
+            claimed = _claim(engine, ctl, 7)
+            if not claimed:
+                return got
+            got += [c["job_id"] for c in claimed]
+            assert _complete(engine, ctl, claimed)["rejected"] == []
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(claimer, [c for c in ctls for _ in range(3)]))
+    counts = Counter(j for r in results for j in r)
+    assert len(counts) == n and max(counts.values()) == 1
+    with db.read_tx(engine) as conn:
+        rows = conn.execute(sa.select(db.jobs.c.state, db.jobs.c.attempts, sa.func.count())
+                            .group_by(db.jobs.c.state, db.jobs.c.attempts)).all()
+    assert [tuple(r) for r in rows] == [("done", 1, n)]
+
+
+def test_claim_takes_only_jobs_routed_to_the_controller(engine) -> None:  # type: ignore[no-untyped-def]
+    ws, (a, b) = _setup(engine, n_controllers=2)
+    _insert(engine, _rows(ws.id, 5, controller=a) + _rows(ws.id, 3, controller=b, start=5)
+            + _rows(ws.id, 2, start=8))
+    assert [c["job_id"] for c in _claim(engine, a, 100)] == [f"j{i:07d}" for i in range(5)]
+    assert [c["job_id"] for c in _claim(engine, b, 2)] == ["j0000005", "j0000006"]
+    assert _claim(engine, a, 100) == []
+
+
+def test_a_duplicate_or_late_report_changes_nothing(engine) -> None:  # type: ignore[no-untyped-def]
+    ws, (ctl,) = _setup(engine)
+    _insert(engine, _rows(ws.id, 1, controller=ctl))
+    claimed = _claim(engine, ctl, 1)
+    assert _complete(engine, ctl, claimed)["accepted"] == ["j0000000"]
+    assert _complete(engine, ctl, claimed)["rejected"] == ["j0000000"]
+    assert _job(engine, "j0000000").state == "done"
+
+
+def test_duplicate_reports_at_once_are_heard_once_and_billed_once(engine) -> None:  # type: ignore[no-untyped-def]
+    """A controller that retries a report it thinks was lost may race its first attempt,
+    through another server process: one is accepted, one rejected, the job billed once."""
+    ws, (ctl,) = _setup(engine, managed=True)
+    n = 150
+    _insert(engine, _rows(ws.id, n))
+    claimed = _claim(engine, ctl, n)
+    assert len(claimed) == n
+    barrier = threading.Barrier(2)
+
+    def report(c: dict) -> list[str]:
+        rep = [{"job_id": c["job_id"], "lease_id": c["lease_id"], "ok": True,
+                "result": {"core_seconds": 36.0}}]
+        barrier.wait()
+        with db.write_tx(engine) as conn:
+            return controller_store.complete_jobs(conn, controller=ctl, reports=rep,
+                                                  max_attempts=3,
+                                                  managed_rate_per_core_hour=1.0)["accepted"]
+
+    with ThreadPoolExecutor(2) as pool:
+        accepted = [a for c in claimed for a in pool.map(report, [c, c])]
+    counts = Counter(j for a in accepted for j in a)
+    assert len(counts) == n and set(counts.values()) == {1}
+    with db.read_tx(engine) as conn:
+        balance = workspace_store.get_workspace(conn, workspace_id=ws.id).balance
+    assert balance == pytest.approx(100.0 - n * 0.01)
+
+
+# ----- lease expiry ----------------------------------------------------------------------------
+def test_expired_leases_are_swept_back_then_failed(engine) -> None:  # type: ignore[no-untyped-def]
+    ws, (ctl,) = _setup(engine)
+    _insert(engine, _rows(ws.id, 3, controller=ctl))
+    held = _claim(engine, ctl, 1, lease=60.0)
+    lapsed = _claim(engine, ctl, 2, lease=-1.0)  # already expired
+    with db.write_tx(engine) as conn:
+        assert controller_store.sweep_expired_leases(conn, max_attempts=2) == 2
+    assert _job(engine, held[0]["job_id"]).state == "running"
+    for c in lapsed:
+        row = _job(engine, c["job_id"])
+        assert (row.state, row.attempts, row.lease_id, row.claimed_by) == ("pending", 1, None,
+                                                                           None)
+        assert row.attempt_errors[0]["error_type"] == "lost"
+    # The old lease is gone: its late result is not heard.
+    assert _complete(engine, ctl, lapsed)["rejected"] == [c["job_id"] for c in lapsed]
+    again = _claim(engine, ctl, 5, lease=-1.0)
+    assert sorted(c["attempt"] for c in again) == [2, 2]
+    with db.write_tx(engine) as conn:
+        assert controller_store.sweep_expired_leases(conn, max_attempts=2) == 2
+    for c in again:
+        row = _job(engine, c["job_id"])
+        assert (row.state, row.error_type) == ("failed", "lost")
+        assert "max attempts 2" in row.error
+
+
+def test_concurrent_sweepers_take_each_lease_back_once(engine) -> None:  # type: ignore[no-untyped-def]
+    ws, (ctl,) = _setup(engine)
+    n = 600
+    _insert(engine, _rows(ws.id, n, controller=ctl))
+    while _claim(engine, ctl, 100, lease=-1.0):
+        pass
+    start = threading.Barrier(4)
+
+    def sweeper(_: int) -> int:
+        start.wait()
+        with db.write_tx(engine) as conn:
+            return controller_store.sweep_expired_leases(conn, max_attempts=3)
+
+    with ThreadPoolExecutor(4) as pool:
+        assert sum(pool.map(sweeper, range(4))) == n
+    with db.read_tx(engine) as conn:
+        rows = conn.execute(sa.select(db.jobs.c.attempt_errors)).all()
+    assert all(len(r.attempt_errors) == 1 for r in rows)
+
+
+# ----- listing ---------------------------------------------------------------------------------
+def test_keyset_listing_is_stable_while_jobs_arrive(engine) -> None:  # type: ignore[no-untyped-def]
+    ws, (ctl,) = _setup(engine)
+    with db.write_tx(engine) as conn:
+        other = workspace_store.create_workspace(conn, name="other")
+    _insert(engine, _rows(ws.id, 230, controller=ctl))
+    _insert(engine, _rows(other.id, 40, start=1000))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        with db.read_tx(engine) as conn:
+            page = job_store.list_jobs(conn, workspace_id=ws.id, limit=50, cursor=cursor)
+        seen += [j["job_id"] for j in page["jobs"]]
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+        _insert(engine, _rows(ws.id, 3, controller=ctl, start=2000 + len(seen)))  # arrivals
+    assert seen == [f"j{i:07d}" for i in reversed(range(230))]
+    with db.read_tx(engine) as conn:
+        page = job_store.list_jobs(conn, workspace_id=ws.id, limit=500, name_contains="job-22")
+        assert {j["name"] for j in page["jobs"]} >= {"job-22", "job-220", "job-229"}
+        assert all("job-22" in j["name"] for j in page["jobs"])
+        # LIKE wildcards in the search are literal.
+        assert job_store.list_jobs(conn, workspace_id=ws.id, limit=5,
+                                   name_contains="job_2")["jobs"] == []
+        assert job_store.list_jobs(conn, workspace_id=ws.id, limit=5,
+                                   state="done")["jobs"] == []
+        assert job_store.count_by_state(conn, workspace_id=other.id)["pending"] == 40
+
+
+# ----- indexes ---------------------------------------------------------------------------------
+def _capture(engine, fn) -> list[tuple[str, Any]]:  # type: ignore[no-untyped-def]
+    seen: list[tuple[str, Any]] = []
+
+    def before(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
+        seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", before)
+    try:
+        fn()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", before)
+    return seen
+
+
+def _plan(engine, statement: str, parameters: Any) -> str:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        if db.is_postgres(engine):
+            # On a small table a sequential scan is cheapest; ask what it would use otherwise.
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            rows = conn.exec_driver_sql("EXPLAIN " + statement, parameters).all()
+        else:
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+        conn.rollback()
+    return "\n".join(str(r[-1]) for r in rows)
+
+
+def test_hot_queries_use_their_indexes(engine) -> None:  # type: ignore[no-untyped-def]
+    """Each hot query, as the store really issues it, is planned on one of its indexes (on
+    PostgreSQL with sequential scans priced out: on a test-sized table they would win)."""
+    ws, (ctl, pool) = _setup(engine, n_controllers=2)
+    with db.write_tx(engine) as conn:
+        conn.execute(db.controllers.update().where(db.controllers.c.id == pool.id)
+                     .values(serves_managed=True))
+    pool = controller_store.Controller(**{**pool.__dict__, "serves_managed": True})
+    _insert(engine, _rows(ws.id, 400, controller=ctl))
+    with db.write_tx(engine) as conn:  # most of the table finished, as in real life
+        conn.execute(db.jobs.update().where(db.jobs.c.seq <= 380).values(state="done"))
+    _insert(engine, _rows(ws.id, 20, start=400))
+    with db.write_tx(engine) as conn:  # the listed workspace: a few among many
+        small = workspace_store.create_workspace(conn, name="small")
+    _insert(engine, _rows(small.id, 12, start=1000))
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
+
+    def captured(fn, *must: str) -> tuple[str, Any]:  # type: ignore[no-untyped-def]
+        stmts = _capture(engine, fn)
+        return next(s for s in stmts if all(m in s[0] for m in must))
+
+    def read(fn):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            with db.write_tx(engine) as conn:
+                fn(conn)
+        return run
+
+    expect = {
+        "claim, own jobs": (captured(lambda: _claim(engine, ctl, 5), "SELECT", "ORDER BY"),
+                            {"ix_jobs_claim", "ix_jobs_pending"}),
+        # Own jobs OR managed ones: the pending-only index in seq order, or both branches of
+        # the claim index; either way no finished job is read.
+        "claim, managed pool": (captured(lambda: _claim(engine, pool, 5), "SELECT", "ORDER BY"),
+                                {"ix_jobs_pending", "ix_jobs_claim"}),
+        "lease sweep": (captured(lambda: _sweep(engine), "lease_expires_at <"),
+                        {"ix_jobs_lease"}),
+        "list, first page": (captured(read(lambda c: job_store.list_jobs(
+            c, workspace_id=small.id, limit=5)), "ORDER BY"),
+            {"ix_jobs_workspace_seq", "ix_jobs_workspace_state_seq"}),
+        "list, next page": (captured(read(lambda c: job_store.list_jobs(
+            c, workspace_id=small.id, limit=5, cursor=job_store.encode_cursor(1010))),
+            "ORDER BY"), {"ix_jobs_workspace_seq", "ix_jobs_workspace_state_seq"}),
+        "list by state": (captured(read(lambda c: job_store.list_jobs(
+            c, workspace_id=ws.id, limit=5, state="failed")), "ORDER BY"),
+            {"ix_jobs_workspace_state_seq"}),
+    }
+    if hasattr(job_store, "find_cached"):
+        stmts = _capture(engine, read(lambda c: job_store.find_cached(
+            c, workspace_id=ws.id, cache_key="k")))
+        expect["cache lookup"] = (next(s for s in stmts if "cache_key" in s[0]),
+                                  {"ix_jobs_cache"})
+    if hasattr(job_store, "settle_followers"):
+        stmts = _capture(engine, read(lambda c: job_store.settle_followers(
+            c, leader_id="j0000001", result=None, t=0.0)))
+        expect["cache followers"] = (next(s for s in stmts if "cached_from" in s[0]),
+                                     {"ix_jobs_cached_from"})
+    for label, ((statement, params), indexes) in expect.items():
+        plan = _plan(engine, statement, params)
+        assert any(ix in plan for ix in indexes), f"{label}: not on {indexes}:\n{plan}"
+        assert "Seq Scan" not in plan and "jobs_pkey" not in plan, f"{label}:\n{plan}"
+
+
+def _sweep(engine) -> None:  # type: ignore[no-untyped-def]
+    with db.write_tx(engine) as conn:
+        controller_store.sweep_expired_leases(conn, max_attempts=3)
+
+
+# ----- several server processes on one database ------------------------------------------------
+def _start_server(home: Path, url: str, env_extra: dict[str, str]) -> tuple[str, Any]:
+    import os
+
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {**os.environ, "ATOMIVERSE_HOME": str(home), **env_extra}
+    env.pop("ATOMIVERSE_BASE_URL", None)
+    with open(home / "server.log", "ab") as log:
+        proc = subprocess.Popen([PY, "-m", "atomiverse_server", "--port", str(port), "--home",
+                                 str(home), "--database-url", url, "--log-level", "warning"],
+                                stdout=log, stderr=log, env=env)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/healthz", proc=proc)
+    return base, proc
+
+
+def _payload(i: int) -> dict[str, Any]:
+    return {"job_type": "single_point_energy", "name": f"m{i}", "use_cache": False,
+            "atoms": {"numbers": [8, 1, 1], "positions": [[0, 0, 0], [0.96, 0, 0],
+                                                          [-0.24, 0.93, 0.001 * i]]},
+            "level_of_theory": {"method": "gfn2-xtb"}}
+
+
+def test_two_server_processes_on_one_database_act_as_one(db_url: str, tmp_path: Path) -> None:
+    """Controllers talking to either server process, all claiming the same queue."""
+    eng = db.make_engine(db_url)
+    db.migrate(eng)
+    env = {"ATOMIVERSE_MANAGED_ENABLED": "true", "ATOMIVERSE_BATCH_RATE_PER_MINUTE": "1000",
+           "ATOMIVERSE_JOB_RATE_PER_MINUTE": "100000"}
+    servers = [_start_server(tmp_path / f"s{i}", db_url, env) for i in range(2)]
+    try:
+        out = subprocess.run([PY, "-m", "atomiverse_server.admin", "--database-url", db_url,
+                              "create-workspace", "lab", "--balance", "1000"],
+                             check=True, capture_output=True, text=True)
+        import json
+
+        key = json.loads(out.stdout)["api_key"]
+        auth = {"Authorization": f"Bearer {key}"}
+        tokens = []
+        for i in range(6):
+            r = httpx.post(f"{servers[i % 2][0]}/api/v1/controllers/register", headers=auth,
+                           json={"name": f"ctl{i}", "slots": 4, "engines": {"instant": "0"},
+                                 "hostname": "h"}, timeout=30)
+            assert r.status_code == 200, r.text
+            tokens.append(r.json()["token"])
+        with db.write_tx(eng) as conn:  # an admin puts them in the managed pool
+            conn.execute(db.controllers.update().values(serves_managed=True))
+        n = 600
+        r = httpx.post(f"{servers[0][0]}/api/v1/jobs/submit-batch", headers=auth, timeout=60,
+                       json={"jobs": [{"job": _payload(i), "compute_target": "managed"}
+                                      for i in range(n)]})
+        assert r.status_code == 200 and r.json()["submitted"] == n, r.text
+
+        def controller(i: int) -> list[str]:
+            base = servers[i % 2][0]
+            h = {"Authorization": f"Bearer {tokens[i]}"}
+            done: list[str] = []
+            with httpx.Client(base_url=base, headers=h, timeout=60) as c:
+                while True:
+                    r = c.post("/api/v1/controllers/claim", json={"max_jobs": 9,
+                                                                  "wait_seconds": 0})
+                    assert r.status_code == 200, r.text
+                    jobs = r.json()["jobs"]
+                    if not jobs:
+                        return done
+                    reps = [{"job_id": j["job_id"], "lease_id": j["lease_id"], "ok": True,
+                             "result": {"core_seconds": 0.0}} for j in jobs]
+                    r = c.post("/api/v1/controllers/complete", json={"reports": reps})
+                    assert r.status_code == 200 and not r.json()["rejected"], r.text
+                    done += [j["job_id"] for j in jobs]
+
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(controller, range(6)))
+        counts = Counter(j for r in results for j in r)
+        assert len(counts) == n and max(counts.values()) == 1
+        with db.read_tx(eng) as conn:
+            rows = conn.execute(sa.select(db.jobs.c.state, db.jobs.c.attempts, sa.func.count())
+                                .group_by(db.jobs.c.state, db.jobs.c.attempts)).all()
+        assert [tuple(r) for r in rows] == [("done", 1, n)]
+        # Both servers list the same jobs.
+        pages = [httpx.get(f"{s}/api/v1/jobs", params={"limit": 200}, headers=auth,
+                           timeout=30).json() for s, _ in servers]
+        assert pages[0]["jobs"] == pages[1]["jobs"] and len(pages[0]["jobs"]) == 200
+    finally:
+        for _, proc in servers:
+            stop_process(proc)
+        eng.dispose()
