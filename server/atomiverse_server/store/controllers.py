@@ -145,17 +145,16 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     if not rows:
         return []
     t = now()
-    claimed = []
-    for row in rows:
-        lease_id = security.new_id()
-        res = conn.execute(jobs.update()
-                           .where(jobs.c.id == row.id, jobs.c.state == "pending")
-                           .values(state="running", claimed_by=controller.id, lease_id=lease_id,
-                                   lease_expires_at=t + lease_seconds,
-                                   attempts=jobs.c.attempts + 1, started_at=t))
-        if res.rowcount == 1:
-            claimed.append({"job_id": row.id, "lease_id": lease_id, "attempt": row.attempts + 1,
-                            "job": row.payload, "walltime_seconds": row.walltime_seconds})
+    # One statement for the lot: the rows are ours alone (locked on PostgreSQL, the write
+    # lock on SQLite), so every one of them is still pending.
+    claimed = [{"job_id": row.id, "lease_id": security.new_id(), "attempt": row.attempts + 1,
+                "job": row.payload, "walltime_seconds": row.walltime_seconds} for row in rows]
+    conn.execute(jobs.update()
+                 .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == "pending")
+                 .values(state="running", claimed_by=controller.id,
+                         lease_id=sa.bindparam("b_lease"), lease_expires_at=t + lease_seconds,
+                         attempts=jobs.c.attempts + 1, started_at=t),
+                 [{"b_id": c["job_id"], "b_lease": c["lease_id"]} for c in claimed])
     conn.execute(controllers.update().where(controllers.c.id == controller.id)
                  .values(last_seen_at=t))
     return claimed
@@ -197,29 +196,51 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
     report changes nothing, so no job is ever recorded done twice."""
     accepted, rejected = [], []
     t = now()
-    # On PostgreSQL the row is locked as it is read: a second report of the same attempt (or
-    # the sweep) racing this one from another transaction waits, then no longer matches.
-    lock = is_postgres(conn.engine)
+    ids = list(dict.fromkeys(rep["job_id"] for rep in reports))
+    q = (sa.select(jobs.c.id, jobs.c.lease_id, jobs.c.workspace_id, jobs.c.compute_target,
+                   jobs.c.attempts, jobs.c.attempt_errors)
+         .where(jobs.c.id.in_(ids), jobs.c.state == "running",
+                jobs.c.claimed_by == controller.id))
+    # On PostgreSQL the rows are locked as they are read: a second report of the same attempt
+    # (or the sweep) racing this one from another transaction waits, then no longer matches.
+    if is_postgres(conn.engine):
+        q = q.with_for_update()
+    current = {r.id: r for r in conn.execute(q)}
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    finished: dict[str, Any] = {}
+    bill: dict[str, float] = {}
     for rep in reports:
-        q = (sa.select(jobs.c.workspace_id, jobs.c.compute_target, jobs.c.attempts,
-                       jobs.c.attempt_errors)
-             .where(jobs.c.id == rep["job_id"], jobs.c.state == "running",
-                    jobs.c.lease_id == rep["lease_id"], jobs.c.claimed_by == controller.id))
-        row = conn.execute(q.with_for_update() if lock else q).first()
-        if row is None:
+        row = current.get(rep["job_id"])
+        if row is None or row.lease_id != rep["lease_id"]:
             rejected.append(rep["job_id"])
             continue
+        del current[rep["job_id"]]  # a duplicate within this request is not heard twice
         values = _completion_values(rep, row, t, max_attempts)
-        conn.execute(jobs.update().where(jobs.c.id == rep["job_id"],
-                                         jobs.c.lease_id == rep["lease_id"]).values(**values))
+        groups.setdefault(tuple(sorted(values)), []).append(
+            {"b_id": rep["job_id"], "b_lease": rep["lease_id"],
+             **{f"b_{k}": v for k, v in values.items()}})
         if values.get("state") == "done" and row.compute_target == "managed":
-            _bill(conn, workspace_id=row.workspace_id, job_id=rep["job_id"],
-                  core_seconds=values["billed_core_seconds"], rate=managed_rate_per_core_hour)
+            bill[row.workspace_id] = bill.get(row.workspace_id, 0.0) \
+                + values["billed_core_seconds"]
         if values["state"] != "pending":
-            job_store.settle_followers(conn, leader_id=rep["job_id"], t=t,
-                                       result=values.get("result") if values["state"] == "done"
-                                       else None)
+            finished[rep["job_id"]] = values.get("result") if values["state"] == "done" \
+                else None
         accepted.append(rep["job_id"])
+    for cols, params in groups.items():
+        conn.execute(jobs.update()
+                     .where(jobs.c.id == sa.bindparam("b_id"),
+                            jobs.c.lease_id == sa.bindparam("b_lease"))
+                     .values({c: sa.bindparam(f"b_{c}", type_=jobs.c[c].type) for c in cols}),
+                     params)
+    for workspace_id, core_seconds in bill.items():
+        _bill(conn, workspace_id=workspace_id, job_id="", core_seconds=core_seconds,
+              rate=managed_rate_per_core_hour)
+    if finished:
+        leaders = conn.execute(sa.select(jobs.c.cached_from).distinct()
+                               .where(jobs.c.cached_from.in_(list(finished)),
+                                      jobs.c.state == "pending")).scalars().all()
+        for leader in leaders:
+            job_store.settle_followers(conn, leader_id=leader, t=t, result=finished[leader])
     return {"accepted": accepted, "rejected": rejected}
 
 
