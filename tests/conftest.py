@@ -113,7 +113,10 @@ def start_server(home: Path, *extra: str, env_extra: dict[str, str] | None = Non
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     db = f"sqlite:///{home / 'server.db'}"
-    env = {**os.environ, "ATOMIVERSE_HOME": str(home), **(env_extra or {})}
+    # Tests submit many batches a minute; the rate-limit tests set their own limits.
+    env = {**os.environ, "ATOMIVERSE_HOME": str(home),
+           "ATOMIVERSE_BATCH_RATE_PER_MINUTE": "100000",
+           "ATOMIVERSE_JOB_RATE_PER_MINUTE": "100000", **(env_extra or {})}
     env.pop("ATOMIVERSE_BASE_URL", None)
     with open(home / "server.log", "ab") as log:
         proc = subprocess.Popen([PY, "-m", "atomiverse_server", "--port", str(port), "--home",

@@ -170,3 +170,84 @@ def test_managed_billing_and_balance_preflight(managed_server):
     finally:
         rich.close()
         poor.close()
+
+
+@pytest.fixture(scope="module")
+def limited_servers(tmp_path_factory):
+    """Two server processes on one database with the default limits: 2 batches a minute."""
+    limits = {"ATOMIVERSE_BATCH_RATE_PER_MINUTE": "2", "ATOMIVERSE_JOB_RATE_PER_MINUTE": "600"}
+    home = tmp_path_factory.mktemp("limited")
+    first = start_server(home, env_extra=limits)
+    second = start_server(home, "--database-url", first.database_url, env_extra=limits)
+    key = first.new_workspace("limited")
+    first.admin("create-workspace", "neighbour")
+    yield first, second, key
+    stop_process(second.proc)
+    stop_process(first.proc)
+
+
+def test_batch_rate_limit_holds_across_server_processes(limited_servers):
+    first, second, key = limited_servers
+    a = atomiverse.Client(api_key=key, base_url=first.url)
+    b = atomiverse.Client(api_key=key, base_url=second.url)
+    job = _sp(use_cache=False).model_dump()
+    try:
+        a.submit_batch([job], compute_target="nowhere")
+        b.submit_batch([job], compute_target="nowhere")
+        for client in (a, b):
+            with pytest.raises(atomiverse.RateLimitError) as exc:
+                client.submit_batch([job], compute_target="nowhere")
+            assert exc.value.status_code == 429 and "2 batch submissions per minute" in \
+                exc.value.message
+            assert 20 <= exc.value.retry_after_seconds <= 60
+        # Single jobs have their own, higher limit.
+        with pytest.raises(atomiverse.UnprocessableEntityError):
+            a.submit_job(job, compute_target="nowhere")  # routed nowhere, but not limited
+    finally:
+        a.close()
+        b.close()
+
+
+def test_idempotent_batch_retry_returns_the_first_response(limited_servers):
+    first, _second, _ = limited_servers
+    key = first.admin("issue-key", "neighbour")["api_key"]
+    client = atomiverse.Client(api_key=key, base_url=first.url)
+    try:
+        import httpx2 as httpx
+
+        httpx.post(f"{first.url}/api/v1/controllers/register", headers={
+            "Authorization": f"Bearer {key}"}, json={"name": "idem", "slots": 1,
+                                                     "engines": {"xtb": "22.1"}})
+        payloads = [_sp("CCO", use_cache=False).model_dump(), {"job_type": "nonsense"}]
+        once = client.submit_batch(payloads, compute_target="idem", idempotency_key="batch-42")
+        again = client.submit_batch(payloads, compute_target="idem",
+                                    idempotency_key="batch-42")
+        assert again == once and once["submitted"] == 1
+        assert len(client.list_jobs().jobs) == 1  # nothing new stored
+        with pytest.raises(atomiverse.UnprocessableEntityError) as exc:
+            client.submit_batch(payloads[:1], compute_target="idem",
+                                idempotency_key="batch-42")
+        assert "Idempotency-Key" in exc.value.message
+    finally:
+        client.close()
+
+
+def test_spec_example_2500_jobs_in_3_batches(tmp_path, capsys):
+    srv = start_server(tmp_path / "big", env_extra={"ATOMIVERSE_MANAGED_ENABLED": "true"})
+    try:
+        key = srv.new_workspace("big")
+        srv.admin("register-managed-controller", "pool")
+        atomiverse.configure(api_key=key, base_url=srv.url)
+        payloads = [_sp(use_cache=False, name=f"mol-{i}").model_dump() for i in range(2500)]
+        # Submit 2500 jobs in 3 batches (verbatim from sdk-batch-submission.txt)
+        chunk_size = 1000
+        for i in range(0, len(payloads), chunk_size):
+            chunk = payloads[i:i + chunk_size]
+            result = atomiverse.submit_batch(chunk)
+            print(f"Batch {i // chunk_size + 1}: {result['submitted']} submitted")
+        assert capsys.readouterr().out.splitlines() == [
+            "Batch 1: 1000 submitted", "Batch 2: 1000 submitted", "Batch 3: 500 submitted"]
+        assert sum(1 for _ in atomiverse.iter_jobs(limit=200)) == 2500
+    finally:
+        atomiverse.configure()
+        stop_process(srv.proc)

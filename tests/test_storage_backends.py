@@ -146,6 +146,8 @@ def test_database_from_before_migrations_is_adopted(db_url: str) -> None:
         with db.write_tx(eng) as conn:
             for ix in ("ix_jobs_pending", "ix_jobs_cached_from", "ix_jobs_workspace_state_seq"):
                 conn.exec_driver_sql(f"DROP INDEX {ix}")
+            for table in ("idempotency_keys", "rate_limits"):  # revision 0003
+                conn.exec_driver_sql(f"DROP TABLE {table}")
             workspace_store.create_workspace(conn, name="old")
         db.migrate(eng)
         assert db.current_revision(eng) == _head()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .atoms import Vector3
 from .state import State
 
-JobType = Literal["single_point_energy", "opt"]
+JobType = Literal["single_point_energy", "opt", "frequencies"]
 EntryStatus = Literal["submitted", "cache_hit", "failed"]
 ErrorType = Literal["input", "convergence", "resource", "crash", "walltime", "lost", "cancelled",
                     "internal"]
@@ -26,6 +26,17 @@ class _Wire(BaseModel):
 
 
 # ----- results -----------------------------------------------------------------------------
+# Sizes: orbital energies and occupations are one number per orbital; bond orders are sparse
+# (pairs at or above WIBERG_MIN_ORDER, rounded to 1e-4); an optimisation's trajectory holds
+# every step, positions rounded to 1e-6 Angstrom and gradients to 1e-7 Hartree/Bohr, down-
+# sampled evenly (first and last step kept, ``trajectory_steps`` says which) when atoms x steps
+# exceeds TRAJECTORY_MAX_ATOM_STEPS: a 200-atom, 300-step run is ~4 MB of JSON, whole.
+WIBERG_MIN_ORDER = 0.05
+TRAJECTORY_MAX_ATOM_STEPS = 100_000
+
+WibergBond = tuple[int, int, float]  # (atom i, atom j > i, order), 0-based
+
+
 class SinglePointResult(BaseModel):
     energy_hartree: float
     gradient_hartree_per_bohr: list[Vector3]
@@ -36,6 +47,17 @@ class SinglePointResult(BaseModel):
     engine_version: str
     wall_time_seconds: float
     core_seconds: float
+    # Electronic structure of the same calculation (None for the force field GFN-FF).
+    orbital_energies_hartree: list[float] | None = None
+    orbital_occupations: list[float] | None = Field(
+        default=None, description="Electrons per orbital, 0-2 (spin-restricted)")
+    homo_hartree: float | None = Field(default=None, description="Highest occupied orbital")
+    lumo_hartree: float | None = Field(default=None, description="Lowest unoccupied orbital")
+    wiberg_bond_orders: list[WibergBond] | None = Field(
+        default=None, description=f"[i, j, order] for i < j and order >= {WIBERG_MIN_ORDER}")
+    level_of_theory: str | None = Field(default=None, description="e.g. GFN2-xTB/ALPB(water)")
+    warnings: list[str] = Field(default_factory=list,
+                                description="Things a chemist must know about this result")
 
 
 class OptimizationResult(SinglePointResult):
@@ -47,6 +69,36 @@ class OptimizationResult(SinglePointResult):
     converged: bool
     fmax_ev_per_angstrom: float = Field(description="Largest force on any atom at the end")
     optimizer: str
+    trajectory_steps: list[int] | None = Field(
+        default=None, description="Optimiser step of each stored frame (0 = input geometry)")
+    trajectory_positions_angstrom: list[list[Vector3]] | None = None
+    trajectory_energies_hartree: list[float] | None = None
+    trajectory_gradients_hartree_per_bohr: list[list[Vector3]] | None = None
+
+
+class FrequenciesResult(SinglePointResult):
+    """Single-point fields refer to the geometry the frequencies were computed at
+    (``final_positions_angstrom``: the input, or the optimised geometry with
+    ``optimize_first``). Frequencies in cm^-1, imaginary ones as negative numbers; energies are
+    totals (electronic + correction) except ``zero_point_energy_hartree``."""
+
+    final_positions_angstrom: list[Vector3]
+    frequencies_cm1: list[float] = Field(description="3N-6 (linear: 3N-5) modes, ascending")
+    imaginary_frequencies_cm1: list[float]
+    n_imaginary: int
+    zero_point_energy_hartree: float
+    enthalpy_hartree: float
+    gibbs_energy_hartree: float
+    entropy_hartree_per_kelvin: float
+    temperature_kelvin: float
+    pressure_pascal: float
+    symmetry_number: int
+    geometry: Literal["monatomic", "linear", "nonlinear"]
+    optimized: bool = False
+    converged: bool | None = Field(default=None, description="Of the optimisation, if any")
+    n_steps: int | None = None
+    energies_hartree: list[float] | None = None
+    optimizer: str | None = None
 
 
 # ----- submission --------------------------------------------------------------------------

@@ -95,6 +95,25 @@ sa.Index("ix_jobs_cached_from", jobs.c.cached_from, postgresql_where=_FOLLOWER,
 # Listing a workspace filtered by state, newest first; counts by state.
 sa.Index("ix_jobs_workspace_state_seq", jobs.c.workspace_id, jobs.c.state, jobs.c.seq)
 
+# Rate limits live in the database so that several server processes enforce one limit.
+# GCRA: ``tat`` is the theoretical arrival time of the next allowed request.
+rate_limits = sa.Table(
+    "rate_limits", metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("tat", sa.Float, nullable=False),
+)
+
+# A batch sent again with the same Idempotency-Key gets the first response back.
+idempotency_keys = sa.Table(
+    "idempotency_keys", metadata,
+    sa.Column("workspace_id", sa.String(32), sa.ForeignKey("workspaces.id"), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("response", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_idempotency_created", "created_at"),
+)
+
 
 def database_url(url: str) -> str:
     """Normalise a database URL: ``postgresql://`` and ``postgres://`` mean the psycopg (3)

@@ -14,6 +14,7 @@ from .db import write_tx
 from .notify import Notifier
 from .settings import Settings
 from .store import controllers as controller_store
+from .store import limits
 
 log = logging.getLogger("atomiverse.server.scheduler")
 
@@ -33,12 +34,19 @@ def sweep_leases(engine: Engine, settings: Settings, notifier: Notifier,
     return n
 
 
+def forget_old_idempotency_keys(engine: Engine) -> None:
+    with write_tx(engine) as conn:
+        limits.forget_old_responses(conn)
+
+
 def start_scheduler(engine: Engine, settings: Settings, notifier: Notifier,
                     extra: list[tuple[Callable[[], object], float]] = ()) -> BackgroundScheduler:
     sched = BackgroundScheduler(daemon=True)
     sched.add_job(sweep_leases, "interval", seconds=settings.sweep_seconds,
                   args=(engine, settings, notifier, time.time()), id="sweep_leases",
                   max_instances=1, coalesce=True)
+    sched.add_job(forget_old_idempotency_keys, "interval", hours=1, args=(engine,),
+                  id="forget_idempotency_keys", max_instances=1, coalesce=True)
     for i, (fn, seconds) in enumerate(extra):
         sched.add_job(fn, "interval", seconds=seconds, id=f"extra_{i}", max_instances=1,
                       coalesce=True)

@@ -7,6 +7,8 @@ import argparse
 import csv
 import json
 import sys
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from .. import _client_jobs
+from .._exceptions import RateLimitError
 from ..atoms import Atoms, read_xyz_frames
 from ..jobs import GeometryOptimization, Job, SinglePointEnergy
 from ..levels import GFN1_XTB, GFN2_XTB
@@ -99,7 +102,7 @@ def _submit(payloads: list[dict[str, Any]], target: str, rows: list[dict[str, An
             todo: list[int]) -> dict[str, int]:
     job_ids: dict[str, int] = {}
     for start in range(0, len(payloads), CHUNK):
-        res = _client_jobs.submit_batch(payloads[start:start + CHUNK], compute_target=target)
+        res = _submit_chunk(payloads[start:start + CHUNK], target)
         for k, entry in enumerate(res["jobs"]):
             row = rows[todo[start + k]]
             if entry["job_id"]:
@@ -108,6 +111,19 @@ def _submit(payloads: list[dict[str, Any]], target: str, rows: list[dict[str, An
             else:
                 row["error"] = entry["error"]
     return job_ids
+
+
+def _submit_chunk(chunk: list[dict[str, Any]], target: str) -> dict[str, Any]:
+    """A big file is several batches; the server may ask us to slow down between them."""
+    key = uuid.uuid4().hex  # the same key across waits: a lost response is not a duplicate
+    while True:
+        try:
+            return _client_jobs.submit_batch(chunk, compute_target=target, idempotency_key=key)
+        except RateLimitError as e:
+            wait = e.retry_after_seconds or 30.0
+            Console(stderr=True).print(f"rate limited: waiting {wait:.0f} s before the next "
+                                       f"batch")
+            time.sleep(wait)
 
 
 def _wait(job_ids: dict[str, int], rows: list[dict[str, Any]], console: Console) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import unicodedata
 from typing import Annotated, Any
@@ -18,15 +19,18 @@ from atomiverse.schema import (
 )
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError
 
 from ..db import read_tx, write_tx
 from ..deps import CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
 from ..store import jobs as job_store
+from ..store import limits
 from ..submission import InsufficientBalance, submit_entries
 from .errors import USER
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER)
 MAX_NAME_LENGTH = 120
+IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 LocalControllerHeader = Annotated[str | None, Header(alias="X-Atomiverse-Local-Controller",
                                                      max_length=100)]
 
@@ -34,19 +38,61 @@ LocalControllerHeader = Annotated[str | None, Header(alias="X-Atomiverse-Local-C
 @router.post("/submit-batch", response_model=BatchResponse)
 def submit_batch(body: BatchRequest, workspace: CurrentWorkspace, engine: EngineDep,
                  settings: SettingsDep, notifier: NotifierDep,
-                 local_controller: LocalControllerHeader = None) -> dict[str, Any]:
+                 local_controller: LocalControllerHeader = None,
+                 idempotency_key: IdempotencyKeyHeader = None) -> dict[str, Any]:
+    """Up to ``max_batch_size`` jobs, each accepted or refused on its own. Sent again with
+    the same ``Idempotency-Key``, the first response comes back and nothing new is stored."""
     if len(body.jobs) > settings.max_batch_size:
         raise HTTPException(413, f"Batch of {len(body.jobs)} jobs exceeds the maximum batch "
                                  f"size of {settings.max_batch_size}: send several batches")
+    digest = limits.request_hash(body.jobs) if idempotency_key else ""
     try:
         with write_tx(engine) as conn:
+            if idempotency_key:
+                earlier = _earlier_response(conn, workspace.id, idempotency_key, digest)
+                if earlier is not None:
+                    return earlier
+            _enforce_rate(conn, "batch", workspace.id, settings.batch_rate_per_minute, settings)
             response = submit_entries(conn, workspace_id=workspace.id, entries=body.jobs,
                                       settings=settings, local_controller=local_controller)
+            if idempotency_key:
+                limits.save_response(conn, workspace_id=workspace.id, key=idempotency_key,
+                                     digest=digest, response=response)
     except InsufficientBalance as e:
         raise HTTPException(402, str(e)) from None
+    except IntegrityError:
+        # The same key raced in from another request and won: answer as it was answered.
+        with read_tx(engine) as conn:
+            earlier = _earlier_response(conn, workspace.id, idempotency_key or "", digest)
+        if earlier is None:
+            raise
+        return earlier
     if response["submitted"]:
         notifier.jobs_pending.fire()
     return response
+
+
+def _earlier_response(conn: Any, workspace_id: str, key: str,
+                      digest: str) -> dict[str, Any] | None:
+    found = limits.find_response(conn, workspace_id=workspace_id, key=key)
+    if found is None:
+        return None
+    if found[0] != digest:
+        raise HTTPException(422, "Idempotency-Key: already used for a different batch")
+    return found[1]
+
+
+def _enforce_rate(conn: Any, kind: str, workspace_id: str, per_minute: int,
+                  settings: Any) -> None:
+    # One user on one machine: the embedded server has no one to share with.
+    if settings.embedded:
+        return
+    wait = limits.take(conn, key=f"{kind}:{workspace_id}", per_minute=per_minute)
+    if wait is not None:
+        seconds = max(1, math.ceil(wait))
+        raise HTTPException(429, f"Rate limit: at most {per_minute} {kind} submissions per "
+                                 f"minute; retry in {seconds} s",
+                            headers={"Retry-After": str(seconds)})
 
 
 @router.post("", response_model=JobPublic, status_code=201)
@@ -56,6 +102,7 @@ def submit_job(body: JobSubmitRequest, workspace: CurrentWorkspace, engine: Engi
     entry = {"job": body.job, "compute_target": body.compute_target}
     try:
         with write_tx(engine) as conn:
+            _enforce_rate(conn, "job", workspace.id, settings.job_rate_per_minute, settings)
             response = submit_entries(conn, workspace_id=workspace.id, entries=[entry],
                                       settings=settings, local_controller=local_controller)
             (result,) = response["jobs"]
