@@ -1,0 +1,26 @@
+"""Faults and load with nothing lost (the figures in docs/reliability.md come from the same
+functions, run longer, by bench/reliability.py)."""
+
+from __future__ import annotations
+
+from bench.reliability import kill_server_during_submissions, load
+
+
+def test_kill_9_server_mid_submission_loses_nothing(tmp_path):
+    report = kill_server_during_submissions(tmp_path, clients=3, batch_size=40,
+                                            run_seconds=2.0)
+    assert report["batches_seen_accepted"] >= 1
+    assert report["half_stored_batches"] == 0
+    assert report["accepted_jobs_missing"] == 0
+    assert report["batches_stored"] >= report["batches_seen_accepted"]
+    assert set(report["states"]) == {"done"}, report  # every stored job ran, exactly once
+    assert report["results_left_in_spool"] == 0
+
+
+def test_load_without_undocumented_errors(tmp_path):
+    figures = load(tmp_path, clients=20, controllers=4, seconds=6.0)
+    assert figures["unexpected_errors"] == 0, figures["errors"]
+    assert set(figures["statuses"]) <= {200, 429}
+    assert figures["requests"] > 20 and figures["p99_ms"] > 0
+    assert figures["jobs_done_by_end"] > 0
+    print(figures)
