@@ -385,7 +385,7 @@ def test_hot_queries_use_their_indexes(engine) -> None:  # type: ignore[no-untyp
     }
     if hasattr(job_store, "find_cached"):
         stmts = _capture(engine, read(lambda c: job_store.find_cached(
-            c, workspace_id=ws.id, cache_key="k")))
+            c, workspace_id=ws.id, cache_keys={"k", "k2"})))
         expect["cache lookup"] = (next(s for s in stmts if "cache_key" in s[0]),
                                   {"ix_jobs_cache"})
     if hasattr(job_store, "settle_followers"):

@@ -61,10 +61,6 @@ class Router:
         self._routes: dict[str | None, Route | str] = {}
 
     def route(self, target: Any) -> Route:
-        if target is not None and not isinstance(target, str):
-            raise EntryRejected("compute_target: must be a string or null")
-        if target is not None and len(target) > MAX_TARGET_LENGTH:
-            raise EntryRejected(f"compute_target: at most {MAX_TARGET_LENGTH} characters")
         if target not in self._routes:
             try:
                 self._routes[target] = self._resolve(target)
@@ -114,6 +110,13 @@ class Router:
         return self.settings.local_controller_name or (self.local_controller or "local")
 
 
+def _check_target_shape(target: Any) -> None:
+    if target is not None and not isinstance(target, str):
+        raise EntryRejected("compute_target: must be a string or null")
+    if target is not None and len(target) > MAX_TARGET_LENGTH:
+        raise EntryRejected(f"compute_target: at most {MAX_TARGET_LENGTH} characters")
+
+
 def validate_job(payload: Any, settings: Settings) -> Job:
     if not isinstance(payload, dict):
         raise EntryRejected("Invalid job payload: job: must be an object")
@@ -127,22 +130,24 @@ def validate_job(payload: Any, settings: Settings) -> Job:
     return job
 
 
-def job_row(job: Job, *, workspace_id: str, route: Route, settings: Settings,
+def job_row(p: Prepared, *, workspace_id: str, route: Route, settings: Settings,
             key: str | None) -> dict[str, Any]:
+    job = p.job
+    assert job is not None
     return {
         "id": security.new_id(),
         "workspace_id": workspace_id,
         "name": job.name,
         "job_type": job.job_type,
         "state": "pending",
-        "payload": job.model_dump(mode="json"),
+        "payload": p.payload,
         "compute_target": route.compute_target,
         "controller_id": route.controller_id,
         "attempts": 0,
         "walltime_seconds": job.walltime_seconds or settings.default_walltime_seconds,
         "created_at": now(),
         "billed_core_seconds": 0.0,
-        "preview": job.atoms.preview(),
+        "preview": p.preview,
         "cache_key": key,
         # Every row names every column: one executemany needs one shape.
         "cached_from": None,
@@ -152,34 +157,57 @@ def job_row(job: Job, *, workspace_id: str, route: Route, settings: Settings,
     }
 
 
-def submit_entries(conn: Connection, *, workspace_id: str, entries: list[Any],
-                   settings: Settings, local_controller: str | None) -> dict[str, Any]:
-    """Validate, route and store a batch; returns the response body of submit-batch."""
-    router = Router(conn, workspace_id=workspace_id, settings=settings,
-                    local_controller=local_controller)
-    cache = ResultCache(conn, workspace_id=workspace_id)
-    results: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
+@dataclass
+class Prepared:
+    """One entry after the checks that need no database."""
+
+    job: Job | None
+    target: Any = None
+    error: str | None = None
+    payload: dict[str, Any] | None = None
+    preview: dict[str, Any] | None = None
+
+
+def prepare_entries(entries: list[Any], settings: Settings) -> list[Prepared]:
+    """Validate every entry on its own. Pure CPU: done before the write transaction, so
+    other writers are not held up while a thousand molecules are checked."""
+    prepared = []
     for entry in entries:
         try:
             job, target = _unpack(entry)
-            route = router.route(target)
-            job_model = validate_job(job, settings)
-            engine = route.engine_for(job_model)
+            _check_target_shape(target)
+            model = validate_job(job, settings)
         except EntryRejected as e:
-            results.append({"job_id": None, "state": None, "status": "failed", "error": str(e)})
+            prepared.append(Prepared(None, error=str(e)))
             continue
-        key = cache_key(job_model, engine=engine[0], engine_version=engine[1]) if engine else None
-        hit = cache.lookup(key) if key and job_model.use_cache else None
+        prepared.append(Prepared(model, target, payload=model.model_dump(mode="json"),
+                                 preview=model.atoms.preview()))
+    return prepared
+
+
+def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepared],
+                   settings: Settings, local_controller: str | None) -> dict[str, Any]:
+    """Route, answer from the cache, check capacity and balance, and store a prepared
+    batch in one transaction; returns the response body of submit-batch."""
+    router = Router(conn, workspace_id=workspace_id, settings=settings,
+                    local_controller=local_controller)
+    results: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    keyed = _route_and_key(router, prepared)
+    cache = ResultCache(conn, workspace_id=workspace_id,
+                        keys={k for _, _, k, use in keyed if k and use})
+    for p, (route, error, key, use_cache) in zip(prepared, keyed, strict=True):
+        if error is not None:
+            results.append(_failed(error))
+            continue
+        hit = cache.lookup(key) if key and use_cache else None
         if hit is None:
             try:
                 router.take_capacity(route)
             except EntryRejected as e:
-                results.append({"job_id": None, "state": None, "status": "failed",
-                                "error": str(e)})
+                results.append(_failed(str(e)))
                 continue
-        row = job_row(job_model, workspace_id=workspace_id, route=route, settings=settings,
-                      key=key)
+        row = job_row(p, workspace_id=workspace_id, route=route, settings=settings, key=key)
         if hit is not None:
             row.update(hit.row_values(row["created_at"]))
             results.append({"job_id": row["id"], "state": row["state"], "status": "cache_hit",
@@ -196,6 +224,29 @@ def submit_entries(conn: Connection, *, workspace_id: str, entries: list[Any],
     return {"total": len(results), "submitted": submitted + cache_hits,
             "failed": len(results) - submitted - cache_hits, "cache_hits": cache_hits,
             "jobs": results}
+
+
+def _failed(error: str) -> dict[str, Any]:
+    return {"job_id": None, "state": None, "status": "failed", "error": error}
+
+
+def _route_and_key(router: Router, prepared: list[Prepared]
+                   ) -> list[tuple[Route | None, str | None, str | None, bool]]:
+    """(route, error, cache key, use cache) per entry."""
+    out: list[tuple[Route | None, str | None, str | None, bool]] = []
+    for p in prepared:
+        if p.job is None:
+            out.append((None, p.error, None, False))
+            continue
+        try:
+            route = router.route(p.target)
+            engine = route.engine_for(p.job)
+        except EntryRejected as e:
+            out.append((None, str(e), None, False))
+            continue
+        key = cache_key(p.job, engine=engine[0], engine_version=engine[1]) if engine else None
+        out.append((route, None, key, p.job.use_cache))
+    return out
 
 
 class InsufficientBalance(Exception):
@@ -236,20 +287,19 @@ class CacheHit:
 
 
 class ResultCache:
-    """Finds a done job with the same cache key in the workspace, or an identical job
-    still in flight (earlier in the database or earlier in this batch) to follow."""
+    """Answers from a done job with the same cache key in the workspace, or follows an
+    identical job still in flight (in the database or earlier in this batch). All keys of
+    a batch are looked up in one query."""
 
-    def __init__(self, conn: Connection, *, workspace_id: str) -> None:
-        self.conn, self.workspace_id = conn, workspace_id
+    def __init__(self, conn: Connection, *, workspace_id: str, keys: set[str]) -> None:
+        self._found = job_store.find_cached(conn, workspace_id=workspace_id, cache_keys=keys)
         self._leaders: dict[str, str] = {}
 
     def lookup(self, key: str) -> CacheHit | None:
         if key in self._leaders:
             return CacheHit(self._leaders[key], None)
-        found = job_store.find_cached(self.conn, workspace_id=self.workspace_id, cache_key=key)
-        if found is None:
-            return None
-        return CacheHit(found["job_id"], found["result"])
+        found = self._found.get(key)
+        return CacheHit(found["job_id"], found["result"]) if found else None
 
     def remember_leader(self, key: str | None, job_id: str) -> None:
         if key is not None:

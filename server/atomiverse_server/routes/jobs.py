@@ -25,7 +25,7 @@ from ..db import read_tx, write_tx
 from ..deps import CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
 from ..store import jobs as job_store
 from ..store import limits
-from ..submission import InsufficientBalance, submit_entries
+from ..submission import InsufficientBalance, prepare_entries, submit_entries
 from .errors import USER
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER)
@@ -46,6 +46,7 @@ def submit_batch(body: BatchRequest, workspace: CurrentWorkspace, engine: Engine
         raise HTTPException(413, f"Batch of {len(body.jobs)} jobs exceeds the maximum batch "
                                  f"size of {settings.max_batch_size}: send several batches")
     digest = limits.request_hash(body.jobs) if idempotency_key else ""
+    prepared = prepare_entries(body.jobs, settings)
     try:
         with write_tx(engine) as conn:
             if idempotency_key:
@@ -53,7 +54,7 @@ def submit_batch(body: BatchRequest, workspace: CurrentWorkspace, engine: Engine
                 if earlier is not None:
                     return earlier
             _enforce_rate(conn, "batch", workspace.id, settings.batch_rate_per_minute, settings)
-            response = submit_entries(conn, workspace_id=workspace.id, entries=body.jobs,
+            response = submit_entries(conn, workspace_id=workspace.id, prepared=prepared,
                                       settings=settings, local_controller=local_controller)
             if idempotency_key:
                 limits.save_response(conn, workspace_id=workspace.id, key=idempotency_key,
@@ -99,11 +100,12 @@ def _enforce_rate(conn: Any, kind: str, workspace_id: str, per_minute: int,
 def submit_job(body: JobSubmitRequest, workspace: CurrentWorkspace, engine: EngineDep,
                settings: SettingsDep, notifier: NotifierDep,
                local_controller: LocalControllerHeader = None) -> dict[str, Any]:
-    entry = {"job": body.job, "compute_target": body.compute_target}
+    prepared = prepare_entries([{"job": body.job, "compute_target": body.compute_target}],
+                               settings)
     try:
         with write_tx(engine) as conn:
             _enforce_rate(conn, "job", workspace.id, settings.job_rate_per_minute, settings)
-            response = submit_entries(conn, workspace_id=workspace.id, entries=[entry],
+            response = submit_entries(conn, workspace_id=workspace.id, prepared=prepared,
                                       settings=settings, local_controller=local_controller)
             (result,) = response["jobs"]
             if result["status"] == "failed":

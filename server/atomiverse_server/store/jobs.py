@@ -186,19 +186,29 @@ def workspace_balance(conn: Connection, *, workspace_id: str) -> float:
                         .where(workspaces.c.id == workspace_id)).scalar_one()
 
 
-def find_cached(conn: Connection, *, workspace_id: str, cache_key: str) -> dict[str, Any] | None:
-    """A job with this key to answer from: a done one (with its result), else one still
-    pending or running that computes for itself (result None). Failed and cancelled jobs
-    never answer."""
-    same = (jobs.c.workspace_id == workspace_id, jobs.c.cache_key == cache_key)
-    done = conn.execute(sa.select(jobs.c.id, jobs.c.result)
-                        .where(*same, jobs.c.state == "done").limit(1)).first()
-    if done is not None:
-        return {"job_id": done.id, "result": done.result}
-    leader = conn.execute(sa.select(jobs.c.id)
-                          .where(*same, jobs.c.state.in_(ACTIVE), jobs.c.cached_from.is_(None))
-                          .order_by(jobs.c.seq).limit(1)).first()
-    return {"job_id": leader.id, "result": None} if leader else None
+def find_cached(conn: Connection, *, workspace_id: str,
+                cache_keys: set[str]) -> dict[str, dict[str, Any]]:
+    """For each key, a job to answer from: a done one (with its result), else the oldest
+    one still pending or running that computes for itself (result None). Failed and
+    cancelled jobs never answer."""
+    found: dict[str, dict[str, Any]] = {}
+    keys = list(cache_keys)
+    for i in range(0, len(keys), _IN_CHUNK):
+        rows = conn.execute(
+            sa.select(jobs.c.seq, jobs.c.id, jobs.c.cache_key, jobs.c.state, jobs.c.result,
+                      jobs.c.cached_from)
+            .where(jobs.c.workspace_id == workspace_id,
+                   jobs.c.cache_key.in_(keys[i:i + _IN_CHUNK]),
+                   jobs.c.state.in_(("done", *ACTIVE)))).all()
+        # Oldest first, sorted here: an ORDER BY seq would steer the planner off the
+        # cache index onto the workspace listing index.
+        for r in sorted(rows, key=lambda r: r.seq):
+            best = found.get(r.cache_key)
+            if r.state == "done" and (best is None or best["result"] is None):
+                found[r.cache_key] = {"job_id": r.id, "result": r.result}
+            elif r.state != "done" and r.cached_from is None and best is None:
+                found[r.cache_key] = {"job_id": r.id, "result": None}
+    return found
 
 
 def settle_followers(conn: Connection, *, leader_id: str, result: dict[str, Any] | None,
