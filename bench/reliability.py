@@ -27,6 +27,8 @@ from typing import Any
 import httpx2 as httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run as a script: `bench.` imports resolve from the repo
 PY = sys.executable
 WATER_ATOMS = {"numbers": [8, 1, 1], "positions": [[0.0, 0.0, 0.12], [0.0, 0.76, -0.48],
                                                   [0.0, -0.76, -0.48]],

@@ -81,6 +81,9 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
     detail = f"{loc or 'body'}: {first.get('msg', 'invalid')}"
+    if first.get("type") == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "not valid JSON")
+        detail = f"body: not valid JSON at character {loc}: {reason}"
     return JSONResponse(status_code=422, content={
         "detail": detail,
         "errors": [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
