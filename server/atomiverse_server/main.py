@@ -7,8 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from fastapi.staticfiles import StaticFiles
 
 from atomiverse import _sdnotify as sdnotify
@@ -59,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Atomiverse compute", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RecursionError, _too_deep)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(account.router)
     app.include_router(jobs.router)
@@ -68,6 +73,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(packages=[("atomiverse_server", "static")]),
               name="static")
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """As FastAPI answers, except that a 405 lists every method the path supports (Starlette
+    names only the methods of the first route matching the path)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code != 405:
+        return await http_exception_handler(request, exc)
+    allowed = sorted({m for route in request.app.router.routes
+                      if isinstance(route, APIRoute)
+                      and route.matches({**request.scope, "method": "GET"})[0] != Match.NONE
+                      for m in route.methods})
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405,
+                        headers={"Allow": ", ".join(allowed)})
 
 
 async def _too_deep(_request: Request, _exc: Exception) -> JSONResponse:
