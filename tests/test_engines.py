@@ -154,7 +154,7 @@ def test_bad_input_is_an_input_error(engine: str) -> None:
 
 
 @pytest.mark.parametrize("change", [
-    {"job_type": "frequencies"},
+    {"job_type": "md"},
     {"level_of_theory": {"method": "b3lyp"}},
     {"atoms": {"numbers": [1], "positions": [[0, 0, 0], [0, 0, 1]]}},
     {"optimizer": "SGD", "job_type": "opt"},
@@ -230,3 +230,31 @@ def test_scf_failure_is_a_convergence_error() -> None:
     with pytest.raises(RuntimeError) as tb_info:
         tb.singlepoint()
     assert _tblite_error(tb_info.value, "calculation").error_type == "convergence"
+
+
+@pytest.mark.parametrize("engine", REAL_ENGINES)
+def test_gradient_is_right_for_a_molecule_in_the_xy_plane(engine: str) -> None:
+    """libxtb 6.5.1 gets out-of-plane gradients wrong when atoms share a coordinate exactly
+    (grimme-lab/xtb#986); the xtb engine turns the molecule so that it never happens."""
+    a = Atoms(numbers=[7, 1, 1, 1], positions=[(0.0, 0.0, 0.0), (0.99, 0.0, 0.1),
+                                               (-0.495, 0.857, 0.0), (-0.495, -0.857, 0.0)])
+    payload = SinglePointEnergy(atoms=a, level_of_theory=GFN2_XTB).model_dump()
+    gradient = np.array(get_engine(engine).compute(payload)["gradient_hartree_per_bohr"])
+    h = 1e-4
+    for atom in range(4):
+        energies = []
+        for sign in (1, -1):
+            shifted = np.array(a.positions)
+            shifted[atom, 2] += sign * h
+            energies.append(direct_energy(engine, Atoms(numbers=a.numbers,
+                                                        positions=[tuple(p) for p in shifted])))
+        numeric = (energies[0] - energies[1]) / (2 * h / Bohr)
+        assert gradient[atom, 2] == pytest.approx(numeric, abs=2e-6)
+
+
+def test_optimisation_result_carries_trajectory_and_level() -> None:
+    result = get_engine("tblite").compute(opt_payload("O"))
+    OptimizationResult(**result)
+    assert result["level_of_theory"] == "GFN2-xTB" and result["warnings"] == []
+    assert len(result["trajectory_positions_angstrom"]) == result["n_steps"] + 1
+    assert result["homo_hartree"] < result["lumo_hartree"]

@@ -14,6 +14,8 @@ from .spool import Spool
 
 log = logging.getLogger("atomiverse.controller.report")
 MAX_REPORTS_PER_REQUEST = 500
+# Well under the server's default 64 MiB body limit: optimisation trajectories are large.
+MAX_REPORT_BYTES = 8 * 1024 * 1024
 
 
 class ReportLoop(threading.Thread):
@@ -56,8 +58,8 @@ class ReportLoop(threading.Thread):
             first = self.queue.get()
             if first is None:
                 break
-            batch = [first]
-            while len(batch) < MAX_REPORTS_PER_REQUEST:
+            batch, size = [first], _size(first)
+            while len(batch) < MAX_REPORTS_PER_REQUEST and size < MAX_REPORT_BYTES:
                 try:
                     item = self.queue.get_nowait()
                 except queue.Empty:
@@ -66,9 +68,15 @@ class ReportLoop(threading.Thread):
                     closing = True
                     break
                 batch.append(item)
+                size += _size(item)
             self._deliver(batch)
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        if len(batch) > 1 and sum(map(_size, batch)) > MAX_REPORT_BYTES:
+            half = len(batch) // 2
+            self._deliver(batch[:half])
+            self._deliver(batch[half:])
+            return
         backoff = 0.2
         while True:
             try:
@@ -95,3 +103,11 @@ class ReportLoop(threading.Thread):
         with self._idle:
             self._in_flight -= len(batch)
             self._idle.notify_all()
+
+
+def _size(report: dict[str, Any]) -> int:
+    """Rough JSON size of a report, from its biggest part (positions and trajectories)."""
+    result = report.get("result") or {}
+    traj = result.get("trajectory_positions_angstrom") or []
+    atoms = len(result.get("gradient_hartree_per_bohr") or [])
+    return 2_000 + 120 * atoms * (1 + len(traj)) + len(report.get("error") or "")

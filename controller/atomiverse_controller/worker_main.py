@@ -106,13 +106,25 @@ def _warm_up(engine_name: str) -> tuple[Any, dict[str, str]]:
 
 
 def _engine_for(default: Any, payload: dict[str, Any]) -> Any:
-    """The job's engine: the one it asks for, else the worker's. A fake (instant) worker answers
-    every job itself, so platform tests run without chemistry."""
+    """The job's engine: the one it asks for; else the worker's, if it can run the job's level
+    of theory; else the first installed engine that can (ALPB solvation: tblite; GFN0/GFN-FF:
+    xtb), the same choice the server made when it routed the job. A fake (instant) worker
+    answers every job itself, so platform tests run without chemistry."""
     from .engines import EngineError, get_engine
 
     requested = payload.get("engine")
-    if not requested or requested == default.name or default.name == "instant":
+    if default.name == "instant" or (requested and requested == default.name):
         return default
+    if not requested:
+        candidates = _level_engines(payload)
+        if candidates is None or default.name in candidates:
+            return default
+        for name in candidates:
+            engine = get_engine(name)
+            if engine.found():
+                return engine
+        raise EngineError(f"engine: {_level_requirement(payload)}, and this controller has "
+                          f"none of {', '.join(candidates)}", "input")
     try:
         engine = get_engine(requested)
     except KeyError as e:
@@ -120,6 +132,25 @@ def _engine_for(default: Any, payload: dict[str, Any]) -> Any:
     if engine.name == "instant" or not engine.found():
         raise EngineError(f"engine: {requested!r} is not installed on this controller", "input")
     return engine
+
+
+def _level(payload: dict[str, Any]) -> Any:
+    from atomiverse.levels import LevelOfTheory
+
+    try:
+        return LevelOfTheory.model_validate(payload.get("level_of_theory"))
+    except ValueError:
+        return None  # the engine reports a malformed level with the field's name
+
+
+def _level_engines(payload: dict[str, Any]) -> tuple[str, ...] | None:
+    level = _level(payload)
+    return None if level is None else level.engines
+
+
+def _level_requirement(payload: dict[str, Any]) -> str:
+    level = _level(payload)
+    return "" if level is None else level.engine_requirement()
 
 
 def run_job(default_engine: Any, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Atomiverse: GFN2-xTB single points and geometry optimisations, submitted from Python to
-this machine, a lab server or an HPC node.
+"""Atomiverse: GFN-xTB and GFN-FF single points, geometry optimisations and frequencies, in
+vacuum or implicit solvent, submitted from Python to this machine, a lab server or an HPC node.
 
     import atomiverse
     from atomiverse.levels import GFN2_XTB
@@ -10,7 +10,7 @@ this machine, a lab server or an HPC node.
 
 from __future__ import annotations
 
-from . import _client_jobs, levels, state
+from . import _client_jobs, levels, results, state
 from ._client import Client, configure, get_default_client
 from ._client_jobs import (cancel_job, delete_job, get_job, iter_jobs, list_jobs, rename_job,
                            status, submit_batch, wait_jobs)
@@ -21,7 +21,7 @@ from ._exceptions import (APIConnectionError, APIStatusError, APITimeoutError, A
                           UnprocessableEntityError)
 from ._version import __version__
 from .atoms import Atoms
-from .jobs import GeometryOptimization, Job, SinglePointEnergy
+from .jobs import Frequencies, GeometryOptimization, Job, SinglePointEnergy
 from .pagination import JobsPage
 from .state import State
 
@@ -47,12 +47,13 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
-    "Atoms",
     "AtomiverseError",
+    "Atoms",
     "AuthenticationError",
     "BadRequestError",
     "Client",
     "ConflictError",
+    "Frequencies",
     "GeometryOptimization",
     "InternalServerError",
     "Job",
@@ -76,6 +77,7 @@ __all__ = [
     "levels",
     "list_jobs",
     "rename_job",
+    "results",
     "start_local",
     "state",
     "status",

@@ -152,6 +152,56 @@ class Atoms(BaseModel):
         )
 
     @classmethod
+    def from_mol(cls, source: Any, *, conf_id: int = -1,
+                 multiplicity: int | None = None) -> Atoms:
+        """From an RDKit molecule, a MOL file path or MOL block text, with 3D coordinates.
+
+        The charge is the sum of the formal charges (atom block or ``M  CHG``), the multiplicity
+        comes from radical electrons unless given. Hydrogens the file leaves implicit are added
+        at computed 3D positions. Raises ValueError for a 2D or unreadable molecule."""
+        from rdkit import Chem
+
+        if isinstance(source, Chem.Mol):
+            return cls._from_3d_mol(source, conf_id=conf_id, multiplicity=multiplicity,
+                                    what="RDKit molecule")
+        text, what = _text_and_label(source, "MOL block")
+        mol = Chem.MolFromMolBlock(text, removeHs=False)
+        if mol is None:
+            raise ValueError(f"could not read {what} (RDKit could not parse or sanitise it)")
+        return cls._from_3d_mol(mol, conf_id=conf_id, multiplicity=multiplicity, what=what)
+
+    @classmethod
+    def from_sdf(cls, source: str | os.PathLike[str], *, index: int = 0,
+                 multiplicity: int | None = None) -> Atoms:
+        """Record ``index`` of an SD file (path) or SDF text; see :meth:`from_mol`."""
+        records = read_sdf_records(source)
+        if not -len(records) <= index < len(records):
+            raise ValueError(f"SDF has {len(records)} records; no record {index}")
+        name, atoms, error = records[index]
+        if atoms is None:
+            raise ValueError(f"SDF record {index} ({name}): {error}")
+        if multiplicity is not None:
+            return cls(**{**atoms.model_dump(), "multiplicity": multiplicity})  # re-checked
+        return atoms
+
+    @classmethod
+    def _from_3d_mol(cls, mol: Any, *, conf_id: int, multiplicity: int | None,
+                     what: str) -> Atoms:
+        from rdkit import Chem
+
+        if mol.GetNumConformers() == 0:
+            raise ValueError(f"{what} has no coordinates: use Atoms.from_smiles to embed one")
+        conf = mol.GetConformer(conf_id)
+        z = [conf.GetAtomPosition(i).z for i in range(mol.GetNumAtoms())]
+        if not conf.Is3D() and not any(abs(c) > 1e-6 for c in z):
+            raise ValueError(f"{what} has 2D coordinates only: use Atoms.from_smiles (or "
+                             f"embed it in 3D) first")
+        if any(a.GetNumImplicitHs() for a in mol.GetAtoms()):
+            mol = Chem.AddHs(mol, addCoords=True)
+            conf_id = -1
+        return cls.from_rdkit(mol, conf_id=conf_id, multiplicity=multiplicity)
+
+    @classmethod
     def from_xyz(cls, source: str | os.PathLike[str], *, charge: int = 0, multiplicity: int = 1,
                  index: int = 0) -> Atoms:
         """From an XYZ file path or XYZ text (frame ``index`` of a multi-frame file)."""
@@ -198,6 +248,50 @@ def read_xyz_frames(source: str | os.PathLike[str], *, charge: int = 0,
     if not frames:
         raise ValueError("no XYZ frames found")
     return [Atoms.from_ase(f, charge=charge, multiplicity=multiplicity) for f in frames]
+
+
+def read_sdf_records(source: str | os.PathLike[str]) -> list[tuple[str, Atoms | None,
+                                                                   str | None]]:
+    """Every record of an SD file (path) or SDF text as ``(name, atoms, error)``: a record that
+    cannot be read keeps its place, with ``atoms`` None and the reason in ``error``."""
+    from rdkit import Chem
+
+    text, _ = _text_and_label(source, "SDF text")
+    supplier = Chem.SDMolSupplier()
+    supplier.SetData(text, removeHs=False)
+    out: list[tuple[str, Atoms | None, str | None]] = []
+    for i in range(len(supplier)):
+        mol = supplier[i]
+        if mol is None:
+            out.append((f"record-{i + 1}", None, "RDKit could not parse or sanitise it"))
+            continue
+        name = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else ""
+        name = name or f"record-{i + 1}"
+        try:
+            out.append((name, Atoms._from_3d_mol(mol, conf_id=-1, multiplicity=None,
+                                                 what=f"SDF record {name!r}"), None))
+        except ValueError as e:
+            out.append((name, None, str(e)))
+    if not out:
+        raise ValueError("no SDF records found")
+    return out
+
+
+def _text_and_label(source: Any, kind: str) -> tuple[str, str]:
+    """(text, how to name it in errors) for a path or literal text."""
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
+                                           and _is_file(source)):
+        return Path(source).read_text(), f"file {str(source)!r}"
+    if not isinstance(source, str):
+        raise TypeError(f"expected a path or {kind}, not {type(source).__name__}")
+    return source, kind
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # too long for a path, or a NUL byte
+        return False
 
 
 def _xyz_text(source: str | os.PathLike[str]) -> str:

@@ -12,7 +12,7 @@ import re
 import warnings
 import webbrowser
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, model_validator
 
@@ -264,7 +264,7 @@ class Frequencies(Job):
     max_steps: MaxSteps = DEFAULT_MAX_STEPS
 
 
-JobSpec = Annotated[Union[SinglePointEnergy, GeometryOptimization, Frequencies],
+JobSpec = Annotated[SinglePointEnergy | GeometryOptimization | Frequencies,
                     Field(discriminator="job_type")]
 JOB_TYPES = ("single_point_energy", "opt", "frequencies")
 _JOB_ADAPTER: TypeAdapter[Job] = TypeAdapter(JobSpec)

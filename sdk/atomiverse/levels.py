@@ -39,6 +39,7 @@ METHOD_ENGINES: dict[str, tuple[str, ...]] = {
     "gfn2-xtb": ("xtb", "tblite"), "gfn1-xtb": ("xtb", "tblite"),
     "gfn0-xtb": ("xtb",), "gfn-ff": ("xtb",),
 }
+KNOWN_ENGINES = ("xtb", "tblite")
 # Which engines implement a solvation model: xtb-python's API sets GBSA only.
 SOLVATION_ENGINES: dict[str, tuple[str, ...]] = {"alpb": ("tblite",), "gbsa": ("xtb", "tblite")}
 
@@ -190,6 +191,11 @@ class LevelOfTheory(BaseModel):
         if self.solvation is not None:
             allowed = tuple(e for e in allowed if e in SOLVATION_ENGINES[self.solvation.model])
         return allowed
+
+    def runs_on(self, engine: str) -> bool:
+        """Whether ``engine`` can run this level. Engines this table does not know (the fake
+        ``instant`` of platform tests) are not judged here: they say so when they run."""
+        return engine in self.engines or engine not in KNOWN_ENGINES
 
     def engine_requirement(self) -> str:
         """Why only ``engines`` will do, as one phrase for error messages."""

@@ -27,12 +27,14 @@ class _Wire(BaseModel):
 
 # ----- results -----------------------------------------------------------------------------
 # Sizes: orbital energies and occupations are one number per orbital; bond orders are sparse
-# (pairs at or above WIBERG_MIN_ORDER, rounded to 1e-4); an optimisation's trajectory holds
-# every step, positions rounded to 1e-6 Angstrom and gradients to 1e-7 Hartree/Bohr, down-
-# sampled evenly (first and last step kept, ``trajectory_steps`` says which) when atoms x steps
-# exceeds TRAJECTORY_MAX_ATOM_STEPS: a 200-atom, 300-step run is ~4 MB of JSON, whole.
+# (pairs at or above WIBERG_MIN_ORDER, rounded to 1e-4), not an N x N matrix. An optimisation's
+# trajectory holds every step, positions rounded to 1e-6 Angstrom and gradients to 1e-7
+# Hartree/Bohr (~66 bytes of JSON per atom and step): a 200-atom, 300-step run (60,200 atom-
+# steps, ~4 MB) is kept whole. Above TRAJECTORY_MAX_ATOM_STEPS the frames are sampled evenly,
+# first and last kept, ``trajectory_steps`` naming them, so no result passes ~4.3 MB; every
+# step's energy stays in ``energies_hartree``. Frequency jobs store no trajectory.
 WIBERG_MIN_ORDER = 0.05
-TRAJECTORY_MAX_ATOM_STEPS = 100_000
+TRAJECTORY_MAX_ATOM_STEPS = 64_000
 
 WibergBond = tuple[int, int, float]  # (atom i, atom j > i, order), 0-based
 

@@ -41,7 +41,14 @@ class Route:
         controller has registered for the target yet)."""
         if not self.engines:
             return None
-        name = job.engine or next(iter(self.engines))
+        # The default engine, unless the level needs another (ALPB: tblite; GFN-FF: xtb).
+        fits = [e for e in self.engines if job.level_of_theory.runs_on(e)]
+        if job.engine is None and not fits:
+            raise EntryRejected(f"Invalid job payload: level_of_theory: "
+                                f"{job.level_of_theory.engine_requirement()}, which "
+                                f"'{self.compute_target}' does not have (it has: "
+                                f"{', '.join(self.engines)})")
+        name = job.engine or fits[0]
         if name not in self.engines:
             raise EntryRejected(f"Invalid job payload: engine: '{self.compute_target}' has no "
                                 f"{name} engine (it has: {', '.join(self.engines)})")

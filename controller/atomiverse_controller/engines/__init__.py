@@ -3,11 +3,16 @@
 ======== ================================== =================================================
 name     library                            notes
 ======== ================================== =================================================
-xtb      xtb-python (``xtb`` on PyPI)       the default when it imports (wheels up to 3.11)
-tblite   tblite                             the default otherwise
+xtb      xtb-python (``xtb`` on PyPI)       the default when it imports (wheels up to 3.11);
+                                            GFN2, GFN1, GFN0 and GFN-FF (the last two need
+                                            the xtb program's parameter files), GBSA
+tblite   tblite                             the default otherwise; GFN2, GFN1, ALPB and GBSA
 instant  none: a FAKE engine                tests and overhead benchmarks only; never
                                             advertised, never chosen by a job
 ======== ================================== =================================================
+
+Drivers shared by every engine: single point (:mod:`.base`), optimisation (:mod:`.optimize`),
+frequencies and thermochemistry (:mod:`.vibrations`).
 
 Importing this package imports no native library; ``found()`` and ``compute()`` do.
 """

@@ -2,12 +2,13 @@
 
 An engine wraps one native library: ``found()``, a cached ``version()`` and
 ``compute(payload) -> dict``. A concrete engine only opens a :class:`Session` on one molecule
-(numbers, charge and unpaired electrons fixed, positions updatable) that returns energy and
-gradient. The single-point and optimisation drivers live here, so every engine reports the same
-fields, in the same units, with the same error types.
+(numbers, charge, unpaired electrons, method and solvation fixed, positions updatable) that
+returns energy and gradient. The single-point, optimisation (:mod:`.optimize`) and frequency
+(:mod:`.vibrations`) drivers are shared, so every engine reports the same fields, in the same
+units, with the same error types.
 
 Units convert once, at this boundary: payload positions are Angstrom, sessions work in
-Bohr/Hartree (as xtb and tblite do), ASE optimisers in Angstrom/eV. Result fields name their unit
+Bohr/Hartree (as xtb and tblite do), ASE in Angstrom/eV. Result fields name their unit
 (``energy_hartree``, ``gradient_hartree_per_bohr``, ``dipole_au`` in e*Bohr, ...).
 
 Failures are data: everything an engine raises on purpose is an :class:`EngineError` whose
@@ -17,25 +18,22 @@ settings; ``internal``: maybe).
 
 from __future__ import annotations
 
-import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Bohr, Hartree
+from atomiverse.schema import WIBERG_MIN_ORDER
 
 EngineErrorType = Literal["input", "convergence", "internal"]
-JOB_TYPES = ("single_point_energy", "opt")
-OPTIMIZERS = ("LBFGS", "BFGS", "FIRE")
-DEFAULT_FMAX_EV_PER_ANGSTROM = 0.01
-DEFAULT_MAX_STEPS = 500
+JOB_TYPES = ("single_point_energy", "opt", "frequencies")
 
 # An orbital counts as occupied above half an electron: this puts the singly occupied orbital of
 # a radical on the HOMO side, and works for restricted (0..2) and spin-resolved (0..1) occupations.
 _OCCUPIED_THRESHOLD_E = 0.5
+_BOND_ORDER_DECIMALS = 4
 
 
 class EngineError(Exception):
@@ -59,7 +57,9 @@ class Molecule:
     positions_angstrom: np.ndarray  # (n, 3) float
     charge: int
     uhf: int  # unpaired electrons = multiplicity - 1
-    method: str  # "gfn2-xtb" | "gfn1-xtb"
+    method: str  # "gfn2-xtb" | "gfn1-xtb" | "gfn0-xtb" | "gfn-ff"
+    solvation: tuple[str, str] | None = None  # (model "alpb" | "gbsa", canonical solvent name)
+    level: str = ""  # for people: "GFN2-xTB/ALPB(water)"
 
     @property
     def positions_bohr(self) -> np.ndarray:
@@ -74,7 +74,8 @@ class Session(Protocol):
         ...
 
     def properties(self) -> dict[str, Any]:
-        """``homo_lumo_gap_ev``, ``dipole_au``, ``partial_charges_e`` of the last evaluation."""
+        """SinglePointResult's optional fields (gap, dipole, charges, orbitals, bond orders)
+        of the last evaluation, read from the same results object."""
         ...
 
 
@@ -83,37 +84,81 @@ def parse_molecule(payload: dict[str, Any]) -> Molecule:
 
     The server validated the payload already; this only guards the engine against a malformed
     one (a crash in native code costs a worker, a Python error costs nothing)."""
+    from atomiverse.jobs import describe_validation_error
+    from atomiverse.levels import LevelOfTheory
+    from pydantic import ValidationError
+
     try:
         atoms = payload["atoms"]
         numbers = np.asarray(atoms["numbers"], dtype=np.int32)
         positions = np.asarray(atoms["positions"], dtype=float)
         charge = int(atoms.get("charge", 0))
         multiplicity = int(atoms.get("multiplicity", 1))
-        method = str(payload["level_of_theory"]["method"])
+        level = LevelOfTheory.model_validate(payload["level_of_theory"])
+    except ValidationError as e:
+        raise EngineError(f"level_of_theory: {describe_validation_error(e)}", "input") from e
     except (KeyError, TypeError, ValueError) as e:
         raise EngineError(f"payload: malformed job ({type(e).__name__}: {e})", "input") from e
     if numbers.ndim != 1 or numbers.size == 0 or positions.shape != (numbers.size, 3):
         raise EngineError(f"atoms: {numbers.size} numbers need positions of shape "
                           f"({numbers.size}, 3), got {positions.shape}", "input")
-    if numbers.min() < 1 or numbers.max() > 86:
-        raise EngineError("atoms: xTB methods cover elements Z 1-86", "input")
+    if numbers.min() < 1 or numbers.max() > level.max_atomic_number:
+        raise EngineError(f"atoms: {level} covers elements Z 1-{level.max_atomic_number}",
+                          "input")
     if not np.isfinite(positions).all():
         raise EngineError("atoms: positions must be finite", "input")
     if multiplicity < 1:
         raise EngineError("atoms.multiplicity: must be at least 1", "input")
-    return Molecule(numbers, positions, charge, multiplicity - 1, method)
+    solvation = (level.solvation.model, level.solvation.solvent) if level.solvation else None
+    return Molecule(numbers, positions, charge, multiplicity - 1, level.method, solvation,
+                    str(level))
 
 
 def homo_lumo_gap_ev(eigenvalues_hartree: np.ndarray, occupations: np.ndarray) -> float | None:
     """Gap between the highest occupied and lowest unoccupied orbital, over all spin channels."""
+    homo, lumo = frontier_orbitals_hartree(eigenvalues_hartree, occupations)
+    if homo is None or lumo is None:
+        return None
+    return float((lumo - homo) * Hartree)
+
+
+def frontier_orbitals_hartree(eigenvalues_hartree: np.ndarray,
+                              occupations: np.ndarray) -> tuple[float | None, float | None]:
+    """(HOMO, LUMO) energies over all spin channels; None where there is none."""
     eps = np.asarray(eigenvalues_hartree, dtype=float).ravel()
     occ = np.asarray(occupations, dtype=float).ravel()
     if eps.size == 0 or eps.size != occ.size:
-        return None
+        return None, None
     occupied, virtual = eps[occ > _OCCUPIED_THRESHOLD_E], eps[occ <= _OCCUPIED_THRESHOLD_E]
-    if occupied.size == 0 or virtual.size == 0:
-        return None
-    return float((virtual.min() - occupied.max()) * Hartree)
+    return (float(occupied.max()) if occupied.size else None,
+            float(virtual.min()) if virtual.size else None)
+
+
+def sparse_bond_orders(matrix: np.ndarray) -> list[list[float]]:
+    """``[i, j, order]`` for i < j and order >= WIBERG_MIN_ORDER, order rounded to 1e-4."""
+    bo = np.asarray(matrix, dtype=float)
+    i, j = np.nonzero(np.triu(bo, k=1) >= WIBERG_MIN_ORDER)
+    orders = np.round(bo[i, j], _BOND_ORDER_DECIMALS)
+    return [[int(a), int(b), float(o)] for a, b, o in zip(i, j, orders, strict=True)]
+
+
+def electronic_properties(eigenvalues_hartree: Any, occupations: Any,
+                          bond_orders: Any) -> dict[str, Any]:
+    """Orbital energies and occupations, HOMO/LUMO and sparse Wiberg bond orders, from arrays
+    a results object already holds (None where the method has none: GFN-FF)."""
+    if eigenvalues_hartree is None or occupations is None:
+        out: dict[str, Any] = {"homo_lumo_gap_ev": None, "orbital_energies_hartree": None,
+                               "orbital_occupations": None, "homo_hartree": None,
+                               "lumo_hartree": None}
+    else:
+        eps = np.asarray(eigenvalues_hartree, dtype=float).ravel()
+        occ = np.asarray(occupations, dtype=float).ravel()
+        homo, lumo = frontier_orbitals_hartree(eps, occ)
+        out = {"homo_lumo_gap_ev": homo_lumo_gap_ev(eps, occ),
+               "orbital_energies_hartree": eps.tolist(), "orbital_occupations": occ.tolist(),
+               "homo_hartree": homo, "lumo_hartree": lumo}
+    out["wiberg_bond_orders"] = None if bond_orders is None else sparse_bond_orders(bond_orders)
+    return out
 
 
 class Engine(ABC):
@@ -121,6 +166,7 @@ class Engine(ABC):
 
     name: ClassVar[str]
     methods: ClassVar[frozenset[str]] = frozenset({"gfn2-xtb", "gfn1-xtb"})
+    solvation_models: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         self._version: str | None = None
@@ -141,129 +187,60 @@ class Engine(ABC):
         return self._version
 
     def compute(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Run one job payload; a SinglePointResult or OptimizationResult as a dict.
+        """Run one job payload; a SinglePointResult, OptimizationResult or FrequenciesResult
+        as a dict.
 
         ``wall_time_seconds``/``core_seconds`` cover this call; the worker overwrites them with
         its own measurement."""
         start = time.perf_counter()
         molecule = parse_molecule(payload)
-        if molecule.method not in self.methods:
-            raise EngineError(f"level_of_theory.method: {molecule.method!r} is not available "
-                              f"in engine {self.name!r}", "input")
+        self.check_level(molecule)
         job_type = payload.get("job_type")
-        if job_type == "single_point_energy":
-            result = self._single_point(molecule)
-        elif job_type == "opt":
-            result = self._optimize(molecule, payload)
-        else:
+        if job_type not in JOB_TYPES:
             raise EngineError(f"job_type: must be one of {JOB_TYPES}, not {job_type!r}", "input")
+        result = self._run(molecule, payload)
         wall = time.perf_counter() - start
         result["wall_time_seconds"] = wall
         result["core_seconds"] = wall
         return result
 
+    def check_level(self, molecule: Molecule) -> None:
+        if molecule.method not in self.methods:
+            raise EngineError(f"level_of_theory.method: {molecule.level} is not available "
+                              f"in engine {self.name!r}", "input")
+        if molecule.solvation and molecule.solvation[0] not in self.solvation_models:
+            model = molecule.solvation[0].upper()
+            need = " (ALPB solvation needs the tblite engine)" if model == "ALPB" else ""
+            raise EngineError(f"level_of_theory.solvation: {model} is not available in engine "
+                              f"{self.name!r}{need}", "input")
+
+    def _run(self, molecule: Molecule, payload: dict[str, Any]) -> dict[str, Any]:
+        from .optimize import optimize
+        from .vibrations import frequencies
+
+        job_type = payload["job_type"]
+        if job_type == "single_point_energy":
+            return self._single_point(molecule)
+        if job_type == "opt":
+            return optimize(self, molecule, payload)
+        return frequencies(self, molecule, payload)
+
     # ----- drivers ---------------------------------------------------------------------------
     def _single_point(self, molecule: Molecule) -> dict[str, Any]:
         session = self.open_session(molecule)
         energy, gradient = session.evaluate(molecule.positions_bohr)
-        return self._point_result(energy, gradient, session)
+        return self.point_result(molecule, energy, gradient, session.properties())
 
-    def _point_result(self, energy_hartree: float, gradient: np.ndarray,
-                      session: Session) -> dict[str, Any]:
+    def point_result(self, molecule: Molecule, energy_hartree: float, gradient: np.ndarray,
+                     properties: dict[str, Any]) -> dict[str, Any]:
         return {
             "energy_hartree": float(energy_hartree),
             "gradient_hartree_per_bohr": np.asarray(gradient, dtype=float).tolist(),
-            **session.properties(),
+            **properties,
             "engine": self.name,
             "engine_version": self.version(),
+            "level_of_theory": molecule.level,
+            "warnings": [],
             "wall_time_seconds": 0.0,
             "core_seconds": 0.0,
         }
-
-    def _optimize(self, molecule: Molecule, payload: dict[str, Any]) -> dict[str, Any]:
-        optimizer, fmax, max_steps = _opt_settings(payload)
-        session = self.open_session(molecule)
-        # One session for the whole run: the native calculator is created once and only its
-        # positions change between steps, which also restarts each SCF from the previous one.
-        trace = _run_ase_optimizer(session, molecule, optimizer, fmax, max_steps)
-        result = self._point_result(trace.energies_hartree[-1], trace.gradient, session)
-        forces = np.linalg.norm(trace.gradient, axis=1) * (Hartree / Bohr)
-        result.update(
-            final_positions_angstrom=trace.positions_angstrom.tolist(),
-            energies_hartree=trace.energies_hartree,
-            n_steps=trace.n_steps,
-            converged=trace.converged,
-            fmax_ev_per_angstrom=float(forces.max()),
-            optimizer=optimizer,
-        )
-        return result
-
-
-def _opt_settings(payload: dict[str, Any]) -> tuple[str, float, int]:
-    optimizer = payload.get("optimizer") or "LBFGS"
-    if optimizer not in OPTIMIZERS:
-        raise EngineError(f"optimizer: must be one of {OPTIMIZERS}, not {optimizer!r}", "input")
-    try:
-        fmax = float(payload.get("fmax") or DEFAULT_FMAX_EV_PER_ANGSTROM)
-        max_steps = int(payload.get("max_steps") or DEFAULT_MAX_STEPS)
-    except (TypeError, ValueError) as e:
-        raise EngineError(f"fmax/max_steps: {e}", "input") from e
-    if not (math.isfinite(fmax) and fmax > 0) or max_steps < 1:
-        raise EngineError("fmax must be > 0 and max_steps >= 1", "input")
-    return optimizer, fmax, max_steps
-
-
-@dataclass
-class _Trace:
-    energies_hartree: list[float]
-    gradient: np.ndarray  # at the final geometry, Hartree/Bohr
-    positions_angstrom: np.ndarray
-    n_steps: int
-    converged: bool
-
-
-def _run_ase_optimizer(session: Session, molecule: Molecule, optimizer: str, fmax: float,
-                       max_steps: int) -> _Trace:
-    import ase
-    from ase.optimize import BFGS, FIRE, LBFGS
-
-    atoms = ase.Atoms(numbers=molecule.numbers, positions=molecule.positions_angstrom)
-    calc = _SessionCalculator(session)
-    atoms.calc = calc
-    opt_class = {"LBFGS": LBFGS, "BFGS": BFGS, "FIRE": FIRE}[optimizer]
-    opt = opt_class(atoms, logfile=None, trajectory=None)
-    energies: list[float] = []
-    converged = False
-    # irun evaluates forces at the current geometry before each yield, so the calculator's last
-    # evaluation is always the final geometry: no extra single point at the end.
-    for step_converged in opt.irun(fmax=fmax, steps=max_steps):
-        energies.append(calc.energy_hartree)
-        converged = step_converged
-    positions, gradient = atoms.get_positions(), calc.gradient
-    if gradient is None or not np.array_equal(calc.positions_angstrom, positions):
-        energy, gradient = session.evaluate(positions / Bohr)  # only if ASE stops doing the above
-        energies[-1] = float(energy)
-    return _Trace(energies, gradient, positions, opt.nsteps, bool(converged))
-
-
-class _SessionCalculator(Calculator):
-    """ASE view (eV, Angstrom) of a Session (Hartree, Bohr); remembers the last evaluation."""
-
-    implemented_properties = ["energy", "free_energy", "forces"]
-
-    def __init__(self, session: Session) -> None:
-        super().__init__()
-        self.session = session
-        self.energy_hartree = math.nan
-        self.gradient: np.ndarray | None = None
-        self.positions_angstrom: np.ndarray | None = None
-
-    def calculate(self, atoms: Any = None, properties: Any = None,
-                  system_changes: Any = all_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
-        positions = self.atoms.get_positions()
-        energy, gradient = self.session.evaluate(positions / Bohr)
-        self.energy_hartree, self.gradient, self.positions_angstrom = \
-            float(energy), gradient, positions
-        self.results = {"energy": energy * Hartree, "free_energy": energy * Hartree,
-                        "forces": -gradient * (Hartree / Bohr)}

@@ -3,6 +3,10 @@
 Library defaults are kept, so a result equals ``tblite.interface.Calculator(...).singlepoint()``
 called directly; verbosity is 0. tblite's SCF defaults differ slightly from xtb's: the two
 engines agree to about 1e-8 Hartree on organic molecules, well inside the promised 2e-5.
+
+Methods: GFN2-xTB and GFN1-xTB (tblite 0.8.0 has neither GFN0-xTB nor GFN-FF). Solvation:
+ALPB and GBSA with named solvents, ``Calculator.add("alpb-solvation", solvent)``; the solution
+state is tblite's default (``gsolv``), as in the xtb program.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Engine, EngineError, Molecule, homo_lumo_gap_ev
+from .base import Engine, EngineError, Molecule, electronic_properties
 
 _METHOD_NAMES = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
 
@@ -49,6 +53,14 @@ class TBLiteSession:
             calc.set("verbosity", 0)
         except (RuntimeError, ValueError) as e:  # TBLiteRuntimeError / TBLiteValueError
             raise _tblite_error(e, "setup") from e
+        if m.solvation is not None:
+            model, solvent = m.solvation
+            try:
+                calc.add(f"{model}-solvation", solvent)
+            except (RuntimeError, ValueError) as e:
+                raise EngineError(f"level_of_theory.solvation: tblite has no {model.upper()} "
+                                  f"parameters for {solvent!r} with {m.level}: {e}",
+                                  "input") from e
         return calc
 
     def evaluate(self, positions_bohr: np.ndarray) -> tuple[float, np.ndarray]:
@@ -69,15 +81,34 @@ class TBLiteSession:
     def properties(self) -> dict[str, Any]:
         res = self._res
         return {
-            "homo_lumo_gap_ev": homo_lumo_gap_ev(res.get("orbital-energies"),
-                                                 res.get("orbital-occupations")),
+            **electronic_properties(res.get("orbital-energies"), res.get("orbital-occupations"),
+                                    _bond_orders(res)),
             "dipole_au": np.asarray(res.get("dipole"), dtype=float).tolist(),
             "partial_charges_e": np.asarray(res.get("charges"), dtype=float).tolist(),
         }
 
 
+def _bond_orders(res: Any) -> np.ndarray | None:
+    """Wiberg bond orders summed over spin channels, (nat, nat).
+
+    tblite 0.8.0 hands back the Fortran (nat, nat, nspin) array relabelled as C order, which
+    scrambles it when nspin is 2 (any open shell); of the two readings, the one that gives a
+    symmetric matrix is the right one."""
+    try:
+        raw = np.asarray(res.get("bond-orders"), dtype=float)
+    except (RuntimeError, ValueError):
+        return None
+    if raw.ndim == 2:
+        return raw
+    for candidate in (raw.sum(-1), raw.ravel().reshape(raw.shape, order="F").sum(-1)):
+        if np.allclose(candidate, candidate.T, atol=1e-8):
+            return candidate
+    return None
+
+
 class TBLiteEngine(Engine):
     name = "tblite"
+    solvation_models = frozenset({"alpb", "gbsa"})
 
     def __init__(self) -> None:
         super().__init__()

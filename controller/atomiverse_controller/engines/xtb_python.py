@@ -1,20 +1,98 @@
-"""GFN-xTB through xtb-python (``xtb`` on PyPI, wheels up to Python 3.11).
+"""GFN-xTB and GFN-FF through xtb-python (``xtb`` on PyPI, wheels up to Python 3.11).
 
 Library defaults are kept (accuracy 1.0, electronic temperature 300 K, 250 SCF cycles), so a
 result equals ``xtb.interface.Calculator(...).singlepoint()`` called directly. Output is muted.
+
+Methods: GFN2-xTB and GFN1-xTB are built into the wheel. GFN0-xTB and GFN-FF read parameter
+files the wheel does not ship (``param_gfn0-xtb.txt``, ``.param_gfnff.xtb``); they come with the
+xtb program (Debian/Ubuntu ``apt install xtb`` puts them in /usr/share/xtb, conda-forge's ``xtb``
+in $CONDA_PREFIX/share/xtb) and are found through XTBPATH, XTBHOME or those places. Both run in a
+forked child (:mod:`.isolate`): GFN0 leaves libxtb state behind that shifts later GFN2 energies,
+and GFN-FF writes topology files into the working directory.
+
+Solvation: GBSA only (``Calculator.set_solvent``); xtb-python's API has no ALPB.
+
+Orientation: libxtb 6.5.1 (the one in the 22.1 wheel) computes wrong gradients when a Cartesian
+coordinate of one atom equals that of another to within ~1e-7 Angstrom (grimme-lab/xtb#986,
+fixed upstream by #1208/#1214): a planar molecule lying in the xy plane, as drawn by hand or
+written in a standard orientation, gets out-of-plane gradient errors of 1e-3 Hartree/Bohr,
+enough to turn the imaginary mode of planar ammonia real. A session whose first geometry has
+such a coincidence (GFN-xTB methods only; GFN-FF is unaffected) hands xtb the molecule turned by
+one fixed, generic rotation (ORIENTATION) and turns gradient and dipole back; any other geometry
+goes to xtb exactly as given, so its result equals a direct call. Turned, vacuum energies still equal a direct call to ~1e-10 Hartree; GBSA
+energies to a few 1e-6, the orientation dependence of GBSA's surface grid.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import Engine, EngineError, Molecule, homo_lumo_gap_ev
+from .base import Engine, EngineError, Molecule, electronic_properties
 
-_PARAM_NAMES = {"gfn2-xtb": "GFN2xTB", "gfn1-xtb": "GFN1xTB"}
+_PARAM_NAMES = {"gfn2-xtb": "GFN2xTB", "gfn1-xtb": "GFN1xTB", "gfn0-xtb": "GFN0xTB",
+                "gfn-ff": "GFNFF"}
+# Methods whose parameters live in a file next to the xtb program, not in the wheel.
+PARAMETER_FILES = {"gfn0-xtb": "param_gfn0-xtb.txt", "gfn-ff": ".param_gfnff.xtb"}
+
+
+def _rotation(axis: tuple[float, float, float], angle_rad: float) -> np.ndarray:
+    k = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle_rad) * cross + (1 - np.cos(angle_rad)) * cross @ cross
+
+
+# Turned positions go to xtb as positions @ ORIENTATION.T: an axis and angle that no symmetric
+# molecule in a standard orientation shares.
+ORIENTATION = _rotation((0.5704, 0.3179, 0.7574), 0.9367)
+COINCIDENT_ANGSTROM = 1e-5  # two atoms this close in x, y or z need turning (bug below 1e-7)
+
+
+def shares_a_coordinate(positions_angstrom: np.ndarray) -> bool:
+    """Whether two atoms have (almost) the same x, y or z coordinate."""
+    for axis in range(3):
+        values = np.sort(np.asarray(positions_angstrom, dtype=float)[:, axis])
+        if values.size > 1 and np.min(np.diff(values)) < COINCIDENT_ANGSTROM:
+            return True
+    return False
+
+
+# Our canonical solvent names -> xtb-python's names for them (xtb.utils.get_solvent).
+_GBSA_NAMES = {"water": "h2o", "hexane": "n-hexane"}
+
+
+def parameter_dir(method: str) -> Path | None:
+    """The directory holding ``method``'s parameter file, or None if there is none here."""
+    filename = PARAMETER_FILES[method]
+    candidates = [*os.environ.get("XTBPATH", "").split(os.pathsep)]
+    if home := os.environ.get("XTBHOME"):
+        candidates += [home, os.path.join(home, "share", "xtb")]
+    candidates += [os.path.join(sys.prefix, "share", "xtb"),
+                   os.path.join(os.environ.get("CONDA_PREFIX", sys.prefix), "share", "xtb"),
+                   "/usr/local/share/xtb", "/usr/share/xtb"]
+    for c in candidates:
+        if c and (Path(c) / filename).is_file():
+            return Path(c)
+    return None
+
+
+def require_parameters(molecule: Molecule) -> Path:
+    """The parameter directory for ``molecule``'s method, or EngineError("input") saying how
+    to get one."""
+    found = parameter_dir(molecule.method)
+    if found is None:
+        raise EngineError(
+            f"level_of_theory.method: {molecule.level} needs xtb's parameter file "
+            f"{PARAMETER_FILES[molecule.method]}, which the xtb-python wheel does not ship: "
+            f"install the xtb program (apt install xtb, or conda install -c conda-forge xtb) "
+            f"or point XTBPATH at a directory holding it", "input")
+    return found
 
 
 def _xtb_error(e: Exception, when: str) -> EngineError:
@@ -34,49 +112,80 @@ class XTBSession:
         self._molecule = molecule
         self._calc: Any = None
         self._res: Any = None
+        # Decided once, on the first geometry: symmetry keeps a coincidence through a run.
+        # GFN-FF has no tight-binding Hamiltonian, hence not the bug: never turned.
+        self._turn: np.ndarray | None = (
+            ORIENTATION if molecule.method != "gfn-ff"
+            and shares_a_coordinate(molecule.positions_angstrom) else None)
 
     def _create(self, positions_bohr: np.ndarray) -> Any:
         from xtb.interface import Calculator, Param, XTBException
         from xtb.libxtb import VERBOSITY_MUTED
+        from xtb.utils import get_solvent
 
         m = self._molecule
+        if m.method in PARAMETER_FILES:  # in the isolated child: the parent's env stays as is
+            found = require_parameters(m)
+            os.environ["XTBPATH"] = os.pathsep.join(
+                p for p in (str(found), os.environ.get("XTBPATH", "")) if p)
         try:
             calc = Calculator(getattr(Param, _PARAM_NAMES[m.method]), m.numbers, positions_bohr,
                               float(m.charge), int(m.uhf))
         except (XTBException, ValueError) as e:
             raise _xtb_error(e, "setup") from e
         calc.set_verbosity(VERBOSITY_MUTED)
+        if m.solvation is not None:
+            solvent = m.solvation[1]
+            try:
+                calc.set_solvent(get_solvent(_GBSA_NAMES.get(solvent, solvent)))
+            except XTBException as e:
+                raise EngineError(f"level_of_theory.solvation: xtb has no GBSA parameters for "
+                                  f"{solvent!r} with {m.level}: {e}", "input") from e
         return calc
 
     def evaluate(self, positions_bohr: np.ndarray) -> tuple[float, np.ndarray]:
         from xtb.interface import XTBException
 
+        turned = positions_bohr if self._turn is None else \
+            np.asarray(positions_bohr, dtype=float) @ self._turn.T
         if self._calc is None:
-            self._calc = self._create(positions_bohr)
+            self._calc = self._create(turned)
         else:
             try:
-                self._calc.update(positions_bohr)
+                self._calc.update(turned)
             except (XTBException, ValueError) as e:
                 raise _xtb_error(e, "geometry update") from e
         try:
             # Passing the previous Results restarts the SCF from its charges (none on the first).
             self._res = self._calc.singlepoint(self._res)
-            return self._res.get_energy(), self._res.get_gradient()
+            gradient = self._res.get_gradient()
+            return self._res.get_energy(), (gradient if self._turn is None
+                                            else gradient @ self._turn)
         except XTBException as e:
             raise _xtb_error(e, "calculation") from e
 
+    def _dipole(self) -> list[float]:
+        dipole = self._res.get_dipole()
+        return (dipole if self._turn is None else dipole @ self._turn).tolist()
+
     def properties(self) -> dict[str, Any]:
         res = self._res
+        if self._molecule.method == "gfn-ff":  # a force field: no orbitals, charges, bonds
+            return {**electronic_properties(None, None, None),
+                    "dipole_au": self._dipole(), "partial_charges_e": None}
         return {
-            "homo_lumo_gap_ev": homo_lumo_gap_ev(res.get_orbital_eigenvalues(),
-                                                 res.get_orbital_occupations()),
-            "dipole_au": res.get_dipole().tolist(),
+            **electronic_properties(res.get_orbital_eigenvalues(),
+                                    res.get_orbital_occupations(), res.get_bond_orders()),
+            "dipole_au": self._dipole(),
             "partial_charges_e": res.get_charges().tolist(),
         }
 
 
 class XTBPythonEngine(Engine):
     name = "xtb"
+    methods = frozenset({"gfn2-xtb", "gfn1-xtb", "gfn0-xtb", "gfn-ff"})
+    solvation_models = frozenset({"gbsa"})
+    isolated_methods = frozenset({"gfn0-xtb", "gfn-ff"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -104,3 +213,16 @@ class XTBPythonEngine(Engine):
         if not self.found():
             raise EngineError("engine 'xtb' (xtb-python) is not installed here", "input")
         return XTBSession(molecule)
+
+    def _run(self, molecule: Molecule, payload: dict[str, Any]) -> dict[str, Any]:
+        if molecule.method not in self.isolated_methods:
+            return super()._run(molecule, payload)
+        from .isolate import run_isolated
+
+        if not self.found():
+            raise EngineError("engine 'xtb' (xtb-python) is not installed here", "input")
+        if molecule.method in PARAMETER_FILES:
+            require_parameters(molecule)  # fail here, cheaply, rather than in the child
+        self.version()  # read here, where the cache outlives the child
+        return run_isolated(lambda: super(XTBPythonEngine, self)._run(molecule, payload),
+                            label=f"xtb {molecule.level}")

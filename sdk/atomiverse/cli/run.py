@@ -1,5 +1,6 @@
-"""``atomiverse run FILE``: molecules from a SMILES or XYZ file, computed, a table and a
-results file out (JSON lines or CSV; optimised geometries as XYZ)."""
+"""``atomiverse run FILE``: molecules from a SMILES, XYZ or SD file, computed (single point,
+optimisation or frequencies, in vacuum or an implicit solvent), a table and a results file out
+(JSON lines or CSV; optimised geometries as XYZ)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from rich.table import Table
 
 from .. import _client_jobs
 from .._exceptions import RateLimitError
-from ..atoms import Atoms, read_xyz_frames
-from ..jobs import GeometryOptimization, Job, SinglePointEnergy
-from ..levels import GFN1_XTB, GFN2_XTB
+from ..atoms import Atoms, read_sdf_records, read_xyz_frames
+from ..jobs import Frequencies, GeometryOptimization, Job, SinglePointEnergy
+from ..levels import GFN0_XTB, GFN1_XTB, GFN2_XTB, GFNFF, LevelOfTheory
 
-LEVELS = {"gfn2": GFN2_XTB, "gfn1": GFN1_XTB}
+LEVELS = {"gfn2": GFN2_XTB, "gfn1": GFN1_XTB, "gfn0": GFN0_XTB, "gfnff": GFNFF}
+JOBS: dict[str, type[Job]] = {"sp": SinglePointEnergy, "opt": GeometryOptimization,
+                              "freq": Frequencies}
 CHUNK = 1000
 
 
@@ -37,11 +40,18 @@ class Molecule:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="compute every molecule in a .smi or .xyz file")
-    p.add_argument("file", type=Path, help=".smi (SMILES [name] per line) or .xyz (multi-frame)")
-    p.add_argument("--job", choices=["sp", "opt"], default="sp",
-                   help="single point (default) or geometry optimisation")
+    p = sub.add_parser("run", help="compute every molecule in a .smi, .xyz or .sdf file")
+    p.add_argument("file", type=Path, help=".smi (SMILES [name] per line), .xyz (multi-frame) "
+                                           "or .sdf (3D records; charges from the file)")
+    p.add_argument("--job", choices=sorted(JOBS), default="sp",
+                   help="single point (default), geometry optimisation, or frequencies "
+                        "(optimised first) with thermochemistry")
     p.add_argument("--level", choices=sorted(LEVELS), default="gfn2")
+    p.add_argument("--solvent", help="implicit solvent by name, e.g. water (default: vacuum)")
+    p.add_argument("--solvation-model", choices=["alpb", "gbsa"], default="alpb",
+                   help="ALPB (default; runs on tblite) or GBSA")
+    p.add_argument("--temperature", type=float, default=298.15,
+                   help="kelvin, for --job freq thermochemistry")
     p.add_argument("--target", default="local",
                    help="compute target: local (default), managed or a controller name")
     p.add_argument("-o", "--output", type=Path,
@@ -55,6 +65,9 @@ def read_molecules(path: Path, charge: int = 0) -> list[Molecule]:
     if path.suffix.lower() == ".xyz":
         return [Molecule(f"{path.stem}-{i + 1}", "xyz", a)
                 for i, a in enumerate(read_xyz_frames(path, charge=charge))]
+    if path.suffix.lower() in (".sdf", ".sd", ".mol"):
+        return [Molecule(name, "sdf", atoms, error)
+                for name, atoms, error in read_sdf_records(path)]
     mols = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         parts = line.split()
@@ -69,10 +82,22 @@ def read_molecules(path: Path, charge: int = 0) -> list[Molecule]:
     return mols
 
 
+def level_from_args(args: argparse.Namespace) -> LevelOfTheory:
+    """The --level, in --solvent if given; ValueError (listing valid solvents) if unknown."""
+    level = LEVELS[args.level]
+    solvent = getattr(args, "solvent", None)
+    if solvent:
+        level = level.with_solvent(solvent, model=getattr(args, "solvation_model", "alpb"))
+    return level
+
+
 def build_job(mol: Molecule, args: argparse.Namespace) -> Job:
-    cls = GeometryOptimization if args.job == "opt" else SinglePointEnergy
-    return cls(atoms=mol.atoms, level_of_theory=LEVELS[args.level], name=mol.name,
-               use_cache=not args.no_cache)
+    extra: dict[str, Any] = {}
+    if args.job == "freq":
+        extra = {"optimize_first": True,
+                 "temperature_kelvin": getattr(args, "temperature", 298.15)}
+    return JOBS[args.job](atoms=mol.atoms, level_of_theory=level_from_args(args),
+                          name=mol.name, use_cache=not args.no_cache, **extra)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -80,7 +105,12 @@ def _run(args: argparse.Namespace) -> int:
     if not args.file.exists():
         console.print(f"[red]no such file: {args.file}[/red]")
         return 2
-    mols = read_molecules(args.file, args.charge)
+    try:
+        level_from_args(args)
+        mols = read_molecules(args.file, args.charge)
+    except ValueError as e:
+        console.print(f"[red]{escape(str(e))}[/red]")
+        return 2
     rows = [{"name": m.name, "input": m.source, "formula": m.atoms.formula if m.atoms else None,
              "state": "failed", "error": m.error} for m in mols]
     todo = [i for i, m in enumerate(mols) if m.atoms is not None]
@@ -89,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     _wait(job_ids, rows, console)
     out = args.output or args.file.with_name(f"{args.file.stem}.results.jsonl")
     write_results(out, rows)
-    if args.job == "opt":
+    if args.job in ("opt", "freq"):
         write_geometries(out.with_suffix(".xyz"), rows, mols)
     stdout = Console()
     stdout.print(results_table(rows, args.job))
@@ -148,6 +178,10 @@ def flat(row: dict[str, Any]) -> dict[str, Any]:
             "energy_hartree": r.get("energy_hartree"),
             "homo_lumo_gap_ev": r.get("homo_lumo_gap_ev"),
             "n_steps": r.get("n_steps"), "converged": r.get("converged"),
+            "n_imaginary": r.get("n_imaginary"),
+            "zero_point_energy_hartree": r.get("zero_point_energy_hartree"),
+            "gibbs_energy_hartree": r.get("gibbs_energy_hartree"),
+            "warnings": "; ".join(r.get("warnings") or []) or None,
             "engine": r.get("engine"), "wall_time_seconds": r.get("wall_time_seconds"),
             "error": row.get("error")}
 
@@ -170,7 +204,9 @@ def write_geometries(path: Path, rows: list[dict[str, Any]], mols: list[Molecule
             res = row.get("result") or {}
             if mol.atoms is None or "final_positions_angstrom" not in res:
                 continue
-            final = mol.atoms.model_copy(update={"positions": res["final_positions_angstrom"]})
+            final = Atoms(numbers=mol.atoms.numbers,
+                          positions=[tuple(p) for p in res["final_positions_angstrom"]],
+                          charge=mol.atoms.charge, multiplicity=mol.atoms.multiplicity)
             f.write(final.to_xyz(f"{row['name']} energy_hartree={res['energy_hartree']:.10f}"))
 
 
@@ -178,17 +214,24 @@ def results_table(rows: list[dict[str, Any]], job: str) -> Table:
     table = Table(title="GFN-xTB results")
     for col in ("name", "formula", "state", "energy / Hartree", "gap / eV"):
         table.add_column(col, justify="right" if "/" in col else "left")
-    if job == "opt":
+    if job in ("opt", "freq"):
         table.add_column("steps", justify="right")
         table.add_column("converged")
+    if job == "freq":
+        table.add_column("imaginary", justify="right")
+        table.add_column("G / Hartree", justify="right")
     for row in rows:
         f = flat(row)
         cells = [f["name"], f["formula"] or "", f["state"],
                  f"{f['energy_hartree']:.8f}" if f["energy_hartree"] is not None else "",
                  f"{f['homo_lumo_gap_ev']:.3f}" if f["homo_lumo_gap_ev"] is not None else ""]
-        if job == "opt":
-            cells += [str(f["n_steps"] or ""), str(f["converged"] if f["converged"] is not None
-                                                   else "")]
+        if job in ("opt", "freq"):
+            cells += [str(f["n_steps"] if f["n_steps"] is not None else ""),
+                      str(f["converged"] if f["converged"] is not None else "")]
+        if job == "freq":
+            cells += [str(f["n_imaginary"] if f["n_imaginary"] is not None else ""),
+                      f"{f['gibbs_energy_hartree']:.8f}" if f["gibbs_energy_hartree"] is not None
+                      else ""]
         table.add_row(*cells)
     return table
 
@@ -197,6 +240,9 @@ def print_errors(console: Console, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row.get("error"):
             console.print(f"[red]{escape(row['name'])}[/red]: {escape(row['error'])}",
+                          highlight=False, soft_wrap=True)
+        for warning in (row.get("result") or {}).get("warnings") or []:
+            console.print(f"[yellow]{escape(row['name'])}[/yellow]: {escape(warning)}",
                           highlight=False, soft_wrap=True)
 
 

@@ -1,0 +1,163 @@
+"""The optimisation driver: an ASE optimiser over an engine session, and its trajectory.
+
+One session serves the whole run: the native calculator is created once and only its positions
+change between steps, which also restarts each SCF from the previous one. Every step's energy,
+positions and gradient are arrays the driver holds anyway; they are kept as they come (no extra
+evaluation, no copy beyond the step's own arrays) and packed once at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+from ase.units import Bohr, Hartree
+from atomiverse.jobs import GeometryOptimization
+from atomiverse.schema import TRAJECTORY_MAX_ATOM_STEPS
+
+from .base import EngineError, Molecule, Session
+
+if TYPE_CHECKING:
+    from .base import Engine
+
+OPTIMIZERS = ("LBFGS", "BFGS", "FIRE")
+# The job model owns the defaults; a payload without them (an older client) gets the same.
+DEFAULT_FMAX_EV_PER_ANGSTROM: float = GeometryOptimization.model_fields["fmax"].default
+DEFAULT_MAX_STEPS: int = GeometryOptimization.model_fields["max_steps"].default
+POSITION_DECIMALS = 6  # 1e-6 Angstrom
+GRADIENT_DECIMALS = 7  # 1e-7 Hartree/Bohr: 0.05 % of a converged force at fmax 0.001
+
+
+def opt_settings(payload: dict[str, Any]) -> tuple[str, float, int]:
+    optimizer = payload.get("optimizer") or "LBFGS"
+    if optimizer not in OPTIMIZERS:
+        raise EngineError(f"optimizer: must be one of {OPTIMIZERS}, not {optimizer!r}", "input")
+    try:
+        fmax = float(payload.get("fmax") or DEFAULT_FMAX_EV_PER_ANGSTROM)
+        max_steps = int(payload.get("max_steps") or DEFAULT_MAX_STEPS)
+    except (TypeError, ValueError) as e:
+        raise EngineError(f"fmax/max_steps: {e}", "input") from e
+    if not (math.isfinite(fmax) and fmax > 0) or max_steps < 1:
+        raise EngineError("fmax must be > 0 and max_steps >= 1", "input")
+    return optimizer, fmax, max_steps
+
+
+@dataclass
+class Trace:
+    energies_hartree: list[float]
+    gradient: np.ndarray  # at the final geometry, Hartree/Bohr
+    positions_angstrom: np.ndarray  # final
+    n_steps: int
+    converged: bool
+    optimizer: str
+    fmax: float
+    max_steps: int
+    properties: dict[str, Any]  # of the final geometry
+    frames_positions: list[np.ndarray] = field(default_factory=list)
+    frames_gradients: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def max_force_ev_per_angstrom(self) -> float:
+        return float(np.linalg.norm(self.gradient, axis=1).max() * (Hartree / Bohr))
+
+    def warning(self) -> str | None:
+        if self.converged:
+            return None
+        return (f"not converged: {self.optimizer} stopped at max_steps={self.max_steps} with a "
+                f"largest force of {self.max_force_ev_per_angstrom:.3g} eV/Angstrom "
+                f"(fmax {self.fmax:g}); the geometry is not a minimum")
+
+    def summary(self) -> dict[str, Any]:
+        return {"final_positions_angstrom": self.positions_angstrom.tolist(),
+                "energies_hartree": self.energies_hartree, "n_steps": self.n_steps,
+                "converged": self.converged, "optimizer": self.optimizer}
+
+    def trajectory(self) -> dict[str, Any]:
+        """Every step, or an even sample of them (first and last kept) when atoms x steps
+        exceeds TRAJECTORY_MAX_ATOM_STEPS; rounded as the schema documents."""
+        frames, n_atoms = len(self.frames_positions), len(self.positions_angstrom)
+        keep = max(2, TRAJECTORY_MAX_ATOM_STEPS // max(n_atoms, 1))
+        steps = (list(range(frames)) if frames <= keep else
+                 sorted({round(x) for x in np.linspace(0, frames - 1, keep).tolist()}))
+        positions = np.round(np.stack([self.frames_positions[i] for i in steps]),
+                             POSITION_DECIMALS)
+        gradients = np.round(np.stack([self.frames_gradients[i] for i in steps]),
+                             GRADIENT_DECIMALS)
+        return {"trajectory_steps": steps,
+                "trajectory_positions_angstrom": positions.tolist(),
+                "trajectory_energies_hartree": [self.energies_hartree[i] for i in steps],
+                "trajectory_gradients_hartree_per_bohr": gradients.tolist()}
+
+
+def optimize(engine: Engine, molecule: Molecule, payload: dict[str, Any]) -> dict[str, Any]:
+    """An OptimizationResult dict: single-point fields at the final geometry, the energy of
+    every step, and the trajectory."""
+    optimizer, fmax, max_steps = opt_settings(payload)
+    trace = run_optimizer(engine.open_session(molecule), molecule, optimizer, fmax, max_steps)
+    result = engine.point_result(molecule, trace.energies_hartree[-1], trace.gradient,
+                                 trace.properties)
+    result.update(trace.summary(), fmax_ev_per_angstrom=trace.max_force_ev_per_angstrom,
+                  **trace.trajectory())
+    if (warning := trace.warning()) is not None:
+        result["warnings"].append(warning)
+    return result
+
+
+def run_optimizer(session: Session, molecule: Molecule, optimizer: str, fmax: float,
+                  max_steps: int, keep_frames: bool = True) -> Trace:
+    import ase
+    from ase.optimize import BFGS, FIRE, LBFGS
+
+    atoms = ase.Atoms(numbers=molecule.numbers, positions=molecule.positions_angstrom)
+    calc = SessionCalculator(session)
+    atoms.calc = calc
+    opt_class = {"LBFGS": LBFGS, "BFGS": BFGS, "FIRE": FIRE}[optimizer]
+    opt = opt_class(atoms, logfile=None, trajectory=None)
+    energies: list[float] = []
+    frames_positions: list[np.ndarray] = []
+    frames_gradients: list[np.ndarray] = []
+    converged = False
+    # irun evaluates forces at the current geometry before each yield, so the calculator's last
+    # evaluation is always the current geometry: no extra single point per step or at the end.
+    for step_converged in opt.irun(fmax=fmax, steps=max_steps):
+        energies.append(calc.energy_hartree)
+        if keep_frames:
+            frames_positions.append(calc.positions_angstrom)
+            frames_gradients.append(calc.gradient)
+        converged = step_converged
+    positions, gradient = atoms.get_positions(), calc.gradient
+    if gradient is None or not np.array_equal(calc.positions_angstrom, positions):
+        energy, gradient = session.evaluate(positions / Bohr)  # only if ASE stops doing the above
+        energies[-1] = float(energy)
+        if keep_frames:
+            frames_positions[-1], frames_gradients[-1] = positions, gradient
+    return Trace(energies, np.asarray(gradient), positions, opt.nsteps, bool(converged),
+                 optimizer, fmax, max_steps, session.properties(), frames_positions,
+                 frames_gradients)
+
+
+class SessionCalculator(Calculator):
+    """ASE view (eV, Angstrom) of a Session (Hartree, Bohr); remembers the last evaluation."""
+
+    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces"]
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+        self.energy_hartree = math.nan
+        self.gradient: np.ndarray | None = None
+        self.positions_angstrom: np.ndarray | None = None
+
+    def calculate(self, atoms: Any = None, properties: Any = None,
+                  system_changes: Any = all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        positions = self.atoms.get_positions()
+        energy, gradient = self.session.evaluate(positions / Bohr)
+        gradient = np.array(gradient, dtype=float)  # a copy: the trajectory keeps it
+        self.energy_hartree, self.gradient, self.positions_angstrom = \
+            float(energy), gradient, positions
+        self.results = {"energy": energy * Hartree, "free_energy": energy * Hartree,
+                        "forces": -gradient * (Hartree / Bohr)}
