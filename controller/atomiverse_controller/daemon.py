@@ -34,7 +34,8 @@ class Controller:
         self.ledger = Ledger()
         self.pool = WorkerPool(config.slots, engine=config.engine,
                                memory_limit_mb=config.memory_limit_mb)
-        self.reporter = ReportLoop(self.api, name=config.name, spool=Spool(config.spool_dir))
+        self.reporter = ReportLoop(self.api, name=config.name, spool=Spool(config.spool_dir),
+                                   more_coming=lambda: self.ledger.counts()[0] > 0)
         self.claimer: ClaimLoop | None = None
         self.heartbeat: Heartbeat | None = None
         self._stop = threading.Event()  # warm: no new work
@@ -225,6 +226,9 @@ class Controller:
                        for j in (*unstarted, *running)]
         self.reporter.close()
         self.reporter.join(timeout=30)
+        if self.reporter.is_alive():
+            # Still retrying an unreachable server: whatever is queued waits on disk.
+            self.reporter.spool_undelivered()
         if self.heartbeat:
             self.heartbeat.stop()
         if self._refused is not None:

@@ -181,6 +181,9 @@ class WaitRequest(_Wire):
     job_ids: list[Annotated[str, Field(max_length=64)]] = Field(max_length=10_000)
     timeout_seconds: float = Field(default=20.0, ge=0, le=60)
     include_result: bool = False
+    coalesce_seconds: float = Field(
+        default=0.0, ge=0, le=5,
+        description="After the first job finishes, wait this long for others before answering")
 
 
 class WaitResponse(BaseModel):

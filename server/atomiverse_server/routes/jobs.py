@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import unicodedata
@@ -140,7 +141,11 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
     """Long-poll: returns the states of the given jobs as soon as any of them is terminal
     (with results if asked), or when ``timeout_seconds`` runs out."""
     deadline = time.monotonic() + body.timeout_seconds
+    woken = False
     while True:
+        if woken and body.coalesce_seconds:
+            # Something finished: let the rest of the wave finish too, then answer once.
+            await asyncio.sleep(min(body.coalesce_seconds, max(0.0, deadline - time.monotonic())))
         event = notifier.jobs_finished.snapshot()
         states = await run_in_threadpool(_job_states, engine, workspace.id, body)
         remaining = deadline - time.monotonic()
@@ -149,6 +154,7 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
                 or len(states) < len(set(body.job_ids)) or await request.is_disconnected():
             return {"jobs": states}
         await notifier.jobs_finished.wait(event, min(remaining, notifier.fallback_seconds))
+        woken = True
 
 
 def _job_states(engine: Any, workspace_id: str, body: WaitRequest) -> list[dict[str, Any]]:
