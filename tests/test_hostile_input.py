@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import time
 
 import httpx2 as httpx
 import pytest
@@ -118,7 +119,11 @@ def test_revoked_key_is_401(server):
     key = server.new_workspace("revocable")
     assert httpx.get(f"{server.url}/api/v1/account", headers=_auth(key)).status_code == 200
     server.admin("revoke-key", "revocable", key[:8])
-    r = httpx.get(f"{server.url}/api/v1/account", headers=_auth(key))
+    # Servers remember a successful lookup for one second (documented in authcache.py).
+    deadline = time.monotonic() + 5
+    while (r := httpx.get(f"{server.url}/api/v1/account", headers=_auth(key))).status_code \
+            == 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert r.status_code == 401 and "revoked" in r.json()["detail"]
 
 
@@ -152,3 +157,14 @@ def test_controller_cannot_report_another_controllers_job(server, workspace_key,
     httpx.post(f"{server.url}/api/v1/controllers/release", headers=_auth(mine),
                json=[{"job_id": claimed["job_id"], "lease_id": claimed["lease_id"]}])
     client.cancel_job(entry["job_id"])
+
+
+def test_a_key_just_used_as_a_user_is_still_refused_as_a_controller(server, workspace_key):
+    # Regression: recent credential lookups are remembered; a user key must not be
+    # remembered as a controller (schemathesis found a 500 here).
+    assert httpx.get(f"{server.url}/api/v1/account",
+                     headers=_auth(workspace_key)).status_code == 200
+    for path in ("/api/v1/controllers/claim", "/api/v1/controllers/heartbeat"):
+        r = httpx.post(f"{server.url}{path}", headers=_auth(workspace_key),
+                       json={"max_jobs": 1, "wait_seconds": 0} if "claim" in path else {})
+        assert r.status_code == 401, (path, r.text)

@@ -25,9 +25,9 @@ from .state import TERMINAL_STATES
 RETRY_STATUSES = frozenset({408, 502, 503, 504})
 MAX_SHORT_RETRY_AFTER_SECONDS = 2.0
 WAIT_POLL_SECONDS = 20.0
-# Waiting on many jobs, one answer per ~0.1 s of completions is plenty and spares the
+# Waiting on many jobs, one answer per ~0.25 s of completions is plenty and spares the
 # server a query per finished job; the last few are answered the moment they finish.
-WAIT_COALESCE_SECONDS = 0.1
+WAIT_COALESCE_SECONDS = 0.25
 WAIT_COALESCE_ABOVE_JOBS = 8
 
 ProgressCallback = Callable[[int, int], None]

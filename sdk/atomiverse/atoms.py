@@ -235,7 +235,7 @@ class Atoms(BaseModel):
     def preview(self) -> dict[str, Any]:
         """Formula and atom positions, small enough to list and render."""
         return {"formula": self.formula, "symbols": self.symbols,
-                "positions": [[round(c, 4) for c in p] for p in self.positions]}
+                "positions": np.round(np.asarray(self.positions, dtype=float), 4).tolist()}
 
 
 def read_xyz_frames(source: str | os.PathLike[str], *, charge: int = 0,

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 
 from .db import read_tx
+from .authcache import AuthCache
 from .notify import Notifier
 from .settings import Settings
 from .store import controllers as controller_store
@@ -61,11 +62,25 @@ def _current_workspace(request: Request, engine: EngineDep, creds: BearerDep) ->
         return session.workspace
     if not creds:
         raise _unauthorized("Missing API key: send 'Authorization: Bearer av_...'")
-    with read_tx(engine) as conn:
-        ws = workspace_store.workspace_for_api_key(conn, key=creds.credentials)
+    ws = _auth_cache(request).get_or_load(
+        "workspace", creds.credentials, lambda: _load_workspace(engine, creds.credentials))
     if ws is None:
         raise _unauthorized("Invalid or revoked API key")
     return ws
+
+
+def _load_workspace(engine: Engine, key: str) -> Workspace | None:
+    with read_tx(engine) as conn:
+        return workspace_store.workspace_for_api_key(conn, key=key)
+
+
+def _load_controller(engine: Engine, token: str) -> Controller | None:
+    with read_tx(engine) as conn:
+        return controller_store.controller_for_token(conn, token=token)
+
+
+def _auth_cache(request: Request) -> AuthCache:
+    return request.app.state.auth_cache
 
 
 def _session(request: Request, engine: EngineDep) -> Session | None:
@@ -98,11 +113,11 @@ def same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc in ours
 
 
-def _current_controller(engine: EngineDep, creds: BearerDep) -> Controller:
+def _current_controller(request: Request, engine: EngineDep, creds: BearerDep) -> Controller:
     if not creds:
         raise _unauthorized("Missing controller token: send 'Authorization: Bearer avc_...'")
-    with read_tx(engine) as conn:
-        ctl = controller_store.controller_for_token(conn, token=creds.credentials)
+    ctl = _auth_cache(request).get_or_load(
+        "controller", creds.credentials, lambda: _load_controller(engine, creds.credentials))
     if ctl is None:
         raise _unauthorized("Invalid controller token: register the controller again")
     return ctl
@@ -117,7 +132,7 @@ def _registrant(request: Request, engine: EngineDep, creds: BearerDep) -> Worksp
     """Who may register a controller: a workspace (API key) or the controller itself (its
     token, kept from an earlier registration)."""
     if creds and creds.credentials.startswith("avc_"):
-        ctl = _current_controller(engine, creds)
+        ctl = _current_controller(request, engine, creds)
         request.state.controller_token = creds.credentials
         return ctl
     return _current_workspace(request, engine, creds)

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from atomiverse import _sdnotify as sdnotify
 
 from . import embedded
+from .authcache import AuthCache
 from .bodylimit import BodySizeLimit
 from .db import create_schema, make_engine
 from .notify import Notifier
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notifier.bind(asyncio.get_running_loop())
         app.state.settings, app.state.engine, app.state.notifier = settings, engine, notifier
         app.state.metrics_registry = metrics.build_registry(engine)
+        app.state.auth_cache = AuthCache(ttl_seconds=1.0)
         extra = []
         supervisor = None
         if settings.embedded:

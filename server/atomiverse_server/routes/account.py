@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from .. import __name__ as _pkg
-from ..deps import CurrentWorkspace, SettingsDep
+from ..db import read_tx
+from ..deps import CurrentWorkspace, EngineDep, SettingsDep
+from ..store import jobs as job_store
 from .errors import errors
 
 router = APIRouter(tags=["account"])
@@ -19,10 +21,13 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/api/v1/account", responses=errors(400, 401, 413, 422))
-def account(workspace: CurrentWorkspace, settings: SettingsDep) -> dict[str, Any]:
+def account(workspace: CurrentWorkspace, settings: SettingsDep,
+            engine: EngineDep) -> dict[str, Any]:
+    with read_tx(engine) as conn:  # the balance as of now, not as of the last sign-in
+        balance = job_store.workspace_balance(conn, workspace_id=workspace.id)
     return {
         "workspace": workspace.name,
-        "balance": workspace.balance,
+        "balance": balance,
         "limits": {
             "max_batch_size": settings.max_batch_size,
             "batch_rate_per_minute": settings.batch_rate_per_minute,

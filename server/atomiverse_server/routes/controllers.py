@@ -127,14 +127,14 @@ def complete(body: CompleteRequest, controller: CurrentController, engine: Engin
              settings: SettingsDep, notifier: NotifierDep) -> dict[str, Any]:
     with write_tx(engine) as conn:
         out = controller_store.complete_jobs(
-            conn, controller=controller, reports=[r.model_dump() for r in body.reports],
+            conn, controller=controller, reports=[dict(r) for r in body.reports],
             max_attempts=settings.max_attempts,
             managed_rate_per_core_hour=settings.managed_rate_per_core_hour)
     metrics.JOBS_REPORTED.labels("accepted").inc(len(out["accepted"]))
     metrics.JOBS_REPORTED.labels("rejected").inc(len(out["rejected"]))
     if out["accepted"]:
         notifier.jobs_finished.fire()
-        # A retryable failure puts the job back in the queue.
+    if out["requeued"]:  # a retryable failure put a job back in the queue
         notifier.jobs_pending.fire()
     return out
 

@@ -241,7 +241,9 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
                                       jobs.c.state == "pending")).scalars().all()
         for leader in leaders:
             job_store.settle_followers(conn, leader_id=leader, t=t, result=finished[leader])
-    return {"accepted": accepted, "rejected": rejected}
+    requeued = [r["b_id"] for params in groups.values() for r in params
+                if r.get("b_state") == "pending"]
+    return {"accepted": accepted, "rejected": rejected, "requeued": requeued}
 
 
 def _completion_values(rep: dict[str, Any], row: Any, t: float,

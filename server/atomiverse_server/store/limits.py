@@ -43,7 +43,8 @@ def take(conn: Connection, *, key: str, per_minute: int) -> float | None:
 
 
 def request_hash(body: Any) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    # No key sorting: a retry resends the same bytes, so its keys come in the same order.
+    canonical = json.dumps(body, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
