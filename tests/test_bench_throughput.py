@@ -1,0 +1,28 @@
+"""The throughput benchmark is not a timed test; the suite only checks that its quick
+mode runs end to end (direct pool, platform, xtb program) and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_quick_throughput_run_writes_its_json(tmp_path):
+    out = tmp_path / "throughput.json"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ATOMIVERSE_BASE_URL", "ATOMIVERSE_API_KEY")}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--quick",
+                           "--json", str(out)], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    results = figures["results"]
+    assert set(figures["ratios"]) and figures["exit_code"] == 0
+    for workload in results.values():
+        for contender in ("direct", "platform", "xtb_program"):
+            assert workload[contender]["wall_seconds"] > 0, (workload, contender)
+    assert figures["platform"]["latency"]["median_seconds"] > 0
