@@ -236,3 +236,18 @@ def test_describe_exit() -> None:
     assert error_type == "resource" and message.endswith("(memory cap 100 MB)")
     assert describe_exit(1, None) == ("crash", "worker process exited with status 1 while "
                                                "running the engine")
+
+
+def test_memory_cap_fails_the_huge_job_and_the_pool_goes_on() -> None:
+    import time
+
+    with WorkerPool(1, memory_limit_mb=60) as pool:
+        big = run_one(pool, "too-big", payload("C" * 120))
+        assert not big.ok and big.error_type == "resource"
+        assert "memory cap 60 MB" in (big.error or "")
+        deadline = time.monotonic() + 60
+        while pool.free_slots() == 0:  # the replacement worker warms up
+            assert time.monotonic() < deadline
+            pool.poll(0.5)
+        small = run_one(pool, "after", payload("O"))
+        assert small.ok
