@@ -166,7 +166,11 @@ class Controller:
         while not self._kill.is_set():
             if not self._stop.is_set():
                 self._fill_free_slots()
-            for outcome in self.pool.poll(timeout=1.0):
+            outcomes = self.pool.poll(timeout=1.0)
+            if outcomes and not self._stop.is_set():
+                # The freed worker gets its next job before we log and queue the result.
+                self._fill_free_slots()
+            for outcome in outcomes:
                 self._report(outcome)
             queued, running = self.ledger.counts()
             if queued or running:
