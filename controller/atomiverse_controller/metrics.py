@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -36,7 +35,3 @@ def serve_metrics(port: int, name: str, read: Callable[[], dict[str, float]]) ->
     registry = CollectorRegistry()
     registry.register(ControllerCollector(name, read))
     start_http_server(port, addr="127.0.0.1", registry=registry)
-
-
-def now() -> float:
-    return time.monotonic()

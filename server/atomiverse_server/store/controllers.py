@@ -233,7 +233,7 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
                      .values({c: sa.bindparam(f"b_{c}", type_=jobs.c[c].type) for c in cols}),
                      params)
     for workspace_id, core_seconds in bill.items():
-        _bill(conn, workspace_id=workspace_id, job_id="", core_seconds=core_seconds,
+        _bill(conn, workspace_id=workspace_id, core_seconds=core_seconds,
               rate=managed_rate_per_core_hour)
     if finished:
         leaders = conn.execute(sa.select(jobs.c.cached_from).distinct()
@@ -265,8 +265,7 @@ def _completion_values(rep: dict[str, Any], row: Any, t: float,
                 **lease_cleared)
 
 
-def _bill(conn: Connection, *, workspace_id: str, job_id: str, core_seconds: float,
-          rate: float) -> None:
+def _bill(conn: Connection, *, workspace_id: str, core_seconds: float, rate: float) -> None:
     cost = core_seconds / 3600.0 * rate
     if cost:
         conn.execute(workspaces.update().where(workspaces.c.id == workspace_id)
