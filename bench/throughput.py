@@ -235,10 +235,12 @@ def _run_platform(home: str, sp_molecules: list, opt_molecules: list, opt: OptSe
         ctl = _find_controller(home)
         n_workers = len(ctl.children()) if ctl is not None else None
 
-        wall, cpu, records = _platform_batch(atomiverse, sp_jobs, home)
-        out["sp"] = _platform_result("sp", sp_molecules, wall, cpu, records, n_workers)
-        wall, cpu, records = _platform_batch(atomiverse, opt_jobs, home)
-        out["opt"] = _platform_result("opt", opt_molecules, wall, cpu, records, n_workers)
+        for kind, jobs, molecules in (("sp", sp_jobs, sp_molecules),
+                                      ("opt", opt_jobs, opt_molecules)):
+            out[kind] = None
+            if jobs:
+                wall, cpu, records = _platform_batch(atomiverse, jobs, home)
+                out[kind] = _platform_result(kind, molecules, wall, cpu, records, n_workers)
 
         def one_water() -> float:
             t = time.perf_counter()
@@ -344,6 +346,8 @@ def print_report(report: dict[str, Any]) -> None:
     for kind, label in (("sp", "single points"), ("opt", "optimisations")):
         res = report["results"][kind]
         n = report["config"][f"n_{kind}"]
+        if n == 0:
+            continue
 
         def cell(name: str) -> str:
             r = res.get(name)
@@ -434,8 +438,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc} Or pass --skip-xtb-program.", file=sys.stderr)
             return 2
     load_at_start = os.getloadavg()  # other work on the machine skews every figure
-    n_sp = args.n_sp or (10 if args.quick else 200)
-    n_opt = args.n_opt or (4 if args.quick else 50)
+    # 0 is a real count (profile one workload alone), so test against None, not truthiness
+    n_sp = args.n_sp if args.n_sp is not None else (10 if args.quick else 200)
+    n_opt = args.n_opt if args.n_opt is not None else (4 if args.quick else 50)
+    if n_sp < 0 or n_opt < 0 or n_sp + n_opt == 0:
+        ap.error("--n-sp and --n-opt must be >= 0 and not both 0")
     mols = benchmark_molecules(max(n_sp, n_opt))
     sp_mols, opt_mols = mols[:n_sp], mols[:n_opt]
     workers = args.workers or physical_cores()
@@ -448,8 +455,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # (a) direct
     with DirectPool(workers) as pool:
-        results["sp"]["direct"] = pool.run(sp_mols, "sp")
-        results["opt"]["direct"] = pool.run(opt_mols, "opt", opt)
+        results["sp"]["direct"] = pool.run(sp_mols, "sp") if sp_mols else None
+        results["opt"]["direct"] = pool.run(opt_mols, "opt", opt) if opt_mols else None
 
     # (b) platform
     platform_out: dict[str, Any] | None = None
@@ -468,9 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_xtb_program:
         skipped.append("xtb_program")
     else:
-        results["sp"]["xtb_program"] = run_xtb_program(sp_mols, "sp", workers)
-        results["opt"]["xtb_program"] = run_xtb_program(opt_mols, "opt", workers,
-                                                        opt_level=xtb_opt_level)
+        results["sp"]["xtb_program"] = (run_xtb_program(sp_mols, "sp", workers)
+                                        if sp_mols else None)
+        results["opt"]["xtb_program"] = (run_xtb_program(opt_mols, "opt", workers,
+                                                         opt_level=xtb_opt_level)
+                                         if opt_mols else None)
 
     def get(kind: str, name: str) -> BaselineResult | None:
         return results[kind].get(name)
@@ -485,10 +494,10 @@ def main(argv: list[str] | None = None) -> int:
               for kind in ("sp", "opt")}
     if "platform" not in skipped and platform_out is not None and "error" not in platform_out:
         sp_check = checks["sp_platform_vs_direct"]
-        if sp_check is None or sp_check["max_abs_hartree"] is None \
-                or sp_check["max_abs_hartree"] > SP_TOLERANCE_HARTREE:
+        if sp_mols and (sp_check is None or sp_check["max_abs_hartree"] is None
+                        or sp_check["max_abs_hartree"] > SP_TOLERANCE_HARTREE):
             exit_code = 1
-        if any(get(k, "platform").n_failed for k in ("sp", "opt")):  # type: ignore[union-attr]
+        if any(r.n_failed for k in ("sp", "opt") if (r := get(k, "platform")) is not None):
             exit_code = 1
 
     report = {
