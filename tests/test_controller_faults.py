@@ -222,3 +222,23 @@ def test_metrics_endpoints(fleet):
     assert 'atomiverse_jobs{state="done"}' in text
     assert "atomiverse_jobs_claimed_total" in text and "atomiverse_claim_seconds" in text
     assert 'atomiverse_controller_heartbeat_age_seconds{controller="metered"}' in text
+
+
+def test_wait_coalesces_a_wave_but_answers_when_its_last_job_is_done(fleet):
+    """coalesce_seconds holds the answer for the rest of the wave, not for the whole window:
+    a 1-second job and a 3-second job come back together, before a 5-second window that
+    opened when the first finished could have run out."""
+    srv, key, client = fleet
+    _managed(srv, "waves", "--slots", "2")
+    res = client.submit_batch([_job("__sleep_1__"), _job("__sleep_3__")],
+                             compute_target="managed")
+    ids = [j["job_id"] for j in res["jobs"]]
+    started = time.monotonic()
+    with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as http:
+        r = http.post("/api/v1/jobs/wait", json={"job_ids": ids, "timeout_seconds": 30,
+                                                 "coalesce_seconds": 5})
+    elapsed = time.monotonic() - started
+    assert r.status_code == 200, r.text
+    assert [j["state"] for j in r.json()["jobs"]] == ["done", "done"]  # one answer, both
+    assert elapsed < 5.5, f"held {elapsed:.1f} s: the answer waited out the window"

@@ -141,11 +141,7 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
     """Long-poll: returns the states of the given jobs as soon as any of them is terminal
     (with results if asked), or when ``timeout_seconds`` runs out."""
     deadline = time.monotonic() + body.timeout_seconds
-    woken = False
     while True:
-        if woken and body.coalesce_seconds:
-            # Something finished: let the rest of the wave finish too, then answer once.
-            await asyncio.sleep(min(body.coalesce_seconds, max(0.0, deadline - time.monotonic())))
         event = notifier.jobs_finished.snapshot()
         states = await run_in_threadpool(_job_states, engine, workspace.id, body)
         remaining = deadline - time.monotonic()
@@ -154,7 +150,30 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
                 or len(states) < len(set(body.job_ids)) or await request.is_disconnected():
             return {"jobs": states}
         await notifier.jobs_finished.wait(event, min(remaining, notifier.fallback_seconds))
-        woken = True
+        if body.coalesce_seconds and await _anything_finished(engine, workspace.id, body):
+            # Let the rest of the wave land and answer once, but not a moment longer than
+            # it takes the last of these jobs to finish.
+            await _until_all_finished(engine, workspace.id, body, notifier, until=min(
+                deadline, time.monotonic() + body.coalesce_seconds))
+
+
+async def _anything_finished(engine: Any, workspace_id: str, body: WaitRequest) -> bool:
+    active = await run_in_threadpool(_count_active, engine, workspace_id, body.job_ids)
+    return active < len(set(body.job_ids))
+
+
+async def _until_all_finished(engine: Any, workspace_id: str, body: WaitRequest,
+                              notifier: Any, until: float) -> None:
+    while (left := until - time.monotonic()) > 0:
+        event = notifier.jobs_finished.snapshot()
+        if not await run_in_threadpool(_count_active, engine, workspace_id, body.job_ids):
+            return
+        await notifier.jobs_finished.wait(event, left)
+
+
+def _count_active(engine: Any, workspace_id: str, job_ids: list[str]) -> int:
+    with read_tx(engine) as conn:
+        return job_store.count_active(conn, workspace_id=workspace_id, job_ids=job_ids)
 
 
 def _job_states(engine: Any, workspace_id: str, body: WaitRequest) -> list[dict[str, Any]]:

@@ -116,6 +116,14 @@ def count_by_state(conn: Connection, *, workspace_id: str) -> dict[str, int]:
     return counts
 
 
+def count_active(conn: Connection, *, workspace_id: str, job_ids: Iterable[str]) -> int:
+    """How many of these jobs are still pending or running."""
+    ids = list(dict.fromkeys(job_ids))
+    return sum(conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
+        jobs.c.workspace_id == workspace_id, jobs.c.id.in_(ids[i:i + _IN_CHUNK]),
+        jobs.c.state.in_(ACTIVE))).scalar_one() for i in range(0, len(ids), _IN_CHUNK))
+
+
 def job_states(conn: Connection, *, workspace_id: str, job_ids: Iterable[str],
                include_result: bool) -> list[dict[str, Any]]:
     cols = [jobs.c.id, jobs.c.state]
