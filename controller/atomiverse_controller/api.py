@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+from atomiverse import _json
 
 
 class ServerRefused(Exception):
@@ -30,8 +31,12 @@ class ControllerAPI:
     def _post(self, path: str, body: Any, *, auth: str | None = None,
               timeout: float | None = None) -> Any:
         headers = {"Authorization": f"Bearer {auth or self.token}"}
+        content = None
+        if body is not None:
+            content = _json.dumps(body)
+            headers["Content-Type"] = "application/json"
         try:
-            resp = self._http.post(path, json=body, headers=headers,
+            resp = self._http.post(path, content=content, headers=headers,
                                    timeout=timeout or self._http.timeout)
         except httpx.HTTPError as e:
             raise ServerUnavailable(f"{path}: {type(e).__name__}: {e}") from e
@@ -41,7 +46,7 @@ class ControllerAPI:
             raise ServerUnavailable(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
         if resp.status_code >= 400:
             raise ValueError(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
-        return resp.json()
+        return _json.loads(resp.content)
 
     def register(self, *, api_key: str, name: str, slots: int, cores_per_job: int,
                  capacity: int | None, engines: dict[str, str]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx2 as httpx
 
-from . import _embedded
+from . import _embedded, _json
 from ._config import NOT_GIVEN, pick
 from ._exceptions import APIConnectionError, APITimeoutError, error_for_status
 from .pagination import JobsPage
@@ -81,13 +81,17 @@ class Client:
                 params: dict[str, Any] | None = None, idempotency_key: str | None = None,
                 timeout: float | None = None) -> Any:
         http = self._connect()
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        content = None
+        if json is not None:
+            content = _json.dumps(json)
+            headers["Content-Type"] = "application/json"
         retryable = method in ("GET", "PUT", "DELETE", "PATCH") or idempotency_key is not None
         attempt = 0
         while True:
             try:
-                resp = http.request(method, path, json=json, params=params, headers=headers,
-                                    timeout=timeout or self.timeout)
+                resp = http.request(method, path, content=content, params=params,
+                                    headers=headers, timeout=timeout or self.timeout)
             except httpx.TimeoutException as e:
                 if retryable and attempt < self.max_retries:
                     attempt = self._backoff(attempt)
@@ -99,7 +103,7 @@ class Client:
                     continue
                 raise APIConnectionError(f"could not reach {self._base_url}: {e}") from e
             if resp.status_code < 400:
-                return None if resp.status_code == 204 else resp.json()
+                return None if resp.status_code == 204 else _json.loads(resp.content)
             retry_after = _retry_after_seconds(resp)
             if attempt < self.max_retries and (
                     (retryable and resp.status_code in RETRY_STATUSES)
@@ -209,11 +213,9 @@ def _entry(payload: Any, compute_target: str | None) -> dict[str, Any]:
 
 def _jsonable(payload: Any) -> Any:
     """``model_dump()`` (python mode) leaves tuples and enums; make them plain JSON."""
-    import json
-
     from pydantic_core import to_jsonable_python
 
-    return json.loads(json.dumps(payload, default=to_jsonable_python))
+    return to_jsonable_python(payload)
 
 
 def _quote(job_id: str) -> str:

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
+from atomiverse import _json
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
@@ -124,6 +125,10 @@ def database_url(url: str) -> str:
     return url
 
 
+# Results (gradients, orbital energies, bond orders) are JSON columns: orjson, not the stdlib.
+_JSON_CODEC = {"json_serializer": _json.dumps_str, "json_deserializer": _json.loads}
+
+
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
     """SQLite: WAL, one writer at a time (``BEGIN IMMEDIATE`` for :func:`write_tx`).
     PostgreSQL: a connection pool per process; several server processes may share one
@@ -133,14 +138,16 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                                  **_JSON_CODEC)
         _sqlite_pragmas_and_transactions(engine)
         return engine
     # pre_ping survives a database restart; recycle keeps idle connections from being cut by
     # a firewall or pgbouncer; the timeout turns pool exhaustion into an error, not a hang.
     return sa.create_engine(url, pool_pre_ping=True, pool_size=pool_size,
                             max_overflow=max_overflow, pool_recycle=1800, pool_timeout=30,
-                            connect_args={"application_name": "atomiverse-server"})
+                            connect_args={"application_name": "atomiverse-server"},
+                            **_JSON_CODEC)
 
 
 def _sqlite_pragmas_and_transactions(engine: Engine) -> None:

@@ -9,10 +9,11 @@ from fastapi import APIRouter
 from .. import __name__ as _pkg
 from ..db import read_tx
 from ..deps import CurrentWorkspace, EngineDep, SettingsDep
+from ..jsonroute import FastJSONRoute
 from ..store import jobs as job_store
 from .errors import errors
 
-router = APIRouter(tags=["account"])
+router = APIRouter(tags=["account"], route_class=FastJSONRoute)
 
 
 @router.get("/healthz")

@@ -30,12 +30,14 @@ from ..deps import (
     Registrant,
     SettingsDep,
 )
+from ..jsonroute import FastJSONRoute
 from ..settings import Settings
 from ..store import controllers as controller_store
 from ..store.controllers import Controller
 from .errors import CONTROLLER
 
-router = APIRouter(prefix="/api/v1/controllers", tags=["controllers"], responses=CONTROLLER)
+router = APIRouter(prefix="/api/v1/controllers", tags=["controllers"], responses=CONTROLLER,
+                   route_class=FastJSONRoute)
 
 # A controller accepts this many outstanding jobs per slot unless it says otherwise.
 DEFAULT_CAPACITY_PER_SLOT = 1000

@@ -24,12 +24,14 @@ from sqlalchemy.exc import IntegrityError
 
 from ..db import read_tx, write_tx
 from ..deps import CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
+from ..jsonroute import FastJSONRoute
 from ..store import jobs as job_store
 from ..store import limits
 from ..submission import InsufficientBalance, prepare_entries, submit_entries
 from .errors import USER
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER)
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER,
+                   route_class=FastJSONRoute)
 MAX_NAME_LENGTH = 120
 IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 LocalControllerHeader = Annotated[str | None, Header(alias="X-Atomiverse-Local-Controller",

@@ -4,10 +4,10 @@ several server processes behave as one."""
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import sqlalchemy as sa
+from atomiverse import _json
 from sqlalchemy.engine import Connection
 
 from ..db import idempotency_keys, is_postgres, rate_limits
@@ -44,8 +44,7 @@ def take(conn: Connection, *, key: str, per_minute: int) -> float | None:
 
 def request_hash(body: Any) -> str:
     # No key sorting: a retry resends the same bytes, so its keys come in the same order.
-    canonical = json.dumps(body, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_json.dumps(body)).hexdigest()
 
 
 def find_response(conn: Connection, *, workspace_id: str, key: str) -> tuple[str, Any] | None:

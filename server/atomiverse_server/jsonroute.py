@@ -1,0 +1,40 @@
+"""Request bodies decoded by orjson instead of the standard library.
+
+FastAPI reads a JSON body through ``Request.json()``; this route class hands it a request
+whose ``json()`` uses orjson. Python's own ``json.dumps`` (and so many careless clients)
+writes NaN and Infinity, which orjson rejects: such a body is read again by the standard
+library, so a NaN position fails its own batch entry with the field named, not the whole
+request. A malformed body still raises ``json.JSONDecodeError`` and gets FastAPI's 422.
+Responses need nothing: with a ``response_model`` FastAPI already serialises in pydantic's
+Rust core."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from atomiverse import _json
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+
+class _FastJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = _json.loads(body)
+            except _json.JSONDecodeError:
+                self._json = json.loads(body)  # NaN, Infinity; or raises for the 422
+        return self._json
+
+
+class FastJSONRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(_FastJSONRequest(request.scope, request.receive))
+
+        return handle
