@@ -27,3 +27,8 @@ def dumps_str(obj: Any) -> str:
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     return orjson.loads(data)
+
+
+def raw(text: str | bytes) -> orjson.Fragment:
+    """Already-encoded JSON (say, a result as stored) to embed as-is by :func:`dumps`."""
+    return orjson.Fragment(text)

@@ -8,6 +8,7 @@ import time
 import unicodedata
 from typing import Annotated, Any
 
+from atomiverse import _json
 from atomiverse.schema import (
     BatchRequest,
     BatchResponse,
@@ -139,49 +140,43 @@ def list_jobs(workspace: CurrentWorkspace, engine: EngineDep,
 
 @router.post("/wait", response_model=WaitResponse)
 async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: EngineDep,
-                    notifier: NotifierDep, request: Request) -> dict[str, Any]:
+                    notifier: NotifierDep, request: Request) -> Response:
     """Long-poll: returns the states of the given jobs as soon as any of them is terminal
     (with results if asked), or when ``timeout_seconds`` runs out."""
     deadline = time.monotonic() + body.timeout_seconds
+    coalesce_until: float | None = None
+    woken = False
     while True:
         event = notifier.jobs_finished.snapshot()
-        states = await run_in_threadpool(_job_states, engine, workspace.id, body)
-        remaining = deadline - time.monotonic()
-        if not body.job_ids or remaining <= 0 \
-                or any(s["state"] in job_store.TERMINAL for s in states) \
+        states = await run_in_threadpool(_job_states, engine, workspace.id, body.job_ids)
+        finished = sum(s["state"] in job_store.TERMINAL for s in states)
+        now = time.monotonic()
+        if woken and finished and body.coalesce_seconds and finished < len(states):
+            # Let the rest of the wave land and answer once, but no longer than it takes
+            # the last of these jobs to finish.
+            coalesce_until = coalesce_until or min(deadline, now + body.coalesce_seconds)
+            if now < coalesce_until and not await request.is_disconnected():
+                await notifier.jobs_finished.wait(event, coalesce_until - now)
+                continue
+        if not body.job_ids or now >= deadline or finished \
                 or len(states) < len(set(body.job_ids)) or await request.is_disconnected():
-            return {"jobs": states}
-        await notifier.jobs_finished.wait(event, min(remaining, notifier.fallback_seconds))
-        if body.coalesce_seconds and await _anything_finished(engine, workspace.id, body):
-            # Let the rest of the wave land and answer once, but not a moment longer than
-            # it takes the last of these jobs to finish.
-            await _until_all_finished(engine, workspace.id, body, notifier, until=min(
-                deadline, time.monotonic() + body.coalesce_seconds))
+            if body.include_result:
+                states = await run_in_threadpool(_with_results, engine, workspace.id, states)
+            # Encoded here: results are spliced in as stored, not parsed and re-validated.
+            return Response(_json.dumps({"jobs": states}), media_type="application/json")
+        await notifier.jobs_finished.wait(event, min(deadline - now, notifier.fallback_seconds))
+        woken = True
 
 
-async def _anything_finished(engine: Any, workspace_id: str, body: WaitRequest) -> bool:
-    active = await run_in_threadpool(_count_active, engine, workspace_id, body.job_ids)
-    return active < len(set(body.job_ids))
-
-
-async def _until_all_finished(engine: Any, workspace_id: str, body: WaitRequest,
-                              notifier: Any, until: float) -> None:
-    while (left := until - time.monotonic()) > 0:
-        event = notifier.jobs_finished.snapshot()
-        if not await run_in_threadpool(_count_active, engine, workspace_id, body.job_ids):
-            return
-        await notifier.jobs_finished.wait(event, left)
-
-
-def _count_active(engine: Any, workspace_id: str, job_ids: list[str]) -> int:
+def _job_states(engine: Any, workspace_id: str, job_ids: list[str]) -> list[dict[str, Any]]:
     with read_tx(engine) as conn:
-        return job_store.count_active(conn, workspace_id=workspace_id, job_ids=job_ids)
+        return job_store.job_states(conn, workspace_id=workspace_id, job_ids=job_ids)
 
 
-def _job_states(engine: Any, workspace_id: str, body: WaitRequest) -> list[dict[str, Any]]:
+def _with_results(engine: Any, workspace_id: str,
+                  states: list[dict[str, Any]]) -> list[dict[str, Any]]:
     with read_tx(engine) as conn:
-        return job_store.job_states(conn, workspace_id=workspace_id, job_ids=body.job_ids,
-                                    include_result=body.include_result)
+        return job_store.with_results(conn, workspace_id=workspace_id, states=states)
 
 
 @router.get("/{job_id}", response_model=JobPublic)

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from atomiverse import _json
 from sqlalchemy.engine import Connection, Row
 
 from ..db import controllers, jobs, workspaces
@@ -116,32 +117,38 @@ def count_by_state(conn: Connection, *, workspace_id: str) -> dict[str, int]:
     return counts
 
 
-def count_active(conn: Connection, *, workspace_id: str, job_ids: Iterable[str]) -> int:
-    """How many of these jobs are still pending or running."""
-    ids = list(dict.fromkeys(job_ids))
-    return sum(conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
-        jobs.c.workspace_id == workspace_id, jobs.c.id.in_(ids[i:i + _IN_CHUNK]),
-        jobs.c.state.in_(ACTIVE))).scalar_one() for i in range(0, len(ids), _IN_CHUNK))
-
-
-def job_states(conn: Connection, *, workspace_id: str, job_ids: Iterable[str],
-               include_result: bool) -> list[dict[str, Any]]:
-    cols = [jobs.c.id, jobs.c.state]
-    if include_result:
-        cols += [jobs.c.result, jobs.c.error, jobs.c.cached_from, jobs.c.billed_core_seconds]
+def job_states(conn: Connection, *, workspace_id: str,
+               job_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """``{job_id, state}`` of each of these jobs that exists in the workspace."""
     ids = list(job_ids)
     out: list[dict[str, Any]] = []
     for i in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[i : i + _IN_CHUNK]
-        for row in conn.execute(sa.select(*cols).where(jobs.c.workspace_id == workspace_id,
-                                                       jobs.c.id.in_(chunk))):
-            item = {"job_id": row.id, "state": row.state}
-            if include_result and row.state in TERMINAL:
-                item |= {"result": row.result, "error": row.error,
-                         "cached_from": row.cached_from,
-                         "billed_core_seconds": row.billed_core_seconds}
-            out.append(item)
+        out += [{"job_id": row.id, "state": row.state} for row in conn.execute(
+            sa.select(jobs.c.id, jobs.c.state).where(jobs.c.workspace_id == workspace_id,
+                                                      jobs.c.id.in_(ids[i:i + _IN_CHUNK])))]
     return out
+
+
+def with_results(conn: Connection, *, workspace_id: str,
+                 states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Finished jobs among ``states`` gain ``result``, ``error``, ``cached_from`` and
+    ``billed_core_seconds``. A result comes as the stored JSON text, wrapped to be spliced
+    into the response by :func:`atomiverse._json.dumps`: the server passes results through,
+    it does not parse and re-encode them."""
+    finished = [s["job_id"] for s in states if s["state"] in TERMINAL]
+    details: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(finished), _IN_CHUNK):
+        for row in conn.execute(sa.select(
+                jobs.c.id, sa.cast(jobs.c.result, sa.Text).label("result"), jobs.c.error,
+                jobs.c.cached_from, jobs.c.billed_core_seconds)
+                .where(jobs.c.workspace_id == workspace_id,
+                       jobs.c.id.in_(finished[i:i + _IN_CHUNK]))):
+            details[row.id] = {"result": None if row.result is None else _json.raw(row.result),
+                               "error": row.error, "cached_from": row.cached_from,
+                               "billed_core_seconds": row.billed_core_seconds}
+    # A job deleted since its state was read is left out, as if it had never been there.
+    return [s | details[s["job_id"]] if s["state"] in TERMINAL else s for s in states
+            if s["state"] not in TERMINAL or s["job_id"] in details]
 
 
 def rename_job(conn: Connection, *, workspace_id: str, job_id: str, name: str) -> bool:
