@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
-
 from .security import hash_secret
-
-T = TypeVar("T")
-
 
 class AuthCache:
     def __init__(self, ttl_seconds: float = 1.0, max_entries: int = 10_000) -> None:
@@ -24,19 +18,24 @@ class AuthCache:
         self._entries: dict[str, tuple[float, object]] = {}
         self._lock = threading.Lock()
 
-    def get_or_load(self, kind: str, secret: str, load: Callable[[], T | None]) -> T | None:
-        """``kind`` keeps lookups apart: an API key presented on a controller route must
-        not find the workspace it names."""
-        key = f"{kind}:{hash_secret(secret)}"
-        now = time.monotonic()
+    def lookup(self, kind: str, secret: str) -> tuple[bool, object]:
+        """``(True, value)`` if ``secret`` was looked up less than ``ttl`` ago. ``kind`` keeps
+        lookups apart: an API key presented on a controller route must not find the
+        workspace it names."""
         with self._lock:
-            hit = self._entries.get(key)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]  # type: ignore[return-value]
-        value = load()
-        if value is not None:  # failures are never remembered: a new key works at once
-            with self._lock:
-                if len(self._entries) >= self.max_entries:
-                    self._entries.clear()
-                self._entries[key] = (now, value)
-        return value
+            hit = self._entries.get(self._key(kind, secret))
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return True, hit[1]
+        return False, None
+
+    def remember(self, kind: str, secret: str, value: object) -> None:
+        if value is None:  # failures are never remembered: a new key works at once
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[self._key(kind, secret)] = (time.monotonic(), value)
+
+    @staticmethod
+    def _key(kind: str, secret: str) -> str:
+        return f"{kind}:{hash_secret(secret)}"
