@@ -11,6 +11,7 @@ import os
 import re
 import warnings
 import webbrowser
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -47,7 +48,7 @@ class Job(BaseModel):
     @model_validator(mode="after")
     def _level_covers_elements(self) -> Job:
         zmax = self.level_of_theory.max_atomic_number
-        bad = sorted({z for z in self.atoms.numbers if z > zmax})
+        bad = sorted(z for z in set(self.atoms.numbers) if z > zmax)
         if bad:
             raise ValueError(
                 f"atoms: element Z={bad[0]} is not parametrised by {self.level_of_theory} "
@@ -67,9 +68,9 @@ class Job(BaseModel):
     def _basis_holds_the_electrons(self) -> None:
         from .levels import valence_capacity, valence_electrons
 
-        numbers = self.atoms.numbers
-        electrons = sum(valence_electrons(z) for z in numbers) - self.atoms.charge
-        capacity = sum(valence_capacity(z) for z in numbers)
+        counts = Counter(self.atoms.numbers).items()  # a few elements, many atoms
+        electrons = sum(valence_electrons(z) * n for z, n in counts) - self.atoms.charge
+        capacity = sum(valence_capacity(z) * n for z, n in counts)
         if electrons > capacity:
             raise ValueError(
                 f"atoms.charge: charge {self.atoms.charge} gives {electrons} valence electrons,"

@@ -18,8 +18,9 @@ order). The key is the SHA-256 of the canonical JSON of those fields.
 from __future__ import annotations
 
 import hashlib
-import json
 
+import numpy as np
+from atomiverse import _json
 from atomiverse.jobs import Job
 
 POSITION_DECIMALS = 5
@@ -28,7 +29,8 @@ _BOOKKEEPING = {"name", "use_cache", "walltime_seconds", "engine", "atoms"}
 
 def cache_key(job: Job, *, engine: str, engine_version: str) -> str:
     atoms = job.atoms
-    positions = [[round(c, POSITION_DECIMALS) + 0.0 for c in p] for p in atoms.positions]
+    positions = (np.round(np.asarray(atoms.positions, dtype=float), POSITION_DECIMALS)
+                 + 0.0).tolist()  # + 0.0 turns -0.0 into 0.0
     body = {
         "job_type": job.job_type,
         "options": job.model_dump(mode="json", exclude=_BOOKKEEPING),
@@ -39,5 +41,4 @@ def cache_key(job: Job, *, engine: str, engine_version: str) -> str:
         "numbers": atoms.numbers,
         "positions": positions,
     }
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_json.dumps(body, sort_keys=True)).hexdigest()
