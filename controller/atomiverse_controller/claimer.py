@@ -21,8 +21,10 @@ class ClaimLoop(threading.Thread):
                  on_refused: Callable[[Exception], None]) -> None:
         super().__init__(name="claim-loop", daemon=True)
         self.api, self.ledger, self.controller_name = api, ledger, name
-        self.low = slots  # refill once no more than one job per slot is waiting
-        self.high = slots * (1 + prefetch_per_slot)
+        # Refill while every slot still has a job waiting behind it, so the claim's round trip
+        # is hidden behind a job's compute time rather than paid by an idle slot.
+        self.low = slots * (1 + min(prefetch_per_slot, 1))
+        self.high = max(slots * (1 + prefetch_per_slot), self.low)
         self.wait_seconds = wait_seconds
         self.on_claimed, self.on_refused = on_claimed, on_refused
         self.stop_event = threading.Event()
