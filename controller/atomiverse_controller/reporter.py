@@ -38,12 +38,14 @@ class ReportLoop(threading.Thread):
         self.delivered = 0
         self._idle = threading.Condition()
         self._in_flight = 0
+        self._arrived = threading.Event()  # a result was handed over
 
     def put(self, report: dict[str, Any], *, spooled: bool = False) -> None:
         report["_spooled"] = spooled
         with self._idle:
             self._in_flight += 1
         self.queue.put(report)
+        self._arrived.set()
 
     def resend_spooled(self) -> int:
         """Results a previous run computed but could not deliver."""
@@ -90,9 +92,7 @@ class ReportLoop(threading.Thread):
             first = self.queue.get()
             if first is None:
                 break
-            pause = last_sent + MIN_REPORT_INTERVAL_SECONDS - time.monotonic()
-            if pause > 0 and self.more_coming():
-                time.sleep(pause)
+            self._hold_while_more_coming(until=last_sent + MIN_REPORT_INTERVAL_SECONDS)
             last_sent = time.monotonic()
             batch, size = [first], _size(first)
             while len(batch) < MAX_REPORTS_PER_REQUEST and size < MAX_REPORT_BYTES:
@@ -106,6 +106,13 @@ class ReportLoop(threading.Thread):
                 batch.append(item)
                 size += _size(item)
             self._deliver(batch)
+
+    def _hold_while_more_coming(self, until: float) -> None:
+        """Let results that finish soon ride along, but stop holding as soon as no more are
+        coming (the last queued job has started): the batch's last results go at once."""
+        while (pause := until - time.monotonic()) > 0 and self.more_coming():
+            self._arrived.clear()
+            self._arrived.wait(pause)
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
         if len(batch) > 1 and sum(map(_size, batch)) > MAX_REPORT_BYTES:
