@@ -1,9 +1,16 @@
 """The claim loop: keep the local queue filled between a low and a high watermark, so a
-big batch costs a claim per several jobs and the workers never wait for the network."""
+big batch costs a claim per several jobs and the workers never wait for the network.
+
+How many jobs to hold follows how long jobs take: enough queued per slot to cover
+``CLAIM_HORIZON_SECONDS`` of work, at most ``prefetch_per_slot``. Single points of a few
+milliseconds come dozens at a time (a claim is a round trip and a write transaction on the
+server); hour-long optimisations come one per slot, so a controller does not sit on work
+that another, idle controller could start now."""
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -13,6 +20,9 @@ from .api import ControllerAPI, ServerRefused, ServerUnavailable
 from .ledger import Ledger
 
 log = logging.getLogger("atomiverse.controller.claim")
+CLAIM_HORIZON_SECONDS = 1.0
+INITIAL_PER_SLOT = 8  # before any job has finished here
+JOB_SECONDS_WEIGHT = 0.2
 
 
 class ClaimLoop(threading.Thread):
@@ -21,10 +31,8 @@ class ClaimLoop(threading.Thread):
                  on_refused: Callable[[Exception], None]) -> None:
         super().__init__(name="claim-loop", daemon=True)
         self.api, self.ledger, self.controller_name = api, ledger, name
-        # Refill while every slot still has a job waiting behind it, so the claim's round trip
-        # is hidden behind a job's compute time rather than paid by an idle slot.
-        self.low = slots * (1 + min(prefetch_per_slot, 1))
-        self.high = max(slots * (1 + prefetch_per_slot), self.low)
+        self.slots, self.max_per_slot = slots, prefetch_per_slot
+        self.job_seconds: float | None = None  # moving average of finished jobs' wall time
         self.wait_seconds = wait_seconds
         self.on_claimed, self.on_refused = on_claimed, on_refused
         self.stop_event = threading.Event()
@@ -34,13 +42,35 @@ class ClaimLoop(threading.Thread):
     def stop(self) -> None:
         self.stop_event.set()
 
+    def observe(self, wall_seconds: float) -> None:
+        """A job finished after ``wall_seconds``: the next claims are sized by it."""
+        w = max(wall_seconds, 1e-4)
+        self.job_seconds = w if self.job_seconds is None else \
+            (1 - JOB_SECONDS_WEIGHT) * self.job_seconds + JOB_SECONDS_WEIGHT * w
+
+    def per_slot(self) -> int:
+        """Jobs to keep queued behind each slot."""
+        if self.job_seconds is None:
+            return min(self.max_per_slot, INITIAL_PER_SLOT)
+        return max(min(self.max_per_slot, math.ceil(CLAIM_HORIZON_SECONDS / self.job_seconds)),
+                   min(self.max_per_slot, 1))
+
+    def watermarks(self) -> tuple[int, int]:
+        """Claim once ``low`` or fewer jobs are held (running or queued), up to ``high``.
+        ``low`` keeps a job waiting behind every slot while the claim is in flight, so its
+        round trip is hidden behind compute instead of paid by an idle slot."""
+        per_slot = self.per_slot()
+        low = self.slots * (1 + min(per_slot, 1))
+        return low, max(self.slots * (1 + per_slot), low)
+
     def run(self) -> None:
         backoff = 0.5
         while not self.stop_event.is_set():
-            if not self.ledger.wait_until_below(self.low + 1, timeout=0.5):
+            low, high = self.watermarks()
+            if not self.ledger.wait_until_below(low + 1, timeout=0.5):
                 continue
             queued, running = self.ledger.counts()
-            want = self.high - queued - running
+            want = high - queued - running
             try:
                 jobs = self.api.claim(max_jobs=max(want, 1), wait_seconds=self.wait_seconds)
                 backoff = 0.5

@@ -34,7 +34,9 @@ class ControllerConfig(BaseModel):
     capacity: int | None = Field(default=None, ge=1)
     engine: str | None = None
     memory_limit_mb: int | None = Field(default=None, ge=64)
-    prefetch_per_slot: int = Field(default=8, ge=0, description="Claimed jobs queued per slot")
+    prefetch_per_slot: int = Field(
+        default=32, ge=0, description="At most this many claimed jobs queued per slot; fewer "
+        "when jobs are long (about a second of work per slot is held)")
     claim_wait_seconds: float = Field(default=20.0, ge=0, le=60)
     grace_seconds: float = Field(default=60.0, ge=0)
     exit_when_idle_seconds: float | None = Field(default=None, gt=0)

@@ -196,6 +196,8 @@ class Controller:
 
     def _report(self, outcome: Outcome) -> None:
         job = self.ledger.finish(outcome.job_id)
+        if self.claimer is not None and outcome.ok:
+            self.claimer.observe(outcome.wall_time_seconds)
         if job is None:
             return  # cancelled or lost meanwhile: the server no longer wants this result
         self.completed += 1

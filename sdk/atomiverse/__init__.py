@@ -32,6 +32,9 @@ def start_local(timeout: float = 120.0) -> str:
     from . import _embedded
 
     url, _ = _embedded.ensure_running(wait_for_controller=True, timeout=timeout)
+    client = get_default_client()
+    if client.embedded:
+        client.account()  # connect now, so the first submission does not pay for it
     return url
 
 
