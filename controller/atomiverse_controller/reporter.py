@@ -23,7 +23,7 @@ MAX_REPORTS_PER_REQUEST = 500
 # While more results are on their way (jobs queued locally), reports are spaced at least
 # this far apart and results finishing meanwhile ride along. With nothing more coming, a
 # result goes at once, so a lone job's latency is unchanged.
-MIN_REPORT_INTERVAL_SECONDS = 0.25
+MIN_REPORT_INTERVAL_SECONDS = 0.5
 # Well under the server's default 64 MiB body limit: optimisation trajectories are large.
 MAX_REPORT_BYTES = 8 * 1024 * 1024
 
