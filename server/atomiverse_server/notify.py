@@ -2,12 +2,24 @@
 
 In-process events make one server fast; waiters also re-check the database every
 ``fallback_seconds`` so that several server processes on one database still see each
-other's changes."""
+other's changes.
+
+A signal may say *which* jobs changed. Its events form a chain (each fired event points to
+the next), so a waiter that was busy while several signals fired still learns every job
+they named, and skips the database when none of them is one it waits for."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterable
+
+
+class _Event(asyncio.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.job_ids: frozenset[str] | None = None  # what the fire named; None: unknown
+        self.next: _Event | None = None
 
 
 class Signal:
@@ -15,29 +27,45 @@ class Signal:
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._event: asyncio.Event | None = None
+        self._event: _Event | None = None
         self._lock = threading.Lock()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._event = asyncio.Event()
+        self._event = _Event()
 
-    def fire(self) -> None:
+    def fire(self, job_ids: Iterable[str] | None = None) -> None:
+        """Wake every waiter; ``job_ids``: the jobs this is about, if known."""
         loop, event = self._loop, self._event
         if loop is None or event is None or loop.is_closed():
             return
-        loop.call_soon_threadsafe(self._rotate)
+        ids = None if job_ids is None else frozenset(job_ids)
+        loop.call_soon_threadsafe(self._rotate, ids)
 
-    def _rotate(self) -> None:
+    def _rotate(self, job_ids: frozenset[str] | None) -> None:
         # Wake everyone waiting now and give later waiters a fresh event.
         assert self._event is not None
-        self._event.set()
-        self._event = asyncio.Event()
+        fired, self._event = self._event, _Event()
+        fired.job_ids, fired.next = job_ids, self._event
+        fired.set()
 
-    def snapshot(self) -> asyncio.Event | None:
+    def snapshot(self) -> _Event | None:
         """Take the current event *before* checking the database, so a change that lands
         between the check and the wait still wakes the waiter. Call on the event loop."""
         return self._event
+
+    @staticmethod
+    def named_since(event: _Event | None) -> tuple[set[str] | None, _Event | None]:
+        """Every job named by the signals fired since ``event`` was taken (None if any fire
+        named none: anything may have changed), and the event to wait on next."""
+        named: set[str] | None = set()
+        while event is not None and event.is_set():
+            if event.job_ids is None or named is None:
+                named = None
+            else:
+                named |= event.job_ids
+            event = event.next
+        return named, event
 
     @staticmethod
     async def wait(event: asyncio.Event | None, timeout: float) -> None:

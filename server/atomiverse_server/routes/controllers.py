@@ -134,8 +134,8 @@ def complete(body: CompleteRequest, controller: CurrentController, engine: Engin
             managed_rate_per_core_hour=settings.managed_rate_per_core_hour)
     metrics.JOBS_REPORTED.labels("accepted").inc(len(out["accepted"]))
     metrics.JOBS_REPORTED.labels("rejected").inc(len(out["rejected"]))
-    if out["accepted"]:
-        notifier.jobs_finished.fire()
+    if out["finished"] or out["followers_settled"]:
+        notifier.jobs_finished.fire(None if out["followers_settled"] else out["finished"])
     if out["requeued"]:  # a retryable failure put a job back in the queue
         notifier.jobs_pending.fire()
     return out

@@ -144,28 +144,44 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
     """Long-poll: returns the states of the given jobs as soon as any of them is terminal
     (with results if asked), or when ``timeout_seconds`` runs out."""
     deadline = time.monotonic() + body.timeout_seconds
+    signal = notifier.jobs_finished
+    event = signal.snapshot()
+    states = await run_in_threadpool(_job_states, engine, workspace.id, body.job_ids)
+    active = _active(states)
     coalesce_until: float | None = None
-    woken = False
+    woken = stale = False
     while True:
-        event = notifier.jobs_finished.snapshot()
-        states = await run_in_threadpool(_job_states, engine, workspace.id, body.job_ids)
-        finished = sum(s["state"] in job_store.TERMINAL for s in states)
+        finished = len(states) - len(active)
         now = time.monotonic()
-        if woken and finished and body.coalesce_seconds and finished < len(states):
+        if woken and finished and active and body.coalesce_seconds:
             # Let the rest of the wave land and answer once, but no longer than it takes
             # the last of these jobs to finish.
             coalesce_until = coalesce_until or min(deadline, now + body.coalesce_seconds)
-            if now < coalesce_until and not await request.is_disconnected():
-                await notifier.jobs_finished.wait(event, coalesce_until - now)
-                continue
-        if not body.job_ids or now >= deadline or finished \
-                or len(states) < len(set(body.job_ids)) or await request.is_disconnected():
+        holding = coalesce_until is not None and now < coalesce_until and bool(active)
+        if await request.is_disconnected() or not holding and (
+                not body.job_ids or now >= deadline or finished
+                or len(states) < len(set(body.job_ids))):
+            if stale:
+                states = await run_in_threadpool(_job_states, engine, workspace.id, body.job_ids)
             if body.include_result:
                 states = await run_in_threadpool(_with_results, engine, workspace.id, states)
             # Encoded here: results are spliced in as stored, not parsed and re-validated.
             return Response(_json.dumps({"jobs": states}), media_type="application/json")
-        await notifier.jobs_finished.wait(event, min(deadline - now, notifier.fallback_seconds))
+        until = coalesce_until if holding else min(deadline, now + notifier.fallback_seconds)
+        await signal.wait(event, until - now)
         woken = True
+        named, event = signal.named_since(event)
+        if named and not named >= active and (holding or not named & active):
+            # None of ours, or not yet the last of them: no need to ask the database.
+            stale = stale or bool(named & active)
+            active -= named
+            continue
+        states = await run_in_threadpool(_job_states, engine, workspace.id, body.job_ids)
+        active, stale = _active(states), False
+
+
+def _active(states: list[dict[str, Any]]) -> set[str]:
+    return {s["job_id"] for s in states if s["state"] not in job_store.TERMINAL}
 
 
 def _job_states(engine: Any, workspace_id: str, job_ids: list[str]) -> list[dict[str, Any]]:
@@ -205,7 +221,7 @@ def cancel_job(job_id: str, workspace: CurrentWorkspace, engine: EngineDep,
         record = _found(job_store.get_job(conn, workspace_id=workspace.id, job_id=job_id),
                         job_id)
     if before in job_store.ACTIVE:
-        notifier.jobs_finished.fire()
+        notifier.jobs_finished.fire([job_id])
     return record
 
 

@@ -191,7 +191,7 @@ def heartbeat(conn: Connection, *, controller: Controller, running: list[tuple[s
 
 # ----- complete ---------------------------------------------------------------------------
 def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dict[str, Any]],
-                  max_attempts: int, managed_rate_per_core_hour: float) -> dict[str, list[str]]:
+                  max_attempts: int, managed_rate_per_core_hour: float) -> dict[str, Any]:
     """Record results. Only the attempt that holds the lease is heard: a late or duplicate
     report changes nothing, so no job is ever recorded done twice."""
     accepted, rejected = [], []
@@ -243,7 +243,8 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
             job_store.settle_followers(conn, leader_id=leader, t=t, result=finished[leader])
     requeued = [r["b_id"] for params in groups.values() for r in params
                 if r.get("b_state") == "pending"]
-    return {"accepted": accepted, "rejected": rejected, "requeued": requeued}
+    return {"accepted": accepted, "rejected": rejected, "requeued": requeued,
+            "finished": list(finished), "followers_settled": bool(finished and leaders)}
 
 
 def _completion_values(rep: dict[str, Any], row: Any, t: float,
