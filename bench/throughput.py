@@ -15,6 +15,7 @@ energy deviates from the direct one by more than 1e-6 Hartree.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform as _platform
@@ -218,7 +219,8 @@ def _run_platform(home: str, sp_molecules: list, opt_molecules: list, opt: OptSe
                                             use_cache=False, name=f"bench-sp-{i}")
                for i, (_, z, p) in enumerate(sp_molecules)]
     opt_jobs = [atomiverse.GeometryOptimization(atoms=atoms(z, p), level_of_theory=GFN2_XTB,
-                                                use_cache=False, name=f"bench-opt-{i}")
+                                                use_cache=False, name=f"bench-opt-{i}",
+                                                optimizer=opt.optimizer)
                 for i, (_, z, p) in enumerate(opt_molecules)]
     for j in opt_jobs[:1]:  # the platform runs its defaults; the direct baseline must match
         if (j.optimizer, j.fmax, j.max_steps) != (opt.optimizer, opt.fmax, opt.max_steps):
@@ -365,7 +367,8 @@ def print_report(report: dict[str, Any]) -> None:
     cfg = report["config"]
     not_conv = {name: sum(c is False for c in r["converged"])
                 for name, r in report["results"]["opt"].items() if r is not None}
-    console.print(f"optimisations: ASE {cfg['opt_optimizer']}, fmax "
+    kind = "" if cfg["opt_optimizer"] == "geomeTRIC" else "ASE "
+    console.print(f"optimisations: {kind}{cfg['opt_optimizer']}, fmax "
                   f"{cfg['opt_fmax_ev_per_angstrom']} eV/A, at most {cfg['opt_max_steps']} steps (from {cfg['opt_settings_from']})"
                   f"; xtb program --opt {cfg['xtb_program_opt_level']}; not converged: "
                   + ", ".join(f"{k} {v}" for k, v in not_conv.items()))
@@ -429,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="xtb program --opt level (default: the level nearest the platform's "
                          "fmax)")
     ap.add_argument("--workers", type=int, help="baseline workers (default: physical cores)")
+    ap.add_argument("--optimizer", help="optimiser for the platform and the direct baseline "
+                                        "(default: the platform's, LBFGS; or geomeTRIC)")
     args = ap.parse_args(argv)
 
     if not args.skip_xtb_program:  # fail before spending minutes on the other baselines
@@ -447,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     sp_mols, opt_mols = mols[:n_sp], mols[:n_opt]
     workers = args.workers or physical_cores()
     opt = opt_settings()  # the platform's GeometryOptimization defaults
+    if args.optimizer:
+        opt = dataclasses.replace(opt, optimizer=args.optimizer,
+                                  source=f"{opt.source}, optimizer from --optimizer")
     xtb_opt_level = args.xtb_opt_level or xtb_opt_level_for(opt.fmax)
 
     results: dict[str, dict[str, BaselineResult | None]] = {"sp": {}, "opt": {}}

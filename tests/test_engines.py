@@ -111,7 +111,7 @@ def test_units_of_gradient_and_dipole() -> None:
 
 
 @pytest.mark.parametrize("engine", REAL_ENGINES)
-@pytest.mark.parametrize("optimizer", ["LBFGS", "BFGS", "FIRE"])
+@pytest.mark.parametrize("optimizer", ["LBFGS", "BFGS", "FIRE", "geomeTRIC"])
 def test_optimisation_converges(engine: str, optimizer: str) -> None:
     fmax = 0.02
     result = get_engine(engine).compute(opt_payload("CCO", optimizer=optimizer, fmax=fmax))
@@ -125,6 +125,21 @@ def test_optimisation_converges(engine: str, optimizer: str) -> None:
     # The reported single point belongs to the final geometry, not to an earlier step.
     final = Atoms(numbers=atoms("CCO").numbers, positions=result["final_positions_angstrom"])
     assert abs(direct_energy(engine, final) - result["energy_hartree"]) < SAME_LIBRARY_HARTREE
+
+
+def test_geometric_reaches_the_lbfgs_minimum_in_fewer_gradients() -> None:
+    """Internal coordinates: the same minimum at the default fmax as ASE's LBFGS (and as the
+    reference single point there), in a fraction of the gradient evaluations."""
+    engine = get_engine("xtb")
+    smiles = "CC(=O)Nc1ccc(O)cc1"  # paracetamol: rings, a flexible amide, 20 atoms
+    runs = {opt: engine.compute(opt_payload(smiles, optimizer=opt)) for opt in ("LBFGS",
+                                                                               "geomeTRIC")}
+    lbfgs, geo = runs["LBFGS"], runs["geomeTRIC"]
+    assert geo["converged"] is True and geo["fmax_ev_per_angstrom"] < 0.001
+    assert abs(geo["energy_hartree"] - lbfgs["energy_hartree"]) < 1e-5
+    final = Atoms(numbers=atoms(smiles).numbers, positions=geo["final_positions_angstrom"])
+    assert abs(direct_energy("xtb", final) - geo["energy_hartree"]) < SAME_LIBRARY_HARTREE
+    assert geo["n_steps"] < lbfgs["n_steps"] / 2, (geo["n_steps"], lbfgs["n_steps"])
 
 
 def test_optimisation_of_radical_and_ion() -> None:

@@ -23,7 +23,7 @@ from .base import EngineError, Molecule, Session
 if TYPE_CHECKING:
     from .base import Engine
 
-OPTIMIZERS = ("LBFGS", "BFGS", "FIRE")
+OPTIMIZERS = ("LBFGS", "BFGS", "FIRE", "geomeTRIC")
 # The job model owns the defaults; a payload without them (an older client) gets the same.
 DEFAULT_FMAX_EV_PER_ANGSTROM: float = GeometryOptimization.model_fields["fmax"].default
 DEFAULT_MAX_STEPS: int = GeometryOptimization.model_fields["max_steps"].default
@@ -108,6 +108,10 @@ def optimize(engine: Engine, molecule: Molecule, payload: dict[str, Any]) -> dic
 
 def run_optimizer(session: Session, molecule: Molecule, optimizer: str, fmax: float,
                   max_steps: int, keep_frames: bool = True) -> Trace:
+    if optimizer == "geomeTRIC":
+        from .geometric_driver import run_geometric
+
+        return run_geometric(session, molecule, fmax, max_steps, keep_frames)
     import ase
     from ase.optimize import BFGS, FIRE, LBFGS
 
