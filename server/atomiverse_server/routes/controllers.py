@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from atomiverse import _json
 from atomiverse.schema import (
     ClaimRequest,
     ClaimResponse,
@@ -16,7 +17,7 @@ from atomiverse.schema import (
     HeartbeatResponse,
     LeaseRef,
 )
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 
@@ -89,7 +90,7 @@ def drain(name: str, workspace: CurrentWorkspace, engine: EngineDep) -> dict[str
 @router.post("/claim", response_model=ClaimResponse)
 async def claim(body: ClaimRequest, controller: CurrentController, engine: EngineDep,
                 settings: SettingsDep, notifier: NotifierDep,
-                request: Request) -> dict[str, Any]:
+                request: Request) -> Response:
     """Long-poll: returns as soon as there is work for this controller, or empty-handed
     after ``wait_seconds``."""
     deadline = time.monotonic() + body.wait_seconds
@@ -102,7 +103,8 @@ async def claim(body: ClaimRequest, controller: CurrentController, engine: Engin
             metrics.CLAIM_LATENCY.observe(time.perf_counter() - started)
             metrics.JOBS_CLAIMED.inc(len(claimed))
         if claimed or remaining <= 0 or await request.is_disconnected():
-            return {"jobs": claimed}
+            # Encoded here: payloads are spliced in as stored, not parsed and re-validated.
+            return Response(_json.dumps({"jobs": claimed}), media_type="application/json")
         await notifier.jobs_pending.wait(event, min(remaining, notifier.fallback_seconds))
 
 

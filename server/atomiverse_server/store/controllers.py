@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from atomiverse import _json
 from sqlalchemy.engine import Connection
 
 from .. import security
@@ -136,7 +137,9 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     if controller.serves_managed:
         routed = sa.or_(routed, sa.and_(jobs.c.controller_id.is_(None),
                                         jobs.c.compute_target == "managed"))
-    q = (sa.select(jobs.c.id, jobs.c.payload, jobs.c.attempts, jobs.c.walltime_seconds)
+    # The payload goes out as stored (JSON text spliced into the answer), never parsed here.
+    q = (sa.select(jobs.c.id, sa.cast(jobs.c.payload, sa.Text).label("payload"),
+                   jobs.c.attempts, jobs.c.walltime_seconds)
          .where(jobs.c.state == "pending", routed, jobs.c.cached_from.is_(None))
          .order_by(jobs.c.seq).limit(max_jobs))
     if is_postgres(conn.engine):
@@ -148,7 +151,8 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     # One statement for the lot: the rows are ours alone (locked on PostgreSQL, the write
     # lock on SQLite), so every one of them is still pending.
     claimed = [{"job_id": row.id, "lease_id": security.new_id(), "attempt": row.attempts + 1,
-                "job": row.payload, "walltime_seconds": row.walltime_seconds} for row in rows]
+                "job": _json.raw(row.payload), "walltime_seconds": row.walltime_seconds}
+               for row in rows]
     conn.execute(jobs.update()
                  .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == "pending")
                  .values(state="running", claimed_by=controller.id,
