@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 from ase.units import Bohr
-
 from atomiverse.atoms import Atoms
 from atomiverse.jobs import GeometryOptimization, SinglePointEnergy
 from atomiverse.levels import GFN1_XTB, GFN2_XTB
@@ -142,6 +141,16 @@ def test_geometric_reaches_the_lbfgs_minimum_in_fewer_gradients() -> None:
     assert geo["n_steps"] < lbfgs["n_steps"] / 2, (geo["n_steps"], lbfgs["n_steps"])
 
 
+def test_geometric_stopped_early_reports_its_best_geometry_as_not_converged() -> None:
+    smiles = "CC(=O)Nc1ccc(O)cc1"
+    result = get_engine("xtb").compute(opt_payload(smiles, optimizer="geomeTRIC", max_steps=3))
+    assert result["converged"] is False and "not converged" in result["warnings"][-1]
+    # The lowest point it saw (evaluated again if it was not the last: SCF noise only).
+    assert result["energy_hartree"] == pytest.approx(min(result["energies_hartree"]), abs=1e-8)
+    final = Atoms(numbers=atoms(smiles).numbers, positions=result["final_positions_angstrom"])
+    assert abs(direct_energy("xtb", final) - result["energy_hartree"]) < SAME_LIBRARY_HARTREE
+
+
 def test_optimisation_of_radical_and_ion() -> None:
     for smiles in ("[CH3]", "C[NH3+]"):
         result = get_engine("xtb").compute(opt_payload(smiles))
@@ -224,12 +233,11 @@ def test_importing_engines_loads_no_native_library() -> None:
 
 def test_scf_failure_is_a_convergence_error() -> None:
     """A real non-converged SCF from each library (2 cycles allowed) maps to "convergence"."""
+    from atomiverse_controller.engines.tblite_engine import _tblite_error
+    from atomiverse_controller.engines.xtb_python import _xtb_error
     from tblite.interface import Calculator as TBLiteCalculator
     from xtb.interface import Calculator, Param, XTBException
     from xtb.libxtb import VERBOSITY_MUTED
-
-    from atomiverse_controller.engines.tblite_engine import _tblite_error
-    from atomiverse_controller.engines.xtb_python import _xtb_error
 
     a = atoms("c1ccccc1O")
     numbers, positions = np.array(a.numbers), np.array(a.positions) / Bohr

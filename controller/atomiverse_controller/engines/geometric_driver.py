@@ -55,29 +55,33 @@ def run_geometric(session: Session, molecule: Molecule, fmax: float, max_steps: 
     mol.elem = [chemical_symbols[int(z)] for z in molecule.numbers]
     mol.xyzs = [np.asarray(molecule.positions_angstrom, dtype=float)]
     engine = _session_engine(mol, session)
-    converged = True
+    progress = None
     saved_levels = _logger_levels()
     with tempfile.TemporaryDirectory(prefix="atomiverse-geometric-") as scratch:
         ini = Path(scratch) / "log.ini"
         ini.write_text(_QUIET_LOG_INI)
         try:
-            geometric.optimize.run_optimizer(
+            progress = geometric.optimize.run_optimizer(
                 customengine=engine, input=str(Path(scratch) / "job"), logIni=str(ini),
                 maxiter=max_steps, convergence_gmax=fmax / (Hartree / Bohr),
                 convergence_energy=_OFF, convergence_grms=_OFF, convergence_drms=_OFF,
                 convergence_dmax=_OFF)
         except GeomOptNotConvergedError:
-            converged = False
+            pass
         finally:
             _restore_logger_levels(saved_levels)
     if not engine.energies:
         raise RuntimeError("geomeTRIC stopped before the first gradient")
-    # The last evaluation is the geometry geomeTRIC stopped at (a rejected trial step is
-    # followed by another evaluation), so its energy and gradient describe the result.
-    positions = engine.positions[-1]
-    gradient = engine.gradients[-1]
+    # geomeTRIC steps back from a rejected trial geometry without evaluating again, so the
+    # last evaluation need not be where it stopped: where it converged, or else the lowest
+    # point it saw. The result and its properties must describe that geometry.
+    final = (np.asarray(progress.xyzs[-1], dtype=float) if progress is not None
+             else engine.positions[int(np.argmin(engine.energies))])
+    if not np.allclose(final, engine.positions[-1], rtol=0, atol=1e-9):
+        engine.calc_new((final / Bohr).ravel(), "")
     n_steps = len(engine.energies) - 1
-    return Trace(list(engine.energies), gradient, positions, n_steps, converged, "geomeTRIC",
+    return Trace(list(engine.energies), engine.gradients[-1], engine.positions[-1], n_steps,
+                 progress is not None, "geomeTRIC",
                  fmax, max_steps, session.properties(),
                  list(engine.positions) if keep_frames else [],
                  list(engine.gradients) if keep_frames else [])
