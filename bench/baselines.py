@@ -473,7 +473,7 @@ def run_xtb_program(molecules: Sequence[Molecule], kind: Kind, workers: int | No
         if keep_dir is None:
             shutil.rmtree(root, ignore_errors=True)
     settings: dict[str, Any] = {"engine": f"xtb program {xtb_program_version(exe)}",
-                                "command": f"xtb mol.xyz --gfn 2"
+                                "command": "xtb mol.xyz --gfn 2"
                                 + (f" --opt {opt_level}" if kind == "opt" else ""),
                                 "threads_per_process": 1}
     if kind == "opt":

@@ -108,11 +108,13 @@ def wait_for_controller(url: str, api_key: str, name: str, proc: subprocess.Pope
     raise TimeoutError(f"controller {name} did not register")
 
 
-def start_server(home: Path, *extra: str, env_extra: dict[str, str] | None = None,
-                 port: int | None = None) -> Server:
+def launch_server(home: Path, *extra: str, env_extra: dict[str, str] | None = None,
+                  port: int | None = None, database_url: str | None = None) -> Server:
+    """A real server process on a free port; returns at once (start_server waits for it).
+    ``database_url``: default SQLite under ``home``."""
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    db = f"sqlite:///{home / 'server.db'}"
+    db = database_url or f"sqlite:///{home / 'server.db'}"
     # Tests submit many batches a minute; the rate-limit tests set their own limits.
     env = {**os.environ, "ATOMIVERSE_HOME": str(home),
            "ATOMIVERSE_BATCH_RATE_PER_MINUTE": "100000",
@@ -122,9 +124,15 @@ def start_server(home: Path, *extra: str, env_extra: dict[str, str] | None = Non
         proc = subprocess.Popen([PY, "-m", "atomiverse_server", "--port", str(port), "--home",
                                  str(home), "--database-url", db, "--log-level", "warning",
                                  *extra], stdout=log, stderr=log, env=env)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/healthz", proc=proc)
-    return Server(url=url, home=home, database_url=db, proc=proc, env=env, extra=extra)
+    return Server(url=f"http://127.0.0.1:{port}", home=home, database_url=db, proc=proc,
+                  env=env, extra=extra)
+
+
+def start_server(home: Path, *extra: str, env_extra: dict[str, str] | None = None,
+                 port: int | None = None, database_url: str | None = None) -> Server:
+    srv = launch_server(home, *extra, env_extra=env_extra, port=port, database_url=database_url)
+    wait_http(f"{srv.url}/healthz", proc=srv.proc)
+    return srv
 
 
 def restart_server(srv: Server) -> None:

@@ -64,7 +64,7 @@ def _states(client, ids):
 def test_kill_9_controller_and_another_finishes_each_job_exactly_once(fleet):
     srv, _key, client = fleet
     first = _managed(srv, "node-a", "--slots", "2")
-    res = client.submit_batch([_job(f"__sleep_2__") for _ in range(4)], compute_target="managed")
+    res = client.submit_batch([_job("__sleep_2__") for _ in range(4)], compute_target="managed")
     ids = [j["job_id"] for j in res["jobs"]]
     _wait_for(lambda: _states(client, ids).count("running") == 4, what="jobs claimed")
     first.kill()  # kill -9: no goodbye, no release

@@ -19,7 +19,7 @@ import httpx2 as httpx
 import pytest
 import sqlalchemy as sa
 from atomiverse_server import db
-from conftest import PY, free_port, stop_process, wait_for_controller, wait_http
+from conftest import PY, launch_server, stop_process, wait_for_controller, wait_http
 from pg import pg_cluster  # noqa: F401  (fixture)
 
 N_JOBS = 20_000
@@ -45,18 +45,6 @@ def _payload(i: int) -> dict[str, Any]:
             "level_of_theory": {"method": "gfn2-xtb"}}
 
 
-def _start_server(home: Path, url: str) -> tuple[str, subprocess.Popen]:
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {**os.environ, "ATOMIVERSE_HOME": str(home), **SERVER_ENV}
-    env.pop("ATOMIVERSE_BASE_URL", None)
-    with open(home / "server.log", "ab") as log:
-        proc = subprocess.Popen([PY, "-m", "atomiverse_server", "--port", str(port), "--home",
-                                 str(home), "--database-url", url, "--log-level", "warning"],
-                                stdout=log, stderr=log, env=env)
-    return f"http://127.0.0.1:{port}", proc
-
-
 @pytest.mark.timeout(600)
 def test_two_servers_eight_controllers_20000_jobs_each_done_once(pg_cluster, tmp_path):  # noqa: F811
     url = pg_cluster.new_database()
@@ -65,10 +53,11 @@ def test_two_servers_eight_controllers_20000_jobs_each_done_once(pg_cluster, tmp
     logs: list[Path] = []
     try:
         # Both servers start at once on an empty database: they race to run the migrations.
-        servers = [_start_server(tmp_path / f"server{i}", url) for i in range(N_SERVERS)]
-        procs += [p for _, p in servers]
-        for base, proc in servers:
-            wait_http(f"{base}/healthz", proc=proc)
+        servers = [launch_server(tmp_path / f"server{i}", database_url=url, env_extra=SERVER_ENV)
+                   for i in range(N_SERVERS)]
+        procs += [srv.proc for srv in servers]
+        for srv in servers:
+            wait_http(f"{srv.url}/healthz", proc=srv.proc)
         out = subprocess.run([PY, "-m", "atomiverse_server.admin", "--database-url", url,
                               "create-workspace", "lab", "--balance", "1000000"],
                              check=True, capture_output=True, text=True)
@@ -79,7 +68,7 @@ def test_two_servers_eight_controllers_20000_jobs_each_done_once(pg_cluster, tmp
         env.pop("ATOMIVERSE_BASE_URL", None)
         controllers = []
         for i in range(N_CONTROLLERS):
-            base = servers[i % N_SERVERS][0]
+            base = servers[i % N_SERVERS].url
             name = f"node{i}"
             log_path = tmp_path / f"{name}.log"
             logs.append(log_path)
@@ -102,7 +91,7 @@ def test_two_servers_eight_controllers_20000_jobs_each_done_once(pg_cluster, tmp
         t0 = time.monotonic()
 
         def submit(b: int) -> int:
-            base = servers[b % N_SERVERS][0]
+            base = servers[b % N_SERVERS].url
             entries = [{"job": _payload(i), "compute_target": "managed"}
                        for i in range(b * BATCH, (b + 1) * BATCH)]
             r = httpx.post(f"{base}/api/v1/jobs/submit-batch", json={"jobs": entries},
@@ -125,8 +114,8 @@ def test_two_servers_eight_controllers_20000_jobs_each_done_once(pg_cluster, tmp
                 break
             for _, name, proc in controllers:
                 assert proc.poll() is None, f"controller {name} exited"
-            for base, proc in servers:
-                assert proc.poll() is None, f"server {base} exited"
+            for srv in servers:
+                assert srv.proc.poll() is None, f"server {srv.url} exited"
             assert time.monotonic() < deadline, f"not all done in time: {states}"
             time.sleep(1.0)
         elapsed = time.monotonic() - t0
@@ -162,8 +151,8 @@ def test_two_servers_eight_controllers_20000_jobs_each_done_once(pg_cluster, tmp
         assert "event=claim_failed" not in text
 
         # And the API agrees, from either server.
-        for base, _ in servers:
-            r = httpx.get(f"{base}/api/v1/jobs", params={"limit": 200, "state": "done"},
+        for srv in servers:
+            r = httpx.get(f"{srv.url}/api/v1/jobs", params={"limit": 200, "state": "done"},
                           headers=auth, timeout=30)
             assert r.status_code == 200 and len(r.json()["jobs"]) == 200
     finally:

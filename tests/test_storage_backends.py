@@ -20,7 +20,7 @@ from atomiverse_server import db
 from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
 from atomiverse_server.store import workspaces as workspace_store
-from conftest import PY, free_port, stop_process, wait_http
+from conftest import PY, start_server, stop_process
 from pg import pg_cluster  # noqa: F401  (fixture)
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -405,22 +405,6 @@ def _sweep(engine) -> None:  # type: ignore[no-untyped-def]
 
 
 # ----- several server processes on one database ------------------------------------------------
-def _start_server(home: Path, url: str, env_extra: dict[str, str]) -> tuple[str, Any]:
-    import os
-
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {**os.environ, "ATOMIVERSE_HOME": str(home), **env_extra}
-    env.pop("ATOMIVERSE_BASE_URL", None)
-    with open(home / "server.log", "ab") as log:
-        proc = subprocess.Popen([PY, "-m", "atomiverse_server", "--port", str(port), "--home",
-                                 str(home), "--database-url", url, "--log-level", "warning"],
-                                stdout=log, stderr=log, env=env)
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/healthz", proc=proc)
-    return base, proc
-
-
 def _payload(i: int) -> dict[str, Any]:
     return {"job_type": "single_point_energy", "name": f"m{i}", "use_cache": False,
             "atoms": {"numbers": [8, 1, 1], "positions": [[0, 0, 0], [0.96, 0, 0],
@@ -434,7 +418,8 @@ def test_two_server_processes_on_one_database_act_as_one(db_url: str, tmp_path: 
     db.migrate(eng)
     env = {"ATOMIVERSE_MANAGED_ENABLED": "true", "ATOMIVERSE_BATCH_RATE_PER_MINUTE": "1000",
            "ATOMIVERSE_JOB_RATE_PER_MINUTE": "100000"}
-    servers = [_start_server(tmp_path / f"s{i}", db_url, env) for i in range(2)]
+    servers = [start_server(tmp_path / f"s{i}", database_url=db_url, env_extra=env)
+               for i in range(2)]
     try:
         out = subprocess.run([PY, "-m", "atomiverse_server.admin", "--database-url", db_url,
                               "create-workspace", "lab", "--balance", "1000"],
@@ -445,7 +430,7 @@ def test_two_server_processes_on_one_database_act_as_one(db_url: str, tmp_path: 
         auth = {"Authorization": f"Bearer {key}"}
         tokens = []
         for i in range(6):
-            r = httpx.post(f"{servers[i % 2][0]}/api/v1/controllers/register", headers=auth,
+            r = httpx.post(f"{servers[i % 2].url}/api/v1/controllers/register", headers=auth,
                            json={"name": f"ctl{i}", "slots": 4, "engines": {"instant": "0"},
                                  "hostname": "h"}, timeout=30)
             assert r.status_code == 200, r.text
@@ -453,13 +438,13 @@ def test_two_server_processes_on_one_database_act_as_one(db_url: str, tmp_path: 
         with db.write_tx(eng) as conn:  # an admin puts them in the managed pool
             conn.execute(db.controllers.update().values(serves_managed=True))
         n = 600
-        r = httpx.post(f"{servers[0][0]}/api/v1/jobs/submit-batch", headers=auth, timeout=60,
+        r = httpx.post(f"{servers[0].url}/api/v1/jobs/submit-batch", headers=auth, timeout=60,
                        json={"jobs": [{"job": _payload(i), "compute_target": "managed"}
                                       for i in range(n)]})
         assert r.status_code == 200 and r.json()["submitted"] == n, r.text
 
         def controller(i: int) -> list[str]:
-            base = servers[i % 2][0]
+            base = servers[i % 2].url
             h = {"Authorization": f"Bearer {tokens[i]}"}
             done: list[str] = []
             with httpx.Client(base_url=base, headers=h, timeout=60) as c:
@@ -485,10 +470,10 @@ def test_two_server_processes_on_one_database_act_as_one(db_url: str, tmp_path: 
                                 .group_by(db.jobs.c.state, db.jobs.c.attempts)).all()
         assert [tuple(r) for r in rows] == [("done", 1, n)]
         # Both servers list the same jobs.
-        pages = [httpx.get(f"{s}/api/v1/jobs", params={"limit": 200}, headers=auth,
-                           timeout=30).json() for s, _ in servers]
+        pages = [httpx.get(f"{srv.url}/api/v1/jobs", params={"limit": 200}, headers=auth,
+                           timeout=30).json() for srv in servers]
         assert pages[0]["jobs"] == pages[1]["jobs"] and len(pages[0]["jobs"]) == 200
     finally:
-        for _, proc in servers:
-            stop_process(proc)
+        for srv in servers:
+            stop_process(srv.proc)
         eng.dispose()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import queue
 import random
-import time
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from .api import ControllerAPI, ServerRefused, ServerUnavailable

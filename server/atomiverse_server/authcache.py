@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+
 from .security import hash_secret
+
 
 class AuthCache:
     def __init__(self, ttl_seconds: float = 1.0, max_entries: int = 10_000) -> None:

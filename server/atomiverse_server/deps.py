@@ -16,8 +16,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 
-from .db import read_tx
 from .authcache import AuthCache
+from .db import read_tx
 from .notify import Notifier
 from .settings import Settings
 from .store import controllers as controller_store

@@ -11,7 +11,6 @@ they named, and skips the database when none of them is one it waits for."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterable
 
 
@@ -28,7 +27,6 @@ class Signal:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: _Event | None = None
-        self._lock = threading.Lock()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
