@@ -23,8 +23,9 @@ from .base import EngineError, Molecule, Session
 if TYPE_CHECKING:
     from .base import Engine
 
-OPTIMIZERS = ("LBFGS", "BFGS", "FIRE", "geomeTRIC")
+OPTIMIZERS = ("BFGS-Lindh", "LBFGS", "BFGS", "FIRE", "geomeTRIC")
 # The job model owns the defaults; a payload without them (an older client) gets the same.
+DEFAULT_OPTIMIZER: str = GeometryOptimization.model_fields["optimizer"].default
 DEFAULT_FMAX_EV_PER_ANGSTROM: float = GeometryOptimization.model_fields["fmax"].default
 DEFAULT_MAX_STEPS: int = GeometryOptimization.model_fields["max_steps"].default
 POSITION_DECIMALS = 6  # 1e-6 Angstrom
@@ -32,7 +33,7 @@ GRADIENT_DECIMALS = 7  # 1e-7 Hartree/Bohr: 0.05 % of a converged force at fmax 
 
 
 def opt_settings(payload: dict[str, Any]) -> tuple[str, float, int]:
-    optimizer = payload.get("optimizer") or "LBFGS"
+    optimizer = payload.get("optimizer") or DEFAULT_OPTIMIZER
     if optimizer not in OPTIMIZERS:
         raise EngineError(f"optimizer: must be one of {OPTIMIZERS}, not {optimizer!r}", "input")
     try:
@@ -118,7 +119,8 @@ def run_optimizer(session: Session, molecule: Molecule, optimizer: str, fmax: fl
     atoms = ase.Atoms(numbers=molecule.numbers, positions=molecule.positions_angstrom)
     calc = SessionCalculator(session)
     atoms.calc = calc
-    opt_class = {"LBFGS": LBFGS, "BFGS": BFGS, "FIRE": FIRE}[optimizer]
+    opt_class = {"BFGS-Lindh": lindh_bfgs(), "LBFGS": LBFGS, "BFGS": BFGS,
+                 "FIRE": FIRE}[optimizer]
     opt = opt_class(atoms, logfile=None, trajectory=None)
     energies: list[float] = []
     frames_positions: list[np.ndarray] = []
@@ -141,6 +143,25 @@ def run_optimizer(session: Session, molecule: Molecule, optimizer: str, fmax: fl
     return Trace(energies, np.asarray(gradient), positions, opt.nsteps, bool(converged),
                  optimizer, fmax, max_steps, session.properties(), frames_positions,
                  frames_gradients)
+
+
+def lindh_bfgs() -> type:
+    """The BFGS-Lindh optimiser class (imported late: ase.optimize brings SciPy)."""
+    from ase.optimize import BFGS
+
+    from .model_hessian import lindh_hessian
+
+    class LindhBFGS(BFGS):  # type: ignore[misc]
+        """ASE's BFGS, started from Lindh's model Hessian instead of 70 eV/Angstrom^2 times the
+        identity: about a third of LBFGS's gradients for the same minima, near xtb's own
+        optimiser, at a millisecond or two of numpy per step (see model_hessian)."""
+
+        def initialize(self) -> None:
+            super().initialize()
+            positions_bohr = self.atoms.get_positions() / Bohr
+            self.H0 = lindh_hessian(self.atoms.numbers, positions_bohr) * (Hartree / Bohr**2)
+
+    return LindhBFGS
 
 
 class SessionCalculator(Calculator):
