@@ -4,7 +4,7 @@
     thread each. Single points call ``xtb.interface.Calculator`` (GFN2-xTB, muted); optimisations
     run an ASE optimiser on xtb-python's ASE calculator with the platform's
     ``GeometryOptimization`` defaults, read from the SDK at run time (:func:`opt_settings`; at
-    the time of writing LBFGS, fmax 0.001 eV/Angstrom, at most 1000 steps). Workers import xtb
+    the time of writing BFGS-Lindh, fmax 0.001 eV/Angstrom, at most 1000 steps). Workers import xtb
     and compute a warm-up water molecule before the clock starts; tasks go out one at a time
     (``imap_unordered``, chunksize 1).
 
@@ -46,7 +46,8 @@ Kind = Literal["sp", "opt"]
 Molecule = tuple[str, Sequence[int], Sequence[Sequence[float]]]
 
 # Fallback for the platform's GeometryOptimization defaults (sdk/atomiverse/jobs.py) when the
-# SDK cannot be imported; opt_settings() reads the real ones.
+# SDK cannot be imported; opt_settings() reads the real ones. Without the SDK there is no
+# controller either, hence no BFGS-Lindh: the fallback is plain ASE.
 FALLBACK_OPTIMIZER = "LBFGS"
 FALLBACK_FMAX_EV_PER_ANGSTROM = 0.001
 FALLBACK_MAX_STEPS = 1000
@@ -93,7 +94,7 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
 
 @dataclass(frozen=True)
 class OptSettings:
-    optimizer: str = FALLBACK_OPTIMIZER  # a class in ase.optimize
+    optimizer: str = FALLBACK_OPTIMIZER  # a class in ase.optimize, "BFGS-Lindh" or "geomeTRIC"
     fmax: float = FALLBACK_FMAX_EV_PER_ANGSTROM  # eV/Angstrom
     max_steps: int = FALLBACK_MAX_STEPS
     source: str = "fallback"
@@ -172,6 +173,9 @@ def _init_worker(ready: Any) -> None:
     import ase.optimize  # noqa: F401
     import numpy as np
     from xtb.ase.calculator import XTB  # noqa: F401
+
+    with contextlib.suppress(ImportError):  # the BFGS-Lindh optimiser, when it is there
+        import atomiverse_controller.engines.optimize  # noqa: F401
     from xtb.interface import Calculator, Param
     from xtb.libxtb import VERBOSITY_MUTED
 
@@ -204,7 +208,6 @@ def _opt_task(task: tuple[int, Sequence[int], Sequence[Sequence[float]], OptSett
     i, numbers, positions, settings = task
     try:
         import ase
-        import ase.optimize
         from ase.units import Hartree
         from xtb.ase.calculator import XTB
 
@@ -212,12 +215,25 @@ def _opt_task(task: tuple[int, Sequence[int], Sequence[Sequence[float]], OptSett
         atoms.calc = XTB(method="GFN2-xTB")
         if settings.optimizer == "geomeTRIC":
             return i, _geometric_opt(atoms, settings)
-        opt = getattr(ase.optimize, settings.optimizer)(atoms, logfile=None)
+        opt = _optimizer_class(settings.optimizer)(atoms, logfile=None)
         converged = bool(opt.run(fmax=settings.fmax, steps=settings.max_steps))
         return i, {"energy": float(atoms.get_potential_energy() / Hartree),
                    "steps": int(opt.get_number_of_steps()), "converged": converged}
     except Exception as exc:  # noqa: BLE001
         return i, {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _optimizer_class(name: str) -> type:
+    """An ASE optimiser by name; "BFGS-Lindh" is ASE's BFGS from Lindh's model Hessian, taken
+    from the controller's engines the way one would take any optimiser from a library (the
+    optimiser only: the calculator and the pool stay the baseline's own)."""
+    import ase.optimize
+
+    if name == "BFGS-Lindh":
+        from atomiverse_controller.engines.optimize import lindh_bfgs
+
+        return lindh_bfgs()
+    return getattr(ase.optimize, name)
 
 
 def _geometric_opt(atoms: Any, settings: OptSettings) -> dict:
