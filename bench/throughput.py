@@ -87,7 +87,10 @@ def _find_controller(home: str) -> Any:
 
 
 def sample_controller_idle(home: str, seconds: float = 5.0) -> dict[str, Any]:
-    """CPU percent (of one core) over ``seconds`` and RSS of the idle controller and its workers."""
+    """CPU percent (of one core) over ``seconds``, RSS and PSS of the idle controller and its
+    workers. RSS counts the pages of shared libraries (libxtb, OpenBLAS, SciPy) once per process
+    that maps them; PSS splits each shared page among its processes, so the group's PSS is
+    what the group costs the machine."""
     import psutil
 
     ctl = _find_controller(home)
@@ -111,16 +114,20 @@ def sample_controller_idle(home: str, seconds: float = 5.0) -> dict[str, Any]:
     out: dict[str, Any] = {"seconds": seconds, "controller_pid": ctl.pid,
                            "n_workers": len(procs["workers"])}
     for name, group in procs.items():
-        cpu, rss = 0.0, 0
+        cpu, rss, pss = 0.0, 0, 0
         for p in group:
             try:
                 cpu += p.cpu_percent(None)
-                rss += p.memory_info().rss
+                memory = p.memory_full_info()
+                rss += memory.rss
+                pss += getattr(memory, "pss", memory.rss)  # PSS is Linux-only
             except psutil.NoSuchProcess:
                 pass
         out[f"{name}_cpu_percent"] = cpu
         out[f"{name}_rss_bytes"] = rss
-    out["total_rss_bytes"] = out["controller_rss_bytes"] + out["workers_rss_bytes"]
+        out[f"{name}_pss_bytes"] = pss
+    for kind in ("rss", "pss"):
+        out[f"total_{kind}_bytes"] = out[f"controller_{kind}_bytes"] + out[f"workers_{kind}_bytes"]
     return out
 
 
@@ -408,7 +415,9 @@ def print_report(report: dict[str, Any]) -> None:
                       f"{idle['workers_cpu_percent']:.1f}% in {idle['n_workers']} workers); RSS "
                       f"{idle['controller_rss_bytes'] / mb:.0f} MB controller + "
                       f"{idle['workers_rss_bytes'] / mb:.0f} MB workers = "
-                      f"{idle['total_rss_bytes'] / mb:.0f} MB")
+                      f"{idle['total_rss_bytes'] / mb:.0f} MB; PSS (shared pages split) "
+                      f"{idle['controller_pss_bytes'] / mb:.0f} + "
+                      f"{idle['workers_pss_bytes'] / mb:.0f} = {idle['total_pss_bytes'] / mb:.0f} MB")
     elif idle:
         console.print(f"idle controller: {idle['error']}")
     la, lb = m["load_average_at_start"][0], m["load_average_at_end"][0]
