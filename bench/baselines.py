@@ -173,11 +173,11 @@ def _init_worker(ready: Any) -> None:
     import ase.optimize  # noqa: F401
     import numpy as np
     from xtb.ase.calculator import XTB  # noqa: F401
+    from xtb.interface import Calculator, Param
+    from xtb.libxtb import VERBOSITY_MUTED
 
     with contextlib.suppress(ImportError):  # the BFGS-Lindh optimiser, when it is there
         import atomiverse_controller.engines.optimize  # noqa: F401
-    from xtb.interface import Calculator, Param
-    from xtb.libxtb import VERBOSITY_MUTED
 
     water = Calculator(Param.GFN2xTB, np.array([8, 1, 1]),
                        np.array([[0.0, 0.0, 0.22], [0.0, 1.43, -0.89], [0.0, -1.43, -0.89]]))
@@ -269,18 +269,23 @@ def _geometric_opt(atoms: Any, settings: OptSettings) -> dict:
             "converged": converged}
 
 
+def _set_env(values: dict[str, str | None]) -> None:
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @contextlib.contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
+def scoped_env(values: dict[str, str | None]) -> Iterator[None]:
+    """Set (None: unset) these environment variables for the block, then put them back."""
     old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    _set_env(values)
     try:
         yield
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _set_env(old)
 
 
 class DirectPool:
@@ -295,7 +300,7 @@ class DirectPool:
         self.workers = workers or physical_cores()
         ctx = multiprocessing.get_context("spawn")
         ready = ctx.Queue()
-        with _env(ONE_THREAD_ENV):
+        with scoped_env(ONE_THREAD_ENV):
             self._pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(ready,))
         try:
             pids = {ready.get(timeout=start_timeout) for _ in range(self.workers)}

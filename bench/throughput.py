@@ -43,6 +43,7 @@ from bench.baselines import (  # noqa: E402
     opt_settings,
     physical_cores,
     run_xtb_program,
+    scoped_env,
     xtb_opt_level_for,
     xtb_program_version,
 )
@@ -50,7 +51,6 @@ from bench.molecules import RESULTS_DIR, benchmark_molecules  # noqa: E402
 
 SP_TOLERANCE_HARTREE = 1e-6
 SUBMIT_BATCH_MAX = 1000  # the server's limit per submit_batch request
-_PLATFORM_ENV = ("ATOMIVERSE_HOME", "ATOMIVERSE_BASE_URL", "ATOMIVERSE_API_KEY")
 DEFAULT_JSON = RESULTS_DIR / "throughput.json"
 WATER = ([8, 1, 1], [[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]])
 
@@ -196,20 +196,13 @@ def run_platform(sp_molecules: list, opt_molecules: list, opt: OptSettings | Non
     Returns ``{"sp": BaselineResult, "opt": BaselineResult, "latency": {...},
     "controller_idle": {...}, "startup_seconds": float}``."""
     home = tempfile.mkdtemp(prefix="bench-atomiverse-home-")
-    saved = {k: os.environ.get(k) for k in _PLATFORM_ENV}
     # A fresh embedded instance: its own home; no remote server or key from the environment.
-    os.environ["ATOMIVERSE_HOME"] = home
-    os.environ.pop("ATOMIVERSE_BASE_URL", None)
-    os.environ.pop("ATOMIVERSE_API_KEY", None)
+    fresh = {"ATOMIVERSE_HOME": home, "ATOMIVERSE_BASE_URL": None, "ATOMIVERSE_API_KEY": None}
     try:
-        return _run_platform(home, sp_molecules, opt_molecules, opt or opt_settings(),
-                             latency_repeats, idle_seconds)
+        with scoped_env(fresh):
+            return _run_platform(home, sp_molecules, opt_molecules, opt or opt_settings(),
+                                 latency_repeats, idle_seconds)
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         if not os.path.isdir(os.path.join(home, "logs")):  # failed before the server started
             shutil.rmtree(home, ignore_errors=True)
 

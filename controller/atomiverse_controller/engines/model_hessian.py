@@ -16,6 +16,8 @@ Positions in Bohr, Hessian in Hartree/Bohr^2.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 # Rows of the periodic table: H-He, Li-Ne, Na and beyond (Lindh's third row serves them all).
@@ -71,8 +73,7 @@ def _bends(pos: np.ndarray, rho: np.ndarray, hessian: np.ndarray) -> None:
     """Angle i-j-k at centre j."""
     bonded = rho > RHO_MIN
     triples = [(i, j, k) for j in range(len(pos))
-               for nbrs in [np.flatnonzero(bonded[j])]
-               for a, i in enumerate(nbrs) for k in nbrs[a + 1:]]
+               for i, k in itertools.combinations(np.flatnonzero(bonded[j]), 2)]
     if not triples:
         return
     i, j, k = np.array(triples).T

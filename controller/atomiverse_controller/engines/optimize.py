@@ -8,6 +8,7 @@ evaluation, no copy beyond the step's own arrays) and packed once at the end.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -145,8 +146,9 @@ def run_optimizer(session: Session, molecule: Molecule, optimizer: str, fmax: fl
                  frames_gradients)
 
 
+@functools.cache
 def lindh_bfgs() -> type:
-    """The BFGS-Lindh optimiser class (imported late: ase.optimize brings SciPy)."""
+    """The BFGS-Lindh optimiser class, made once (late: ase.optimize brings SciPy)."""
     from ase.optimize import BFGS
 
     from .model_hessian import lindh_hessian
