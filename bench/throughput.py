@@ -111,23 +111,50 @@ def sample_controller_idle(home: str, seconds: float = 5.0) -> dict[str, Any]:
             except psutil.NoSuchProcess:
                 pass
     time.sleep(seconds)
-    out: dict[str, Any] = {"seconds": seconds, "controller_pid": ctl.pid,
-                           "n_workers": len(procs["workers"])}
+    out: dict[str, Any] = {"seconds": seconds, "controller_pid": ctl.pid}
     for name, group in procs.items():
-        cpu, rss, pss = 0.0, 0, 0
+        cpu, rss, pss, alive = 0.0, 0, 0, 0
         for p in group:
             try:
                 cpu += p.cpu_percent(None)
                 memory = p.memory_full_info()
                 rss += memory.rss
                 pss += getattr(memory, "pss", memory.rss)  # PSS is Linux-only
+                alive += 1
             except psutil.NoSuchProcess:
-                pass
+                pass  # e.g. an idle worker the controller stopped meanwhile
+        if name == "workers":
+            out["n_workers"] = alive
         out[f"{name}_cpu_percent"] = cpu
         out[f"{name}_rss_bytes"] = rss
         out[f"{name}_pss_bytes"] = pss
     for kind in ("rss", "pss"):
         out[f"total_{kind}_bytes"] = out[f"controller_{kind}_bytes"] + out[f"workers_{kind}_bytes"]
+    return out
+
+
+def sample_after_retirement(home: str, seconds: float, timeout: float) -> dict[str, Any]:
+    """Wait (up to ``timeout`` seconds) until the idle controller has stopped the workers it
+    does not keep warm, then sample it like :func:`sample_controller_idle`."""
+    from atomiverse_controller.config import ControllerConfig
+
+    keep = ControllerConfig.model_fields["warm_workers"].default
+    t0 = time.perf_counter()
+    while True:
+        ctl = _find_controller(home)
+        if ctl is None:
+            return {"error": "no process with 'atomiverse_controller' in its command line found"}
+        try:
+            n_workers = len(ctl.children())
+        except Exception:  # noqa: BLE001 - psutil races with exiting processes
+            n_workers = keep + 1
+        if n_workers <= keep:
+            break
+        if time.perf_counter() - t0 > timeout:
+            return {"error": f"{n_workers} workers still running after {timeout:.0f} s idle"}
+        time.sleep(0.5)
+    out = sample_controller_idle(home, seconds)
+    out["waited_seconds"] = time.perf_counter() - t0
     return out
 
 
@@ -190,14 +217,18 @@ def _platform_result(kind: str, molecules: list, wall: float, cpu: float,
 
 
 def run_platform(sp_molecules: list, opt_molecules: list, opt: OptSettings | None = None,
-                 latency_repeats: int = 20, idle_seconds: float = 5.0) -> dict[str, Any]:
+                 latency_repeats: int = 20, idle_seconds: float = 5.0,
+                 worker_idle_seconds: float | None = None) -> dict[str, Any]:
     """Time the same workloads on a fresh embedded instance (server + local controller).
+    ``worker_idle_seconds``: the controller's setting of that name (None: its default).
 
     Returns ``{"sp": BaselineResult, "opt": BaselineResult, "latency": {...},
-    "controller_idle": {...}, "startup_seconds": float}``."""
+    "controller_idle": {...}, "controller_idle_retired": {...}, "startup_seconds": float}``."""
     home = tempfile.mkdtemp(prefix="bench-atomiverse-home-")
     # A fresh embedded instance: its own home; no remote server or key from the environment.
-    fresh = {"ATOMIVERSE_HOME": home, "ATOMIVERSE_BASE_URL": None, "ATOMIVERSE_API_KEY": None}
+    fresh = {"ATOMIVERSE_HOME": home, "ATOMIVERSE_BASE_URL": None, "ATOMIVERSE_API_KEY": None,
+             "ATOMIVERSE_CONTROLLER_WORKER_IDLE_SECONDS":
+                 None if worker_idle_seconds is None else str(worker_idle_seconds)}
     try:
         with scoped_env(fresh):
             return _run_platform(home, sp_molecules, opt_molecules, opt or opt_settings(),
@@ -261,6 +292,8 @@ def _run_platform(home: str, sp_molecules: list, opt_molecules: list, opt: OptSe
                           "samples_seconds": samples}
         time.sleep(1.0)  # let the last job's bookkeeping settle
         out["controller_idle"] = sample_controller_idle(home, idle_seconds)
+        out["controller_idle_retired"] = sample_after_retirement(
+            home, idle_seconds, timeout=_worker_idle_seconds() + 30.0)
         ok = True
     finally:
         atomiverse.stop_local()
@@ -269,6 +302,13 @@ def _run_platform(home: str, sp_molecules: list, opt_molecules: list, opt: OptSe
         else:  # keep server.log / controller.log of a failed run
             print(f"platform run failed; its logs are kept under {home}/logs", file=sys.stderr)
     return out
+
+
+def _worker_idle_seconds() -> float:
+    """The local controller's ``worker_idle_seconds``, as its configuration resolves it."""
+    from atomiverse_controller.config import load_config
+
+    return load_config(None, {}).worker_idle_seconds
 
 
 # ==== report =================================================================================
@@ -400,24 +440,37 @@ def print_report(report: dict[str, Any]) -> None:
         console.print(f"latency, one water single point, submit(wait=True) to result: median "
                       f"{ms['median']:.1f} ms (min {ms['min']:.1f}, max {ms['max']:.1f}, "
                       f"n={len(lat['samples_seconds'])})")
-    idle = p.get("controller_idle")
-    if idle and "error" not in idle:
-        mb = 1024 * 1024
-        console.print(f"idle local controller over {idle['seconds']:.0f} s: CPU "
-                      f"{idle['controller_cpu_percent']:.1f}% (+ "
-                      f"{idle['workers_cpu_percent']:.1f}% in {idle['n_workers']} workers); RSS "
-                      f"{idle['controller_rss_bytes'] / mb:.0f} MB controller + "
-                      f"{idle['workers_rss_bytes'] / mb:.0f} MB workers = "
-                      f"{idle['total_rss_bytes'] / mb:.0f} MB; PSS (shared pages split) "
-                      f"{idle['controller_pss_bytes'] / mb:.0f} + "
-                      f"{idle['workers_pss_bytes'] / mb:.0f} = {idle['total_pss_bytes'] / mb:.0f} MB")
-    elif idle:
-        console.print(f"idle controller: {idle['error']}")
+    _print_idle(console, "idle local controller, right after the runs",
+                p.get("controller_idle"))
+    retired = p.get("controller_idle_retired")
+    if retired and "waited_seconds" in retired:
+        label = f"idle local controller, once idle workers stopped ({retired['waited_seconds']:.0f}" \
+                " s later)"
+    else:
+        label = "idle local controller, once idle workers stopped"
+    _print_idle(console, label, retired)
     la, lb = m["load_average_at_start"][0], m["load_average_at_end"][0]
     if max(la, lb) > 0.5:
         console.print(f"[yellow]note:[/yellow] 1-minute load average {la:.2f} at start, {lb:.2f} "
                       "at end: other work was running, the timings are not clean")
     console.print(f"JSON: {report['json_path']}")
+
+
+def _print_idle(console: Any, label: str, idle: dict[str, Any] | None) -> None:
+    if not idle:
+        return
+    if "error" in idle:
+        console.print(f"{label}: {idle['error']}")
+        return
+    mb = 1024 * 1024
+    console.print(f"{label}, over {idle['seconds']:.0f} s: CPU "
+                  f"{idle['controller_cpu_percent']:.1f}% (+ "
+                  f"{idle['workers_cpu_percent']:.1f}% in {idle['n_workers']} workers); RSS "
+                  f"{idle['controller_rss_bytes'] / mb:.0f} MB controller + "
+                  f"{idle['workers_rss_bytes'] / mb:.0f} MB workers = "
+                  f"{idle['total_rss_bytes'] / mb:.0f} MB; PSS (shared pages split) "
+                  f"{idle['controller_pss_bytes'] / mb:.0f} + "
+                  f"{idle['workers_pss_bytes'] / mb:.0f} = {idle['total_pss_bytes'] / mb:.0f} MB")
 
 
 # ==== main ===================================================================================
@@ -475,7 +528,10 @@ def main(argv: list[str] | None = None) -> int:
         skipped.append("platform")
     else:
         try:
-            platform_out = run_platform(sp_mols, opt_mols, opt)
+            # --quick: idle workers stop after 10 s (after the first idle sample) rather than
+            # the default, so the suite sees the retired controller without waiting a minute.
+            platform_out = run_platform(sp_mols, opt_mols, opt,
+                                        worker_idle_seconds=10.0 if args.quick else None)
             results["sp"]["platform"] = platform_out.pop("sp")
             results["opt"]["platform"] = platform_out.pop("opt")
         except Exception as exc:  # noqa: BLE001 - report it, still run the xtb program

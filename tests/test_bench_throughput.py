@@ -26,3 +26,9 @@ def test_quick_throughput_run_writes_its_json(tmp_path):
         for contender in ("direct", "platform", "xtb_program"):
             assert workload[contender]["wall_seconds"] > 0, (workload, contender)
     assert figures["platform"]["latency"]["median_seconds"] > 0
+    warm, retired = (figures["platform"][k] for k in ("controller_idle", "controller_idle_retired"))
+    assert "error" not in warm and "error" not in retired, (warm, retired)
+    # A worker per core right after the runs; once idle, the controller keeps one warm.
+    assert (warm["n_workers"], retired["n_workers"]) == (figures["config"]["workers"], 1)
+    if warm["n_workers"] > 1:
+        assert retired["total_rss_bytes"] < warm["total_rss_bytes"]

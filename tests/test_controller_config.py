@@ -44,3 +44,20 @@ def test_api_key_file_accepts_plain_text_or_the_embedded_credentials_json(tmp_pa
     js.write_text('{"api_key": "av_json", "workspace": "local"}')
     assert load_config(None, {"api_key_file": plain}).resolved_api_key() == "av_plain"
     assert load_config(None, {"api_key_file": js}).resolved_api_key() == "av_json"
+
+
+def test_idle_worker_settings_from_flags_and_environment(monkeypatch):
+    from atomiverse_controller.__main__ import FLAG_FIELDS, build_parser
+    from atomiverse_controller.daemon import Controller
+
+    monkeypatch.setenv("ATOMIVERSE_CONTROLLER_WORKER_IDLE_SECONDS", "30")
+    config = load_config(None, {})
+    assert (config.worker_idle_seconds, config.warm_workers) == (30, 1)
+    assert Controller(config).pool.idle_seconds == 30
+    args = build_parser().parse_args(["--worker-idle-seconds", "0", "--warm-workers", "2"])
+    config = load_config(None, {f: getattr(args, f) for f in FLAG_FIELDS})
+    assert (config.worker_idle_seconds, config.warm_workers) == (0, 2)
+    pool = Controller(config).pool
+    assert (pool.idle_seconds, pool.keep_warm) == (None, 2)  # 0: workers never stop
+    with pytest.raises(ValidationError, match="warm_workers"):
+        load_config(None, {"warm_workers": -1})

@@ -251,3 +251,54 @@ def test_memory_cap_fails_the_huge_job_and_the_pool_goes_on() -> None:
             pool.poll(0.5)
         small = run_one(pool, "after", payload("O"))
         assert small.ok
+
+
+# ----- idle workers stop, and start again with the next job --------------------------------------
+def wait_until_warm(pool: WorkerPool, n: int) -> None:
+    for _ in range(1000):
+        if pool.warm_workers() == n:
+            return
+        pool.poll(SAFETY_SECONDS)
+    raise AssertionError(f"{pool.warm_workers()} workers warm, expected {n}")
+
+
+def test_idle_workers_stop_and_a_job_starts_them_again() -> None:
+    smiles = ["CCO", "c1ccccc1"]
+    with WorkerPool(2, idle_seconds=0.5, keep_warm=1) as pool:
+        for i, s in enumerate(smiles):
+            pool.submit(f"warm-{i}", payload(s))
+        assert all(o.ok for o in collect(pool, 2).values())
+        before = set(pool.worker_pids().values())
+        wait_until_warm(pool, 1)
+        (kept,) = pool.worker_pids().values()
+        assert [pid for pid in before if alive(pid)] == [kept]
+        assert pool.free_slots() == 2  # the stopped slot still takes a job
+        for i, s in enumerate(smiles):
+            pool.submit(f"again-{i}", payload(s))
+        assert pool.warm_workers() == 2 and pool.free_slots() == 0
+        outcomes = collect(pool, 2)
+        assert len(set(pool.worker_pids().values()) - before) == 1  # one new worker
+    for i, s in enumerate(smiles):
+        o = outcomes[f"again-{i}"]
+        assert o.ok, o.error
+        in_process = get_engine("xtb").compute(payload(s))["energy_hartree"]
+        assert abs(o.result["energy_hartree"] - in_process) < 1e-6
+
+
+def test_a_restarted_worker_still_enforces_walltime() -> None:
+    with WorkerPool(1, engine="instant", idle_seconds=0.2, keep_warm=0) as pool:
+        wait_until_warm(pool, 0)
+        o = run_one(pool, "slow", payload(name="__sleep_60__"), walltime_seconds=0.5)
+        assert (o.ok, o.error_type) == (False, "walltime")
+        wait_until_warm(pool, 0)
+        assert run_one(pool, "quick", payload()).ok
+
+
+def test_a_worker_that_cannot_start_again_fails_its_job_as_retryable() -> None:
+    with WorkerPool(1, engine="instant", idle_seconds=0.2, keep_warm=0) as pool:
+        wait_until_warm(pool, 0)
+        pool._requested_engine = "orca"  # the next start fails, as a broken install would
+        o = run_one(pool, "stranded", payload())
+        assert (o.ok, o.error_type) == (False, "resource")
+        assert "worker could not start" in o.error and "unknown engine 'orca'" in o.error
+        assert pool.running_jobs() == []

@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-seconds", type=float, help="drain time on the first SIGTERM")
     p.add_argument("--exit-when-idle", dest="exit_when_idle_seconds", type=float,
                    metavar="SECONDS", help="exit after this long with no work (HPC jobs)")
+    p.add_argument("--worker-idle-seconds", type=float, metavar="SECONDS",
+                   help="stop idle workers after this long, keeping --warm-workers (default 60; "
+                        "0: never)")
+    p.add_argument("--warm-workers", type=int, help="workers kept warm while idle (default 1)")
     p.add_argument("--spool-dir", type=Path)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
     p.add_argument("--burst", action="store_true", help="exit when there is no more work")
@@ -35,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 FLAG_FIELDS = ("server", "name", "api_key", "api_key_file", "token_file", "slots",
                "cores_per_job", "capacity", "engine", "memory_limit_mb", "grace_seconds",
-               "exit_when_idle_seconds", "spool_dir", "metrics_port")
+               "exit_when_idle_seconds", "worker_idle_seconds", "warm_workers", "spool_dir",
+               "metrics_port")
 
 
 def drain_main(argv: list[str]) -> int:

@@ -40,6 +40,11 @@ class ControllerConfig(BaseModel):
     claim_wait_seconds: float = Field(default=20.0, ge=0, le=60)
     grace_seconds: float = Field(default=60.0, ge=0)
     exit_when_idle_seconds: float | None = Field(default=None, gt=0)
+    worker_idle_seconds: float = Field(
+        default=60.0, ge=0, description="After this long with no job, stop all workers but "
+        "warm_workers (0: never); a stopped worker starts again, in about a second, when a job "
+        "comes for its slot")
+    warm_workers: int = Field(default=1, ge=0, description="Workers kept warm while idle")
     spool_dir: Path = Field(default_factory=lambda: Path.home() / ".atomiverse" / "spool")
     metrics_port: int | None = None
 

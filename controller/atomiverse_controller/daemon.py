@@ -33,7 +33,9 @@ class Controller:
         self.api = api or ControllerAPI(config.server)
         self.ledger = Ledger()
         self.pool = WorkerPool(config.slots, engine=config.engine,
-                               memory_limit_mb=config.memory_limit_mb)
+                               memory_limit_mb=config.memory_limit_mb,
+                               idle_seconds=config.worker_idle_seconds or None,
+                               keep_warm=config.warm_workers)
         self.reporter = ReportLoop(self.api, name=config.name, spool=Spool(config.spool_dir),
                                    more_coming=lambda: self.ledger.counts()[0] > 0)
         self.claimer: ClaimLoop | None = None
@@ -157,6 +159,7 @@ class Controller:
         return {"claimed": self.claimer.claimed_total if self.claimer else 0,
                 "done": self.completed - self.failed, "failed": self.failed,
                 "running": running, "queued": queued, "slots": self.config.slots,
+                "warm_workers": self.pool.warm_workers(),
                 "heartbeat_age_seconds": time.monotonic() - self.heartbeat.last_ok
                 if self.heartbeat else 0.0}
 

@@ -22,6 +22,7 @@ worker->parent  per job: ``{"type": "outcome", "job_id", "ok", "result", "error"
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import resource
 import signal
@@ -46,6 +47,7 @@ THREAD_ENV = {
 ENGINE_THREAD_STACK_BYTES = 1 << 30
 CORES_PER_JOB = 1
 PARENT_CHECK_SECONDS = 2.0
+TRIM_AFTER_IDLE_SECONDS = 1.0
 _WARM_UP_PAYLOAD = {
     "job_type": "single_point_energy",
     "atoms": {"numbers": [1, 1], "positions": [[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]],
@@ -189,6 +191,16 @@ def _forget_stderr() -> None:
         pass
 
 
+def _return_free_memory() -> None:
+    """Hand the heap a finished job freed back to the system: glibc keeps it otherwise, and
+    an idle worker then holds its largest molecule's memory for good (about 10 MB after a few
+    optimisations). Once per idle spell, so a stream of jobs never pays for it."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim this way
+
+
 def serve(conn: Connection, engine_name: str, memory_limit_mb: int) -> int:
     """Warm up, report ready, then answer jobs until the pool says stop or goes away."""
     try:
@@ -202,6 +214,8 @@ def serve(conn: Connection, engine_name: str, memory_limit_mb: int) -> int:
                "engines": engines, "pid": os.getpid()})
     while True:
         try:
+            if not conn.poll(TRIM_AFTER_IDLE_SECONDS):
+                _return_free_memory()
             message = conn.recv()
         except (EOFError, OSError):
             return 0

@@ -6,7 +6,10 @@ native code itself: a worker that segfaults, aborts, is OOM-killed, overruns its
 cancelled is killed with its whole process group and replaced, and the pool keeps serving.
 
 ``poll()`` sleeps in ``multiprocessing.connection.wait`` on the worker sockets plus a self-pipe,
-so an idle pool costs no CPU. ``submit``, ``cancel``, ``wakeup`` and the queries may be called
+so an idle pool costs no CPU. With ``idle_seconds``, a pool that has run nothing for that long
+stops all but ``keep_warm`` workers, so an idle daemon on a many-core node does not hold a warm
+engine per core; a stopped ("dormant") slot still counts as free, and ``submit`` starts its
+worker again and hands it the job, which runs once the worker is warm (about a second). ``submit``, ``cancel``, ``wakeup`` and the queries may be called
 from other threads than the one polling; one thread polls, and ``shutdown`` comes after it stopped.
 
 Outcomes: every submitted job yields exactly one :class:`Outcome` from ``poll()``, except a job
@@ -63,7 +66,9 @@ class _Worker:
     proc: subprocess.Popen[bytes] | None = None
     conn: Connection | None = None
     stderr: IO[bytes] | None = None  # an unlinked temp file; the worker empties it per job
-    state: str = "down"  # down -> starting -> idle <-> busy; any -> down when it dies
+    state: str = "down"  # down -> starting -> idle <-> busy; any -> down when it dies;
+    # idle -> dormant when retired; dormant -> busy (warming) when submit starts it with a job
+    warming: bool = False  # busy with a job handed over before the worker said it was ready
     job_id: str | None = None
     job_started: float = 0.0  # time.monotonic()
     walltime_seconds: float | None = None
@@ -71,9 +76,11 @@ class _Worker:
     failures: int = 0  # consecutive failed starts, for backoff
     start_error: str | None = None
 
+    spawned_at: float = 0.0  # time.monotonic()
+
     @property
     def deadline(self) -> float | None:
-        if self.state != "busy" or self.walltime_seconds is None:
+        if self.state != "busy" or self.walltime_seconds is None or self.warming:
             return None
         return self.job_started + self.walltime_seconds
 
@@ -113,10 +120,15 @@ class WorkerPool:
 
     def __init__(self, slots: int, engine: str | None = None,
                  memory_limit_mb: int | None = None,
-                 start_timeout_seconds: float = START_TIMEOUT_SECONDS) -> None:
+                 start_timeout_seconds: float = START_TIMEOUT_SECONDS,
+                 idle_seconds: float | None = None, keep_warm: int = 1) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
+        if keep_warm < 0:
+            raise ValueError("keep_warm must be at least 0")
         self.slots = slots
+        self.idle_seconds, self.keep_warm = idle_seconds, keep_warm
+        self._last_busy = time.monotonic()
         self.memory_limit_mb = memory_limit_mb
         self.start_timeout_seconds = start_timeout_seconds
         self.engine_name: str | None = engine  # resolved by the first worker when None
@@ -193,7 +205,13 @@ class WorkerPool:
 
     # ----- jobs --------------------------------------------------------------------------------
     def free_slots(self) -> int:
-        return self._count("idle")
+        """Slots that take a job now: warm idle workers, and dormant ones submit restarts."""
+        return self._count("idle") + self._count("dormant")
+
+    def warm_workers(self) -> int:
+        """Worker processes running (warm or warming up), for ops and tests."""
+        with self._lock:
+            return sum(1 for w in self._workers if w.proc is not None)
 
     def _count(self, state: str) -> int:
         with self._lock:
@@ -218,12 +236,16 @@ class WorkerPool:
         with self._lock:
             if job_id in self.running_jobs():
                 raise ValueError(f"job {job_id} is already running")
-            for worker in self._workers:
-                if worker.state != "idle":
+            # Warm workers first; a dormant one is started with the job already in its socket.
+            for worker in sorted(self._workers, key=lambda w: w.state != "idle"):
+                if worker.state not in ("idle", "dormant"):
                     continue
+                warming = worker.state == "dormant"
+                if warming:
+                    self._spawn(worker)
                 if self._send(worker, ("job", job_id, payload)):
-                    worker.state, worker.job_id = "busy", job_id
-                    worker.job_started = time.monotonic()
+                    worker.state, worker.job_id, worker.warming = "busy", job_id, warming
+                    worker.job_started = self._last_busy = time.monotonic()
                     worker.walltime_seconds = walltime_seconds
                     return
                 self._replace(worker)  # died while idle; try the next one
@@ -249,8 +271,9 @@ class WorkerPool:
 
     def poll(self, timeout: float | None = None) -> list[Outcome]:
         """Outcomes of finished jobs; blocks up to ``timeout`` seconds (None: no limit) until
-        there is at least one. Returns early, possibly with ``[]``, on ``wakeup()`` and when a
-        worker reports anything else (e.g. a replacement became ready: free slots changed)."""
+        there is at least one. Returns early, possibly with ``[]``, on ``wakeup()``, when a
+        worker reports anything else (e.g. a replacement became ready: free slots changed) and
+        when idle workers were stopped."""
         end = None if timeout is None else time.monotonic() + timeout
         outcomes: list[Outcome] = []
         while True:
@@ -259,10 +282,12 @@ class WorkerPool:
                     return outcomes
                 self._close_retired()
                 outcomes += self._expire_walltimes()
+                outcomes += self._expire_warm_ups()
                 self._respawn_due()
+                retired = self._retire_idle()
                 watched = {w.conn: w for w in self._workers if w.conn is not None}
                 wait_for = self._wait_seconds(end)
-            if outcomes:
+            if outcomes or retired:
                 return outcomes
             ready = wait([*watched, self._wake_r], wait_for)
             woken = self._drain_wakeup() if self._wake_r in ready else False
@@ -306,6 +331,7 @@ class WorkerPool:
             child_sock.close()
         worker.conn = Connection(parent_sock.detach())
         worker.state, worker.job_id, worker.start_error = "starting", None, None
+        worker.warming, worker.spawned_at = False, time.monotonic()
 
     def _replace(self, worker: _Worker) -> None:
         self._kill(worker)
@@ -332,6 +358,7 @@ class WorkerPool:
             worker.stderr.close()
             worker.stderr = None
         worker.proc, worker.conn, worker.state, worker.job_id = None, None, "down", None
+        worker.warming = False
 
     def _send(self, worker: _Worker, message: Any) -> bool:
         try:
@@ -351,14 +378,22 @@ class WorkerPool:
             return self._on_death(worker)
         kind = message.get("type")
         if kind == "ready":
-            worker.state, worker.failures = "idle", 0
+            worker.failures = 0
+            if worker.warming:  # its job is waiting in its socket; the walltime starts now
+                worker.warming, worker.job_started = False, time.monotonic()
+            else:
+                worker.state = "idle"
             self.engine_name = message["engine"]
             self.engine_version, self.engines = message["version"], message["engines"]
         elif kind == "failed":
-            self._on_start_failure(worker, message["error"].strip().splitlines()[-1],
-                                   message["error"])
+            job = self._job_of_warming(worker)
+            summary = message["error"].strip().splitlines()[-1]
+            self._on_start_failure(worker, summary, message["error"])
+            if job is not None:
+                return self._not_started(job, f"worker could not start: {summary}")
         elif kind == "outcome" and worker.state == "busy" and message["job_id"] == worker.job_id:
             worker.state, worker.job_id = "idle", None
+            self._last_busy = time.monotonic()
             return Outcome(**{k: message[k] for k in _OUTCOME_FIELDS})
         else:
             log.warning("worker pid %s sent an unexpected message %r", _pid(worker), kind)
@@ -375,11 +410,13 @@ class WorkerPool:
         state, job_id, started = worker.state, worker.job_id, worker.job_started
         tail = _stderr_tail(worker)
         last_words = next((ln.strip() for ln in reversed(tail.splitlines()) if ln.strip()), "")
-        if state == "starting":
+        if state == "starting" or worker.warming:
+            job = self._job_of_warming(worker)
             detail = f"worker process exited with status {returncode} before it was ready"
-            self._on_start_failure(worker, f"{detail}: {last_words}" if last_words else detail,
-                                   f"{detail}\n{tail}")
-            return None
+            summary = f"{detail}: {last_words}" if last_words else detail
+            self._on_start_failure(worker, summary, f"{detail}\n{tail}")
+            return None if job is None else self._not_started(job, f"worker could not start: "
+                                                                   f"{summary}")
         log.warning("worker pid %s died (%s) while %s; stderr ends: %s", _pid(worker), returncode,
                     f"running job {job_id}" if job_id else state, tail.strip()[-1000:] or "-")
         self._replace(worker)
@@ -387,6 +424,15 @@ class WorkerPool:
             return None
         error_type, error = describe_exit(returncode, self.memory_limit_mb, last_words[-300:])
         return Outcome(job_id, False, None, error, error_type, time.monotonic() - started)
+
+    def _job_of_warming(self, worker: _Worker) -> tuple[str, float] | None:
+        return (worker.job_id or "", worker.job_started) if worker.warming else None
+
+    def _not_started(self, job: tuple[str, float], error: str) -> Outcome:
+        """The job never ran: it failed with the machine, not by itself, so the server may
+        try it again (a retryable error type)."""
+        job_id, handed_over = job
+        return Outcome(job_id, False, None, error, "resource", time.monotonic() - handed_over)
 
     def _on_start_failure(self, worker: _Worker, summary: str, detail: str) -> None:
         log.error("worker failed to start: %s", detail)
@@ -418,9 +464,46 @@ class WorkerPool:
                                        "walltime", now - started))
         return expired
 
+    def _expire_warm_ups(self) -> list[Outcome]:
+        """Jobs handed to a restarted worker that is not ready within the start timeout."""
+        now, expired = time.monotonic(), []
+        for worker in self._workers:
+            if worker.warming and now >= worker.spawned_at + self.start_timeout_seconds:
+                job = self._job_of_warming(worker)
+                assert job is not None
+                summary = f"not ready after {self.start_timeout_seconds:g} s"
+                self._on_start_failure(worker, summary, f"worker pid {_pid(worker)} {summary}")
+                expired.append(self._not_started(job, f"worker could not start: {summary}"))
+        return expired
+
+    def _retire_at(self) -> float | None:
+        """When idle workers beyond ``keep_warm`` are due to stop (None: nothing to retire)."""
+        if self.idle_seconds is None or self._closed:
+            return None
+        if any(w.state in ("busy", "starting") for w in self._workers):
+            return None
+        if self._count("idle") <= self.keep_warm:
+            return None
+        return self._last_busy + self.idle_seconds
+
+    def _retire_idle(self) -> bool:
+        """Stop the idle workers beyond ``keep_warm`` if they are due; True if any stopped."""
+        due = self._retire_at()
+        if due is None or time.monotonic() < due:
+            return False
+        idle = [w for w in self._workers if w.state == "idle"]
+        for worker in idle[self.keep_warm:]:
+            self._kill(worker)
+            worker.state = "dormant"
+        log.info("event=workers_retired workers=%d kept_warm=%d idle_seconds=%g",
+                 len(idle) - self.keep_warm, self.keep_warm, self.idle_seconds)
+        return True
+
     def _wait_seconds(self, end: float | None) -> float | None:
         now = time.monotonic()
         times = [t for t in (w.deadline for w in self._workers) if t is not None]
+        times += [w.spawned_at + self.start_timeout_seconds for w in self._workers if w.warming]
+        times += [t for t in (self._retire_at(),) if t is not None]
         times += [w.respawn_at for w in self._workers if w.state == "down"]
         if end is not None:
             times.append(end)
