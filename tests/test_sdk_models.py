@@ -19,6 +19,19 @@ def test_public_surface_is_pinned():
         assert name in atomiverse.__all__
         assert hasattr(atomiverse, name)
     assert callable(atomiverse._client_jobs.status)
+    assert set(atomiverse.__all__) <= set(dir(atomiverse))
+
+
+def test_the_job_models_load_without_the_http_client():
+    # Workers import the models through the package; the client would cost each of them memory.
+    import subprocess
+    import sys
+
+    code = ("import sys, atomiverse, atomiverse.jobs, atomiverse.schema, atomiverse.levels; "
+            "assert 'httpx2' not in sys.modules, 'httpx2 loaded'; "
+            "atomiverse.submit_batch; assert 'httpx2' in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_from_smiles_is_deterministic_and_has_hydrogens():

@@ -10,10 +10,10 @@ vacuum or implicit solvent, submitted from Python to this machine, a lab server 
 
 from __future__ import annotations
 
-from . import _client_jobs, levels, results, state
-from ._client import Client, configure, get_default_client
-from ._client_jobs import (cancel_job, delete_job, get_job, iter_jobs, list_jobs, rename_job,
-                           status, submit_batch, wait_jobs)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import levels, results, state
 from ._exceptions import (APIConnectionError, APIStatusError, APITimeoutError, AtomiverseError,
                           AuthenticationError, BadRequestError, ConflictError,
                           InternalServerError, NotFoundError, PayloadTooLargeError,
@@ -25,11 +25,41 @@ from .jobs import Frequencies, GeometryOptimization, Job, SinglePointEnergy
 from .pagination import JobsPage
 from .state import State
 
+if TYPE_CHECKING:
+    from . import _client_jobs
+    from ._client import Client, configure, get_default_client
+    from ._client_jobs import (cancel_job, delete_job, get_job, iter_jobs, list_jobs,
+                               rename_job, status, submit_batch, wait_jobs)
+
+# The HTTP client (httpx2) loads on first use. Worker processes import the job models through
+# this package and never talk HTTP; the client cost each of them about 5 MB and 60 ms.
+_CLIENT_ATTRIBUTES = {
+    **dict.fromkeys(("Client", "configure", "get_default_client"), "._client"),
+    **dict.fromkeys(("cancel_job", "delete_job", "get_job", "iter_jobs", "list_jobs",
+                     "rename_job", "status", "submit_batch", "wait_jobs"), "._client_jobs"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_client_jobs":
+        value: Any = importlib.import_module("._client_jobs", __name__)
+    elif name in _CLIENT_ATTRIBUTES:
+        value = getattr(importlib.import_module(_CLIENT_ATTRIBUTES[name], __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 def start_local(timeout: float = 120.0) -> str:
     """Start (or reuse) the embedded server and its local controller; return the server URL
     once the controller's workers are warm."""
     from . import _embedded
+    from ._client import get_default_client
 
     url, _ = _embedded.ensure_running(wait_for_controller=True, timeout=timeout)
     client = get_default_client()
@@ -41,6 +71,7 @@ def start_local(timeout: float = 120.0) -> str:
 def stop_local() -> bool:
     """Stop the embedded server and local controller; False if none was running."""
     from . import _embedded
+    from ._client import configure
 
     configure()  # forget the connection to the server being stopped
     return _embedded.stop()
