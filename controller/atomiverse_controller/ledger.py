@@ -13,6 +13,7 @@ class Ledger:
         self._lock = threading.Condition()
         self._queued: deque[dict[str, Any]] = deque()
         self._running: dict[str, dict[str, Any]] = {}
+        self._wake_below = 0  # what wait_until_below waits for; 0: nobody waits
 
     def add_claimed(self, jobs: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -30,7 +31,9 @@ class Ledger:
     def finish(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
             job = self._running.pop(job_id, None)
-            self._lock.notify_all()
+            # Woken per finished job, the claim loop cost a thread switch per job for nothing.
+            if len(self._queued) + len(self._running) < self._wake_below:
+                self._lock.notify_all()
             return job
 
     def drop(self, job_ids: set[str]) -> tuple[list[str], list[str]]:
@@ -65,7 +68,12 @@ class Ledger:
             return len(self._queued), len(self._running)
 
     def wait_until_below(self, total: int, timeout: float) -> bool:
-        """Block until fewer than ``total`` jobs are held; True if so."""
+        """Block until fewer than ``total`` jobs are held; True if so. One waiter at a time
+        (the claim loop)."""
         with self._lock:
-            return self._lock.wait_for(
-                lambda: len(self._queued) + len(self._running) < total, timeout)
+            self._wake_below = total
+            try:
+                return self._lock.wait_for(
+                    lambda: len(self._queued) + len(self._running) < total, timeout)
+            finally:
+                self._wake_below = 0

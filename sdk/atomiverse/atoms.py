@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -97,17 +98,13 @@ class Atoms(BaseModel):
 
     @property
     def symbols(self) -> list[str]:
-        from ase.data import chemical_symbols
-
-        return [chemical_symbols[z] for z in self.numbers]
+        table = _chemical_symbols()
+        return [table[z] for z in self.numbers]
 
     @property
     def formula(self) -> str:
         """Hill formula, e.g. ``C2H6O``."""
-        counts = Counter(self.symbols)
-        order = ["C", "H"] if "C" in counts else []
-        order += sorted(s for s in counts if s not in order)
-        return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order if s in counts)
+        return _hill_formula(self.symbols)
 
     @property
     def n_electrons(self) -> int:
@@ -236,8 +233,25 @@ class Atoms(BaseModel):
 
     def preview(self) -> dict[str, Any]:
         """Formula and atom positions, small enough to list and render."""
-        return {"formula": self.formula, "symbols": self.symbols,
+        symbols = self.symbols
+        return {"formula": _hill_formula(symbols), "symbols": symbols,
                 "positions": np.round(np.asarray(self.positions, dtype=float), 4).tolist()}
+
+
+@functools.cache
+def _chemical_symbols() -> tuple[str, ...]:
+    # ASE loads on first use (the SDK imports without it); an import statement per call was
+    # a tenth of the server's time on a submitted batch.
+    from ase.data import chemical_symbols
+
+    return tuple(chemical_symbols)
+
+
+def _hill_formula(symbols: list[str]) -> str:
+    counts = Counter(symbols)
+    order = ["C", "H"] if "C" in counts else []
+    order += sorted(s for s in counts if s not in order)
+    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order if s in counts)
 
 
 def read_xyz_frames(source: str | os.PathLike[str], *, charge: int = 0,
