@@ -6,11 +6,13 @@ native code itself: a worker that segfaults, aborts, is OOM-killed, overruns its
 cancelled is killed with its whole process group and replaced, and the pool keeps serving.
 
 ``poll()`` sleeps in ``multiprocessing.connection.wait`` on the worker sockets plus a self-pipe,
-so an idle pool costs no CPU. With ``idle_seconds``, a pool that has run nothing for that long
-stops all but ``keep_warm`` workers, so an idle daemon on a many-core node does not hold a warm
-engine per core; a stopped ("dormant") slot still counts as free, and ``submit`` starts its
-worker again and hands it the job, which runs once the worker is warm (about a second). ``submit``, ``cancel``, ``wakeup`` and the queries may be called
+so an idle pool costs no CPU. ``submit``, ``cancel``, ``wakeup`` and the queries may be called
 from other threads than the one polling; one thread polls, and ``shutdown`` comes after it stopped.
+
+With ``idle_seconds``, a pool that has run nothing for that long stops all but ``keep_warm``
+workers, so an idle daemon on a many-core node does not hold a warm engine per core. A stopped
+("dormant") slot still counts as free: ``submit`` starts its worker again and hands it the job,
+which runs once the worker is warm (about a second).
 
 Outcomes: every submitted job yields exactly one :class:`Outcome` from ``poll()``, except a job
 stopped by ``cancel()``, which yields none (the caller asked for it and already knows).
@@ -75,7 +77,6 @@ class _Worker:
     respawn_at: float = 0.0
     failures: int = 0  # consecutive failed starts, for backoff
     start_error: str | None = None
-
     spawned_at: float = 0.0  # time.monotonic()
 
     @property
@@ -469,8 +470,7 @@ class WorkerPool:
         now, expired = time.monotonic(), []
         for worker in self._workers:
             if worker.warming and now >= worker.spawned_at + self.start_timeout_seconds:
-                job = self._job_of_warming(worker)
-                assert job is not None
+                job = (worker.job_id or "", worker.job_started)
                 summary = f"not ready after {self.start_timeout_seconds:g} s"
                 self._on_start_failure(worker, summary, f"worker pid {_pid(worker)} {summary}")
                 expired.append(self._not_started(job, f"worker could not start: {summary}"))
