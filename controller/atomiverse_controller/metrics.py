@@ -24,8 +24,8 @@ class ControllerCollector:
         for key, help_text in (("running", "Jobs running in workers"),
                                ("queued", "Jobs claimed, waiting for a slot"),
                                ("slots", "Worker slots"),
-                               ("warm_workers", "Worker processes running; idle ones stop "
-                                                "after worker_idle_seconds"),
+                               ("warm_workers", ("Worker processes running; idle ones "
+                                                 "stop after worker_idle_seconds")),
                                ("heartbeat_age_seconds", "Seconds since the last heartbeat "
                                                          "the server answered")):
             g = GaugeMetricFamily(f"atomiverse_controller_{key}", help_text, labels=labels)

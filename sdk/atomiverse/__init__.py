@@ -14,11 +14,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import levels, results, state
-from ._exceptions import (APIConnectionError, APIStatusError, APITimeoutError, AtomiverseError,
-                          AuthenticationError, BadRequestError, ConflictError,
-                          InternalServerError, NotFoundError, PayloadTooLargeError,
-                          PaymentRequiredError, PermissionDeniedError, RateLimitError,
-                          UnprocessableEntityError)
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AtomiverseError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+)
 from ._version import __version__
 from .atoms import Atoms
 from .jobs import Frequencies, GeometryOptimization, Job, SinglePointEnergy
@@ -28,8 +39,17 @@ from .state import State
 if TYPE_CHECKING:
     from . import _client_jobs
     from ._client import Client, configure, get_default_client
-    from ._client_jobs import (cancel_job, delete_job, get_job, iter_jobs, list_jobs,
-                               rename_job, status, submit_batch, wait_jobs)
+    from ._client_jobs import (
+        cancel_job,
+        delete_job,
+        get_job,
+        iter_jobs,
+        list_jobs,
+        rename_job,
+        status,
+        submit_batch,
+        wait_jobs,
+    )
 
 # The HTTP client (httpx2) loads on first use. Worker processes import the job models through
 # this package and never talk HTTP; the client cost each of them about 5 MB and 60 ms.
