@@ -133,12 +133,15 @@ def sample_controller_idle(home: str, seconds: float = 5.0) -> dict[str, Any]:
     return out
 
 
-def sample_after_retirement(home: str, seconds: float, timeout: float) -> dict[str, Any]:
-    """Wait (up to ``timeout`` seconds) until the idle controller has stopped the workers it
-    does not keep warm, then sample it like :func:`sample_controller_idle`."""
-    from atomiverse_controller.config import ControllerConfig
+def sample_after_retirement(home: str, seconds: float) -> dict[str, Any]:
+    """Wait until the idle controller has stopped the workers it does not keep warm (at most
+    its ``worker_idle_seconds`` and 30 s more), then sample it like
+    :func:`sample_controller_idle`."""
+    from atomiverse_controller.config import load_config
 
-    keep = ControllerConfig.model_fields["warm_workers"].default
+    # The settings the local controller resolves from the same environment and files.
+    config = load_config(None, {})
+    keep, timeout = config.warm_workers, config.worker_idle_seconds + 30.0
     t0 = time.perf_counter()
     while True:
         ctl = _find_controller(home)
@@ -292,8 +295,7 @@ def _run_platform(home: str, sp_molecules: list, opt_molecules: list, opt: OptSe
                           "samples_seconds": samples}
         time.sleep(1.0)  # let the last job's bookkeeping settle
         out["controller_idle"] = sample_controller_idle(home, idle_seconds)
-        out["controller_idle_retired"] = sample_after_retirement(
-            home, idle_seconds, timeout=_worker_idle_seconds() + 30.0)
+        out["controller_idle_retired"] = sample_after_retirement(home, idle_seconds)
         ok = True
     finally:
         atomiverse.stop_local()
@@ -302,13 +304,6 @@ def _run_platform(home: str, sp_molecules: list, opt_molecules: list, opt: OptSe
         else:  # keep server.log / controller.log of a failed run
             print(f"platform run failed; its logs are kept under {home}/logs", file=sys.stderr)
     return out
-
-
-def _worker_idle_seconds() -> float:
-    """The local controller's ``worker_idle_seconds``, as its configuration resolves it."""
-    from atomiverse_controller.config import load_config
-
-    return load_config(None, {}).worker_idle_seconds
 
 
 # ==== report =================================================================================

@@ -193,8 +193,8 @@ def _forget_stderr() -> None:
 
 def _return_free_memory() -> None:
     """Hand the heap a finished job freed back to the system: glibc keeps it otherwise, and
-    an idle worker then holds its largest molecule's memory for good (about 10 MB after a few
-    optimisations). Once per idle spell, so a stream of jobs never pays for it."""
+    an idle worker then holds its largest molecule's memory for good (about 15 MB after a
+    series of optimisations). Once per idle spell, so a stream of jobs never pays for it."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
