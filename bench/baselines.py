@@ -224,16 +224,16 @@ def _opt_task(task: tuple[int, Sequence[int], Sequence[Sequence[float]], OptSett
 
 
 def _optimizer_class(name: str) -> type:
-    """An ASE optimiser by name; "BFGS-Lindh" is ASE's BFGS from Lindh's model Hessian, taken
-    from the controller's engines the way one would take any optimiser from a library (the
-    optimiser only: the calculator and the pool stay the baseline's own)."""
-    import ase.optimize
+    """An ASE optimiser by name; the platform's own ("ANC-RFO", "BFGS-Lindh") are taken from the
+    controller's engines the way one would take any optimiser from a library (the optimiser
+    only: the calculator and the pool stay the baseline's own)."""
+    try:
+        from atomiverse_controller.engines.optimize import ase_optimizer
+    except ImportError:  # no controller here: ASE's own optimisers only
+        import ase.optimize
 
-    if name == "BFGS-Lindh":
-        from atomiverse_controller.engines.optimize import lindh_bfgs
-
-        return lindh_bfgs()
-    return getattr(ase.optimize, name)
+        return getattr(ase.optimize, name)
+    return ase_optimizer(name)
 
 
 def _geometric_opt(atoms: Any, settings: OptSettings) -> dict:

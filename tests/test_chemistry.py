@@ -201,7 +201,7 @@ def test_frequencies_is_a_job_type_on_the_wire():
 def test_optimiser_defaults_are_the_tight_ones():
     fields = GeometryOptimization.model_fields
     assert fields["fmax"].default == 0.001 and fields["max_steps"].default == 1000
-    assert fields["optimizer"].default == "BFGS-Lindh"
+    assert fields["optimizer"].default == "ANC-RFO"
     assert Frequencies.model_fields["fmax"].default == fields["fmax"].default
     assert Frequencies.model_fields["optimizer"].default == fields["optimizer"].default
 

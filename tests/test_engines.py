@@ -110,7 +110,8 @@ def test_units_of_gradient_and_dipole() -> None:
 
 
 @pytest.mark.parametrize("engine", REAL_ENGINES)
-@pytest.mark.parametrize("optimizer", ["BFGS-Lindh", "LBFGS", "BFGS", "FIRE", "geomeTRIC"])
+@pytest.mark.parametrize("optimizer", ["ANC-RFO", "BFGS-Lindh", "LBFGS", "BFGS", "FIRE",
+                                       "geomeTRIC"])
 def test_optimisation_converges(engine: str, optimizer: str) -> None:
     fmax = 0.02
     result = get_engine(engine).compute(opt_payload("CCO", optimizer=optimizer, fmax=fmax))
@@ -134,10 +135,10 @@ def paracetamol_lbfgs() -> dict:
     return get_engine("xtb").compute(opt_payload(PARACETAMOL, optimizer="LBFGS"))
 
 
-@pytest.mark.parametrize("optimizer", ["BFGS-Lindh", "geomeTRIC"])
+@pytest.mark.parametrize("optimizer", ["ANC-RFO", "BFGS-Lindh", "geomeTRIC"])
 def test_optimiser_reaches_the_lbfgs_minimum_in_fewer_gradients(
         optimizer: str, paracetamol_lbfgs: dict) -> None:
-    """A model Hessian (BFGS-Lindh) or internal coordinates (geomeTRIC): the same minimum at the
+    """A model Hessian (ANC-RFO, BFGS-Lindh) or internal coordinates (geomeTRIC): the same minimum at the
     default fmax as ASE's LBFGS (and as the reference single point there), in a fraction of
     the gradient evaluations."""
     run = get_engine("xtb").compute(opt_payload(PARACETAMOL, optimizer=optimizer))

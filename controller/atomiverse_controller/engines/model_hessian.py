@@ -56,10 +56,13 @@ def _accumulate(hessian: np.ndarray, atoms: np.ndarray, b: np.ndarray, k: np.nda
     if len(k) == 0:
         return
     n_terms, m = atoms.shape
+    size = len(hessian)
     cols = (3 * atoms[:, :, None] + np.arange(3)).reshape(n_terms, 3 * m)
     flat = b.reshape(n_terms, 3 * m)
     blocks = k[:, None, None] * flat[:, :, None] * flat[:, None, :]
-    np.add.at(hessian, (cols[:, :, None], cols[:, None, :]), blocks)
+    # bincount sums repeated indices like np.add.at, at a fraction of its cost
+    index = (cols[:, :, None] * size + cols[:, None, :]).ravel()
+    hessian += np.bincount(index, blocks.ravel(), minlength=size * size).reshape(size, size)
 
 
 def _stretches(pos: np.ndarray, rho: np.ndarray, hessian: np.ndarray) -> None:

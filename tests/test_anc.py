@@ -1,0 +1,113 @@
+"""ANC-RFO, the default optimiser: its coordinates, its step, its update, and whole runs with
+xtb-python's own ASE calculator (energies checked against xtb-python called directly)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+from ase.units import Bohr
+from atomiverse.atoms import Atoms as SdkAtoms
+from atomiverse_controller.engines import anc
+from atomiverse_controller.engines.model_hessian import rigid_motions
+
+
+def _ethanol_bohr() -> tuple[np.ndarray, np.ndarray]:
+    mol = molecule("CH3CH2OH")
+    return mol.numbers, mol.positions / Bohr
+
+
+def test_internal_basis_spans_what_is_not_rigid() -> None:
+    numbers, pos = _ethanol_bohr()
+    basis = anc.internal_basis(pos)
+    assert basis.shape == (3 * len(numbers), 3 * len(numbers) - 6)
+    assert np.allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-12)
+    assert np.abs(rigid_motions(pos).T @ basis).max() < 1e-10
+    co2 = np.array([[0.0, 0.0, -2.2], [0.0, 0.0, 0.0], [0.0, 0.0, 2.2]])
+    assert anc.internal_basis(co2).shape == (9, 4)  # linear: two rotations, not three
+
+
+def test_coordinates_start_diagonal_and_within_the_curvature_window() -> None:
+    numbers, pos = _ethanol_bohr()
+    coords = anc.Coordinates.at(numbers, pos)
+    curvature = np.diag(coords.hessian)
+    assert np.array_equal(coords.hessian, np.diag(curvature))
+    assert curvature.min() == pytest.approx(anc.H_LOW)  # the softest, shifted up to H_LOW
+    assert curvature.max() <= anc.H_HIGH and np.all(np.diff(curvature) >= 0)
+    assert np.allclose(coords.basis.T @ coords.basis, np.eye(len(curvature)), atol=1e-12)
+    assert np.array_equal(coords.positions_bohr(), pos.ravel())
+
+
+def test_rfo_step_solves_the_shifted_newton_equation_and_goes_downhill() -> None:
+    rng = np.random.default_rng(7)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    for curvature in ([0.5, 0.3, 0.2, 0.1, 0.05, 0.02], [0.5, 0.3, 0.2, 0.1, 0.05, -0.04]):
+        hessian = q @ np.diag(curvature) @ q.T
+        gradient = rng.normal(size=6) * 0.01
+        step = anc.rfo_step(hessian, gradient)
+        shift = gradient @ step  # RFO: (H - lambda) d = -g with lambda = g . d
+        assert np.allclose((hessian - shift * np.eye(6)) @ step, -gradient, atol=1e-10)
+        assert gradient @ step < 0  # downhill, an indefinite Hessian included
+    small = np.full(6, 1e-7)  # near a minimum RFO becomes Newton's step
+    positive = q @ np.diag([0.5, 0.3, 0.2, 0.1, 0.05, 0.02]) @ q.T
+    assert np.allclose(anc.rfo_step(positive, small), -np.linalg.solve(positive, small),
+                       rtol=1e-4)
+
+
+def test_bfgs_update_meets_the_secant_condition_and_floors_the_diagonal() -> None:
+    numbers, pos = _ethanol_bohr()
+    coords = anc.Coordinates.at(numbers, pos)
+    m = len(coords.values)
+    rng = np.random.default_rng(3)
+    coords.gradient, coords.step = rng.normal(size=m) * 1e-3, rng.normal(size=m) * 1e-2
+    dg = coords.hessian @ coords.step * 2.0  # twice the curvature the model had
+    coords.update(coords.gradient + dg)
+    diagonal = np.diag(coords.hessian)
+    assert diagonal.min() >= anc.H_LOW
+    if not np.any(np.isclose(diagonal, anc.H_LOW)):  # the floor left it alone: exact secant
+        assert np.allclose(coords.hessian @ coords.step, dg)
+    assert np.allclose(coords.hessian, coords.hessian.T)
+    coords.gradient, coords.step = np.zeros(m), np.zeros(m)  # no step: no update, no NaN
+    before = coords.hessian.copy()
+    coords.update(np.ones(m))
+    assert np.array_equal(coords.hessian, before)
+
+
+def _xtb_run(atoms: Atoms, fmax: float = 0.001, steps: int = 1000) -> tuple[object, bool]:
+    from xtb.ase.calculator import XTB
+
+    atoms.calc = XTB(method="GFN2-xTB")
+    opt = anc.anc_rfo()(atoms, logfile=None)
+    return opt, bool(opt.run(fmax=fmax, steps=steps))
+
+
+def _direct_energy(atoms: Atoms) -> float:
+    from xtb.interface import Calculator, Param
+    from xtb.libxtb import VERBOSITY_MUTED
+
+    calc = Calculator(Param.GFN2xTB, atoms.numbers, atoms.positions / Bohr)
+    calc.set_verbosity(VERBOSITY_MUTED)
+    return calc.singlepoint().get_energy()
+
+
+def test_a_long_run_renews_its_coordinates_and_reaches_a_minimum() -> None:
+    """Long enough (more than MICRO_STEPS steps) to renew the coordinates at least once."""
+    start = SdkAtoms.from_smiles("CCCCCCC(=O)OCC")
+    atoms = Atoms(numbers=start.numbers, positions=start.positions)
+    e0 = _direct_energy(atoms)
+    opt, converged = _xtb_run(atoms)
+    assert converged and opt.nsteps > anc.MICRO_STEPS
+    assert opt.micro_steps > anc.MICRO_STEPS  # renewed: the allowance grew
+    assert np.linalg.norm(atoms.get_forces(), axis=1).max() < 0.001
+    assert _direct_energy(atoms) < e0
+
+
+@pytest.mark.parametrize("smiles", ["[H][H]", "O=C=O", "[Ar]"])
+def test_small_and_linear_molecules(smiles: str) -> None:
+    start = SdkAtoms.from_smiles(smiles)
+    atoms = Atoms(numbers=start.numbers, positions=start.positions)
+    atoms.positions += np.random.default_rng(1).normal(scale=0.05, size=atoms.positions.shape)
+    opt, converged = _xtb_run(atoms, fmax=0.01, steps=200)
+    assert converged
+    assert np.linalg.norm(atoms.get_forces(), axis=1).max() < 0.01
