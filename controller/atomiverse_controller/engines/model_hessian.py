@@ -94,22 +94,29 @@ def _bends(pos: np.ndarray, rho: np.ndarray, hessian: np.ndarray) -> None:
     _accumulate(hessian, np.stack([i, j, k], 1), np.stack([bi, -bi - bk, bk], 1), weight)
 
 
+def _quadruples(bonded: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every chain i-j-k-l of bonded pairs with j < k and four distinct atoms, as index arrays
+    (built without a Python loop: this runs whenever a model Hessian is made)."""
+    j_axis, k_axis = np.nonzero(np.triu(bonded, 1))
+    owner, neighbour = np.nonzero(bonded)  # neighbours, grouped by owner in ascending order
+    degree = np.bincount(owner, minlength=len(bonded))
+    first = np.cumsum(degree) - degree
+    n_left, n_right = degree[j_axis], degree[k_axis]
+    pairs = n_left * n_right
+    axis = np.repeat(np.arange(j_axis.size), pairs)
+    offset = np.arange(pairs.sum()) - np.repeat(np.cumsum(pairs) - pairs, pairs)
+    j, k = j_axis[axis], k_axis[axis]
+    i = neighbour[first[j] + offset // n_right[axis]]
+    l = neighbour[first[k] + offset % n_right[axis]]
+    distinct = (i != k) & (l != j) & (i != l)
+    return i[distinct], j[distinct], k[distinct], l[distinct]
+
+
 def _torsions(pos: np.ndarray, rho: np.ndarray, hessian: np.ndarray) -> None:
     """Dihedral i-j-k-l about the j-k axis (B-vectors of Blondel and Karplus)."""
-    bonded = rho > RHO_MIN
-    quads = []
-    for j, k in zip(*np.nonzero(np.triu(bonded, 1)), strict=True):
-        ii = np.flatnonzero(bonded[j])
-        ll = np.flatnonzero(bonded[k])
-        ii, ll = ii[ii != k], ll[ll != j]
-        if ii.size and ll.size:
-            gi, gl = np.meshgrid(ii, ll, indexing="ij")
-            distinct = gi != gl
-            quads.append(np.stack([gi[distinct], np.full(distinct.sum(), j),
-                                   np.full(distinct.sum(), k), gl[distinct]], 1))
-    if not quads:
+    i, j, k, l = _quadruples(rho > RHO_MIN)
+    if i.size == 0:
         return
-    i, j, k, l = np.concatenate(quads).T
     weight = K_TORSION * rho[i, j] * rho[j, k] * rho[k, l]
     f, g, h = pos[i] - pos[j], pos[j] - pos[k], pos[l] - pos[k]
     a, b = np.cross(f, g), np.cross(h, g)
