@@ -111,3 +111,72 @@ def test_small_and_linear_molecules(smiles: str) -> None:
     opt, converged = _xtb_run(atoms, fmax=0.01, steps=200)
     assert converged
     assert np.linalg.norm(atoms.get_forces(), axis=1).max() < 0.01
+
+
+class _Recording:
+    """A real xtb-python session that records the SCF accuracy of every evaluation."""
+
+    def __init__(self, molecule: object) -> None:
+        from atomiverse_controller.engines.xtb_python import XTBSession
+
+        self.inner, self.accuracy, self.used = XTBSession(molecule), 1.0, []
+
+    def set_scf_accuracy(self, scale: float) -> None:
+        self.accuracy = scale
+        self.inner.set_scf_accuracy(scale)
+
+    def evaluate(self, positions_bohr: np.ndarray) -> tuple[float, np.ndarray]:
+        self.used.append(self.accuracy)
+        return self.inner.evaluate(positions_bohr)
+
+    def properties(self) -> dict:
+        return self.inner.properties()
+
+
+def _molecule(smiles: str, distort: float) -> object:
+    from atomiverse.jobs import SinglePointEnergy
+    from atomiverse.levels import GFN2_XTB
+    from atomiverse_controller.engines.base import parse_molecule
+
+    start = SdkAtoms.from_smiles(smiles)
+    payload = SinglePointEnergy(atoms=start, level_of_theory=GFN2_XTB).model_dump()
+    positions = np.array(payload["atoms"]["positions"])
+    positions += np.random.default_rng(5).normal(scale=distort, size=positions.shape)
+    payload["atoms"]["positions"] = positions.tolist()
+    return parse_molecule(payload)
+
+
+def test_scf_is_loose_far_from_the_minimum_and_default_where_the_run_stops() -> None:
+    from atomiverse_controller.engines.optimize import run_optimizer, scf_accuracy_for
+
+    assert [scf_accuracy_for(g) for g in (0.5, 0.01, 0.001)] == [6.0, 3.0, 1.0]
+    molecule = _molecule("CC(=O)Nc1ccc(O)cc1", distort=0.1)
+    session = _Recording(molecule)
+    trace = run_optimizer(session, molecule, "ANC-RFO", 0.001, 1000)
+    assert trace.converged
+    assert 6.0 in session.used and 3.0 in session.used  # far from the minimum: loose
+    assert session.used[-1] == 1.0
+    final = Atoms(numbers=molecule.numbers, positions=trace.positions_angstrom)
+    assert abs(_direct_energy(final) - trace.energies_hartree[-1]) < 1e-6
+    assert trace.properties["homo_lumo_gap_ev"] is not None  # read from the default result
+    # Stopped by max_steps while still far away: the last point is evaluated again, default.
+    session = _Recording(molecule)
+    trace = run_optimizer(session, molecule, "ANC-RFO", 0.001, 2)
+    assert not trace.converged and session.used[-2] != 1.0 and session.used[-1] == 1.0
+    final = Atoms(numbers=molecule.numbers, positions=trace.positions_angstrom)
+    assert abs(_direct_energy(final) - trace.energies_hartree[-1]) < 1e-6
+    assert np.array_equal(trace.frames_gradients[-1], trace.gradient)
+
+
+def test_finite_differences_never_loosen_the_scf() -> None:
+    from ase.units import Hartree
+    from atomiverse_controller.engines.optimize import SessionCalculator
+
+    molecule = _molecule("CCO", distort=0.2)
+    session = _Recording(molecule)
+    atoms = Atoms(numbers=molecule.numbers, positions=molecule.positions_angstrom)
+    atoms.calc = SessionCalculator(session)  # no fmax: as the vibrations module uses it
+    for shift in (0.0, 0.01, 0.02):
+        atoms.positions[0, 0] += shift
+        assert np.linalg.norm(atoms.get_forces()) * Bohr / Hartree > 0.02  # far from a minimum
+    assert session.used == [1.0, 1.0, 1.0]

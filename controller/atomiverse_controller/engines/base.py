@@ -73,6 +73,11 @@ class Session(Protocol):
         """Energy (Hartree) and gradient (Hartree/Bohr, shape (n, 3)) at these positions."""
         ...
 
+    def set_scf_accuracy(self, scale: float) -> None:
+        """Scale the SCF's convergence thresholds for later evaluations (1: the library's
+        default; 3 or 6: looser, for optimisation steps far from the minimum)."""
+        ...
+
     def properties(self) -> dict[str, Any]:
         """SinglePointResult's optional fields (gap, dipole, charges, orbitals, bond orders)
         of the last evaluation, read from the same results object."""

@@ -52,6 +52,9 @@ class InstantSession:
     def evaluate(self, positions_bohr: np.ndarray) -> tuple[float, np.ndarray]:
         return self._energy, np.zeros((self._n, 3))
 
+    def set_scf_accuracy(self, scale: float) -> None:
+        """No SCF here."""
+
     def properties(self) -> dict[str, Any]:
         return {"homo_lumo_gap_ev": None, "dipole_au": [0.0, 0.0, 0.0],
                 "partial_charges_e": [0.0] * self._n}

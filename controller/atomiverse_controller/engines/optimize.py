@@ -117,7 +117,7 @@ def run_optimizer(session: Session, molecule: Molecule, optimizer: str, fmax: fl
     import ase
 
     atoms = ase.Atoms(numbers=molecule.numbers, positions=molecule.positions_angstrom)
-    calc = SessionCalculator(session)
+    calc = SessionCalculator(session, fmax)
     atoms.calc = calc
     opt = ase_optimizer(optimizer)(atoms, logfile=None, trajectory=None)
     energies: list[float] = []
@@ -138,6 +138,11 @@ def run_optimizer(session: Session, molecule: Molecule, optimizer: str, fmax: fl
         energies[-1] = float(energy)
         if keep_frames:
             frames_positions[-1], frames_gradients[-1] = positions, gradient
+    elif calc.loose:  # stopped at max_steps on a loose SCF: the result is a default one
+        calc.evaluate_at_default_accuracy()
+        energies[-1], gradient = calc.energy_hartree, calc.gradient
+        if keep_frames:
+            frames_gradients[-1] = gradient
     return Trace(energies, np.asarray(gradient), positions, opt.nsteps, bool(converged),
                  optimizer, fmax, max_steps, session.properties(), frames_positions,
                  frames_gradients)
@@ -176,17 +181,36 @@ def lindh_bfgs() -> type:
     return LindhBFGS
 
 
+# The SCF is converged more loosely far from the minimum, as xtb's own optimiser does: accuracy
+# scaled by 6 while the gradient norm is above 0.02 Hartree/Bohr, by 3 above 0.004, then the
+# library default. A step there moves the atoms far more than the SCF error moves the forces.
+LOOSE_SCF = ((0.02, 6.0), (0.004, 3.0))  # (gradient norm above, Hartree/Bohr; accuracy scale)
+
+
+def scf_accuracy_for(gradient_norm: float) -> float:
+    return next((scale for above, scale in LOOSE_SCF if gradient_norm > above), 1.0)
+
+
 class SessionCalculator(Calculator):
-    """ASE view (eV, Angstrom) of a Session (Hartree, Bohr); remembers the last evaluation."""
+    """ASE view (eV, Angstrom) of a Session (Hartree, Bohr); remembers the last evaluation.
+
+    Given ``fmax`` (an optimisation; without it, as for finite differences, every evaluation
+    is at the default accuracy), each evaluation's SCF accuracy follows the previous gradient
+    (LOOSE_SCF). A loose evaluation whose forces meet ``fmax`` is done again at the default
+    accuracy, so an optimiser only ever stops on a default-accuracy result; ``loose`` tells
+    whether the last one was loose."""
 
     implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces"]
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, fmax: float | None = None) -> None:
         super().__init__()
         self.session = session
+        self.fmax_hartree_per_bohr = None if fmax is None else fmax / (Hartree / Bohr)
         self.energy_hartree = math.nan
         self.gradient: np.ndarray | None = None
         self.positions_angstrom: np.ndarray | None = None
+        self.loose = False
+        self._next_accuracy = 1.0
 
     def check_state(self, atoms: Any, tol: float = 1e-15) -> list[str]:
         """Only positions change during an optimisation; ASE's general comparison of every
@@ -196,13 +220,36 @@ class SessionCalculator(Calculator):
             return list(all_changes)
         return [] if np.array_equal(atoms.positions, self.atoms.positions) else ["positions"]
 
+    def _evaluate(self, positions_bohr: np.ndarray, accuracy: float) -> tuple[float, np.ndarray]:
+        self.session.set_scf_accuracy(accuracy)
+        energy, gradient = self.session.evaluate(positions_bohr)
+        self.loose = accuracy != 1.0
+        return float(energy), np.array(gradient, dtype=float)  # a copy: the trajectory keeps it
+
+    def evaluate_at_default_accuracy(self) -> None:
+        """The last geometry again at the library's default accuracy (if it was loose)."""
+        if self.loose:
+            self.energy_hartree, self.gradient = self._evaluate(
+                self.positions_angstrom / Bohr, 1.0)
+            self._store()
+
+    def _converged(self, gradient: np.ndarray) -> bool:
+        return self.fmax_hartree_per_bohr is not None and \
+            float(np.linalg.norm(gradient, axis=1).max()) < self.fmax_hartree_per_bohr
+
     def calculate(self, atoms: Any = None, properties: Any = None,
                   system_changes: Any = all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         positions = self.atoms.get_positions()
-        energy, gradient = self.session.evaluate(positions / Bohr)
-        gradient = np.array(gradient, dtype=float)  # a copy: the trajectory keeps it
-        self.energy_hartree, self.gradient, self.positions_angstrom = \
-            float(energy), gradient, positions
+        energy, gradient = self._evaluate(positions / Bohr, self._next_accuracy)
+        if self.loose and self._converged(gradient):
+            energy, gradient = self._evaluate(positions / Bohr, 1.0)
+        if self.fmax_hartree_per_bohr is not None:  # optimising; finite differences: never
+            self._next_accuracy = scf_accuracy_for(float(np.linalg.norm(gradient)))
+        self.energy_hartree, self.gradient, self.positions_angstrom = energy, gradient, positions
+        self._store()
+
+    def _store(self) -> None:
+        energy, gradient = self.energy_hartree, self.gradient
         self.results = {"energy": energy * Hartree, "free_energy": energy * Hartree,
                         "forces": -gradient * (Hartree / Bohr)}

@@ -42,6 +42,10 @@ class TBLiteSession:
         self._molecule = molecule
         self._calc: Any = None
         self._res: Any = None
+        self._accuracy = 1.0
+
+    def set_scf_accuracy(self, scale: float) -> None:
+        self._accuracy = float(scale)
 
     def _create(self, positions_bohr: np.ndarray) -> Any:
         from tblite.interface import Calculator
@@ -71,6 +75,7 @@ class TBLiteSession:
                 self._calc.update(positions_bohr)
             except (RuntimeError, ValueError) as e:
                 raise _tblite_error(e, "geometry update") from e
+        self._calc.set("accuracy", self._accuracy)
         try:
             # Passing the previous Result restarts the SCF from its density (none on the first).
             self._res = self._calc.singlepoint(self._res)

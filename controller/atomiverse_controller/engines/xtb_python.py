@@ -112,6 +112,7 @@ class XTBSession:
         self._molecule = molecule
         self._calc: Any = None
         self._res: Any = None
+        self._accuracy = self._applied = 1.0  # xtb's accuracy: SCF thresholds scale with it
         # Decided once, on the first geometry: symmetry keeps a coincidence through a run.
         # GFN-FF has no tight-binding Hamiltonian, hence not the bug: never turned.
         self._turn: np.ndarray | None = (
@@ -155,6 +156,9 @@ class XTBSession:
                 self._calc.update(turned)
             except (XTBException, ValueError) as e:
                 raise _xtb_error(e, "geometry update") from e
+        if self._accuracy != self._applied:
+            self._calc.set_accuracy(self._accuracy)
+            self._applied = self._accuracy
         try:
             # Passing the previous Results restarts the SCF from its charges (none on the first).
             self._res = self._calc.singlepoint(self._res)
@@ -163,6 +167,12 @@ class XTBSession:
                                             else gradient @ self._turn)
         except XTBException as e:
             raise _xtb_error(e, "calculation") from e
+
+    def set_scf_accuracy(self, scale: float) -> None:
+        # GFN0 and GFN-FF have no SCF to loosen; their setup would keep a loose accuracy's
+        # cutoffs (GFN-FF's topology), so their final energy would no longer be the default's.
+        if self._molecule.method in ("gfn2-xtb", "gfn1-xtb"):
+            self._accuracy = float(scale)
 
     def _dipole(self) -> list[float]:
         dipole = self._res.get_dipole()
