@@ -4,7 +4,7 @@
     thread each. Single points call ``xtb.interface.Calculator`` (GFN2-xTB, muted); optimisations
     run an ASE optimiser on xtb-python's ASE calculator with the platform's
     ``GeometryOptimization`` defaults, read from the SDK at run time (:func:`opt_settings`; at
-    the time of writing BFGS-Lindh, fmax 0.001 eV/Angstrom, at most 1000 steps). Workers import xtb
+    the time of writing ANC-RFO, fmax 0.001 eV/Angstrom, at most 1000 steps). Workers import xtb
     and compute a warm-up water molecule before the clock starts; tasks go out one at a time
     (``imap_unordered``, chunksize 1).
 
@@ -176,7 +176,8 @@ def _init_worker(ready: Any) -> None:
     from xtb.interface import Calculator, Param
     from xtb.libxtb import VERBOSITY_MUTED
 
-    with contextlib.suppress(ImportError):  # the BFGS-Lindh optimiser, when it is there
+    with contextlib.suppress(ImportError):  # the platform's optimisers, when they are there
+        import atomiverse_controller.engines.anc  # noqa: F401
         import atomiverse_controller.engines.optimize  # noqa: F401
 
     water = Calculator(Param.GFN2xTB, np.array([8, 1, 1]),

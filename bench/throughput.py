@@ -483,8 +483,8 @@ def main(argv: list[str] | None = None) -> int:
                          "fmax)")
     ap.add_argument("--workers", type=int, help="baseline workers (default: physical cores)")
     ap.add_argument("--optimizer", help="optimiser for the platform and the direct baseline "
-                                        "(default: the platform's, BFGS-Lindh; or LBFGS, BFGS, "
-                                        "FIRE, geomeTRIC)")
+                                        "(default: the platform's, ANC-RFO; or BFGS-Lindh, LBFGS, "
+                                        "BFGS, FIRE, geomeTRIC)")
     args = ap.parse_args(argv)
 
     if not args.skip_xtb_program:  # fail before spending minutes on the other baselines
