@@ -177,7 +177,7 @@ def _init_worker(ready: Any) -> None:
     from xtb.libxtb import VERBOSITY_MUTED
 
     with contextlib.suppress(ImportError):  # the platform's optimisers, when they are there
-        import atomiverse_controller.engines.anc  # noqa: F401
+        import atomiverse_controller.engines.anc
         import atomiverse_controller.engines.optimize  # noqa: F401
 
     water = Calculator(Param.GFN2xTB, np.array([8, 1, 1]),

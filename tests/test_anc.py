@@ -108,7 +108,7 @@ def test_small_and_linear_molecules(smiles: str) -> None:
     start = SdkAtoms.from_smiles(smiles)
     atoms = Atoms(numbers=start.numbers, positions=start.positions)
     atoms.positions += np.random.default_rng(1).normal(scale=0.05, size=atoms.positions.shape)
-    opt, converged = _xtb_run(atoms, fmax=0.01, steps=200)
+    _, converged = _xtb_run(atoms, fmax=0.01, steps=200)
     assert converged
     assert np.linalg.norm(atoms.get_forces(), axis=1).max() < 0.01
 
