@@ -245,7 +245,10 @@ class GeometryOptimization(Job):
     coordinates; ``"BFGS-Lindh"``: BFGS from a model Hessian; ``"LBFGS"``, ``"BFGS"``,
     ``"FIRE"``) or geomeTRIC (internal coordinates); all stop once the largest force is below
     ``fmax``. A run that reaches ``max_steps`` is done with ``converged: false`` (and a
-    warning), not a minimum."""
+    warning), not a minimum. Far from the minimum (gradient norm above 0.004 Hartree/Bohr) the
+    ASE optimisers converge GFN1/GFN2's SCF 3-6x more loosely, as xtb's own optimiser does, so
+    those steps' ``energies_hartree`` carry that looser SCF; the final energy, gradient and
+    properties are always at the library's default accuracy."""
 
     job_type: Literal["opt"] = "opt"  # type: ignore[assignment]
     optimizer: Optimizer = "ANC-RFO"
