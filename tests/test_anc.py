@@ -57,21 +57,29 @@ def test_rfo_step_solves_the_shifted_newton_equation_and_goes_downhill() -> None
 
 def test_bfgs_update_meets_the_secant_condition_and_floors_the_diagonal() -> None:
     numbers, pos = _ethanol_bohr()
-    coords = anc.Coordinates.at(numbers, pos)
-    m = len(coords.values)
     rng = np.random.default_rng(3)
-    coords.gradient, coords.step = rng.normal(size=m) * 1e-3, rng.normal(size=m) * 1e-2
-    dg = coords.hessian @ coords.step * 2.0  # twice the curvature the model had
-    coords.update(coords.gradient + dg)
-    diagonal = np.diag(coords.hessian)
-    assert diagonal.min() >= anc.H_LOW
-    if not np.any(np.isclose(diagonal, anc.H_LOW)):  # the floor left it alone: exact secant
-        assert np.allclose(coords.hessian @ coords.step, dg)
-    assert np.allclose(coords.hessian, coords.hessian.T)
-    coords.gradient, coords.step = np.zeros(m), np.zeros(m)  # no step: no update, no NaN
-    before = coords.hessian.copy()
-    coords.update(np.ones(m))
-    assert np.array_equal(coords.hessian, before)
+
+    def updated(curvature_factor: float) -> tuple[anc.Coordinates, np.ndarray]:
+        coords = anc.Coordinates.at(numbers, pos)
+        m = len(coords.values)
+        coords.gradient, coords.step = rng.normal(size=m) * 1e-3, rng.normal(size=m) * 1e-2
+        dg = coords.hessian @ coords.step * curvature_factor
+        coords.update(coords.gradient + dg)
+        return coords, dg
+
+    # Twice the model's curvature: BFGS adds (H dx)(H dx)^T / dx.H.dx, so no diagonal element
+    # shrinks, the floor stays out of it and the secant condition holds exactly.
+    stiffer, dg = updated(2.0)
+    assert np.allclose(stiffer.hessian @ stiffer.step, dg)
+    assert np.allclose(stiffer.hessian, stiffer.hessian.T)
+    # A tenth of it: the softest coordinates would drop below H_LOW and are floored there.
+    softer, _ = updated(0.1)
+    assert np.diag(softer.hessian).min() == anc.H_LOW
+    m = len(softer.values)
+    softer.gradient, softer.step = np.zeros(m), np.zeros(m)  # no step: no update, no NaN
+    before = softer.hessian.copy()
+    softer.update(np.ones(m))
+    assert np.array_equal(softer.hessian, before)
 
 
 def _xtb_run(atoms: Atoms, fmax: float = 0.001, steps: int = 1000) -> tuple[object, bool]:

@@ -42,7 +42,7 @@ class TBLiteSession:
         self._molecule = molecule
         self._calc: Any = None
         self._res: Any = None
-        self._accuracy = 1.0
+        self._accuracy = self._applied = 1.0
 
     def set_scf_accuracy(self, scale: float) -> None:
         self._accuracy = float(scale)
@@ -75,7 +75,9 @@ class TBLiteSession:
                 self._calc.update(positions_bohr)
             except (RuntimeError, ValueError) as e:
                 raise _tblite_error(e, "geometry update") from e
-        self._calc.set("accuracy", self._accuracy)
+        if self._accuracy != self._applied:  # not on every single point: only when changed
+            self._calc.set("accuracy", self._accuracy)
+            self._applied = self._accuracy
         try:
             # Passing the previous Result restarts the SCF from its density (none on the first).
             self._res = self._calc.singlepoint(self._res)
