@@ -10,16 +10,21 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
 import sqlalchemy as sa
+from atomiverse import Atoms, GeometryOptimization, SinglePointEnergy
+from atomiverse.levels import GFN2_XTB
 from atomiverse_server import db
+from atomiverse_server.settings import Settings
 from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
 from atomiverse_server.store import workspaces as workspace_store
+from atomiverse_server.submission import prepare_entries, submit_entries
 from conftest import PY, start_server, stop_process
 from pg import pg_cluster  # noqa: F401  (fixture)
 
@@ -144,8 +149,11 @@ def test_database_from_before_migrations_is_adopted(db_url: str) -> None:
     try:
         db.metadata.create_all(eng)  # then less what later revisions added: revision 0001
         with db.write_tx(eng) as conn:
-            for ix in ("ix_jobs_pending", "ix_jobs_cached_from", "ix_jobs_workspace_state_seq"):
+            for ix in ("ix_jobs_pending", "ix_jobs_cached_from", "ix_jobs_workspace_state_seq",
+                       "ix_jobs_claim"):
                 conn.exec_driver_sql(f"DROP INDEX {ix}")
+            conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN claim_rank")  # revision 0004
+            conn.exec_driver_sql("CREATE INDEX ix_jobs_claim ON jobs (state, controller_id, seq)")
             for table in ("idempotency_keys", "rate_limits"):  # revision 0003
                 conn.exec_driver_sql(f"DROP TABLE {table}")
             workspace_store.create_workspace(conn, name="old")
@@ -193,6 +201,39 @@ def test_claim_takes_only_jobs_routed_to_the_controller(engine) -> None:  # type
     assert [c["job_id"] for c in _claim(engine, a, 100)] == [f"j{i:07d}" for i in range(5)]
     assert [c["job_id"] for c in _claim(engine, b, 2)] == ["j0000005", "j0000006"]
     assert _claim(engine, a, 100) == []
+
+
+def _submit(engine, ws_id: str, target: str, jobs: list[Any]) -> list[str]:  # type: ignore[no-untyped-def]
+    settings = Settings(home=Path("unused"), database_url="unused")
+    prepared = prepare_entries([{"job": j.model_dump(mode="json"), "compute_target": target}
+                                for j in jobs], settings)
+    with db.write_tx(engine) as conn:
+        body = submit_entries(conn, workspace_id=ws_id, prepared=prepared, settings=settings,
+                              local_controller=None)
+    assert body["failed"] == 0, body
+    return [j["job_id"] for j in body["jobs"]]
+
+
+def test_claims_take_batches_in_order_each_costliest_first(engine) -> None:  # type: ignore[no-untyped-def]
+    """Longest processing time first within a batch: a big optimisation submitted last
+    still starts first, but never ahead of an earlier batch."""
+    with db.write_tx(engine) as conn:
+        ws = workspace_store.create_workspace(conn, name="ws", balance=100.0)
+        ctl = controller_store.register_controller(
+            conn, workspace_id=ws.id, name="lab", slots=2, cores_per_job=1, capacity=100,
+            engines={"xtb": "22.1"}, hostname="h", serves_managed=False)[0]
+    water, benzene, octane = (Atoms.from_smiles(s) for s in ("O", "c1ccccc1", "CCCCCCCC"))
+    sp, opt = (partial(kind, level_of_theory=GFN2_XTB, use_cache=False)
+               for kind in (SinglePointEnergy, GeometryOptimization))
+    first = _submit(engine, ws.id, "lab", [sp(atoms=water)])
+    second = _submit(engine, ws.id, "lab", [sp(atoms=water), sp(atoms=octane), opt(atoms=water),
+                                            sp(atoms=benzene), opt(atoms=octane), sp(atoms=water)])
+    third = _submit(engine, ws.id, "lab", [opt(atoms=octane)])
+    claimed = [c["job_id"] for c in _claim(engine, ctl, 3) + _claim(engine, ctl, 100)]
+    # Estimated costs: octane's optimisation, then its single point, benzene's, water's
+    # optimisation (13 water gradients cost less than one of octane), then the two waters.
+    by_cost = [second[i] for i in (4, 1, 3, 2, 0, 5)]
+    assert claimed == [*first, *by_cost, *third]
 
 
 def test_a_duplicate_or_late_report_changes_nothing(engine) -> None:  # type: ignore[no-untyped-def]

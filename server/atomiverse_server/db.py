@@ -52,7 +52,7 @@ controllers = sa.Table(
 
 jobs = sa.Table(
     "jobs", metadata,
-    # seq orders jobs for keyset paging and FIFO claims; id is what users see.
+    # seq orders jobs for keyset paging; id is what users see.
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(32), nullable=False, unique=True),
     sa.Column("workspace_id", sa.String(32), sa.ForeignKey("workspaces.id"), nullable=False),
@@ -78,8 +78,11 @@ jobs = sa.Table(
     sa.Column("cache_key", sa.String(64)),
     sa.Column("cached_from", sa.String(32)),
     sa.Column("preview", sa.JSON),
+    # Claims go batch by batch (created_at, one value per batch), the costliest job of a
+    # batch first (claim_rank 0; scheduling.py). Migration 0004.
+    sa.Column("claim_rank", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_jobs_workspace_seq", "workspace_id", "seq"),
-    sa.Index("ix_jobs_claim", "state", "controller_id", "seq"),
+    sa.Index("ix_jobs_claim", "state", "controller_id", "created_at", "claim_rank", "seq"),
     sa.Index("ix_jobs_lease", "state", "lease_expires_at"),
     sa.Index("ix_jobs_cache", "workspace_id", "cache_key", "state"),
 )
@@ -88,8 +91,10 @@ jobs = sa.Table(
 _PENDING = jobs.c.state == "pending"
 _FOLLOWER = jobs.c.cached_from.isnot(None)
 # Claims by a controller that serves the managed pool (its own jobs OR managed ones): the
-# pending jobs in seq order, nothing else, however many finished jobs the table holds.
-sa.Index("ix_jobs_pending", jobs.c.seq, postgresql_where=_PENDING, sqlite_where=_PENDING)
+# pending jobs in claim order, nothing else, however many finished jobs the table holds.
+# Migration 0004 gave this and ix_jobs_claim the claim order's columns.
+CLAIM_ORDER = (jobs.c.created_at, jobs.c.claim_rank, jobs.c.seq)
+sa.Index("ix_jobs_pending", *CLAIM_ORDER, postgresql_where=_PENDING, sqlite_where=_PENDING)
 # A finished job settles the identical jobs that waited for it (cached_from = its id).
 sa.Index("ix_jobs_cached_from", jobs.c.cached_from, postgresql_where=_FOLLOWER,
          sqlite_where=_FOLLOWER)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from . import security
 from .cache import cache_key
+from .scheduling import claim_ranks
 from .settings import Settings
 from .store import controllers as controller_store
 from .store import jobs as job_store
@@ -138,7 +139,7 @@ def validate_job(payload: Any, settings: Settings) -> Job:
 
 
 def job_row(p: Prepared, *, workspace_id: str, route: Route, settings: Settings,
-            key: str | None) -> dict[str, Any]:
+            key: str | None, created_at: float, claim_rank: int) -> dict[str, Any]:
     job = p.job
     assert job is not None
     return {
@@ -152,7 +153,8 @@ def job_row(p: Prepared, *, workspace_id: str, route: Route, settings: Settings,
         "controller_id": route.controller_id,
         "attempts": 0,
         "walltime_seconds": job.walltime_seconds or settings.default_walltime_seconds,
-        "created_at": now(),
+        "created_at": created_at,
+        "claim_rank": claim_rank,
         "billed_core_seconds": 0.0,
         "preview": p.preview,
         "cache_key": key,
@@ -203,7 +205,11 @@ def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepar
     keyed = _route_and_key(router, prepared)
     cache = ResultCache(conn, workspace_id=workspace_id,
                         keys={k for _, _, k, use in keyed if k and use})
-    for p, (route, error, key, use_cache) in zip(prepared, keyed, strict=True):
+    # One instant for the whole batch: claims take batches in created_at order, each in its
+    # claim_rank order.
+    created_at = now()
+    ranks = claim_ranks([p.job for p in prepared])
+    for p, (route, error, key, use_cache), rank in zip(prepared, keyed, ranks, strict=True):
         if error is not None:
             results.append(_failed(error))
             continue
@@ -214,7 +220,8 @@ def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepar
             except EntryRejected as e:
                 results.append(_failed(str(e)))
                 continue
-        row = job_row(p, workspace_id=workspace_id, route=route, settings=settings, key=key)
+        row = job_row(p, workspace_id=workspace_id, route=route, settings=settings, key=key,
+                      created_at=created_at, claim_rank=rank)
         if hit is not None:
             row.update(hit.row_values(row["created_at"]))
             results.append({"job_id": row["id"], "state": row["state"], "status": "cache_hit",

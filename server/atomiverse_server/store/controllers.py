@@ -11,7 +11,7 @@ from atomiverse import _json
 from sqlalchemy.engine import Connection
 
 from .. import security
-from ..db import controllers, is_postgres, jobs, workspaces
+from ..db import CLAIM_ORDER, controllers, is_postgres, jobs, workspaces
 from . import jobs as job_store
 from ._time import iso, now
 
@@ -130,7 +130,8 @@ def list_controllers(conn: Connection, *, workspace_id: str) -> list[dict[str, A
 def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
                lease_seconds: float) -> list[dict[str, Any]]:
     """Lease up to ``max_jobs`` pending jobs routed to this controller (or to the managed
-    pool, if it serves it), oldest first. A draining controller gets nothing new."""
+    pool, if it serves it): the oldest batch first, each batch's costliest jobs first
+    (``db.CLAIM_ORDER``). A draining controller gets nothing new."""
     if controller.status == "draining":
         return []
     routed = jobs.c.controller_id == controller.id
@@ -141,7 +142,7 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     q = (sa.select(jobs.c.id, sa.cast(jobs.c.payload, sa.Text).label("payload"),
                    jobs.c.attempts, jobs.c.walltime_seconds)
          .where(jobs.c.state == "pending", routed, jobs.c.cached_from.is_(None))
-         .order_by(jobs.c.seq).limit(max_jobs))
+         .order_by(*CLAIM_ORDER).limit(max_jobs))
     if is_postgres(conn.engine):
         q = q.with_for_update(skip_locked=True)
     rows = conn.execute(q).all()
