@@ -74,6 +74,23 @@ def test_terms_match_finite_difference_b_vectors(name: str) -> None:
     assert np.abs(built - reference).max() < 1e-6 * np.abs(reference).max()
 
 
+def test_accumulate_sums_the_terms_in_order_across_chunks() -> None:
+    """Chunked, the sum is still one pass over the terms in order: equal, to the last bit, to
+    adding each term's k b b^T in turn."""
+    rng = np.random.default_rng(11)
+    n_atoms, n_terms = 10, 3 * mh._CHUNK_TERMS + 17
+    atoms = np.array([rng.choice(n_atoms, 4, replace=False) for _ in range(n_terms)])
+    b, k = rng.normal(size=(n_terms, 4, 3)), rng.random(n_terms)
+    built = np.zeros((3 * n_atoms, 3 * n_atoms))
+    mh._accumulate(built, atoms, b, k)
+    reference = np.zeros_like(built)
+    for term_atoms, term_b, term_k in zip(atoms, b, k):
+        cols = (3 * term_atoms[:, None] + np.arange(3)).ravel()
+        flat = term_b.ravel()
+        reference[np.ix_(cols, cols)] += (term_k * flat)[:, None] * flat[None, :]
+    assert np.array_equal(built, reference)
+
+
 def test_bondedness_is_lindhs_formula() -> None:
     # O-H at 1.8 Bohr: rows 2 and 1, alpha 0.3949 Bohr^-2, r_ref 2.10 Bohr.
     rho = mh.bondedness(np.array([8, 1]), np.array([[0.0, 0, 0], [1.8, 0, 0]]))
