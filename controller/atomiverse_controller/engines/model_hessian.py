@@ -122,13 +122,15 @@ def _quadruples(bonded: np.ndarray) -> tuple[np.ndarray, ...]:
 def _torsions(pos: np.ndarray, rho: np.ndarray, hessian: np.ndarray) -> None:
     """Dihedral i-j-k-l about the j-k axis (B-vectors of Blondel and Karplus)."""
     i, j, k, l = _quadruples(rho > RHO_MIN)
+    weight = K_TORSION * rho[i, j] * rho[j, k] * rho[k, l]
+    strong = weight > TERM_MIN  # about half the chains: dropped before any geometry is made
+    i, j, k, l, weight = (x[strong] for x in (i, j, k, l, weight))
     if i.size == 0:
         return
-    weight = K_TORSION * rho[i, j] * rho[j, k] * rho[k, l]
     f, g, h = pos[i] - pos[j], pos[j] - pos[k], pos[l] - pos[k]
     a, b = np.cross(f, g), np.cross(h, g)
     a2, b2 = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
-    keep = (weight > TERM_MIN) & (a2 > 1e-6) & (b2 > 1e-6)  # three atoms in a line: none
+    keep = (a2 > 1e-6) & (b2 > 1e-6)  # three atoms in a line: no torsion
     i, j, k, l, weight, f, g, h, a, b, a2, b2 = (
         x[keep] for x in (i, j, k, l, weight, f, g, h, a, b, a2, b2))
     lg = np.linalg.norm(g, axis=1)
