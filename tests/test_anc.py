@@ -55,6 +55,26 @@ def test_rfo_step_solves_the_shifted_newton_equation_and_goes_downhill() -> None
                        rtol=1e-4)
 
 
+def test_lowest_eigenvector_is_scipys_and_the_step_numpys() -> None:
+    from scipy.linalg import eigh
+
+    rng = np.random.default_rng(13)
+    for n in (2, 7, 40, 95):
+        a = rng.normal(size=(n, n))
+        a += a.T
+        # The same LAPACK call as SciPy's wrapper makes: the same numbers, to the last bit.
+        _, reference = eigh(a, subset_by_index=[0, 0], driver="evx")
+        assert np.array_equal(anc.lowest_eigenvector(np.asfortranarray(a)), reference[:, 0])
+        # And the step from it is the one a full diagonalisation gives.
+        hessian, gradient = a[1:, 1:], a[0, 1:]
+        augmented = np.block([[hessian, gradient[:, None]], [gradient[None, :], np.zeros((1, 1))]])
+        lowest = np.linalg.eigh(augmented)[1][:, 0]
+        assert np.allclose(anc.rfo_step(hessian, gradient), lowest[:-1] / lowest[-1],
+                           rtol=1e-8, atol=1e-12)
+    with pytest.raises(np.linalg.LinAlgError):
+        anc.lowest_eigenvector(np.full((3, 3), np.nan))
+
+
 def test_bfgs_update_meets_the_secant_condition_and_floors_the_diagonal() -> None:
     numbers, pos = _ethanol_bohr()
     rng = np.random.default_rng(3)
