@@ -3,6 +3,8 @@ xtb-python's own ASE calculator (energies checked against xtb-python called dire
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -100,6 +102,20 @@ def test_bfgs_update_meets_the_secant_condition_and_floors_the_diagonal() -> Non
     before = softer.hessian.copy()
     softer.update(np.ones(m))
     assert np.array_equal(softer.hessian, before)
+
+
+def test_logs_a_line_a_step_when_given_a_log_file() -> None:
+    from ase.calculators.emt import EMT
+
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=2)
+    atoms.calc = EMT()
+    stream = io.StringIO()
+    opt = anc.anc_rfo()(atoms, logfile=stream)
+    opt.run(fmax=0.05, steps=3)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == opt.nsteps + 2  # a header, then steps 0 to nsteps
+    assert lines[-1].startswith(f"ANCRFO:  {opt.nsteps:3d} ")
 
 
 def _xtb_run(atoms: Atoms, fmax: float = 0.001, steps: int = 1000) -> tuple[object, bool]:

@@ -147,6 +147,17 @@ def anc_rfo() -> type:
     class ANCRFO(Optimizer):  # type: ignore[misc]
         """Rational-function steps in approximate normal coordinates (see the module)."""
 
+        def __init__(self, atoms: Any, restart: str | None = None, logfile: Any = None,
+                     **kwargs: Any) -> None:
+            super().__init__(atoms, restart=restart, logfile=logfile, **kwargs)
+            self.logging = logfile is not None
+
+        def log(self, gradient: np.ndarray) -> None:
+            # ASE works out the energy, the largest force and the time of day for a line it
+            # then drops when there is no log file, as in the platform's runs
+            if self.logging:
+                super().log(gradient)
+
         def initialize(self) -> None:
             self.coords: Coordinates | None = None
             self.micro_steps = MICRO_STEPS
