@@ -74,6 +74,20 @@ def test_terms_match_finite_difference_b_vectors(name: str) -> None:
     assert np.abs(built - reference).max() < 1e-6 * np.abs(reference).max()
 
 
+def test_angles_and_chains_come_in_the_order_of_nested_loops() -> None:
+    """The terms' order is the order of the sum, so it decides the last bits of the Hessian."""
+    mol = molecule("CH3CH2OH")
+    bonded = mh.bondedness(mol.numbers, mol.positions / 0.52917721067) > mh.RHO_MIN
+    neighbours = [np.flatnonzero(row) for row in bonded]
+    triples = [(i, j, k) for j in range(len(bonded))
+               for i, k in itertools.combinations(neighbours[j], 2)]
+    assert np.array_equal(np.array(mh._triples(bonded)).T, triples)
+    chains = [(i, j, k, l) for j, k in itertools.combinations(range(len(bonded)), 2)
+              if bonded[j, k] for i in neighbours[j] for l in neighbours[k]
+              if len({i, j, k, l}) == 4]
+    assert np.array_equal(np.array(mh._quadruples(bonded)).T, chains)
+
+
 def test_accumulate_sums_the_terms_in_order_across_chunks() -> None:
     """Chunked, the sum is still one pass over the terms in order: equal, to the last bit, to
     adding each term's k b b^T in turn."""

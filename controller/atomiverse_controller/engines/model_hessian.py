@@ -16,8 +16,6 @@ Positions in Bohr, Hessian in Hartree/Bohr^2.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 # Rows of the periodic table: H-He, Li-Ne, Na and beyond (Lindh's third row serves them all).
@@ -81,12 +79,9 @@ def _stretches(pos: np.ndarray, rho: np.ndarray, hessian: np.ndarray) -> None:
 
 def _bends(pos: np.ndarray, rho: np.ndarray, hessian: np.ndarray) -> None:
     """Angle i-j-k at centre j."""
-    bonded = rho > RHO_MIN
-    triples = [(i, j, k) for j in range(len(pos))
-               for i, k in itertools.combinations(np.flatnonzero(bonded[j]), 2)]
-    if not triples:
+    i, j, k = _triples(rho > RHO_MIN)
+    if i.size == 0:
         return
-    i, j, k = np.array(triples).T
     weight = K_BEND * rho[i, j] * rho[j, k]
     u, v = pos[i] - pos[j], pos[k] - pos[j]
     lu, lv = np.linalg.norm(u, axis=1), np.linalg.norm(v, axis=1)
@@ -101,20 +96,38 @@ def _bends(pos: np.ndarray, rho: np.ndarray, hessian: np.ndarray) -> None:
     _accumulate(hessian, np.stack([i, j, k], 1), np.stack([bi, -bi - bk, bk], 1), weight)
 
 
-def _quadruples(bonded: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Every chain i-j-k-l of bonded pairs with j < k and four distinct atoms, as index arrays
-    (built without a Python loop: this runs whenever a model Hessian is made)."""
-    j_axis, k_axis = np.nonzero(np.triu(bonded, 1))
+def _neighbour_pairs(bonded: np.ndarray, left: np.ndarray,
+                     right: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For each index a, every pair of a neighbour of atom left[a] and one of right[a], as
+    index arrays (a, left neighbour, right neighbour), in the order of nested loops over a,
+    then the left neighbour, then the right (neighbours ascending). Built without a Python
+    loop: this runs whenever a model Hessian is made."""
     owner, neighbour = np.nonzero(bonded)  # neighbours, grouped by owner in ascending order
     degree = np.bincount(owner, minlength=len(bonded))
     first = np.cumsum(degree) - degree
-    n_left, n_right = degree[j_axis], degree[k_axis]
+    n_left, n_right = degree[left], degree[right]
     pairs = n_left * n_right
-    axis = np.repeat(np.arange(j_axis.size), pairs)
+    index = np.repeat(np.arange(left.size), pairs)
     offset = np.arange(pairs.sum()) - np.repeat(np.cumsum(pairs) - pairs, pairs)
+    return (index, neighbour[first[left[index]] + offset // n_right[index]],
+            neighbour[first[right[index]] + offset % n_right[index]])
+
+
+def _triples(bonded: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every angle i-j-k of bonded pairs with i < k, as index arrays ordered by j, then i,
+    then k."""
+    atoms = np.arange(len(bonded))
+    j, i, k = _neighbour_pairs(bonded, atoms, atoms)
+    ordered = i < k
+    return i[ordered], j[ordered], k[ordered]
+
+
+def _quadruples(bonded: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every chain i-j-k-l of bonded pairs with j < k and four distinct atoms, as index
+    arrays."""
+    j_axis, k_axis = np.nonzero(np.triu(bonded, 1))
+    axis, i, l = _neighbour_pairs(bonded, j_axis, k_axis)
     j, k = j_axis[axis], k_axis[axis]
-    i = neighbour[first[j] + offset // n_right[axis]]
-    l = neighbour[first[k] + offset % n_right[axis]]
     distinct = (i != k) & (l != j) & (i != l)
     return i[distinct], j[distinct], k[distinct], l[distinct]
 
