@@ -81,10 +81,13 @@ def test_bfgs_update_meets_the_secant_condition_and_floors_the_diagonal() -> Non
     numbers, pos = _ethanol_bohr()
     rng = np.random.default_rng(3)
 
-    def updated(curvature_factor: float) -> tuple[anc.Coordinates, np.ndarray]:
+    def updated(curvature_factor: float, along_softest: bool = False
+                ) -> tuple[anc.Coordinates, np.ndarray]:
         coords = anc.Coordinates.at(numbers, pos)
         m = len(coords.values)
         coords.gradient, coords.step = rng.normal(size=m) * 1e-3, rng.normal(size=m) * 1e-2
+        if along_softest:  # then the update scales that coordinate's curvature by the factor
+            coords.step = np.eye(m)[0] * 1e-2
         dg = coords.hessian @ coords.step * curvature_factor
         coords.update(coords.gradient + dg)
         return coords, dg
@@ -94,9 +97,13 @@ def test_bfgs_update_meets_the_secant_condition_and_floors_the_diagonal() -> Non
     stiffer, dg = updated(2.0)
     assert np.allclose(stiffer.hessian @ stiffer.step, dg)
     assert np.allclose(stiffer.hessian, stiffer.hessian.T)
-    # A tenth of it: the softest coordinates would drop below H_LOW and are floored there.
-    softer, _ = updated(0.1)
-    assert np.diag(softer.hessian).min() == anc.H_LOW
+    # The softest coordinate found 0.7 times as stiff: the update may take it below the
+    # model's H_LOW...
+    learnt = np.diag(updated(0.7, along_softest=True)[0].hessian).min()
+    assert learnt == pytest.approx(0.7 * anc.H_LOW) and anc.UPDATE_FLOOR < learnt < anc.H_LOW
+    # ...a tenth as stiff: not below UPDATE_FLOOR.
+    softer, _ = updated(0.1, along_softest=True)
+    assert np.diag(softer.hessian).min() == anc.UPDATE_FLOOR
     m = len(softer.values)
     softer.gradient, softer.step = np.zeros(m), np.zeros(m)  # no step: no update, no NaN
     before = softer.hessian.copy()

@@ -229,7 +229,7 @@ class SinglePointEnergy(Job):
 # 1.3e-3 and at 0.05 the median 3e-4. The slowest of the 50 needs 559 LBFGS steps at this
 # fmax, hence max_steps 1000. The default, "ANC-RFO", is the scheme of the xtb program's own
 # optimiser (rational-function steps in approximate normal coordinates from a model Hessian):
-# on those 50 it needs 2055 gradients against 2370 for "BFGS-Lindh" (ASE's BFGS started from
+# on those 50 it needs 1940 gradients against 2370 for "BFGS-Lindh" (ASE's BFGS started from
 # Lindh's model Hessian) and about 7800 for LBFGS. "geomeTRIC" (internal coordinates, not an
 # ASE optimiser) needs fewer gradients still but spends more time between them.
 Optimizer = Literal["ANC-RFO", "BFGS-Lindh", "LBFGS", "BFGS", "FIRE", "geomeTRIC"]
