@@ -31,7 +31,7 @@ def test_job_types_rank_by_the_gradients_they_take() -> None:
 
 
 def test_ranks_put_the_costliest_first_and_keep_ties_in_order() -> None:
-    batch = [_sp(WATER), _sp(HCL), None, _sp(WATER),
+    batch = [_sp(WATER), _sp(HCL), _sp(WATER),
              GeometryOptimization(atoms=WATER, level_of_theory=GFN2_XTB)]
-    assert claim_ranks(batch) == [2, 1, 4, 3, 0]
+    assert claim_ranks([estimated_cost(job) for job in batch]) == [2, 1, 3, 0]
     assert claim_ranks([]) == []

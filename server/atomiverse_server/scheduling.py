@@ -44,13 +44,11 @@ def estimated_cost(job: Job) -> float:
     return float(estimated_gradients(job) * valence_orbitals(job) ** 2)
 
 
-def claim_ranks(batch: Sequence[Job | None]) -> list[int]:
-    """Each job's place in the claim order of its batch: 0 for the costliest. Equal
-    estimates keep their submission order; entries that failed validation (None) come last,
-    they are never stored."""
-    costs = [-1.0 if job is None else estimated_cost(job) for job in batch]
-    order = sorted(range(len(batch)), key=lambda i: -costs[i])
-    ranks = [0] * len(batch)
+def claim_ranks(costs: Sequence[float]) -> list[int]:
+    """Each job's place in the claim order of its batch, from the jobs' estimated costs: 0 for
+    the costliest. Equal estimates keep their submission order."""
+    order = sorted(range(len(costs)), key=lambda i: -costs[i])
+    ranks = [0] * len(costs)
     for rank, i in enumerate(order):
         ranks[i] = rank
     return ranks

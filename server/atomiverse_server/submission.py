@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from . import security
 from .cache import cache_key
-from .scheduling import claim_ranks
+from .scheduling import claim_ranks, estimated_cost
 from .settings import Settings
 from .store import controllers as controller_store
 from .store import jobs as job_store
@@ -175,6 +175,7 @@ class Prepared:
     error: str | None = None
     payload: dict[str, Any] | None = None
     preview: dict[str, Any] | None = None
+    cost: float = 0.0  # scheduling.estimated_cost; a refused entry's is never used
 
 
 def prepare_entries(entries: list[Any], settings: Settings) -> list[Prepared]:
@@ -190,7 +191,7 @@ def prepare_entries(entries: list[Any], settings: Settings) -> list[Prepared]:
             prepared.append(Prepared(None, error=str(e)))
             continue
         prepared.append(Prepared(model, target, payload=model.model_dump(mode="json"),
-                                 preview=model.atoms.preview()))
+                                 preview=model.atoms.preview(), cost=estimated_cost(model)))
     return prepared
 
 
@@ -208,7 +209,7 @@ def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepar
     # One instant for the whole batch: claims take batches in created_at order, each in its
     # claim_rank order.
     created_at = now()
-    ranks = claim_ranks([p.job for p in prepared])
+    ranks = claim_ranks([p.cost for p in prepared])
     for p, (route, error, key, use_cache), rank in zip(prepared, keyed, ranks, strict=True):
         if error is not None:
             results.append(_failed(error))
