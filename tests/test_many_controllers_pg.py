@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -162,3 +163,60 @@ def test_two_servers_eight_controllers_20000_jobs_each_done_once(pg_cluster, tmp
         for p in logs + [tmp_path / f"server{i}" / "server.log" for i in range(N_SERVERS)]:
             if p.exists() and ("Traceback" in (t := p.read_text())):
                 print(f"--- {p.name} ---\n{t[-3000:]}")
+
+
+@pytest.mark.timeout(180)
+def test_a_wait_on_one_server_sees_a_job_finished_through_the_other(pg_cluster, tmp_path):  # noqa: F811
+    """Server B learns that a job was cancelled through server A only from the database. Its
+    own finish signal keeps firing meanwhile, for other jobs cancelled through B ten times a
+    second until the answer comes: the waiter must still go back to the database once its
+    fallback period (1 s) has passed, and answer then, not when its timeout runs out."""
+    url = pg_cluster.new_database()
+    servers = [launch_server(tmp_path / f"server{i}", database_url=url, env_extra=SERVER_ENV)
+               for i in range(2)]
+    clients: list[httpx.Client] = []
+    try:
+        for srv in servers:
+            wait_http(f"{srv.url}/healthz", proc=srv.proc)
+        out = subprocess.run([PY, "-m", "atomiverse_server.admin", "--database-url", url,
+                              "create-workspace", "lab", "--balance", "1000"],
+                             check=True, capture_output=True, text=True)
+        auth = {"Authorization": f"Bearer {json.loads(out.stdout)['api_key']}"}
+        a, b = (httpx.Client(base_url=srv.url, headers=auth, timeout=60) for srv in servers)
+        clients += [a, b]
+        # No controller serves the managed pool: the jobs stay pending until cancelled.
+        r = a.post("/api/v1/jobs/submit-batch", json={"jobs": [
+            {"job": _payload(i), "compute_target": "managed"} for i in range(400)]})
+        assert r.status_code == 200 and r.json()["failed"] == 0, r.text[:500]
+        target, *others = [j["job_id"] for j in r.json()["jobs"]]
+
+        answered = threading.Event()
+
+        def churn_on_b() -> None:
+            for job_id in others:
+                if answered.wait(0.1):
+                    return
+                assert b.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+
+        def cancel_target_on_a() -> None:
+            time.sleep(0.5)
+            assert a.post(f"/api/v1/jobs/{target}/cancel").status_code == 200
+
+        with ThreadPoolExecutor(2) as pool:
+            churn = pool.submit(churn_on_b)
+            cancel = pool.submit(cancel_target_on_a)
+            # The churn (399 jobs, over 40 s) outlasts the timeout.
+            started = time.monotonic()
+            r = b.post("/api/v1/jobs/wait", json={"job_ids": [target], "timeout_seconds": 30})
+            elapsed = time.monotonic() - started
+            answered.set()
+            churn.result()
+            cancel.result()
+        assert r.status_code == 200, r.text
+        assert r.json()["jobs"] == [{"job_id": target, "state": "cancelled"}]
+        assert elapsed < 15, f"answered after {elapsed:.1f} s: the busy signal hid the change"
+    finally:
+        for c in clients:
+            c.close()
+        for srv in servers:
+            stop_process(srv.proc)

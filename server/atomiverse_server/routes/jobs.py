@@ -141,11 +141,24 @@ def list_jobs(workspace: CurrentWorkspace, engine: EngineDep,
 async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: EngineDep,
                     notifier: NotifierDep, request: Request) -> Response:
     """Long-poll: returns the states of the given jobs as soon as any of them is terminal
-    (with results if asked), or when ``timeout_seconds`` runs out."""
+    (with results if asked), or when ``timeout_seconds`` runs out.
+
+    The database is read when the poll starts and when it answers. In between, the jobs
+    the finish signal names are taken as finished without asking. The waiter goes back to
+    the database only for a signal that names no jobs, or once a fallback period has passed
+    since it last looked: another server process may have finished them."""
     deadline = time.monotonic() + body.timeout_seconds
     signal = notifier.jobs_finished
     event = signal.snapshot()
-    states = await run_in_threadpool(_job_states, engine, workspace.id, body.job_ids)
+
+    async def read() -> list[dict[str, Any]]:
+        nonlocal read_at
+        read_at = time.monotonic()
+        return await run_in_threadpool(_job_states, engine, workspace.id, body.job_ids,
+                                       body.include_result)
+
+    read_at = 0.0
+    states = await read()
     active = _active(states)
     coalesce_until: float | None = None
     woken = stale = False
@@ -161,37 +174,31 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
                 not body.job_ids or now >= deadline or finished
                 or len(states) < len(set(body.job_ids))):
             if stale:
-                states = await run_in_threadpool(_job_states, engine, workspace.id, body.job_ids)
-            if body.include_result:
-                states = await run_in_threadpool(_with_results, engine, workspace.id, states)
+                states = await read()
             # Encoded here: results are spliced in as stored, not parsed and re-validated.
             return Response(_json.dumps({"jobs": states}), media_type="application/json")
         until = coalesce_until if holding else min(deadline, now + notifier.fallback_seconds)
         await signal.wait(event, until - now)
         woken = True
         named, event = signal.named_since(event)
-        if named and not named >= active and (holding or not named & active):
-            # None of ours, or not yet the last of them: no need to ask the database.
-            stale = stale or bool(named & active)
+        if named is None or not holding and \
+                time.monotonic() - read_at >= notifier.fallback_seconds:
+            states = await read()
+            active, stale = _active(states), False
+        elif named & active:
             active -= named
-            continue
-        states = await run_in_threadpool(_job_states, engine, workspace.id, body.job_ids)
-        active, stale = _active(states), False
+            stale = True
 
 
 def _active(states: list[dict[str, Any]]) -> set[str]:
     return {s["job_id"] for s in states if s["state"] not in job_store.TERMINAL}
 
 
-def _job_states(engine: Any, workspace_id: str, job_ids: list[str]) -> list[dict[str, Any]]:
+def _job_states(engine: Any, workspace_id: str, job_ids: list[str],
+                include_result: bool) -> list[dict[str, Any]]:
     with read_tx(engine) as conn:
-        return job_store.job_states(conn, workspace_id=workspace_id, job_ids=job_ids)
-
-
-def _with_results(engine: Any, workspace_id: str,
-                  states: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    with read_tx(engine) as conn:
-        return job_store.with_results(conn, workspace_id=workspace_id, states=states)
+        return job_store.job_states(conn, workspace_id=workspace_id, job_ids=job_ids,
+                                    include_result=include_result)
 
 
 @router.get("/{job_id}", response_model=JobPublic)

@@ -117,38 +117,32 @@ def count_by_state(conn: Connection, *, workspace_id: str) -> dict[str, int]:
     return counts
 
 
-def job_states(conn: Connection, *, workspace_id: str,
-               job_ids: Iterable[str]) -> list[dict[str, Any]]:
-    """``{job_id, state}`` of each of these jobs that exists in the workspace."""
+def job_states(conn: Connection, *, workspace_id: str, job_ids: Iterable[str],
+               include_result: bool = False) -> list[dict[str, Any]]:
+    """``{job_id, state}`` of each of these jobs that exists in the workspace. With
+    ``include_result``, finished ones also carry ``result``, ``error``, ``cached_from`` and
+    ``billed_core_seconds``, read in the same query. A result comes as the stored JSON text,
+    wrapped to be spliced into the response by :func:`atomiverse._json.dumps`: the server
+    passes results through, it does not parse and re-encode them."""
     ids = list(job_ids)
+    columns = [jobs.c.id, jobs.c.state]
+    if include_result:
+        columns += [sa.cast(jobs.c.result, sa.Text).label("result"), jobs.c.error,
+                    jobs.c.cached_from, jobs.c.billed_core_seconds]
     out: list[dict[str, Any]] = []
     for i in range(0, len(ids), _IN_CHUNK):
-        out += [{"job_id": row.id, "state": row.state} for row in conn.execute(
-            sa.select(jobs.c.id, jobs.c.state).where(jobs.c.workspace_id == workspace_id,
-                                                      jobs.c.id.in_(ids[i:i + _IN_CHUNK])))]
+        rows = conn.execute(sa.select(*columns).where(
+            jobs.c.workspace_id == workspace_id, jobs.c.id.in_(ids[i:i + _IN_CHUNK])))
+        out += [_state_with_result(row) if include_result and row.state in TERMINAL
+                else {"job_id": row.id, "state": row.state} for row in rows]
     return out
 
 
-def with_results(conn: Connection, *, workspace_id: str,
-                 states: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Finished jobs among ``states`` gain ``result``, ``error``, ``cached_from`` and
-    ``billed_core_seconds``. A result comes as the stored JSON text, wrapped to be spliced
-    into the response by :func:`atomiverse._json.dumps`: the server passes results through,
-    it does not parse and re-encode them."""
-    finished = [s["job_id"] for s in states if s["state"] in TERMINAL]
-    details: dict[str, dict[str, Any]] = {}
-    for i in range(0, len(finished), _IN_CHUNK):
-        for row in conn.execute(sa.select(
-                jobs.c.id, sa.cast(jobs.c.result, sa.Text).label("result"), jobs.c.error,
-                jobs.c.cached_from, jobs.c.billed_core_seconds)
-                .where(jobs.c.workspace_id == workspace_id,
-                       jobs.c.id.in_(finished[i:i + _IN_CHUNK]))):
-            details[row.id] = {"result": None if row.result is None else _json.raw(row.result),
-                               "error": row.error, "cached_from": row.cached_from,
-                               "billed_core_seconds": row.billed_core_seconds}
-    # A job deleted since its state was read is left out, as if it had never been there.
-    return [s | details[s["job_id"]] if s["state"] in TERMINAL else s for s in states
-            if s["state"] not in TERMINAL or s["job_id"] in details]
+def _state_with_result(row: Row) -> dict[str, Any]:
+    return {"job_id": row.id, "state": row.state,
+            "result": None if row.result is None else _json.raw(row.result),
+            "error": row.error, "cached_from": row.cached_from,
+            "billed_core_seconds": row.billed_core_seconds}
 
 
 def rename_job(conn: Connection, *, workspace_id: str, job_id: str, name: str) -> bool:
