@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from atomiverse import _sdnotify as sdnotify
+from atomiverse._heap import freeze_startup_heap
 
 from .api import ControllerAPI, ServerRefused, ServerUnavailable, save_token
 from .claimer import ClaimLoop
@@ -125,6 +126,7 @@ class Controller:
         try:
             self.register()
             self._start_loops(burst)
+            freeze_startup_heap()
             sdnotify.notify(f"READY=1\nSTATUS=serving {self.config.slots} slots as "
                             f"{self.config.name}")
             self._dispatch_until_stopped(burst, max_jobs)

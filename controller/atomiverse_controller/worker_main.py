@@ -210,6 +210,9 @@ def serve(conn: Connection, engine_name: str, memory_limit_mb: int) -> int:
     except BaseException:
         conn.send({"type": "failed", "error": traceback.format_exc()})
         return 1
+    from atomiverse._heap import freeze_startup_heap
+
+    freeze_startup_heap()
     conn.send({"type": "ready", "engine": engine.name, "version": engine.version(),
                "engines": engines, "pid": os.getpid()})
     while True:

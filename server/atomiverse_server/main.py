@@ -6,23 +6,22 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from atomiverse import _sdnotify as sdnotify
+from atomiverse._heap import freeze_startup_heap
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from fastapi.staticfiles import StaticFiles
 
-from atomiverse import _sdnotify as sdnotify
-
-from . import embedded
+from . import embedded, metrics
 from .authcache import AuthCache
 from .bodylimit import BodySizeLimit
 from .db import create_schema, make_engine
 from .notify import Notifier
-from . import metrics
 from .routes import account, controllers, jobs, pages
 from .scheduler import start_scheduler
 from .settings import Settings, get_settings
@@ -52,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             supervisor.ensure_running()
             extra.append((supervisor.ensure_running, 5.0))
         scheduler = start_scheduler(engine, settings, notifier, extra)
+        freeze_startup_heap()
         sdnotify.notify("READY=1")
         try:
             yield
