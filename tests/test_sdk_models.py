@@ -97,6 +97,41 @@ def test_atoms_rejects_impossible_molecules(bad, field):
         atomiverse.Atoms(**bad)
 
 
+def _grid(n: int, spacing: float = 1.5, offset: float = 0.0) -> list[tuple[float, float, float]]:
+    side = math.ceil(n ** (1 / 3))
+    return [(offset + spacing * (i % side), offset + spacing * (i // side % side),
+             offset + spacing * (i // side**2)) for i in range(n)]
+
+
+@pytest.mark.parametrize("n, pair, offset", [
+    (5, (1, 3), 0.0),
+    (300, (280, 299), 0.0),  # both in the second block of rows
+    (300, (3, 290), 0.0),  # across blocks
+    (40, (7, 8), 1e5),  # far from the origin: the check centres the molecule first
+])
+def test_atoms_names_the_pair_that_is_too_close(n, pair, offset):
+    positions = _grid(n, offset=offset)
+    a, b = pair
+    positions[b] = (positions[a][0] + 0.3, positions[a][1], positions[a][2])
+    positions[b + 1 if b + 1 < n else b - 1] = (offset - 50.0, offset - 50.0, offset - 50.0)
+    with pytest.raises(ValueError, match=f"atoms {a} and {b} are 0.300 Angstrom apart"):
+        atomiverse.Atoms(numbers=[6] * n, positions=positions)
+
+
+def test_atoms_spread_over_a_huge_box_still_get_an_exact_distance_check():
+    # Spread over 3e9 Angstrom, the Gram-matrix shortcut would round 0.3 Angstrom away.
+    positions = [(0.0, 0.0, 0.0), (3e9, 0.0, 0.0), (3e9 + 0.3, 0.0, 0.0)]
+    with pytest.raises(ValueError, match="atoms 1 and 2 are 0.300 Angstrom apart"):
+        atomiverse.Atoms(numbers=[6, 6, 6], positions=positions)
+    ok = [(0.0, 0.0, 0.0), (3e9, 0.0, 0.0), (3e9 + 0.6, 0.0, 0.0)]
+    assert len(atomiverse.Atoms(numbers=[6, 6, 6], positions=ok)) == 3
+
+
+def test_atoms_just_apart_enough_pass():
+    positions = _grid(300, spacing=0.5 + 1e-9)
+    assert len(atomiverse.Atoms(numbers=[1] * 300, positions=positions)) == 300
+
+
 def test_level_rejects_unparametrised_element():
     fr = atomiverse.Atoms(numbers=[87, 1], positions=[(0, 0, 0), (0, 0, 2.5)])
     with pytest.raises(ValueError, match="Z=87"):
