@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 Kind = Literal["sp", "opt"]
@@ -145,6 +145,9 @@ class BaselineResult:
     # CPU time (user + system) of every process taking part, during the timed region: less
     # sensitive than wall time to other work on the machine.
     cpu_seconds: float | None = None
+    # When the workload ran several times: every run's wall time, in run order. The other
+    # fields are those of the median run (see median_run).
+    wall_samples_seconds: list[float] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -162,6 +165,16 @@ class BaselineResult:
         d = asdict(self)
         d.update(n=self.n, n_failed=self.n_failed, per_second=self.per_second)
         return d
+
+
+def median_run(runs: Sequence[BaselineResult]) -> BaselineResult:
+    """The run with the median wall time (the lower middle one of an even number), carrying
+    every run's wall time in ``wall_samples_seconds``."""
+    if not runs:
+        raise ValueError("no runs")
+    ordered = sorted(runs, key=lambda r: r.wall_seconds)
+    return replace(ordered[(len(runs) - 1) // 2],
+                   wall_samples_seconds=[r.wall_seconds for r in runs])
 
 
 # ==== (a) direct: multiprocessing pool of xtb-python =========================================

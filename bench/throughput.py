@@ -6,7 +6,9 @@ One after another, in this process tree: (a) ``direct`` (a multiprocessing pool 
 workers), (b) the platform (embedded server + local controller, through the SDK), (c) the
 ``xtb`` program once per molecule. Each does the same single points (default 200) and
 geometry optimisations (default 50, the first molecules of the same set); ``--quick`` does 10
-and 4. Prints a table, writes every figure to JSON (default ``bench/results/throughput.json``).
+and 4. A single-point run takes seconds, and on a shared VM one run can be a few percent off:
+direct and the platform each run them three times (``--sp-repeats``), and the median run
+counts. Prints a table, writes every figure to JSON (default ``bench/results/throughput.json``).
 
 Exit status 1 when the platform part fails, a platform job fails, or a platform single-point
 energy deviates from the direct one by more than 1e-6 Hartree.
@@ -40,6 +42,7 @@ from bench.baselines import (  # noqa: E402
     cpu_delta,
     cpu_snapshot,
     find_xtb_program,
+    median_run,
     opt_settings,
     physical_cores,
     run_xtb_program,
@@ -221,9 +224,11 @@ def _platform_result(kind: str, molecules: list, wall: float, cpu: float,
 
 def run_platform(sp_molecules: list, opt_molecules: list, opt: OptSettings | None = None,
                  latency_repeats: int = 20, idle_seconds: float = 5.0,
-                 worker_idle_seconds: float | None = None) -> dict[str, Any]:
+                 worker_idle_seconds: float | None = None, sp_repeats: int = 1) -> dict[str, Any]:
     """Time the same workloads on a fresh embedded instance (server + local controller).
     ``worker_idle_seconds``: the controller's setting of that name (None: its default).
+    ``sp_repeats``: submit the single points that many times, one batch after another; the
+    median run counts (:func:`bench.baselines.median_run`).
 
     Returns ``{"sp": BaselineResult, "opt": BaselineResult, "latency": {...},
     "controller_idle": {...}, "controller_idle_retired": {...}, "startup_seconds": float}``."""
@@ -235,14 +240,14 @@ def run_platform(sp_molecules: list, opt_molecules: list, opt: OptSettings | Non
     try:
         with scoped_env(fresh):
             return _run_platform(home, sp_molecules, opt_molecules, opt or opt_settings(),
-                                 latency_repeats, idle_seconds)
+                                 latency_repeats, idle_seconds, sp_repeats)
     finally:
         if not os.path.isdir(os.path.join(home, "logs")):  # failed before the server started
             shutil.rmtree(home, ignore_errors=True)
 
 
 def _run_platform(home: str, sp_molecules: list, opt_molecules: list, opt: OptSettings,
-                  latency_repeats: int, idle_seconds: float) -> dict[str, Any]:
+                  latency_repeats: int, idle_seconds: float, sp_repeats: int) -> dict[str, Any]:
     import atomiverse
     from atomiverse.levels import GFN2_XTB
 
@@ -271,12 +276,13 @@ def _run_platform(home: str, sp_molecules: list, opt_molecules: list, opt: OptSe
         ctl = _find_controller(home)
         n_workers = len(ctl.children()) if ctl is not None else None
 
-        for kind, jobs, molecules in (("sp", sp_jobs, sp_molecules),
-                                      ("opt", opt_jobs, opt_molecules)):
+        for kind, jobs, molecules, repeats in (("sp", sp_jobs, sp_molecules, sp_repeats),
+                                               ("opt", opt_jobs, opt_molecules, 1)):
             out[kind] = None
             if jobs:
-                wall, cpu, records = _platform_batch(atomiverse, jobs, home)
-                out[kind] = _platform_result(kind, molecules, wall, cpu, records, n_workers)
+                out[kind] = median_run([
+                    _platform_result(kind, molecules, *_platform_batch(atomiverse, jobs, home),
+                                     n_workers) for _ in range(repeats)])
 
         def one_water() -> float:
             t = time.perf_counter()
@@ -391,6 +397,8 @@ def print_report(report: dict[str, Any]) -> None:
             if r is None:
                 return "skipped" if name in report["skipped"] else "failed"
             s = f"{r['wall_seconds']:.2f} s ({r['per_second']:.1f}/s)"
+            if len(samples := r.get("wall_samples_seconds") or []) > 1:
+                s += f"\nmedian of {len(samples)}: {min(samples):.2f}-{max(samples):.2f} s"
             if r.get("cpu_seconds") is not None:
                 s += f"\ncpu {r['cpu_seconds']:.1f} s"
             return s + (f" [{r['n_failed']} failed]" if r["n_failed"] else "")
@@ -481,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--xtb-opt-level", choices=list(XTB_OPT_LEVELS),
                     help="xtb program --opt level (default: the level nearest the platform's "
                          "fmax)")
+    ap.add_argument("--sp-repeats", type=int,
+                    help="run the single points this many times on direct and on the platform "
+                         "and count the median run (default 3, quick 1): a run takes seconds, "
+                         "and one run's noise is a few percent")
     ap.add_argument("--workers", type=int, help="baseline workers (default: physical cores)")
     ap.add_argument("--optimizer", help="optimiser for the platform and the direct baseline "
                                         "(default: the platform's, ANC-RFO; or BFGS-Lindh, LBFGS, "
@@ -499,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     n_opt = args.n_opt if args.n_opt is not None else (4 if args.quick else 50)
     if n_sp < 0 or n_opt < 0 or n_sp + n_opt == 0:
         ap.error("--n-sp and --n-opt must be >= 0 and not both 0")
+    sp_repeats = args.sp_repeats if args.sp_repeats is not None else (1 if args.quick else 3)
+    if sp_repeats < 1:
+        ap.error("--sp-repeats must be >= 1")
     mols = benchmark_molecules(max(n_sp, n_opt))
     sp_mols, opt_mols = mols[:n_sp], mols[:n_opt]
     workers = args.workers or physical_cores()
@@ -514,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # (a) direct
     with DirectPool(workers) as pool:
-        results["sp"]["direct"] = pool.run(sp_mols, "sp") if sp_mols else None
+        results["sp"]["direct"] = (median_run([pool.run(sp_mols, "sp")
+                                               for _ in range(sp_repeats)]) if sp_mols else None)
         results["opt"]["direct"] = pool.run(opt_mols, "opt", opt) if opt_mols else None
 
     # (b) platform
@@ -526,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
             # --quick: idle workers stop after 10 s (after the first idle sample) rather than
             # the default, so the suite sees the retired controller without waiting a minute.
             platform_out = run_platform(sp_mols, opt_mols, opt,
-                                        worker_idle_seconds=10.0 if args.quick else None)
+                                        worker_idle_seconds=10.0 if args.quick else None,
+                                        sp_repeats=sp_repeats)
             results["sp"]["platform"] = platform_out.pop("sp")
             results["opt"]["platform"] = platform_out.pop("opt")
         except Exception as exc:  # noqa: BLE001 - report it, still run the xtb program
@@ -566,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**machine_info(), "load_average_at_start": load_at_start,
                     "load_average_at_end": os.getloadavg()},
         "config": {"quick": args.quick, "n_sp": n_sp, "n_opt": n_opt, "workers": workers,
+                   "sp_repeats": sp_repeats,
                    "method": "GFN2-xTB", "opt_optimizer": opt.optimizer,
                    "opt_fmax_ev_per_angstrom": opt.fmax, "opt_max_steps": opt.max_steps,
                    "opt_settings_from": opt.source, "xtb_program_opt_level": xtb_opt_level,
