@@ -9,17 +9,25 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ase.units import Bohr
+from ase.units import Bohr, Hartree
 from atomiverse.atoms import Atoms
 from atomiverse.jobs import GeometryOptimization, SinglePointEnergy
-from atomiverse.levels import GFN1_XTB, GFN2_XTB
-from atomiverse.schema import OptimizationResult, SinglePointResult
+from atomiverse.levels import GFN1_XTB, GFN2_XTB, LevelOfTheory
+from atomiverse.schema import WIBERG_MIN_ORDER, OptimizationResult, SinglePointResult
 from atomiverse_controller.engines import (
     EngineError,
     available_engines,
     default_engine_name,
     get_engine,
+    homo_lumo_gap_ev,
 )
+from atomiverse_controller.engines.base import (
+    frontier_orbitals_hartree,
+    parse_level,
+    sparse_bond_orders,
+)
+from atomiverse_controller.engines.xtb_python import shares_a_coordinate
+from pydantic import ValidationError
 
 SAME_LIBRARY_HARTREE = 1e-6
 XTB_VS_TBLITE_HARTREE = 2e-5
@@ -232,6 +240,81 @@ def test_registry() -> None:
     assert "instant" in available_engines(include_fake=True)
     with pytest.raises(KeyError):
         get_engine("orca")
+
+
+def test_orbitals_and_bond_orders_equal_the_library_arrays() -> None:
+    """HOMO, LUMO and the sparse Wiberg list, against the arrays xtb itself returns for the
+    same geometry, reduced by plain loops."""
+    from xtb.interface import Calculator, Param
+    from xtb.libxtb import VERBOSITY_MUTED
+
+    a = atoms("c1ccccc1O")
+    result = get_engine("xtb").compute(sp_payload("c1ccccc1O"))
+    calc = Calculator(Param.GFN2xTB, np.array(a.numbers), np.array(a.positions) / Bohr)
+    calc.set_verbosity(VERBOSITY_MUTED)
+    res = calc.singlepoint()
+    eps, occ = res.get_orbital_eigenvalues(), res.get_orbital_occupations()
+    assert result["homo_hartree"] == max(e for e, o in zip(eps, occ, strict=True) if o > 0.5)
+    assert result["lumo_hartree"] == min(e for e, o in zip(eps, occ, strict=True) if o <= 0.5)
+    assert result["wiberg_bond_orders"] == _bond_order_loop(res.get_bond_orders())
+    assert len(result["wiberg_bond_orders"]) >= 13  # the ring, C-O, O-H and five C-H
+
+
+def _bond_order_loop(matrix: np.ndarray) -> list[list[float]]:
+    n = len(matrix)
+    return [[i, j, float(np.round(matrix[i][j], 4))] for i in range(n) for j in range(i + 1, n)
+            if matrix[i][j] >= WIBERG_MIN_ORDER]
+
+
+def test_sparse_bond_orders_keep_the_upper_triangle_at_or_above_the_floor() -> None:
+    rng = np.random.default_rng(7)
+    m = rng.uniform(-0.2, 1.6, size=(23, 23))
+    m = (m + m.T) / 2
+    m[3, 9] = m[9, 3] = WIBERG_MIN_ORDER  # exactly at the floor: kept
+    m[4, 5] = m[5, 4] = np.nextafter(WIBERG_MIN_ORDER, 0)  # just under: dropped
+    np.fill_diagonal(m, 4.0)  # an atom with itself is never a bond
+    got = sparse_bond_orders(m)
+    assert got == _bond_order_loop(m)
+    assert [3, 9, WIBERG_MIN_ORDER] in got and not any(b[:2] == [4, 5] for b in got)
+    assert all(type(v) is t for b in got for v, t in zip(b, (int, int, float), strict=True))
+    assert sparse_bond_orders(np.zeros((1, 1))) == []
+
+
+@pytest.mark.parametrize(("eps", "occ", "homo", "lumo"), [
+    ([-0.5, -0.3, 0.1, 0.2], [2.0, 2.0, 0.0, 0.0], -0.3, 0.1),  # closed shell
+    ([-0.5, -0.3, -0.2, 0.1], [2.0, 2.0, 1.0, 0.0], -0.2, 0.1),  # radical: SOMO is the HOMO
+    ([-0.5, -0.4, -0.3, -0.2], [1.0, 1.0, 1.0, 0.0], -0.3, -0.2),  # spin-resolved, unsorted ok
+    ([-0.5, -0.3], [2.0, 2.0], -0.3, None),  # nothing virtual
+    ([], [], None, None),
+    ([-0.5, -0.3], [2.0], None, None),  # mismatched arrays: no answer rather than a wrong one
+])
+def test_frontier_orbitals(eps: list[float], occ: list[float], homo: float | None,
+                           lumo: float | None) -> None:
+    assert frontier_orbitals_hartree(np.array(eps), np.array(occ)) == (homo, lumo)
+    gap = homo_lumo_gap_ev(np.array(eps), np.array(occ))
+    assert gap == (None if homo is None or lumo is None else pytest.approx((lumo - homo) * Hartree))
+
+
+def test_shares_a_coordinate() -> None:
+    rng = np.random.default_rng(3)
+    generic = rng.uniform(-3, 3, size=(30, 3))
+    assert not shares_a_coordinate(generic)
+    generic[17, 2] = generic[4, 2] + 5e-6  # two z values within COINCIDENT_ANGSTROM
+    assert shares_a_coordinate(generic)
+    assert not shares_a_coordinate(np.zeros((1, 3)))
+
+
+def test_levels_are_validated_once_and_bad_ones_every_time() -> None:
+    water = {"method": "gfn2-xtb", "solvation": {"model": "alpb", "solvent": "water"}}
+    first = parse_level(water)
+    assert first == LevelOfTheory.model_validate(water)
+    assert parse_level({"solvation": {"solvent": "water", "model": "alpb"},
+                        "method": "gfn2-xtb"}) is first  # key order does not matter
+    assert parse_level({"method": "gfn1-xtb"}).method == "gfn1-xtb"
+    for bad in ({"method": "b3lyp"}, {"method": "gfn2-xtb", "extra": {1, 2}}, None):
+        for _ in range(2):
+            with pytest.raises(ValidationError):
+                parse_level(bad)
 
 
 def test_importing_engines_loads_no_native_library() -> None:

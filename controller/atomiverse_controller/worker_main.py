@@ -137,10 +137,10 @@ def _engine_for(default: Any, payload: dict[str, Any]) -> Any:
 
 
 def _level(payload: dict[str, Any]) -> Any:
-    from atomiverse.levels import LevelOfTheory
+    from .engines.base import parse_level
 
     try:
-        return LevelOfTheory.model_validate(payload.get("level_of_theory"))
+        return parse_level(payload.get("level_of_theory"))
     except ValueError:
         return None  # the engine reports a malformed level with the field's name
 

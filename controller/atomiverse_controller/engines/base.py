@@ -25,7 +25,10 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 from ase.units import Bohr, Hartree
+from atomiverse.jobs import describe_validation_error
+from atomiverse.levels import LevelOfTheory
 from atomiverse.schema import WIBERG_MIN_ORDER
+from pydantic import ValidationError
 
 EngineErrorType = Literal["input", "convergence", "internal"]
 JOB_TYPES = ("single_point_energy", "opt", "frequencies")
@@ -34,6 +37,8 @@ JOB_TYPES = ("single_point_energy", "opt", "frequencies")
 # a radical on the HOMO side, and works for restricted (0..2) and spin-resolved (0..1) occupations.
 _OCCUPIED_THRESHOLD_E = 0.5
 _BOND_ORDER_DECIMALS = 4
+_MAX_CACHED_LEVELS = 64
+_LEVELS: dict[Any, LevelOfTheory] = {}  # parse_level's: valid levels by their hashable form
 
 
 class EngineError(Exception):
@@ -89,17 +94,13 @@ def parse_molecule(payload: dict[str, Any]) -> Molecule:
 
     The server validated the payload already; this only guards the engine against a malformed
     one (a crash in native code costs a worker, a Python error costs nothing)."""
-    from atomiverse.jobs import describe_validation_error
-    from atomiverse.levels import LevelOfTheory
-    from pydantic import ValidationError
-
     try:
         atoms = payload["atoms"]
         numbers = np.asarray(atoms["numbers"], dtype=np.int32)
         positions = np.asarray(atoms["positions"], dtype=float)
         charge = int(atoms.get("charge", 0))
         multiplicity = int(atoms.get("multiplicity", 1))
-        level = LevelOfTheory.model_validate(payload["level_of_theory"])
+        level = parse_level(payload["level_of_theory"])
     except ValidationError as e:
         raise EngineError(f"level_of_theory: {describe_validation_error(e)}", "input") from e
     except (KeyError, TypeError, ValueError) as e:
@@ -119,32 +120,68 @@ def parse_molecule(payload: dict[str, Any]) -> Molecule:
                     str(level))
 
 
-def homo_lumo_gap_ev(eigenvalues_hartree: np.ndarray, occupations: np.ndarray) -> float | None:
+def parse_level(data: Any) -> LevelOfTheory:
+    """``data`` validated as a LevelOfTheory; ValidationError if it is not one.
+
+    A worker sees the same few levels thousands of times, and validating one costs about as
+    much as the rest of a small job's bookkeeping; levels are frozen, so one copy serves all."""
+    try:
+        key = _hashable(data)
+    except TypeError:  # not JSON-shaped: let validation say what is wrong with it
+        return LevelOfTheory.model_validate(data)
+    level = _LEVELS.get(key)
+    if level is None:
+        level = LevelOfTheory.model_validate(data)
+        if len(_LEVELS) < _MAX_CACHED_LEVELS:
+            _LEVELS[key] = level
+    return level
+
+
+def _hashable(value: Any) -> Any:
+    # Types are part of the key: 1, 1.0 and True are equal in Python but not to validation.
+    if isinstance(value, dict):
+        return ("dict", tuple((k, _hashable(v)) for k, v in sorted(value.items())))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_hashable(v) for v in value))
+    hash(value)
+    return (type(value).__name__, value)
+
+
+def homo_lumo_gap_ev(eigenvalues_hartree: Any, occupations: Any) -> float | None:
     """Gap between the highest occupied and lowest unoccupied orbital, over all spin channels."""
-    homo, lumo = frontier_orbitals_hartree(eigenvalues_hartree, occupations)
-    if homo is None or lumo is None:
-        return None
-    return float((lumo - homo) * Hartree)
+    return _gap_ev(*frontier_orbitals_hartree(eigenvalues_hartree, occupations))
 
 
-def frontier_orbitals_hartree(eigenvalues_hartree: np.ndarray,
-                              occupations: np.ndarray) -> tuple[float | None, float | None]:
+def frontier_orbitals_hartree(eigenvalues_hartree: Any,
+                              occupations: Any) -> tuple[float | None, float | None]:
     """(HOMO, LUMO) energies over all spin channels; None where there is none."""
-    eps = np.asarray(eigenvalues_hartree, dtype=float).ravel()
-    occ = np.asarray(occupations, dtype=float).ravel()
-    if eps.size == 0 or eps.size != occ.size:
+    eps = np.asarray(eigenvalues_hartree, dtype=float).ravel().tolist()
+    occ = np.asarray(occupations, dtype=float).ravel().tolist()
+    return _frontier(eps, occ)
+
+
+def _frontier(eps: list[float], occ: list[float]) -> tuple[float | None, float | None]:
+    # Plain lists: a hundred orbitals take less time in a loop than in numpy's dispatch.
+    if not eps or len(eps) != len(occ):
         return None, None
-    occupied, virtual = eps[occ > _OCCUPIED_THRESHOLD_E], eps[occ <= _OCCUPIED_THRESHOLD_E]
-    return (float(occupied.max()) if occupied.size else None,
-            float(virtual.min()) if virtual.size else None)
+    homo = max((e for e, o in zip(eps, occ) if o > _OCCUPIED_THRESHOLD_E), default=None)
+    lumo = min((e for e, o in zip(eps, occ) if o <= _OCCUPIED_THRESHOLD_E), default=None)
+    return homo, lumo
 
 
-def sparse_bond_orders(matrix: np.ndarray) -> list[list[float]]:
-    """``[i, j, order]`` for i < j and order >= WIBERG_MIN_ORDER, order rounded to 1e-4."""
+def _gap_ev(homo: float | None, lumo: float | None) -> float | None:
+    return None if homo is None or lumo is None else float((lumo - homo) * Hartree)
+
+
+def sparse_bond_orders(matrix: Any) -> list[list[float]]:
+    """``[i, j, order]`` for i < j and order >= WIBERG_MIN_ORDER, order rounded to 1e-4,
+    in row-major order."""
     bo = np.asarray(matrix, dtype=float)
-    i, j = np.nonzero(np.triu(bo, k=1) >= WIBERG_MIN_ORDER)
-    orders = np.round(bo[i, j], _BOND_ORDER_DECIMALS)
-    return [[int(a), int(b), float(o)] for a, b, o in zip(i, j, orders, strict=True)]
+    i, j = np.nonzero(bo >= WIBERG_MIN_ORDER)
+    upper = i < j
+    i, j = i[upper], j[upper]
+    orders = bo[i, j].round(_BOND_ORDER_DECIMALS)
+    return [[a, b, o] for a, b, o in zip(i.tolist(), j.tolist(), orders.tolist(), strict=True)]
 
 
 def electronic_properties(eigenvalues_hartree: Any, occupations: Any,
@@ -156,12 +193,11 @@ def electronic_properties(eigenvalues_hartree: Any, occupations: Any,
                                "orbital_occupations": None, "homo_hartree": None,
                                "lumo_hartree": None}
     else:
-        eps = np.asarray(eigenvalues_hartree, dtype=float).ravel()
-        occ = np.asarray(occupations, dtype=float).ravel()
-        homo, lumo = frontier_orbitals_hartree(eps, occ)
-        out = {"homo_lumo_gap_ev": homo_lumo_gap_ev(eps, occ),
-               "orbital_energies_hartree": eps.tolist(), "orbital_occupations": occ.tolist(),
-               "homo_hartree": homo, "lumo_hartree": lumo}
+        eps = np.asarray(eigenvalues_hartree, dtype=float).ravel().tolist()
+        occ = np.asarray(occupations, dtype=float).ravel().tolist()
+        homo, lumo = _frontier(eps, occ)
+        out = {"homo_lumo_gap_ev": _gap_ev(homo, lumo), "orbital_energies_hartree": eps,
+               "orbital_occupations": occ, "homo_hartree": homo, "lumo_hartree": lumo}
     out["wiberg_bond_orders"] = None if bond_orders is None else sparse_bond_orders(bond_orders)
     return out
 

@@ -56,11 +56,10 @@ COINCIDENT_ANGSTROM = 1e-5  # two atoms this close in x, y or z need turning (bu
 
 def shares_a_coordinate(positions_angstrom: np.ndarray) -> bool:
     """Whether two atoms have (almost) the same x, y or z coordinate."""
-    for axis in range(3):
-        values = np.sort(np.asarray(positions_angstrom, dtype=float)[:, axis])
-        if values.size > 1 and np.min(np.diff(values)) < COINCIDENT_ANGSTROM:
-            return True
-    return False
+    columns = np.sort(np.asarray(positions_angstrom, dtype=float), axis=0)
+    if columns.shape[0] < 2:
+        return False
+    return bool((columns[1:] - columns[:-1]).min() < COINCIDENT_ANGSTROM)
 
 
 # Our canonical solvent names -> xtb-python's names for them (xtb.utils.get_solvent).
