@@ -2,13 +2,16 @@
 
     python bench/throughput.py [--quick] [--json PATH] [--skip-platform]
 
-One after another, in this process tree: (a) ``direct`` (a multiprocessing pool of xtb-python
+In this process tree, one run at a time: (a) ``direct`` (a multiprocessing pool of xtb-python
 workers), (b) the platform (embedded server + local controller, through the SDK), (c) the
 ``xtb`` program once per molecule. Each does the same single points (default 200) and
 geometry optimisations (default 50, the first molecules of the same set); ``--quick`` does 10
 and 4. A single-point run takes seconds, and on a shared VM one run can be a few percent off:
 direct and the platform each run them three times (``--sp-repeats``), and the median run
-counts. Prints a table, writes every figure to JSON (default ``bench/results/throughput.json``).
+counts. Direct and platform runs alternate (direct, platform; platform, direct; ...), both
+instances warm throughout, so a drift in the machine's speed weighs on both sides of a ratio
+alike. Prints a table, writes every figure to JSON (default
+``bench/results/throughput.json``).
 
 Exit status 1 when the platform part fails, a platform job fails, or a platform single-point
 energy deviates from the direct one by more than 1e-6 Hartree.
@@ -26,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -224,11 +228,15 @@ def _platform_result(kind: str, molecules: list, wall: float, cpu: float,
 
 def run_platform(sp_molecules: list, opt_molecules: list, opt: OptSettings | None = None,
                  latency_repeats: int = 20, idle_seconds: float = 5.0,
-                 worker_idle_seconds: float | None = None, sp_repeats: int = 1) -> dict[str, Any]:
+                 worker_idle_seconds: float | None = None, sp_repeats: int = 1,
+                 paired: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time the same workloads on a fresh embedded instance (server + local controller).
     ``worker_idle_seconds``: the controller's setting of that name (None: its default).
     ``sp_repeats``: submit the single points that many times, one batch after another; the
     median run counts (:func:`bench.baselines.median_run`).
+    ``paired(kind)``: runs the baseline's counterpart of one platform batch of ``kind``
+    ("sp" or "opt"); called next to every batch, before it in even rounds and after it in
+    odd ones, so both sides see the machine as it was at that moment.
 
     Returns ``{"sp": BaselineResult, "opt": BaselineResult, "latency": {...},
     "controller_idle": {...}, "controller_idle_retired": {...}, "startup_seconds": float}``."""
@@ -240,14 +248,15 @@ def run_platform(sp_molecules: list, opt_molecules: list, opt: OptSettings | Non
     try:
         with scoped_env(fresh):
             return _run_platform(home, sp_molecules, opt_molecules, opt or opt_settings(),
-                                 latency_repeats, idle_seconds, sp_repeats)
+                                 latency_repeats, idle_seconds, sp_repeats, paired)
     finally:
         if not os.path.isdir(os.path.join(home, "logs")):  # failed before the server started
             shutil.rmtree(home, ignore_errors=True)
 
 
 def _run_platform(home: str, sp_molecules: list, opt_molecules: list, opt: OptSettings,
-                  latency_repeats: int, idle_seconds: float, sp_repeats: int) -> dict[str, Any]:
+                  latency_repeats: int, idle_seconds: float, sp_repeats: int,
+                  paired: Callable[[str], None] | None) -> dict[str, Any]:
     import atomiverse
     from atomiverse.levels import GFN2_XTB
 
@@ -279,10 +288,16 @@ def _run_platform(home: str, sp_molecules: list, opt_molecules: list, opt: OptSe
         for kind, jobs, molecules, repeats in (("sp", sp_jobs, sp_molecules, sp_repeats),
                                                ("opt", opt_jobs, opt_molecules, 1)):
             out[kind] = None
-            if jobs:
-                out[kind] = median_run([
-                    _platform_result(kind, molecules, *_platform_batch(atomiverse, jobs, home),
-                                     n_workers) for _ in range(repeats)])
+            runs = []
+            for round_ in range(repeats if jobs else 0):
+                if paired is not None and round_ % 2 == 0:
+                    paired(kind)
+                runs.append(_platform_result(kind, molecules,
+                                             *_platform_batch(atomiverse, jobs, home),
+                                             n_workers))
+                if paired is not None and round_ % 2 == 1:
+                    paired(kind)
+            out[kind] = median_run(runs) if runs else None
 
         def one_water() -> float:
             t = time.perf_counter()
@@ -527,28 +542,37 @@ def main(argv: list[str] | None = None) -> int:
     skipped = []
     exit_code = 0
 
-    # (a) direct
-    with DirectPool(workers) as pool:
-        results["sp"]["direct"] = (median_run([pool.run(sp_mols, "sp")
-                                               for _ in range(sp_repeats)]) if sp_mols else None)
-        results["opt"]["direct"] = pool.run(opt_mols, "opt", opt) if opt_mols else None
-
-    # (b) platform
+    # (a) direct and (b) platform, in pairs: each platform batch runs next to a direct run of
+    # the same molecules, so a machine that speeds up or slows down over the minutes of a
+    # benchmark (a VM's neighbours, clock boost) moves both sides of a ratio alike.
+    direct_runs: dict[str, list[BaselineResult]] = {"sp": [], "opt": []}
+    wanted = {"sp": sp_repeats if sp_mols else 0, "opt": 1 if opt_mols else 0}
     platform_out: dict[str, Any] | None = None
-    if args.skip_platform:
-        skipped.append("platform")
-    else:
-        try:
-            # --quick: idle workers stop after 10 s (after the first idle sample) rather than
-            # the default, so the suite sees the retired controller without waiting a minute.
-            platform_out = run_platform(sp_mols, opt_mols, opt,
-                                        worker_idle_seconds=10.0 if args.quick else None,
-                                        sp_repeats=sp_repeats)
-            results["sp"]["platform"] = platform_out.pop("sp")
-            results["opt"]["platform"] = platform_out.pop("opt")
-        except Exception as exc:  # noqa: BLE001 - report it, still run the xtb program
-            platform_out = {"error": f"{type(exc).__name__}: {exc}"}
-            exit_code = 1
+    with DirectPool(workers) as pool:
+        def run_direct(kind: str) -> None:
+            molecules = sp_mols if kind == "sp" else opt_mols
+            direct_runs[kind].append(pool.run(molecules, kind, opt))  # type: ignore[arg-type]
+
+        if args.skip_platform:
+            skipped.append("platform")
+        else:
+            try:
+                # --quick: idle workers stop after 10 s (after the first idle sample) rather
+                # than the default, so the suite sees the retired controller without waiting
+                # a minute.
+                platform_out = run_platform(sp_mols, opt_mols, opt,
+                                            worker_idle_seconds=10.0 if args.quick else None,
+                                            sp_repeats=sp_repeats, paired=run_direct)
+                results["sp"]["platform"] = platform_out.pop("sp")
+                results["opt"]["platform"] = platform_out.pop("opt")
+            except Exception as exc:  # noqa: BLE001 - report it, still run the xtb program
+                platform_out = {"error": f"{type(exc).__name__}: {exc}"}
+                exit_code = 1
+        for kind, n in wanted.items():  # the platform skipped, or it failed part way
+            while len(direct_runs[kind]) < n:
+                run_direct(kind)
+    for kind in ("sp", "opt"):
+        results[kind]["direct"] = median_run(direct_runs[kind]) if direct_runs[kind] else None
 
     # (c) the xtb program
     if args.skip_xtb_program:
