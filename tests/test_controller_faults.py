@@ -133,6 +133,9 @@ def test_server_down_mid_batch_every_result_delivered_once(fleet):
     restart_server(srv)
     records = client.wait_jobs(ids, timeout=60)
     assert all(r["state"] == "done" for r in records)
+    # The results went through the spool's files intact: the instant engine's water.
+    assert all(r["result"]["energy_hartree"] == -0.5 * (8 + 1 + 1) and
+               r["result"]["gradient_hartree_per_bohr"] == [[0.0] * 3] * 3 for r in records)
     assert all(client.get_job(j)["attempts"] == 1 for j in ids)  # none computed twice
     _wait_for(lambda: not list((srv.home / "spool-patient").glob("*.json")),
               what="spool emptied")

@@ -211,8 +211,8 @@ class Controller:
                  self.config.name, outcome.job_id, outcome.ok, outcome.wall_time_seconds,
                  "" if outcome.ok else f" error_type={outcome.error_type}")
         self.reporter.put({"job_id": outcome.job_id, "lease_id": job["lease_id"],
-                           "ok": outcome.ok, "result": outcome.result, "error": outcome.error,
-                           "error_type": outcome.error_type})
+                           "ok": outcome.ok, "result": outcome.result_json,
+                           "error": outcome.error, "error_type": outcome.error_type})
 
     def _stop_jobs(self, job_ids: set[str], reason: str) -> None:
         queued, running = self.ledger.drop(job_ids)

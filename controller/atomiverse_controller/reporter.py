@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from atomiverse import _json
+
 from .api import ControllerAPI, ServerRefused, ServerUnavailable
 from .spool import Spool
 
@@ -67,7 +69,7 @@ class ReportLoop(threading.Thread):
         """Keep results the server could not take on disk, so a restart still delivers."""
         for report in batch:
             if not report.get("_spooled"):
-                self.spool.put({k: v for k, v in report.items() if k != "_spooled"})
+                self.spool.put(_decoded({k: v for k, v in report.items() if k != "_spooled"}))
                 report["_spooled"] = True
 
     def spool_undelivered(self) -> int:
@@ -127,7 +129,7 @@ class ReportLoop(threading.Thread):
             self._deliver(batch[half:])
             return
         backoff = 0.2
-        wire = [{k: v for k, v in r.items() if k != "_spooled"} for r in batch]
+        wire = [_on_the_wire(r) for r in batch]
         while True:
             try:
                 out = self.api.complete(wire)
@@ -157,9 +159,26 @@ class ReportLoop(threading.Thread):
             self._idle.notify_all()
 
 
+def _on_the_wire(report: dict[str, Any]) -> dict[str, Any]:
+    """The report as sent: a result the worker encoded goes into the body as it is."""
+    out = {k: v for k, v in report.items() if k != "_spooled"}
+    if isinstance(out.get("result"), bytes):
+        out["result"] = _json.raw(out["result"])
+    return out
+
+
+def _decoded(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with its result as plain JSON values, for the spool's files."""
+    if isinstance(report.get("result"), bytes):
+        return {**report, "result": _json.loads(report["result"])}
+    return report
+
+
 def _size(report: dict[str, Any]) -> int:
     """Rough JSON size of a report, from its biggest part (positions and trajectories)."""
     result = report.get("result") or {}
+    if isinstance(result, bytes):  # encoded by the worker: its size is known
+        return 200 + len(result) + len(report.get("error") or "")
     traj = result.get("trajectory_positions_angstrom") or []
     atoms = len(result.get("gradient_hartree_per_bohr") or [])
     return 2_000 + 120 * atoms * (1 + len(traj)) + len(report.get("error") or "")

@@ -34,6 +34,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import IO, Any
 
+from atomiverse import _json
+
 from .worker_main import THREAD_ENV
 
 log = logging.getLogger(__name__)
@@ -43,20 +45,26 @@ EXIT_WAIT_SECONDS = 5.0
 RESPAWN_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 15.0, 60.0)
 STDERR_TAIL_BYTES = 4096
 _OUT_OF_MEMORY_MESSAGES = ("Cannot allocate memory", "MemoryError", "out of memory")
-_OUTCOME_FIELDS = ("job_id", "ok", "result", "error", "error_type", "wall_time_seconds")
+_OUTCOME_FIELDS = ("job_id", "ok", "result_json", "error", "error_type", "wall_time_seconds")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 @dataclass
 class Outcome:
-    """How one job ended. ``error_type`` is one of the schema's ErrorType values."""
+    """How one job ended. ``error_type`` is one of the schema's ErrorType values;
+    ``result_json`` the result as the worker encoded it (JSON bytes), passed on as it is."""
 
     job_id: str
     ok: bool
-    result: dict[str, Any] | None = None
+    result_json: bytes | None = None
     error: str | None = None
     error_type: str | None = None
     wall_time_seconds: float = 0.0
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """The result, decoded (for people and tests; the controller never needs it)."""
+        return None if self.result_json is None else _json.loads(self.result_json)
 
 
 class WorkerStartError(RuntimeError):
