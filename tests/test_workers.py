@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,6 +180,27 @@ def test_cancel_kills_and_slot_is_reused(instant_pool: WorkerPool) -> None:
     instant_pool.submit("b", payload())
     outcomes = collect(instant_pool, 2)
     assert set(outcomes) == {"a", "b"} and all(o.ok for o in outcomes.values())
+
+
+def _tmpdir_of(pid: int) -> str:
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        env = dict(v.split(b"=", 1) for v in fh.read().split(b"\0") if b"=" in v)
+    return env[b"TMPDIR"].decode()
+
+
+def test_a_killed_worker_leaves_no_temporary_files() -> None:
+    """What an engine writes under TMPDIR goes with its worker, even one killed mid-job."""
+    with WorkerPool(1, engine="instant") as pool:
+        wait_all_free(pool)
+        pool.submit("doomed", payload(name="__sleep_60__"))
+        tmp = Path(_tmpdir_of(pool.worker_pids()["doomed"]))
+        (tmp / "atomiverse-engine-left-behind").mkdir()  # as a killed isolated child leaves it
+        assert pool.cancel("doomed") is True
+        assert not tmp.exists()
+        wait_all_free(pool)
+        replacement = Path(_tmpdir_of(pool.worker_pids()["#0"]))
+        assert replacement.is_dir() and replacement != tmp
+    assert not replacement.exists()  # and a worker that stops cleanly takes its own along
 
 
 def test_submit_without_free_slot_raises(instant_pool: WorkerPool) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,6 +77,7 @@ class _Worker:
     proc: subprocess.Popen[bytes] | None = None
     conn: Connection | None = None
     stderr: IO[bytes] | None = None  # an unlinked temp file; the worker empties it per job
+    tmpdir: str | None = None  # the worker's TMPDIR, removed when the worker goes
     state: str = "down"  # down -> starting -> idle <-> busy; any -> down when it dies;
     # idle -> dormant when retired; dormant -> busy (warming) when submit starts it with a job
     warming: bool = False  # busy with a job handed over before the worker said it was ready
@@ -320,6 +322,10 @@ class WorkerPool:
         # stderr goes to a file, not a pipe: nobody has to drain it, and after a crash its tail
         # says why (e.g. "Error allocating ... bytes: Cannot allocate memory").
         worker.stderr = tempfile.TemporaryFile()
+        # Its own TMPDIR: a worker killed mid-job (walltime, cancel, crash) cannot clean up
+        # what its engine wrote there (GFN-FF's topology files, an isolated child's directory);
+        # the pool removes the whole directory with the worker.
+        worker.tmpdir = tempfile.mkdtemp(prefix="atomiverse-worker-")
         cmd = [sys.executable, "-m", "atomiverse_controller.worker_main",
                "--fd", str(child_sock.fileno()), "--engine", self._requested_engine,
                "--memory-limit-mb", str(self.memory_limit_mb or 0)]
@@ -327,11 +333,12 @@ class WorkerPool:
             worker.proc = subprocess.Popen(
                 cmd, pass_fds=(child_sock.fileno(),), start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=worker.stderr,
-                env=_worker_env())
+                env={**_worker_env(), "TMPDIR": worker.tmpdir})
         except OSError as e:
             parent_sock.close()
             worker.stderr.close()
             worker.stderr = None
+            _remove_tmpdir(worker)
             worker.state, worker.start_error = "down", f"could not run {sys.executable}: {e}"
             worker.respawn_at = time.monotonic() + self._backoff(worker)
             worker.failures += 1
@@ -366,6 +373,7 @@ class WorkerPool:
         if worker.stderr is not None:
             worker.stderr.close()
             worker.stderr = None
+        _remove_tmpdir(worker)
         worker.proc, worker.conn, worker.state, worker.job_id = None, None, "down", None
         worker.warming = False
 
@@ -550,6 +558,12 @@ def _stderr_tail(worker: _Worker) -> str:
         return os.pread(fd, size - offset, offset).decode(errors="replace")
     except OSError:
         return ""
+
+
+def _remove_tmpdir(worker: _Worker) -> None:
+    if worker.tmpdir is not None:
+        shutil.rmtree(worker.tmpdir, ignore_errors=True)
+        worker.tmpdir = None
 
 
 def _pid(worker: _Worker) -> int | None:
