@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from atomiverse.atoms import Atoms
 from atomiverse.jobs import GeometryOptimization, SinglePointEnergy
 from atomiverse.levels import GFN2_XTB
