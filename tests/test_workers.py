@@ -202,6 +202,19 @@ def test_a_killed_worker_leaves_no_temporary_files() -> None:
     assert not replacement.exists()  # and a worker that stops cleanly takes its own along
 
 
+def test_outcome_carries_the_result_as_json_and_a_result_json_cannot_hold_fails() -> None:
+    from atomiverse_controller.worker_main import _encoded
+
+    out = _encoded({"type": "outcome", "job_id": "j", "ok": True, "error": None,
+                    "error_type": None, "result": {"energy_hartree": -5.07, "grid": [[0.5]]}})
+    assert Outcome(**{k: out[k] for k in ("job_id", "ok", "result_json")}).result == \
+        {"energy_hartree": -5.07, "grid": [[0.5]]}
+    bad = _encoded({"type": "outcome", "job_id": "j", "ok": True, "error": None,
+                    "error_type": None, "result": {"energy_hartree": object()}})
+    assert (bad["ok"], bad["error_type"], bad["result_json"]) == (False, "internal", None)
+    assert bad["error"].startswith("result could not be encoded as JSON")
+
+
 def test_submit_without_free_slot_raises(instant_pool: WorkerPool) -> None:
     wait_all_free(instant_pool)
     instant_pool.submit("s1", payload(name="__sleep_60__"))

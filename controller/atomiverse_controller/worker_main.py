@@ -188,7 +188,11 @@ def _encoded(out: dict[str, Any]) -> dict[str, Any]:
     from atomiverse import _json
 
     result = out.pop("result")
-    out["result_json"] = None if result is None else _json.dumps(result)
+    try:
+        out["result_json"] = None if result is None else _json.dumps(result)
+    except TypeError as e:  # orjson's JSONEncodeError: an engine returned a non-JSON value
+        out.update(ok=False, result_json=None, error_type="internal",
+                   error=f"result could not be encoded as JSON: {e}")
     return out
 
 
