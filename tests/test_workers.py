@@ -202,6 +202,30 @@ def test_a_killed_worker_leaves_no_temporary_files() -> None:
     assert not replacement.exists()  # and a worker that stops cleanly takes its own along
 
 
+def test_workers_of_a_killed_controller_remove_their_temporary_directories() -> None:
+    """Nobody is left to clean up after a SIGKILLed controller: its orphaned workers exit by
+    themselves and take their TMPDIR with them."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import time\nfrom atomiverse_controller.workers import WorkerPool\n"
+            "pool = WorkerPool(2, engine='instant')\npool.start()\n"
+            "print(*[w.tmpdir for w in pool._workers], flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        dirs = [Path(d) for d in proc.stdout.readline().split()]
+        assert len(dirs) == 2 and all(d.is_dir() for d in dirs)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    deadline = time.monotonic() + 20
+    while any(d.exists() for d in dirs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(d.exists() for d in dirs)
+
+
 def test_outcome_carries_the_result_as_json_and_a_result_json_cannot_hold_fails() -> None:
     from atomiverse_controller.worker_main import _encoded
 

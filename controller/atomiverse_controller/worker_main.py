@@ -48,6 +48,7 @@ THREAD_ENV = {
 ENGINE_THREAD_STACK_BYTES = 1 << 30
 CORES_PER_JOB = 1
 PARENT_CHECK_SECONDS = 2.0
+OWN_TMPDIR_ENV = "ATOMIVERSE_WORKER_TMPDIR"  # set by the pool: this worker's TMPDIR, its own
 TRIM_AFTER_IDLE_SECONDS = 1.0
 _WARM_UP_PAYLOAD = {
     "job_type": "single_point_energy",
@@ -248,6 +249,14 @@ def serve(conn: Connection, engine_name: str, memory_limit_mb: int) -> int:
             return 0  # the pool went away mid-job
 
 
+def _remove_own_tmpdir() -> None:
+    own = os.environ.get(OWN_TMPDIR_ENV)
+    if own:
+        import shutil
+
+        shutil.rmtree(own, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     _prepare_process()
@@ -263,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     while thread.is_alive():
         thread.join(PARENT_CHECK_SECONDS)
         if os.getppid() != parent:
-            os._exit(2)  # orphaned: nobody will read the result; stop computing now
+            # Orphaned (the controller was killed): nobody will read the result, and nobody
+            # is left to remove this worker's temporary directory but itself.
+            _remove_own_tmpdir()
+            os._exit(2)
+    _remove_own_tmpdir()  # the pool does too; but a pool that went away cannot
     return status[0] if status else 1
 
 

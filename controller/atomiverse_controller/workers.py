@@ -37,7 +37,7 @@ from typing import IO, Any
 
 from atomiverse import _json
 
-from .worker_main import THREAD_ENV
+from .worker_main import OWN_TMPDIR_ENV, THREAD_ENV
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ class WorkerPool:
             worker.proc = subprocess.Popen(
                 cmd, pass_fds=(child_sock.fileno(),), start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=worker.stderr,
-                env={**_worker_env(), "TMPDIR": worker.tmpdir})
+                env={**_worker_env(), "TMPDIR": worker.tmpdir, OWN_TMPDIR_ENV: worker.tmpdir})
         except OSError as e:
             parent_sock.close()
             worker.stderr.close()
