@@ -290,8 +290,8 @@ def test_sparse_bond_orders_keep_the_upper_triangle_at_or_above_the_floor() -> N
 ])
 def test_frontier_orbitals(eps: list[float], occ: list[float], homo: float | None,
                            lumo: float | None) -> None:
-    assert frontier_orbitals_hartree(np.array(eps), np.array(occ)) == (homo, lumo)
-    gap = homo_lumo_gap_ev(np.array(eps), np.array(occ))
+    assert frontier_orbitals_hartree(eps, occ) == (homo, lumo)
+    gap = homo_lumo_gap_ev(*frontier_orbitals_hartree(eps, occ))
     assert gap == (None if homo is None or lumo is None else pytest.approx((lumo - homo) * Hartree))
 
 

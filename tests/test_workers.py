@@ -211,10 +211,10 @@ def test_workers_of_a_killed_controller_remove_their_temporary_directories() -> 
 
     code = ("import time\nfrom atomiverse_controller.workers import WorkerPool\n"
             "pool = WorkerPool(2, engine='instant')\npool.start()\n"
-            "print(*[w.tmpdir for w in pool._workers], flush=True)\ntime.sleep(600)\n")
+            "print(*pool.worker_pids().values(), flush=True)\ntime.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        dirs = [Path(d) for d in proc.stdout.readline().split()]
+        dirs = [Path(_tmpdir_of(int(pid))) for pid in proc.stdout.readline().split()]
         assert len(dirs) == 2 and all(d.is_dir() for d in dirs)
     finally:
         proc.kill()

@@ -147,20 +147,10 @@ def _hashable(value: Any) -> Any:
     return (type(value).__name__, value)
 
 
-def homo_lumo_gap_ev(eigenvalues_hartree: Any, occupations: Any) -> float | None:
-    """Gap between the highest occupied and lowest unoccupied orbital, over all spin channels."""
-    return _gap_ev(*frontier_orbitals_hartree(eigenvalues_hartree, occupations))
-
-
-def frontier_orbitals_hartree(eigenvalues_hartree: Any,
-                              occupations: Any) -> tuple[float | None, float | None]:
-    """(HOMO, LUMO) energies over all spin channels; None where there is none."""
-    eps = np.asarray(eigenvalues_hartree, dtype=float).ravel().tolist()
-    occ = np.asarray(occupations, dtype=float).ravel().tolist()
-    return _frontier(eps, occ)
-
-
-def _frontier(eps: list[float], occ: list[float]) -> tuple[float | None, float | None]:
+def frontier_orbitals_hartree(eps: list[float],
+                              occ: list[float]) -> tuple[float | None, float | None]:
+    """(HOMO, LUMO) energies over all spin channels, from flat lists of orbital energies and
+    occupations; None where there is none (or the lists do not match)."""
     # Plain lists: a hundred orbitals take less time in a loop than in numpy's dispatch.
     if not eps or len(eps) != len(occ):
         return None, None
@@ -169,7 +159,8 @@ def _frontier(eps: list[float], occ: list[float]) -> tuple[float | None, float |
     return homo, lumo
 
 
-def _gap_ev(homo: float | None, lumo: float | None) -> float | None:
+def homo_lumo_gap_ev(homo: float | None, lumo: float | None) -> float | None:
+    """The gap between the frontier orbitals (Hartree) in eV; None without both."""
     return None if homo is None or lumo is None else float((lumo - homo) * Hartree)
 
 
@@ -195,8 +186,8 @@ def electronic_properties(eigenvalues_hartree: Any, occupations: Any,
     else:
         eps = np.asarray(eigenvalues_hartree, dtype=float).ravel().tolist()
         occ = np.asarray(occupations, dtype=float).ravel().tolist()
-        homo, lumo = _frontier(eps, occ)
-        out = {"homo_lumo_gap_ev": _gap_ev(homo, lumo), "orbital_energies_hartree": eps,
+        homo, lumo = frontier_orbitals_hartree(eps, occ)
+        out = {"homo_lumo_gap_ev": homo_lumo_gap_ev(homo, lumo), "orbital_energies_hartree": eps,
                "orbital_occupations": occ, "homo_hartree": homo, "lumo_hartree": lumo}
     out["wiberg_bond_orders"] = None if bond_orders is None else sparse_bond_orders(bond_orders)
     return out
