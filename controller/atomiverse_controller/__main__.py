@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     # Two lines per job: skip gathering what the format never prints (the logging HOWTO's
     # "Optimization" section); it was a measurable share of the daemon's CPU on big batches.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None  # the same section: no caller lookup (a stack walk) per record
     from .config import load_config
     from .daemon import Controller
 

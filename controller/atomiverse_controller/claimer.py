@@ -90,12 +90,16 @@ class ClaimLoop(threading.Thread):
                     self._release(jobs)
                     return
                 self.claimed_total += len(jobs)
+                claimed_at = time.monotonic()
                 for j in jobs:
-                    j["claimed_at"] = time.monotonic()
-                    log.info("event=claimed controller=%s job=%s attempt=%s",
-                             self.controller_name, j["job_id"], j["attempt"])
+                    j["claimed_at"] = claimed_at
+                # Workers first, log lines after: a claim's worth of lines holds the GIL for
+                # a millisecond or more, while a slot may be waiting for its first job.
                 self.ledger.add_claimed(jobs)
                 self.on_claimed()
+                for j in jobs:
+                    log.info("event=claimed controller=%s job=%s attempt=%s",
+                             self.controller_name, j["job_id"], j["attempt"])
 
     def _release(self, jobs: list[dict]) -> None:
         try:
