@@ -1,5 +1,5 @@
-"""Periodic server work on APScheduler: take back expired leases, keep the local
-controller alive."""
+"""Periodic server work on APScheduler: take back expired leases, checkpoint SQLite's log,
+keep the local controller alive."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from collections.abc import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
-from .db import write_tx
+from .db import checkpoint_wal, write_tx
 from .notify import Notifier
 from .settings import Settings
 from .store import controllers as controller_store
 from .store import limits
 
 log = logging.getLogger("atomiverse.server.scheduler")
+WAL_CHECKPOINT_SECONDS = 1.0
 
 
 def sweep_leases(engine: Engine, settings: Settings, notifier: Notifier,
@@ -47,6 +48,9 @@ def start_scheduler(engine: Engine, settings: Settings, notifier: Notifier,
                   max_instances=1, coalesce=True)
     sched.add_job(forget_old_idempotency_keys, "interval", hours=1, args=(engine,),
                   id="forget_idempotency_keys", max_instances=1, coalesce=True)
+    if engine.dialect.name == "sqlite":
+        sched.add_job(checkpoint_wal, "interval", seconds=WAL_CHECKPOINT_SECONDS,
+                      args=(engine,), id="checkpoint_wal", max_instances=1, coalesce=True)
     for i, (fn, seconds) in enumerate(extra):
         sched.add_job(fn, "interval", seconds=seconds, id=f"extra_{i}", max_instances=1,
                       coalesce=True)
