@@ -235,8 +235,8 @@ def _submit(engine, ws_id: str, target: str, jobs: list[Any]) -> list[str]:  # t
     prepared = prepare_entries([{"job": j.model_dump(mode="json"), "compute_target": target}
                                 for j in jobs], settings)
     with db.write_tx(engine) as conn:
-        body = submit_entries(conn, workspace_id=ws_id, prepared=prepared, settings=settings,
-                              local_controller=None)
+        body, _ = submit_entries(conn, workspace_id=ws_id, prepared=prepared,
+                                 settings=settings, local_controller=None)
     assert body["failed"] == 0, body
     return [j["job_id"] for j in body["jobs"]]
 

@@ -19,6 +19,9 @@ from .db import controllers, jobs, read_tx
 REGISTRY = CollectorRegistry(auto_describe=True)
 JOBS_CLAIMED = Counter("atomiverse_jobs_claimed_total", "Jobs leased to controllers",
                        registry=REGISTRY)
+JOBS_HANDED_OFF = Counter("atomiverse_jobs_handed_off_total",
+                          "Jobs claimed for a waiting controller by the submission that made "
+                          "them (included in atomiverse_jobs_claimed_total)", registry=REGISTRY)
 JOBS_REPORTED = Counter("atomiverse_jobs_reported_total", "Results accepted from controllers",
                         ["outcome"], registry=REGISTRY)
 CLAIM_LATENCY = Histogram("atomiverse_claim_seconds", "Time to answer a claim that found work",
@@ -72,6 +75,6 @@ def metrics(request: Request) -> Response:
 def build_registry(engine: Engine) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(DatabaseCollector(engine))
-    for metric in (JOBS_CLAIMED, JOBS_REPORTED, CLAIM_LATENCY):
+    for metric in (JOBS_CLAIMED, JOBS_HANDED_OFF, JOBS_REPORTED, CLAIM_LATENCY):
         registry.register(metric)
     return registry

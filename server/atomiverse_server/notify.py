@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from .handoff import ClaimWaiters
+
 
 class _Event(asyncio.Event):
     def __init__(self) -> None:
@@ -82,6 +84,7 @@ class Notifier:
     def __init__(self) -> None:
         self.jobs_pending = Signal()  # new claimable work
         self.jobs_finished = Signal()  # some job reached a terminal state
+        self.claim_waiters = ClaimWaiters()  # claim polls parked here, for hand-offs
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.jobs_pending.bind(loop)

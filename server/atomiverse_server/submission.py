@@ -196,9 +196,11 @@ def prepare_entries(entries: list[Any], settings: Settings) -> list[Prepared]:
 
 
 def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepared],
-                   settings: Settings, local_controller: str | None) -> dict[str, Any]:
+                   settings: Settings, local_controller: str | None
+                   ) -> tuple[dict[str, Any], frozenset[str | None]]:
     """Route, answer from the cache, check capacity and balance, and store a prepared
-    batch in one transaction; returns the response body of submit-batch."""
+    batch in one transaction. Returns the response body of submit-batch, and where the new
+    claimable jobs went: controller ids, None for the managed pool."""
     router = Router(conn, workspace_id=workspace_id, settings=settings,
                     local_controller=local_controller)
     results: list[dict[str, Any]] = []
@@ -236,9 +238,11 @@ def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepar
     job_store.insert_jobs(conn, rows)
     submitted = sum(r["status"] == "submitted" for r in results)
     cache_hits = sum(r["status"] == "cache_hit" for r in results)
+    claimable = frozenset(r["controller_id"] for r in rows
+                          if r["state"] == "pending" and not r["cached_from"])
     return {"total": len(results), "submitted": submitted + cache_hits,
             "failed": len(results) - submitted - cache_hits, "cache_hits": cache_hits,
-            "jobs": results}
+            "jobs": results}, claimable
 
 
 def _failed(error: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -19,9 +20,8 @@ from atomiverse.schema import (
 )
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.engine import Engine
 
-from .. import metrics
+from .. import handoff, metrics
 from ..db import read_tx, write_tx
 from ..deps import (
     CurrentController,
@@ -32,7 +32,7 @@ from ..deps import (
     SettingsDep,
 )
 from ..jsonroute import FastJSONRoute
-from ..settings import Settings
+from ..notify import Notifier
 from ..store import controllers as controller_store
 from ..store.controllers import Controller
 from .errors import CONTROLLER
@@ -92,27 +92,44 @@ async def claim(body: ClaimRequest, controller: CurrentController, engine: Engin
                 settings: SettingsDep, notifier: NotifierDep,
                 request: Request) -> Response:
     """Long-poll: returns as soon as there is work for this controller, or empty-handed
-    after ``wait_seconds``."""
+    after ``wait_seconds``. While it waits, a submission may claim for it (``handoff``)."""
     deadline = time.monotonic() + body.wait_seconds
     while True:
         event = notifier.jobs_pending.snapshot()
         started = time.perf_counter()
-        claimed = await run_in_threadpool(_claim, engine, controller, body.max_jobs, settings)
-        remaining = deadline - time.monotonic()
+        claimed = await run_in_threadpool(handoff.claim, engine, controller, body.max_jobs,
+                                          settings.lease_seconds)
         if claimed:
             metrics.CLAIM_LATENCY.observe(time.perf_counter() - started)
-            metrics.JOBS_CLAIMED.inc(len(claimed))
-        if claimed or remaining <= 0 or await request.is_disconnected():
-            # Encoded here: payloads are spliced in as stored, not parsed and re-validated.
-            return Response(_json.dumps({"jobs": claimed}), media_type="application/json")
-        await notifier.jobs_pending.wait(event, min(remaining, notifier.fallback_seconds))
+        remaining = deadline - time.monotonic()
+        if not claimed and remaining > 0 and not await request.is_disconnected():
+            claimed = await _park(notifier, controller, body.max_jobs, event,
+                                  min(remaining, notifier.fallback_seconds))
+            if not claimed:
+                continue
+        metrics.JOBS_CLAIMED.inc(len(claimed))
+        # Encoded here: payloads are spliced in as stored, not parsed and re-validated.
+        return Response(_json.dumps({"jobs": claimed}), media_type="application/json")
 
 
-def _claim(engine: Engine, controller: Controller, max_jobs: int,
-           settings: Settings) -> list[dict[str, Any]]:
-    with write_tx(engine) as conn:
-        return controller_store.claim_jobs(conn, controller=controller, max_jobs=max_jobs,
-                                           lease_seconds=settings.lease_seconds)
+async def _park(notifier: Notifier, controller: Controller, max_jobs: int,
+                event: Any, timeout: float) -> handoff.Claimed:
+    """Wait until new work may have come, or ``timeout``. Returns the jobs a submission
+    claimed for this poll meanwhile, if one did; else nothing, and the poll looks itself."""
+    waiters = notifier.claim_waiters
+    waiter = handoff.ClaimWaiter(controller, max_jobs, asyncio.get_running_loop())
+    waiters.park(waiter)
+    signalled = asyncio.ensure_future(notifier.jobs_pending.wait(event, timeout))
+    try:
+        await asyncio.wait({signalled, waiter.handed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        signalled.cancel()
+        left = waiters.leave(waiter)
+    if left:
+        return []
+    jobs = await waiter.handed  # taken: the submission is claiming for us
+    metrics.JOBS_HANDED_OFF.inc(len(jobs))
+    return jobs
 
 
 @router.post("/heartbeat", response_model=HeartbeatResponse)

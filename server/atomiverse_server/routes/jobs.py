@@ -22,9 +22,12 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 
+from .. import handoff
 from ..db import read_tx, write_tx
 from ..deps import CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
 from ..jsonroute import FastJSONRoute
+from ..notify import Notifier
+from ..settings import Settings
 from ..store import jobs as job_store
 from ..store import limits
 from ..submission import InsufficientBalance, prepare_entries, submit_entries
@@ -57,8 +60,9 @@ def submit_batch(body: BatchRequest, workspace: CurrentWorkspace, engine: Engine
                 if earlier is not None:
                     return earlier
             _enforce_rate(conn, "batch", workspace.id, settings.batch_rate_per_minute, settings)
-            response = submit_entries(conn, workspace_id=workspace.id, prepared=prepared,
-                                      settings=settings, local_controller=local_controller)
+            response, claimable = submit_entries(
+                conn, workspace_id=workspace.id, prepared=prepared, settings=settings,
+                local_controller=local_controller)
             if idempotency_key:
                 limits.save_response(conn, workspace_id=workspace.id, key=idempotency_key,
                                      digest=digest, response=response)
@@ -71,8 +75,7 @@ def submit_batch(body: BatchRequest, workspace: CurrentWorkspace, engine: Engine
         if earlier is None:
             raise
         return earlier
-    if response["submitted"]:
-        notifier.jobs_pending.fire()
+    _announce_new_work(engine, settings, notifier, claimable)
     return response
 
 
@@ -108,8 +111,9 @@ def submit_job(body: JobSubmitRequest, workspace: CurrentWorkspace, engine: Engi
     try:
         with write_tx(engine) as conn:
             _enforce_rate(conn, "job", workspace.id, settings.job_rate_per_minute, settings)
-            response = submit_entries(conn, workspace_id=workspace.id, prepared=prepared,
-                                      settings=settings, local_controller=local_controller)
+            response, claimable = submit_entries(
+                conn, workspace_id=workspace.id, prepared=prepared, settings=settings,
+                local_controller=local_controller)
             (result,) = response["jobs"]
             if result["status"] == "failed":
                 raise HTTPException(422, result["error"])
@@ -117,8 +121,19 @@ def submit_job(body: JobSubmitRequest, workspace: CurrentWorkspace, engine: Engi
                                        job_id=result["job_id"])
     except InsufficientBalance as e:
         raise HTTPException(402, str(e)) from None
-    notifier.jobs_pending.fire()
+    _announce_new_work(engine, settings, notifier, claimable)
     return record  # type: ignore[return-value]
+
+
+def _announce_new_work(engine: Any, settings: Settings, notifier: Notifier,
+                       claimable: frozenset[str | None]) -> None:
+    """Claim the new jobs for the controllers already waiting here to run them
+    (``handoff``), then wake the claim polls of this process that were not handed any.
+    ``claimable``: controller ids, None for the managed pool."""
+    if not claimable:
+        return
+    handoff.hand_over(engine, notifier.claim_waiters.take(claimable), settings.lease_seconds)
+    notifier.jobs_pending.fire()
 
 
 @router.get("", response_model=JobsPage)

@@ -1,0 +1,111 @@
+"""New work handed straight to the controllers already waiting for it.
+
+A controller with nothing to do sits in a claim long-poll. Without a hand-off, a submission
+commits and fires the pending signal; the poll wakes on the event loop, goes to the thread
+pool and claims in a write transaction of its own, while the client's first wait request
+competes with it for the interpreter. A batch's first jobs then started 10 ms or more after
+its commit, with every core idle. Instead, the request that committed the work claims for
+the polls already parked here, in its own thread, right after its commit, and hands each
+its jobs: the claim the poll would have made, made sooner.
+
+Only polls in this server process are handed work. Other processes on a shared PostgreSQL
+database find it on their periodic re-check, as before, and a controller that is between
+polls claims for itself when it comes back. A hand-off whose poll has gone meanwhile (the
+controller disconnected) leaves its jobs leased to nobody who knows: their leases expire and
+they run again, as with a claim answer lost on the way back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from .db import write_tx
+from .store import controllers as controller_store
+from .store.controllers import Controller
+
+log = logging.getLogger("atomiverse.server.handoff")
+Claimed = list[dict[str, Any]]
+
+
+class ClaimWaiter:
+    """One claim long-poll, parked until work may have come."""
+
+    def __init__(self, controller: Controller, max_jobs: int,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.controller, self.max_jobs = controller, max_jobs
+        self.handed: asyncio.Future[Claimed] = loop.create_future()
+        self._loop = loop
+        self.taken = False  # by a submitter, which is claiming for it; under the lock
+
+    def hand(self, jobs: Claimed) -> None:
+        """Deliver the jobs claimed for this poll; from any thread."""
+        self._loop.call_soon_threadsafe(_resolve, self.handed, jobs)
+
+
+def _resolve(future: asyncio.Future[Claimed], jobs: Claimed) -> None:
+    if not future.done():  # cancelled: the poll went away (see the module docstring)
+        future.set_result(jobs)
+
+
+class ClaimWaiters:
+    """The polls parked in this process. Thread-safe: polls park and leave on the event
+    loop; submitters take them from the thread pool."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parked: set[ClaimWaiter] = set()
+
+    def park(self, waiter: ClaimWaiter) -> None:
+        with self._lock:
+            self._parked.add(waiter)
+
+    def leave(self, waiter: ClaimWaiter) -> bool:
+        """Stop waiting. False if a submitter took this poll first: its jobs are being
+        claimed and will arrive on ``waiter.handed``."""
+        with self._lock:
+            if waiter.taken:
+                return False
+            self._parked.discard(waiter)
+            return True
+
+    def take(self, claimable: frozenset[str | None]) -> list[ClaimWaiter]:
+        """The parked polls of the controllers that can claim new jobs routed to these
+        controller ids (None: the managed pool, claimed by the controllers serving it). Each
+        poll is taken by one submitter only."""
+        with self._lock:
+            found = [w for w in self._parked if w.controller.id in claimable
+                     or (None in claimable and w.controller.serves_managed)]
+            for waiter in found:
+                waiter.taken = True
+                self._parked.discard(waiter)
+            return found
+
+
+def claim(engine: Engine, controller: Controller, max_jobs: int,
+          lease_seconds: float) -> Claimed:
+    """Lease up to ``max_jobs`` of this controller's pending jobs, in a transaction."""
+    with write_tx(engine) as conn:
+        return controller_store.claim_jobs(conn, controller=controller, max_jobs=max_jobs,
+                                           lease_seconds=lease_seconds)
+
+
+def hand_over(engine: Engine, waiters: list[ClaimWaiter], lease_seconds: float) -> int:
+    """Claim for each taken poll and hand it the jobs (none, if another controller's claim
+    got there first: the poll then looks again itself). Returns the jobs handed over. Never
+    raises: the caller's own work is committed, and a poll that is handed nothing claims
+    for itself."""
+    total = 0
+    for waiter in waiters:
+        jobs: Claimed = []
+        try:
+            jobs = claim(engine, waiter.controller, waiter.max_jobs, lease_seconds)
+        except Exception:
+            log.exception("event=handoff_failed controller=%s", waiter.controller.name)
+        finally:
+            waiter.hand(jobs)
+        total += len(jobs)
+    return total
