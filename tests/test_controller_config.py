@@ -61,3 +61,18 @@ def test_idle_worker_settings_from_flags_and_environment(monkeypatch):
     assert (pool.idle_seconds, pool.keep_warm) == (None, 2)  # 0: workers never stop
     with pytest.raises(ValidationError, match="warm_workers"):
         load_config(None, {"warm_workers": -1})
+
+
+def test_held_results_go_out_once_fewer_than_a_round_of_queued_jobs_remain(tmp_path):
+    """Results ride along with the next report while a full round of queued jobs (one per
+    slot) is still to start; after that the held ones go, ahead of the batch's last."""
+    from atomiverse_controller.daemon import Controller
+
+    controller = Controller(load_config(None, {"slots": 2, "spool_dir": tmp_path / "spool"}))
+    more_coming = controller.reporter.more_coming
+    controller.ledger.add_claimed([{"job_id": f"j{i}", "lease_id": "l"} for i in range(3)])
+    assert more_coming()  # 3 queued behind 2 slots
+    controller.ledger.next_queued()
+    assert more_coming()  # 2: a full round still to start
+    controller.ledger.next_queued()
+    assert not more_coming()  # 1: what is held goes now

@@ -38,7 +38,7 @@ class Controller:
                                idle_seconds=config.worker_idle_seconds or None,
                                keep_warm=config.warm_workers)
         self.reporter = ReportLoop(self.api, name=config.name, spool=Spool(config.spool_dir),
-                                   more_coming=lambda: self.ledger.counts()[0] > 0)
+                                   more_coming=self._more_results_coming)
         self.claimer: ClaimLoop | None = None
         self.heartbeat: Heartbeat | None = None
         self._stop = threading.Event()  # warm: no new work
@@ -198,6 +198,12 @@ class Controller:
             if job is None:
                 return
             self.pool.submit(job["job_id"], job["job"], job.get("walltime_seconds"))
+
+    def _more_results_coming(self) -> bool:
+        """Whether results held for the next report will soon have company: a full round of
+        queued jobs is still to start. Once fewer remain, what is held goes out, so the
+        batch's last results, sent the moment they finish, do not queue behind it."""
+        return self.ledger.counts()[0] >= self.config.slots
 
     def _report(self, outcome: Outcome) -> None:
         job = self.ledger.finish(outcome.job_id)
