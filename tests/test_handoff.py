@@ -160,3 +160,10 @@ def test_a_submission_hands_its_jobs_to_the_waiting_claim_poll(managed_server):
         if _handed_off_total(srv.url) > 0:
             break
     assert _handed_off_total(srv.url) == 2.0  # the jobs of one submission, claimed by it
+
+
+def test_handing_to_a_poll_whose_server_loop_has_closed_is_harmless():
+    loop = asyncio.new_event_loop()
+    waiter = ClaimWaiter(_controller("c1", "ws"), 4, loop)
+    loop.close()
+    waiter.hand([{"job_id": "j1"}])  # the server is stopping: nobody is left to answer

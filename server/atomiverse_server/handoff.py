@@ -43,7 +43,10 @@ class ClaimWaiter:
 
     def hand(self, jobs: Claimed) -> None:
         """Deliver the jobs claimed for this poll; from any thread."""
-        self._loop.call_soon_threadsafe(_resolve, self.handed, jobs)
+        try:
+            self._loop.call_soon_threadsafe(_resolve, self.handed, jobs)
+        except RuntimeError:  # the loop has closed: the server is stopping, the poll is gone
+            pass
 
 
 def _resolve(future: asyncio.Future[Claimed], jobs: Claimed) -> None:
