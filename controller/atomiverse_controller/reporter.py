@@ -23,8 +23,9 @@ from .spool import Spool
 
 log = logging.getLogger("atomiverse.controller.report")
 MAX_REPORTS_PER_REQUEST = 500
-# While more results are on their way (jobs queued locally), reports are spaced at least
-# this far apart and results finishing meanwhile ride along. With nothing more coming, a
+# While more results are on their way (``more_coming``: the controller says so while a round
+# of queued jobs is still to start), reports are spaced at least this far apart and results
+# finishing meanwhile ride along. With nothing more coming, a
 # result goes at once, so a lone job's latency is unchanged. A report is a write transaction
 # on the server, and each wakes the clients waiting on those jobs: 200 single points made
 # seven of each at 0.5 s.
@@ -69,7 +70,7 @@ class ReportLoop(threading.Thread):
         """Keep results the server could not take on disk, so a restart still delivers."""
         for report in batch:
             if not report.get("_spooled"):
-                self.spool.put(_decoded({k: v for k, v in report.items() if k != "_spooled"}))
+                self.spool.put(_decoded(_unmarked(report)))
                 report["_spooled"] = True
 
     def spool_undelivered(self) -> int:
@@ -159,9 +160,14 @@ class ReportLoop(threading.Thread):
             self._idle.notify_all()
 
 
+def _unmarked(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without this loop's own ``_spooled`` mark."""
+    return {k: v for k, v in report.items() if k != "_spooled"}
+
+
 def _on_the_wire(report: dict[str, Any]) -> dict[str, Any]:
     """The report as sent: a result the worker encoded goes into the body as it is."""
-    out = {k: v for k, v in report.items() if k != "_spooled"}
+    out = _unmarked(report)
     if isinstance(out.get("result"), bytes):
         out["result"] = _json.raw(out["result"])
     return out

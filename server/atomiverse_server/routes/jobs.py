@@ -20,6 +20,7 @@ from atomiverse.schema import (
 )
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from .. import handoff
@@ -125,7 +126,7 @@ def submit_job(body: JobSubmitRequest, workspace: CurrentWorkspace, engine: Engi
     return record  # type: ignore[return-value]
 
 
-def _announce_new_work(engine: Any, settings: Settings, notifier: Notifier,
+def _announce_new_work(engine: Engine, settings: Settings, notifier: Notifier,
                        claimable: frozenset[str | None]) -> None:
     """Claim the new jobs for the controllers already waiting here to run them
     (``handoff``), then wake the claim polls of this process that were not handed any.
