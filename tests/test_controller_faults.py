@@ -14,7 +14,7 @@ import atomiverse
 import httpx2 as httpx
 import pytest
 from atomiverse.levels import GFN2_XTB
-from conftest import restart_server, start_server, stop_process
+from conftest import free_port, restart_server, start_server, stop_process
 
 FAST_LEASES = {"ATOMIVERSE_LEASE_SECONDS": "4", "ATOMIVERSE_HEARTBEAT_SECONDS": "1",
                "ATOMIVERSE_SWEEP_SECONDS": "1", "ATOMIVERSE_MANAGED_ENABLED": "true"}
@@ -55,6 +55,18 @@ def _managed(srv, name, *extra, wait=True):
     if wait:
         _wait_for(lambda: "event=registered" in srv.controller_log(name), what=f"{name} up")
     return proc
+
+
+def _gauge(url, name):
+    """A controller gauge read from its Prometheus endpoint; None until it answers."""
+    try:
+        text = httpx.get(url, timeout=5).text
+    except httpx.TransportError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def _states(client, ids):
@@ -143,11 +155,18 @@ def test_server_down_mid_batch_every_result_delivered_once(fleet):
 
 def test_sigterm_busy_controller_finishes_running_hands_back_the_rest(fleet):
     srv, _key, client = fleet
-    proc = _managed(srv, "worker-1", "--slots", "2", "--grace-seconds", "30")
+    port = free_port()
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    proc = _managed(srv, "worker-1", "--slots", "2", "--grace-seconds", "30",
+                    "--metrics-port", str(port))
     res = client.submit_batch([_job("__sleep_2__") for _ in range(6)], compute_target="managed")
     ids = [j["job_id"] for j in res["jobs"]]
     _wait_for(lambda: srv.controller_log("worker-1").count("event=claimed") >= 6,
               what="claims")
+    # Claimed is not started: a signal between the two rightly hands all six back, so wait
+    # until the controller itself says two are running in workers.
+    _wait_for(lambda: _gauge(metrics, "atomiverse_controller_running") == 2,
+              what="two jobs running")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
     log = srv.controller_log("worker-1")
