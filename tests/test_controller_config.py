@@ -76,3 +76,5 @@ def test_held_results_go_out_once_fewer_than_a_round_of_queued_jobs_remain(tmp_p
     assert more_coming()  # 2: a full round still to start
     controller.ledger.next_queued()
     assert not more_coming()  # 1: what is held goes now
+    controller.pool.staged_jobs = lambda: 1  # staged behind a running job: not started yet
+    assert more_coming()

@@ -5,6 +5,7 @@ the test is about the platform, not the chemistry."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -244,6 +245,23 @@ def test_metrics_endpoints(fleet):
     assert 'atomiverse_jobs{state="done"}' in text
     assert "atomiverse_jobs_claimed_total" in text and "atomiverse_claim_seconds" in text
     assert 'atomiverse_controller_heartbeat_age_seconds{controller="metered"}' in text
+
+
+def test_short_jobs_are_staged_and_each_runs_once(fleet):
+    """Instant jobs are short: once one has finished, the next go to a worker's socket behind
+    its running one. Every job still runs exactly once, in its first attempt."""
+    srv, _key, client = fleet
+    port = free_port()
+    _managed(srv, "stager", "--slots", "2", "--metrics-port", str(port))
+    res = client.submit_batch([_job(f"s{i}") for i in range(60)], compute_target="managed")
+    ids = [j["job_id"] for j in res["jobs"]]
+    records = client.wait_jobs(ids, timeout=60)
+    assert all(r["state"] == "done" for r in records)
+    assert all(client.get_job(j)["attempts"] == 1 for j in ids)
+    log = srv.controller_log("stager")
+    assert sorted(re.findall(r"event=finished controller=\S+ job=(\S+)", log)) == sorted(ids)
+    assert _gauge(f"http://127.0.0.1:{port}/metrics",
+                  "atomiverse_controller_jobs_staged_total") > 0
 
 
 def test_wait_coalesces_a_wave_but_answers_when_its_last_job_is_done(fleet):

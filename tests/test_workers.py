@@ -360,3 +360,87 @@ def test_a_worker_that_cannot_start_again_fails_its_job_as_retryable() -> None:
         assert (o.ok, o.error_type) == (False, "resource")
         assert "worker could not start" in o.error and "unknown engine 'orca'" in o.error
         assert pool.running_jobs() == []
+
+
+# ----- staged jobs ------------------------------------------------------------------------------
+@pytest.fixture
+def one_slot() -> Iterator[WorkerPool]:
+    with WorkerPool(1, engine="instant") as pool:
+        yield pool
+
+
+def test_a_staged_job_runs_when_the_running_one_ends(one_slot: WorkerPool) -> None:
+    """Its walltime starts then too: 0.4 s would have run out while it waited 0.6 s."""
+    pool = one_slot
+    pool.submit("first", payload(name="__sleep_0.6__"))
+    assert pool.stageable() == 1
+    assert pool.stage("second", payload(name="__sleep_0.1__"), walltime_seconds=0.4)
+    assert (pool.stageable(), pool.staged_jobs(), pool.free_slots()) == (0, 1, 0)
+    assert not pool.stage("third", payload())  # one per worker
+    assert sorted(pool.running_jobs()) == ["first", "second"]
+    with pytest.raises(ValueError):
+        pool.stage("second", payload())
+    pid = pool.worker_pids()["first"]
+    first = pool.poll(SAFETY_SECONDS)
+    assert [o.job_id for o in first] == ["first"] and first[0].ok
+    assert pool.worker_pids() == {"second": pid} and pool.staged_jobs() == 0
+    second = collect(pool, 1)["second"]
+    assert second.ok, second.error
+    assert pool.free_slots() == 1 and pool.running_jobs() == []
+
+
+def test_a_job_staged_behind_a_crash_runs_on_the_replacement(one_slot: WorkerPool) -> None:
+    pool = one_slot
+    pool.submit("victim", payload(name="__sleep_0.3__"))
+    pool.stage("bystander", payload())
+    pid = pool.worker_pids()["victim"]
+    os.kill(pid, signal.SIGKILL)
+    outcomes = collect(pool, 2)
+    assert outcomes["victim"].error_type == "resource"  # killed from outside, as the OOM killer
+    assert outcomes["bystander"].ok, outcomes["bystander"].error
+    assert pid not in pool.worker_pids().values()
+
+
+def test_a_job_staged_behind_a_walltime_runs_on_the_replacement(one_slot: WorkerPool) -> None:
+    pool = one_slot
+    pool.submit("slow", payload(name="__sleep_60__"), walltime_seconds=0.3)
+    pool.stage("next", payload())
+    outcomes = collect(pool, 2)
+    assert outcomes["slow"].error_type == "walltime"
+    assert outcomes["next"].ok, outcomes["next"].error
+
+
+def test_cancelling_the_running_job_keeps_the_staged_one(one_slot: WorkerPool) -> None:
+    pool = one_slot
+    pool.submit("doomed", payload(name="__sleep_60__"))
+    pool.stage("kept", payload())
+    assert pool.cancel("doomed") is True
+    outcomes = collect(pool, 1)
+    assert list(outcomes) == ["kept"] and outcomes["kept"].ok
+
+
+def test_a_cancelled_staged_job_is_stopped_and_yields_nothing(one_slot: WorkerPool) -> None:
+    pool = one_slot
+    pool.submit("running", payload(name="__sleep_0.3__"))
+    pool.stage("unwanted", payload(name="__sleep_60__"))
+    pid = pool.worker_pids()["running"]
+    assert pool.cancel("unwanted") is True
+    assert pool.cancel("unwanted") is False and pool.running_jobs() == ["running"]
+    outcomes = collect(pool, 1)
+    assert list(outcomes) == ["running"] and outcomes["running"].ok
+    assert not alive(pid)  # stopped as it started the cancelled job
+    wait_all_free(pool)
+    assert run_one(pool, "after", payload()).ok
+
+
+def test_a_staged_job_whose_replacement_cannot_start_fails_as_retryable(
+        one_slot: WorkerPool) -> None:
+    pool = one_slot
+    pool.submit("victim", payload(name="__sleep_0.3__"))
+    pool.stage("stranded", payload())
+    pool._requested_engine = "orca"  # the replacement fails to start, as a broken install would
+    os.kill(pool.worker_pids()["victim"], signal.SIGKILL)
+    outcomes = collect(pool, 2)
+    stranded = outcomes["stranded"]
+    assert (stranded.ok, stranded.error_type) == (False, "resource")
+    assert "worker could not start" in stranded.error

@@ -2,8 +2,8 @@
 processes and hand their outcomes to the report loop, until told to stop.
 
 Shutdown is warm then cold: the first SIGTERM/SIGINT stops claiming, hands back jobs not
-yet started, and lets running ones finish within the grace period; the second hands
-everything back at once."""
+yet started, and lets running ones (and a short job staged behind one, already in its
+worker) finish within the grace period; the second hands everything back at once."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ from .spool import Spool
 from .workers import Outcome, WorkerPool
 
 log = logging.getLogger("atomiverse.controller")
+# Jobs shorter than this (the claim loop's moving average) are staged behind running ones, so
+# a worker goes from one to the next without a round trip through this process: about half a
+# millisecond a job on a loaded machine, 2% of a 25 ms single point. Longer jobs gain nothing
+# measurable, and a job staged behind a long one could wait while another slot sits idle.
+STAGE_JOBS_SHORTER_THAN_SECONDS = 0.25
 
 
 class Controller:
@@ -160,6 +165,7 @@ class Controller:
         queued, running = self.ledger.counts()
         return {"claimed": self.claimer.claimed_total if self.claimer else 0,
                 "done": self.completed - self.failed, "failed": self.failed,
+                "staged": self.pool.staged_total,
                 "running": running, "queued": queued, "slots": self.config.slots,
                 "warm_workers": self.pool.warm_workers(),
                 "heartbeat_age_seconds": time.monotonic() - self.heartbeat.last_ok
@@ -198,12 +204,29 @@ class Controller:
             if job is None:
                 return
             self.pool.submit(job["job_id"], job["job"], job.get("walltime_seconds"))
+        if self._jobs_are_short():
+            self._stage_behind_running()
+
+    def _jobs_are_short(self) -> bool:
+        seconds = self.claimer.job_seconds if self.claimer is not None else None
+        return seconds is not None and seconds < STAGE_JOBS_SHORTER_THAN_SECONDS
+
+    def _stage_behind_running(self) -> None:
+        """Stage only while a full round of jobs is queued besides: at a batch's end the last
+        jobs go to whichever slot frees first."""
+        while self.ledger.counts()[0] > self.config.slots and self.pool.stageable() > 0:
+            job = self.ledger.next_queued()
+            if job is None:
+                return
+            if not self.pool.stage(job["job_id"], job["job"], job.get("walltime_seconds")):
+                self.ledger.unstart(job)
+                return
 
     def _more_results_coming(self) -> bool:
         """Whether results held for the next report will soon have company: a full round of
         queued jobs is still to start. Once fewer remain, what is held goes out, so the
         batch's last results, sent the moment they finish, do not queue behind it."""
-        return self.ledger.counts()[0] >= self.config.slots
+        return self.ledger.counts()[0] + self.pool.staged_jobs() >= self.config.slots
 
     def _report(self, outcome: Outcome) -> None:
         job = self.ledger.finish(outcome.job_id)

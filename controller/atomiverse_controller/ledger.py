@@ -28,6 +28,12 @@ class Ledger:
             self._running[job["job_id"]] = job
             return job
 
+    def unstart(self, job: dict[str, Any]) -> None:
+        """Put a job taken by ``next_queued`` back at the head of the queue: no worker took it."""
+        with self._lock:
+            if self._running.pop(job["job_id"], None) is not None:
+                self._queued.appendleft(job)
+
     def finish(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
             job = self._running.pop(job_id, None)

@@ -16,7 +16,8 @@ class ControllerCollector:
         v = self.read()
         labels = ["controller"]
         for key, help_text in (("claimed", "Jobs claimed"), ("done", "Jobs finished ok"),
-                               ("failed", "Jobs that failed")):
+                               ("failed", "Jobs that failed"),
+                               ("staged", "Short jobs sent to a worker behind its running one")):
             c = CounterMetricFamily(f"atomiverse_controller_jobs_{key}", help_text,
                                     labels=labels)
             c.add_metric([self.name], v[key])
@@ -26,8 +27,8 @@ class ControllerCollector:
                                ("slots", "Worker slots"),
                                ("warm_workers", ("Worker processes running; idle ones "
                                                  "stop after worker_idle_seconds")),
-                               ("heartbeat_age_seconds", "Seconds since the last heartbeat "
-                                                         "the server answered")):
+                               ("heartbeat_age_seconds", ("Seconds since the last heartbeat "
+                                                          "the server answered"))):
             g = GaugeMetricFamily(f"atomiverse_controller_{key}", help_text, labels=labels)
             g.add_metric([self.name], v[key])
             yield g

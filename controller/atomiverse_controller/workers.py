@@ -14,8 +14,15 @@ workers, so an idle daemon on a many-core node does not hold a warm engine per c
 ("dormant") slot still counts as free: ``submit`` starts its worker again and hands it the job,
 which runs once the worker is warm (about a second).
 
-Outcomes: every submitted job yields exactly one :class:`Outcome` from ``poll()``, except a job
-stopped by ``cancel()``, which yields none (the caller asked for it and already knows).
+Short jobs can be staged: ``stage()`` sends a job to a busy worker's socket behind the one it
+runs, so the worker starts it the moment it finishes instead of waiting a round trip for this
+process to be scheduled and hand it over. At most one per worker. A staged job counts as
+started when the job before it reports. If the worker dies, overruns or is cancelled first,
+the staged job never started: its replacement runs it once warm.
+
+Outcomes: every submitted or staged job yields exactly one :class:`Outcome` from ``poll()``,
+except a job stopped by ``cancel()``, which yields none (the caller asked for it and already
+knows).
 """
 
 from __future__ import annotations
@@ -68,6 +75,17 @@ class Outcome:
         return None if self.result_json is None else _json.loads(self.result_json)
 
 
+@dataclass
+class _Staged:
+    """A job waiting in a busy worker's socket. The payload is kept to hand it to a
+    replacement should this worker never start it."""
+
+    job_id: str
+    payload: dict[str, Any]
+    walltime_seconds: float | None
+    cancelled: bool = False
+
+
 class WorkerStartError(RuntimeError):
     """A worker could not start (engine missing, import error, ...); the message says why."""
 
@@ -88,6 +106,7 @@ class _Worker:
     failures: int = 0  # consecutive failed starts, for backoff
     start_error: str | None = None
     spawned_at: float = 0.0  # time.monotonic()
+    staged: _Staged | None = None  # the job sent behind the running one
 
     @property
     def deadline(self) -> float | None:
@@ -154,6 +173,8 @@ class WorkerPool:
         os.set_blocking(self._wake_w, False)
         self._woken = False
         self._closed = False
+        self._unstarted: list[Outcome] = []  # staged jobs no worker could take over
+        self.staged_total = 0
 
     # ----- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -229,8 +250,20 @@ class WorkerPool:
             return sum(1 for w in self._workers if w.state == state)
 
     def running_jobs(self) -> list[str]:
+        """Jobs that will yield an outcome: running, and staged behind a running one."""
         with self._lock:
-            return [w.job_id for w in self._workers if w.state == "busy" and w.job_id]
+            running = [w.job_id for w in self._workers if w.state == "busy" and w.job_id]
+            return running + [w.staged.job_id for w in self._workers
+                              if w.staged is not None and not w.staged.cancelled]
+
+    def stageable(self) -> int:
+        """Workers that take a staged job now: busy with a job, none staged yet."""
+        with self._lock:
+            return sum(1 for w in self._workers if self._can_stage(w))
+
+    def staged_jobs(self) -> int:
+        with self._lock:
+            return sum(1 for w in self._workers if w.staged is not None)
 
     def worker_pids(self) -> dict[str, int]:
         """Job id (``#<slot>`` for an idle or starting worker) -> worker pid, for ops and tests."""
@@ -262,17 +295,44 @@ class WorkerPool:
                 self._replace(worker)  # died while idle; try the next one
             raise RuntimeError("no free slot")
 
+    def stage(self, job_id: str, payload: dict[str, Any],
+              walltime_seconds: float | None = None) -> bool:
+        """Send a job to a busy worker, to start when its running job ends (see the module
+        docstring). False if no worker can take one (``stageable()`` is 0)."""
+        if walltime_seconds is None:
+            walltime_seconds = payload.get("walltime_seconds")
+        with self._lock:
+            if job_id in self.running_jobs():
+                raise ValueError(f"job {job_id} is already running")
+            for worker in self._workers:
+                if self._can_stage(worker) and self._send(worker, ("job", job_id, payload)):
+                    worker.staged = _Staged(job_id, payload, walltime_seconds)
+                    self.staged_total += 1
+                    return True
+            return False
+
     def cancel(self, job_id: str) -> bool:
-        """Kill the worker running ``job_id`` (its whole process group) and start a fresh one.
-        The job yields no Outcome. False if the job is not running here."""
+        """Kill the worker running ``job_id`` (its whole process group) and start a fresh one;
+        a job staged behind it goes to the fresh one. A staged ``job_id`` is stopped as it
+        starts. The job yields no Outcome. False if the job is not running here."""
         with self._lock:
             worker = next((w for w in self._workers if w.state == "busy" and w.job_id == job_id),
                           None)
             if worker is None:
-                return False
+                return self._cancel_staged(job_id)
             log.info("job %s cancelled: killing worker pid %s", job_id, _pid(worker))
             self._replace(worker)
         self._nudge()  # a blocked poll must start watching the replacement
+        return True
+
+    def _cancel_staged(self, job_id: str) -> bool:
+        # It is in the worker's socket already; the worker is stopped once it has it.
+        staged = next((w.staged for w in self._workers
+                       if w.staged is not None and w.staged.job_id == job_id), None)
+        if staged is None or staged.cancelled:
+            return False
+        log.info("job %s cancelled while staged: its worker stops when it starts it", job_id)
+        staged.cancelled = True
         return True
 
     def wakeup(self) -> None:
@@ -294,6 +354,7 @@ class WorkerPool:
                 self._close_retired()
                 outcomes += self._expire_walltimes()
                 outcomes += self._expire_warm_ups()
+                outcomes += self._take_unstarted()
                 self._respawn_due()
                 retired = self._retire_idle()
                 watched = {w.conn: w for w in self._workers if w.conn is not None}
@@ -311,6 +372,7 @@ class WorkerPool:
                     heard = True
                     if (outcome := self._receive(worker)) is not None:
                         outcomes.append(outcome)
+                outcomes += self._take_unstarted()
             if outcomes or woken or heard:
                 return outcomes
             if end is not None and time.monotonic() >= end:
@@ -350,9 +412,43 @@ class WorkerPool:
         worker.warming, worker.spawned_at = False, time.monotonic()
 
     def _replace(self, worker: _Worker) -> None:
+        """Kill the worker and start a fresh one. A job staged behind the one it was running
+        (crash, walltime, cancel) never started: the fresh worker runs it once warm."""
+        staged, worker.staged = worker.staged, None
         self._kill(worker)
         if not self._closed:
             self._spawn(worker)
+        if staged is None or staged.cancelled or self._closed:
+            return
+        if worker.state == "starting" and self._send(worker, ("job", staged.job_id,
+                                                               staged.payload)):
+            worker.state, worker.job_id, worker.warming = "busy", staged.job_id, True
+            worker.job_started = time.monotonic()
+            worker.walltime_seconds = staged.walltime_seconds
+            return
+        self._unstarted.append(self._not_started(
+            (staged.job_id, time.monotonic()),
+            f"worker could not start: {worker.start_error or 'no replacement worker'}"))
+
+    def _can_stage(self, worker: _Worker) -> bool:
+        return (worker.state == "busy" and not worker.warming and worker.staged is None
+                and worker.conn is not None)
+
+    def _start_staged(self, worker: _Worker) -> None:
+        """The worker's job reported: the staged one, if any, is running now."""
+        staged, worker.staged = worker.staged, None
+        if staged is None:
+            worker.state, worker.job_id = "idle", None
+            return
+        worker.job_id, worker.job_started = staged.job_id, time.monotonic()
+        worker.walltime_seconds = staged.walltime_seconds
+        if staged.cancelled:
+            log.info("job %s cancelled: killing worker pid %s", staged.job_id, _pid(worker))
+            self._replace(worker)
+
+    def _take_unstarted(self) -> list[Outcome]:
+        taken, self._unstarted = self._unstarted, []
+        return taken
 
     def _kill(self, worker: _Worker) -> None:
         """SIGKILL the worker's process group, reap it, and retire its connection."""
@@ -409,8 +505,8 @@ class WorkerPool:
             if job is not None:
                 return self._not_started(job, f"worker could not start: {summary}")
         elif kind == "outcome" and worker.state == "busy" and message["job_id"] == worker.job_id:
-            worker.state, worker.job_id = "idle", None
             self._last_busy = time.monotonic()
+            self._start_staged(worker)
             return Outcome(**{k: message[k] for k in _OUTCOME_FIELDS})
         else:
             log.warning("worker pid %s sent an unexpected message %r", _pid(worker), kind)
