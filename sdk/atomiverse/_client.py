@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Self
 
 import httpx2 as httpx
 
@@ -76,6 +76,12 @@ class Client:
         if self._http is not None:
             self._http.close()
             self._http = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def request(self, method: str, path: str, *, json: Any = None,
                 params: dict[str, Any] | None = None, idempotency_key: str | None = None,
