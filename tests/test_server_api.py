@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
+from typing import Any
+
 import atomiverse
 import httpx2 as httpx
 import pytest
 from atomiverse.levels import GFN2_XTB
-from conftest import xtb_reference
+from conftest import start_server, stop_process, xtb_reference
 
 
 def _water(name=None):
@@ -82,3 +87,56 @@ def test_controller_token_cannot_be_used_as_api_key(server, workspace_key, alpha
                    headers={"Authorization": f"Bearer {workspace_key}"})
     assert r.status_code == 401
     assert oct((server.home / f"{alpha_controller}.token").stat().st_mode & 0o777) == "0o600"
+
+
+def _register(url, key, name):
+    return httpx.post(f"{url}/api/v1/controllers/register",
+                      headers={"Authorization": f"Bearer {key}"},
+                      json={"name": name, "slots": 1, "cores_per_job": 1, "capacity": None,
+                            "engines": {"xtb": "6.5.1"}, "hostname": "test"}).json()
+
+
+def test_shutdown_answers_parked_long_polls(tmp_path):
+    """SIGTERM with a claim and a wait long-poll parked: both get their answer, the server
+    exits cleanly, and nothing is cancelled mid-request. (Before, the polls held shutdown for
+    its grace period and uvicorn then cancelled them with a traceback.)"""
+    srv = start_server(tmp_path / "srv")
+    try:
+        key = srv.new_workspace("w")
+        _register(srv.url, key, "offline-box")  # the job's controller: never claims
+        idle = _register(srv.url, key, "idle-box")  # parks in a claim: nothing for it
+        with atomiverse.Client(api_key=key, base_url=srv.url) as client:
+            (entry,) = client.submit_batch([_water().model_dump()],
+                                           compute_target="offline-box")["jobs"]
+        answers: dict[str, Any] = {}
+
+        def poll(name, path, token, body):
+            try:
+                answers[name] = httpx.post(f"{srv.url}{path}", json=body, timeout=120,
+                                           headers={"Authorization": f"Bearer {token}"})
+            except httpx.HTTPError as e:
+                answers[name] = e
+
+        threads = [threading.Thread(target=poll, args=(
+                       "wait", "/api/v1/jobs/wait", key,
+                       {"job_ids": [entry["job_id"]], "timeout_seconds": 60})),
+                   threading.Thread(target=poll, args=(
+                       "claim", "/api/v1/controllers/claim", idle["token"],
+                       {"max_jobs": 1, "wait_seconds": 60}))]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)  # both parked, with nothing to answer yet
+        assert not answers, answers
+        srv.proc.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal it handled once it has shut down cleanly
+        assert srv.proc.wait(60) == -signal.SIGTERM
+        for t in threads:
+            t.join(60)
+    finally:
+        stop_process(srv.proc)
+    assert answers["wait"].status_code == 200, answers["wait"]
+    assert answers["wait"].json()["jobs"] == [{"job_id": entry["job_id"], "state": "pending"}]
+    assert answers["claim"].status_code == 200, answers["claim"]
+    assert answers["claim"].json()["jobs"] == []
+    log = (srv.home / "server.log").read_text()
+    assert "CancelledError" not in log and "Cancel " not in log, log[-2000:]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
+import sys
 from pathlib import Path
+from typing import Any
+
+import uvicorn
+from uvicorn.main import STARTUP_FAILURE
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,8 +25,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--local-slots", type=int, help="slots for the embedded local controller")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
-
-    import uvicorn
 
     from .main import create_app
     from .settings import Settings
@@ -40,10 +44,32 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     os.environ.setdefault("ATOMIVERSE_HOME", str(settings.home))
-    uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=args.log_level, access_log=False,
-                # Long-polls end within a second of a client leaving; don't wait longer.
-                timeout_graceful_shutdown=5)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                            access_log=False, timeout_graceful_shutdown=5)
+    server = _Server(config, app)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:  # the port was taken, say: uvicorn.run exits 3 the same way
+        sys.exit(STARTUP_FAILURE)
+
+
+class _Server(uvicorn.Server):
+    """Tells long-polls (claims, waits) the moment shutdown begins, so they answer and their
+    connections close, instead of holding the shutdown for its grace period and then being
+    cancelled mid-request."""
+
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        notifier = getattr(self.app.state, "notifier", None)
+        if notifier is not None:
+            notifier.stop()
+        await super().shutdown(sockets=sockets)
 
 
 if __name__ == "__main__":

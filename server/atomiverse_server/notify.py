@@ -85,6 +85,14 @@ class Notifier:
         self.jobs_pending = Signal()  # new claimable work
         self.jobs_finished = Signal()  # some job reached a terminal state
         self.claim_waiters = ClaimWaiters()  # claim polls parked here, for hand-offs
+        self.stopping = False
+
+    def stop(self) -> None:
+        """The server is shutting down: long-polls answer now. Left parked, they would hold
+        the shutdown for its whole grace period and then be cancelled mid-request."""
+        self.stopping = True
+        self.jobs_pending.fire()
+        self.jobs_finished.fire()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.jobs_pending.bind(loop)

@@ -102,7 +102,8 @@ async def claim(body: ClaimRequest, controller: CurrentController, engine: Engin
         if claimed:
             metrics.CLAIM_LATENCY.observe(time.perf_counter() - started)
         remaining = deadline - time.monotonic()
-        if not claimed and remaining > 0 and not await request.is_disconnected():
+        if not claimed and remaining > 0 and not notifier.stopping \
+                and not await request.is_disconnected():
             claimed = await _park(notifier, controller, body.max_jobs, event,
                                   min(remaining, notifier.fallback_seconds))
             if not claimed:

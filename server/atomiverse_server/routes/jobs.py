@@ -186,7 +186,7 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
             # the last of these jobs to finish.
             coalesce_until = coalesce_until or min(deadline, now + body.coalesce_seconds)
         holding = coalesce_until is not None and now < coalesce_until and bool(active)
-        if await request.is_disconnected() or not holding and (
+        if notifier.stopping or await request.is_disconnected() or not holding and (
                 not body.job_ids or now >= deadline or finished
                 or len(states) < len(set(body.job_ids))):
             if stale:
