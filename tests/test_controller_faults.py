@@ -15,7 +15,7 @@ import atomiverse
 import httpx2 as httpx
 import pytest
 from atomiverse.levels import GFN2_XTB
-from conftest import free_port, restart_server, start_server, stop_process
+from conftest import free_port, metric_value, restart_server, start_server, stop_process
 
 FAST_LEASES = {"ATOMIVERSE_LEASE_SECONDS": "4", "ATOMIVERSE_HEARTBEAT_SECONDS": "1",
                "ATOMIVERSE_SWEEP_SECONDS": "1", "ATOMIVERSE_MANAGED_ENABLED": "true"}
@@ -56,18 +56,6 @@ def _managed(srv, name, *extra, wait=True):
     if wait:
         _wait_for(lambda: "event=registered" in srv.controller_log(name), what=f"{name} up")
     return proc
-
-
-def _gauge(url, name):
-    """A controller gauge read from its Prometheus endpoint; None until it answers."""
-    try:
-        text = httpx.get(url, timeout=5).text
-    except httpx.TransportError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def _states(client, ids):
@@ -166,7 +154,7 @@ def test_sigterm_busy_controller_finishes_running_hands_back_the_rest(fleet):
               what="claims")
     # Claimed is not started: a signal between the two rightly hands all six back, so wait
     # until the controller itself says two are running in workers.
-    _wait_for(lambda: _gauge(metrics, "atomiverse_controller_running") == 2,
+    _wait_for(lambda: metric_value(metrics, "atomiverse_controller_running") == 2,
               what="two jobs running")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
@@ -260,7 +248,7 @@ def test_short_jobs_are_staged_and_each_runs_once(fleet):
     assert all(client.get_job(j)["attempts"] == 1 for j in ids)
     log = srv.controller_log("stager")
     assert sorted(re.findall(r"event=finished controller=\S+ job=(\S+)", log)) == sorted(ids)
-    assert _gauge(f"http://127.0.0.1:{port}/metrics",
+    assert metric_value(f"http://127.0.0.1:{port}/metrics",
                   "atomiverse_controller_jobs_staged_total") > 0
 
 

@@ -21,7 +21,7 @@ from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
 from atomiverse_server.store import workspaces as workspace_store
 from atomiverse_server.store.controllers import Controller
-from conftest import start_server, stop_process
+from conftest import metric_value, start_server, stop_process
 
 LEASE_SECONDS = 60.0
 
@@ -129,10 +129,9 @@ def managed_server(tmp_path):
 
 
 def _handed_off_total(url: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith("atomiverse_jobs_handed_off_total "):
-            return float(line.split()[1])
-    raise AssertionError("atomiverse_jobs_handed_off_total is not exported")
+    value = metric_value(f"{url}/metrics", "atomiverse_jobs_handed_off_total")
+    assert value is not None, "atomiverse_jobs_handed_off_total is not exported"
+    return value
 
 
 def test_a_submission_hands_its_jobs_to_the_waiting_claim_poll(managed_server):

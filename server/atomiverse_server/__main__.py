@@ -8,7 +8,6 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from uvicorn.main import STARTUP_FAILURE
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             access_log=False, timeout_graceful_shutdown=5)
-    server = _Server(config, app)
+    server = _Server(config)
     try:
         server.run()
     except KeyboardInterrupt:
@@ -61,12 +60,8 @@ class _Server(uvicorn.Server):
     connections close, instead of holding the shutdown for its grace period and then being
     cancelled mid-request."""
 
-    def __init__(self, config: uvicorn.Config, app: Any) -> None:
-        super().__init__(config)
-        self.app = app
-
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        notifier = getattr(self.app.state, "notifier", None)
+        notifier = getattr(self.config.app.state, "notifier", None)
         if notifier is not None:
             notifier.stop()
         await super().shutdown(sockets=sockets)
