@@ -5,8 +5,8 @@ PostgreSQL refuses to run as root, and CI runs as root: then the cluster runs as
 ``postgres`` system user (created if missing). With ``ATOMIVERSE_TEST_POSTGRES_URL`` set (a
 superuser, or a role that may CREATE DATABASE) that server is used instead.
 
-In CI (``CI=true``) a test that needs PostgreSQL fails if it cannot be started; elsewhere it
-is skipped with the reason. Used by the tests through the ``pg_cluster`` fixture (imported
+A test that needs PostgreSQL fails with the reason if it cannot be started, on a workstation
+as in CI: ``scripts/install-test-deps`` (in the README's test line) installs the binaries. Used by the tests through the ``pg_cluster`` fixture (imported
 into a test module, or loaded for the whole suite with ``pytest_plugins = ["pg"]`` in
 conftest.py), and by ``bench/`` through :func:`start_cluster`."""
 
@@ -226,9 +226,8 @@ _session_error: str | None = None
 
 
 def _unavailable(reason: str):  # type: ignore[no-untyped-def]
-    if in_ci():
-        pytest.fail(f"PostgreSQL is required in CI: {reason}", pytrace=False)
-    pytest.skip(f"PostgreSQL unavailable: {reason}")
+    pytest.fail(f"PostgreSQL is required (bash scripts/install-test-deps installs it): {reason}",
+                pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -113,12 +113,24 @@ def isolated_xtb_energy(a: Atoms, method: str, tmp_path: Path, solvent: str | No
     return float(proc.stderr.strip().splitlines()[-1])
 
 
-# The parameter files come with the xtb program (.ci/run installs it): CI must not skip.
-_IN_CI = os.environ.get("CI") == "true"
-needs_gfn_ff = pytest.mark.skipif(parameter_dir("gfn-ff") is None and not _IN_CI,
-                                  reason="xtb's .param_gfnff.xtb not found (apt install xtb)")
-needs_gfn0 = pytest.mark.skipif(parameter_dir("gfn0-xtb") is None and not _IN_CI,
-                                reason="xtb's param_gfn0-xtb.txt not found (apt install xtb)")
+# The parameter files come with the xtb program (scripts/install-test-deps installs it): a test
+# that needs them fails saying so, never skips.
+@pytest.fixture
+def gfn_ff_parameters() -> None:
+    if parameter_dir("gfn-ff") is None:
+        pytest.fail("xtb's .param_gfnff.xtb not found: bash scripts/install-test-deps installs xtb",
+                    pytrace=False)
+
+
+@pytest.fixture
+def gfn0_parameters() -> None:
+    if parameter_dir("gfn0-xtb") is None:
+        pytest.fail("xtb's param_gfn0-xtb.txt not found: bash scripts/install-test-deps installs "
+                    "xtb", pytrace=False)
+
+
+needs_gfn_ff = pytest.mark.usefixtures("gfn_ff_parameters")
+needs_gfn0 = pytest.mark.usefixtures("gfn0_parameters")
 
 
 def compute(engine: str, job: Any) -> dict[str, Any]:

@@ -20,3 +20,30 @@ def test_quick_start_is_two_lines_and_ci_runs_the_second():
     assert "atomiverse run examples/" in commands[0]
     ci = (ROOT / ".ci" / "run").read_text()
     assert f"TEST_COMMAND='{commands[1]}'" in ci
+
+
+def test_ci_runs_the_readme_line_and_nothing_else():
+    """No set-up of its own in .ci/run: whatever the tests need, the README's line installs, so
+    CI cannot be greener than a new user's machine."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    code = [line.strip() for line in ci.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+    for forbidden in ("apt-get", "apt ", "pip install", "pg_ctl", "initdb", "export "):
+        offenders = [line for line in code
+                     if forbidden in line and not line.startswith("TEST_COMMAND=")]
+        assert not offenders, f".ci/run does its own set-up: {offenders}"
+    assert "install-test-deps" in _quick_start_commands()[1]
+
+
+def test_no_test_skips_by_itself():
+    """A missing system part fails the test that needs it, naming the part; nothing in the suite
+    skips quietly (deselection by an explicit option is the only way out)."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path.name == "test_readme.py":
+            continue
+        text = path.read_text()
+        for needle in ("pytest.skip(", "importorskip(", "mark.skipif(", "mark.skip("):
+            if needle in text:
+                offenders.append(f"{path.relative_to(ROOT)}: {needle}")
+    assert not offenders, offenders
