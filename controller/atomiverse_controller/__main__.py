@@ -14,7 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "controller.toml if present)")
     p.add_argument("--server", help="job API server URL")
     p.add_argument("--name", help="controller name jobs are routed to (default local-HOST)")
-    p.add_argument("--api-key", help="workspace API key, used once to register")
+    p.add_argument("--api-key", help="workspace API key, used once to register (visible in "
+                                     "ps: prefer --api-key-file or ATOMIVERSE_API_KEY)")
     p.add_argument("--api-key-file", type=Path)
     p.add_argument("--token-file", type=Path, help="where the controller token is kept (0600)")
     p.add_argument("--slots", type=int, help="concurrent jobs (default: physical cores)")
@@ -61,6 +62,15 @@ def drain_main(argv: list[str]) -> int:
     return 0 if r.status_code == 200 else 1
 
 
+def warn_if_secret_on_command_line(argv: list[str]) -> None:
+    """Another local user reads a flag's value in ``ps``; the file and environment do not
+    leak that way (issue 23)."""
+    if any(a == "--api-key" or a.startswith("--api-key=") for a in argv):
+        logging.getLogger("atomiverse_controller").warning(
+            "--api-key on the command line is visible to every user of this machine (ps); "
+            "use --api-key-file (mode 0600) or ATOMIVERSE_API_KEY instead")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "drain":
@@ -75,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     # "Optimization" section); it was a measurable share of the daemon's CPU on big batches.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None  # the same section: no caller lookup (a stack walk) per record
+    warn_if_secret_on_command_line(argv)
     from .config import load_config
     from .daemon import Controller
 
