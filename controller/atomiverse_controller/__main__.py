@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -46,8 +47,6 @@ FLAG_FIELDS = ("server", "name", "api_key", "api_key_file", "token_file", "slots
 
 def drain_main(argv: list[str]) -> int:
     """``atomiverse controller drain NAME``: ask a controller to drain and exit."""
-    import os
-
     import httpx2 as httpx
 
     p = argparse.ArgumentParser(prog="atomiverse controller drain", description=drain_main.__doc__)
@@ -73,6 +72,7 @@ def warn_if_secret_on_command_line(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.umask(0o077)  # spool, tokens and logs are private to this user (issue 23)
     if argv and argv[0] == "drain":
         return drain_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -14,6 +14,9 @@ from uvicorn.main import STARTUP_FAILURE
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Everything this process creates (database, WAL/SHM, logs, tokens) is private to its
+    # user: other users of a shared machine must not read the database (issue 23).
+    os.umask(0o077)
     p = argparse.ArgumentParser(prog="atomiverse server", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
