@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     os.environ.setdefault("ATOMIVERSE_HOME", str(settings.home))
+    tighten_home(Path(settings.home))
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             access_log=False, timeout_graceful_shutdown=5)
@@ -56,6 +57,20 @@ def main(argv: list[str] | None = None) -> None:
         pass
     if not server.started:  # the port was taken, say: uvicorn.run exits 3 the same way
         sys.exit(STARTUP_FAILURE)
+
+
+def tighten_home(home: Path) -> None:
+    """The home holds the database and tokens: 0700, and files an older version created
+    readable by others are made 0600, with a warning saying so (issue 23)."""
+    home.mkdir(parents=True, exist_ok=True)
+    loose = [p for p in [home, *home.rglob("*")]
+             if not p.is_symlink() and p.stat().st_mode & 0o077]
+    for p in loose:
+        p.chmod(0o700 if p.is_dir() else 0o600)
+    if loose:
+        logging.getLogger("atomiverse_server").warning(
+            "%s: %d files and directories were readable by other users; made private "
+            "(0700 directories, 0600 files)", home, len(loose))
 
 
 class _Server(uvicorn.Server):

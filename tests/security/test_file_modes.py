@@ -14,3 +14,19 @@ def test_server_creates_private_files(tmp_path):
         assert loose == {}
     finally:
         stop_process(srv.proc)
+
+
+def test_existing_loose_home_is_tightened_with_a_warning(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    old = home / "old.db"
+    old.write_text("x")
+    old.chmod(0o644)
+    srv = start_server(home)
+    try:
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        assert stat.S_IMODE(old.stat().st_mode) == 0o600
+    finally:
+        stop_process(srv.proc)
+    assert "made private" in (home / "server.log").read_text()
