@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "controller.toml if present)")
     p.add_argument("--server", help="job API server URL")
     p.add_argument("--name", help="controller name jobs are routed to (default local-HOST)")
-    p.add_argument("--api-key", help="workspace API key, used once to register")
+    p.add_argument("--api-key", help="workspace API key, used once to register (visible in "
+                                     "ps: prefer --api-key-file or ATOMIVERSE_API_KEY)")
     p.add_argument("--api-key-file", type=Path)
     p.add_argument("--token-file", type=Path, help="where the controller token is kept (0600)")
     p.add_argument("--slots", type=int, help="concurrent jobs (default: physical cores)")
@@ -45,8 +47,6 @@ FLAG_FIELDS = ("server", "name", "api_key", "api_key_file", "token_file", "slots
 
 def drain_main(argv: list[str]) -> int:
     """``atomiverse controller drain NAME``: ask a controller to drain and exit."""
-    import os
-
     import httpx2 as httpx
 
     p = argparse.ArgumentParser(prog="atomiverse controller drain", description=drain_main.__doc__)
@@ -61,8 +61,18 @@ def drain_main(argv: list[str]) -> int:
     return 0 if r.status_code == 200 else 1
 
 
+def warn_if_secret_on_command_line(argv: list[str]) -> None:
+    """Another local user reads a flag's value in ``ps``; the file and environment do not
+    leak that way (issue 23)."""
+    if any(a == "--api-key" or a.startswith("--api-key=") for a in argv):
+        logging.getLogger("atomiverse_controller").warning(
+            "--api-key on the command line is visible to every user of this machine (ps); "
+            "use --api-key-file (mode 0600) or ATOMIVERSE_API_KEY instead")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.umask(0o077)  # spool, tokens and logs are private to this user (issue 23)
     if argv and argv[0] == "drain":
         return drain_main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -75,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     # "Optimization" section); it was a measurable share of the daemon's CPU on big batches.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None  # the same section: no caller lookup (a stack walk) per record
+    warn_if_secret_on_command_line(argv)
     from .config import load_config
     from .daemon import Controller
 

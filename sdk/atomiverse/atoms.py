@@ -22,6 +22,10 @@ MIN_INTERATOMIC_DISTANCE_ANGSTROM = 0.5
 Vector3 = tuple[float, float, float]
 
 
+# Far beyond any molecule, far below where squared distances overflow a float.
+MAX_COORDINATE_ANGSTROM = 1e6
+
+
 class Atoms(BaseModel):
     """A molecule: ``numbers`` (atomic numbers), ``positions`` (Angstrom), ``charge`` (e),
     ``multiplicity`` (2S+1; unpaired electrons = multiplicity - 1)."""
@@ -44,11 +48,17 @@ class Atoms(BaseModel):
     @field_validator("positions")
     @classmethod
     def _finite_positions(cls, positions: list[Vector3]) -> list[Vector3]:
-        if np.isfinite(np.asarray(positions, dtype=float)).all():  # one C pass, not 3n calls
+        # Bounded as well as finite: +-1e308 is finite, but distances between such atoms
+        # overflow to inf and later checks fail with a 500 instead of naming the atom.
+        coords = np.asarray(positions, dtype=float)
+        if (np.abs(coords) <= MAX_COORDINATE_ANGSTROM).all():  # one C pass; False for nan
             return positions
         for i, xyz in enumerate(positions):
             if not all(math.isfinite(c) for c in xyz):
                 raise ValueError(f"atom {i} has a non-finite coordinate {list(xyz)}")
+            if any(abs(c) > MAX_COORDINATE_ANGSTROM for c in xyz):
+                raise ValueError(f"atom {i} has a coordinate beyond +-{MAX_COORDINATE_ANGSTROM:g}"
+                                 f" Angstrom: {list(xyz)}")
         return positions
 
     @model_validator(mode="after")

@@ -14,6 +14,9 @@ from uvicorn.main import STARTUP_FAILURE
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Everything this process creates (database, WAL/SHM, logs, tokens) is private to its
+    # user: other users of a shared machine must not read the database (issue 23).
+    os.umask(0o077)
     p = argparse.ArgumentParser(prog="atomiverse server", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -23,6 +26,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="single-machine mode: supervise a local controller")
     p.add_argument("--local-slots", type=int, help="slots for the embedded local controller")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--ssl-certfile", help="TLS certificate (PEM); serve HTTPS directly")
+    p.add_argument("--ssl-keyfile", help="TLS private key (PEM, keep it 0600)")
+    p.add_argument("--limit-concurrency", type=int, default=1000,
+                   help="connections beyond this are answered 503 at once")
     args = p.parse_args(argv)
 
     from .main import create_app
@@ -43,9 +50,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     os.environ.setdefault("ATOMIVERSE_HOME", str(settings.home))
+    tighten_home(Path(settings.home))
     app = create_app(settings)
+    warn_if_public_without_tls(args.host, tls=bool(args.ssl_certfile))
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                            access_log=False, timeout_graceful_shutdown=5)
+                            access_log=False, timeout_graceful_shutdown=5,
+                            ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+                            limit_concurrency=args.limit_concurrency, timeout_keep_alive=5)
     server = _Server(config)
     try:
         server.run()
@@ -53,6 +64,29 @@ def main(argv: list[str] | None = None) -> None:
         pass
     if not server.started:  # the port was taken, say: uvicorn.run exits 3 the same way
         sys.exit(STARTUP_FAILURE)
+
+
+def warn_if_public_without_tls(host: str, *, tls: bool) -> None:
+    """Keys and session cookies cross the network in clear text unless TLS is on here or at
+    a proxy in front (docs/deployment.md); loopback stays the default (issue 23)."""
+    if not tls and host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("atomiverse_server").warning(
+            "listening on %s without TLS: API keys travel in clear text unless a TLS proxy "
+            "is in front; pass --ssl-certfile/--ssl-keyfile to serve HTTPS directly", host)
+
+
+def tighten_home(home: Path) -> None:
+    """The home holds the database and tokens: 0700, and files an older version created
+    readable by others are made 0600, with a warning saying so (issue 23)."""
+    home.mkdir(parents=True, exist_ok=True)
+    loose = [p for p in [home, *home.rglob("*")]
+             if not p.is_symlink() and p.stat().st_mode & 0o077]
+    for p in loose:
+        p.chmod(0o700 if p.is_dir() else 0o600)
+    if loose:
+        logging.getLogger("atomiverse_server").warning(
+            "%s: %d files and directories were readable by other users; made private "
+            "(0700 directories, 0600 files)", home, len(loose))
 
 
 class _Server(uvicorn.Server):

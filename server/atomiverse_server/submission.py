@@ -125,9 +125,23 @@ def _check_target_shape(target: Any) -> None:
         raise EntryRejected(f"compute_target: at most {MAX_TARGET_LENGTH} characters")
 
 
+def _check_atom_count_cheaply(payload: dict[str, Any], settings: Settings) -> None:
+    """The cap on list lengths before the model parses (and checks distances of) every atom:
+    a 100 000-atom job cost minutes of server CPU before it was refused (issue 23)."""
+    atoms = payload.get("atoms")
+    if not isinstance(atoms, dict):
+        return  # the model names what is wrong
+    for field in ("numbers", "positions"):
+        items = atoms.get(field)
+        if isinstance(items, list) and len(items) > settings.max_atoms:
+            raise EntryRejected(f"Invalid job payload: atoms.{field}: {len(items)} atoms is "
+                                f"more than the maximum of {settings.max_atoms}")
+
+
 def validate_job(payload: Any, settings: Settings) -> Job:
     if not isinstance(payload, dict):
         raise EntryRejected("Invalid job payload: job: must be an object")
+    _check_atom_count_cheaply(payload, settings)
     try:
         job = parse_job(payload)
     except ValidationError as e:
