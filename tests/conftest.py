@@ -18,8 +18,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import httpx2 as httpx  # noqa: E402
-import pytest  # noqa: E402
+import httpx2 as httpx
+import pytest
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent

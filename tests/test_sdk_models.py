@@ -119,11 +119,13 @@ def test_atoms_names_the_pair_that_is_too_close(n, pair, offset):
 
 
 def test_atoms_spread_over_a_huge_box_still_get_an_exact_distance_check():
-    # Spread over 3e9 Angstrom, the Gram-matrix shortcut would round 0.3 Angstrom away.
-    positions = [(0.0, 0.0, 0.0), (3e9, 0.0, 0.0), (3e9 + 0.3, 0.0, 0.0)]
+    # Spread over 9e5 Angstrom (inside the +-1e6 Angstrom bound on coordinates, beyond the
+    # 1e4 where the check forms exact differences): the close pair is still found and named.
+    far = 9e5
+    positions = [(0.0, 0.0, 0.0), (far, 0.0, 0.0), (far + 0.3, 0.0, 0.0)]
     with pytest.raises(ValueError, match="atoms 1 and 2 are 0.300 Angstrom apart"):
         atomiverse.Atoms(numbers=[6, 6, 6], positions=positions)
-    ok = [(0.0, 0.0, 0.0), (3e9, 0.0, 0.0), (3e9 + 0.6, 0.0, 0.0)]
+    ok = [(0.0, 0.0, 0.0), (far, 0.0, 0.0), (far + 0.6, 0.0, 0.0)]
     assert len(atomiverse.Atoms(numbers=[6, 6, 6], positions=ok)) == 3
 
 

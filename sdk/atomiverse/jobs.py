@@ -9,13 +9,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 import warnings
 import webbrowser
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from .atoms import Atoms
 from .levels import LevelOfTheory
@@ -44,6 +53,19 @@ class Job(BaseModel):
     _job_id: str | None = PrivateAttr(default=None)
     _record: dict[str, Any] = PrivateAttr(default_factory=dict)
     _client: Client | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_printable(cls, name: str | None) -> str | None:
+        """NUL, control characters and bidirectional overrides (U+202E) would let a name hide
+        or reorder what a page, a table or a terminal shows."""
+        if name is None:
+            return None
+        bad = next((c for c in name if not c.isprintable() or unicodedata.category(c) == "Cf"),
+                   None)
+        if bad is not None:
+            raise ValueError(f"contains the non-printable character U+{ord(bad):04X}")
+        return name
 
     @model_validator(mode="after")
     def _level_covers_elements(self) -> Job:

@@ -229,12 +229,17 @@ class ClaimResponse(BaseModel):
 
 
 class LeaseRef(_Wire):
-    job_id: str
-    lease_id: str
+    job_id: str = Field(max_length=64)
+    lease_id: str = Field(max_length=64)
+
+
+# A controller holds at most one lease per slot; the bound keeps one request's SQL within the
+# database's limit on bound variables (SQLite: 32766) and its work bounded.
+MAX_LEASES_PER_REQUEST = 10_000
 
 
 class HeartbeatRequest(_Wire):
-    running: list[LeaseRef] = Field(default_factory=list)
+    running: list[LeaseRef] = Field(default_factory=list, max_length=MAX_LEASES_PER_REQUEST)
     free_slots: int = 0
 
 

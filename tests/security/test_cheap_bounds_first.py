@@ -1,7 +1,6 @@
 """Finding: a 100 000-atom job ran the full model (distances, electrons) before the atom-count
 cap refused it, minutes of server CPU. The cap must be checked before the model parses."""
 import pytest
-
 from atomiverse_server import submission
 from atomiverse_server.settings import Settings
 

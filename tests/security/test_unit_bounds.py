@@ -2,9 +2,8 @@
 
 The model now bounds coordinates, so the refusal is a validation error naming the atom."""
 import pytest
-from pydantic import ValidationError
-
 from atomiverse.atoms import Atoms
+from pydantic import ValidationError
 
 
 @pytest.mark.parametrize("huge", [1e308, -1e308])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from atomiverse import _json
 from atomiverse.schema import (
+    MAX_LEASES_PER_REQUEST,
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
@@ -18,7 +19,7 @@ from atomiverse.schema import (
     HeartbeatResponse,
     LeaseRef,
 )
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from .. import handoff, metrics
@@ -162,7 +163,8 @@ def complete(body: CompleteRequest, controller: CurrentController, engine: Engin
 
 
 @router.post("/release")
-def release(body: list[LeaseRef], controller: CurrentController, engine: EngineDep,
+def release(body: Annotated[list[LeaseRef], Body(max_length=MAX_LEASES_PER_REQUEST)],
+            controller: CurrentController, engine: EngineDep,
             notifier: NotifierDep) -> dict[str, int]:
     """Hand unfinished jobs back (drain or shutdown) without spending an attempt."""
     with write_tx(engine) as conn:
