@@ -80,6 +80,39 @@ def test_kill_9_controller_and_another_finishes_each_job_exactly_once(fleet):
     assert srv.controller_log("node-b").count("event=finished") == 4
 
 
+def test_a_restarted_controller_ends_its_predecessors_leases_at_once(tmp_path):
+    """kill -9, then the same controller (same name and token) starts again: its registration
+    holds no lease, so the dead process's jobs go back to the queue at once. The lease here is
+    ten minutes: without that, wait_jobs would time out long before it ran out."""
+    srv = start_server(tmp_path / "srv", env_extra={**FAST_LEASES,
+                                                    "ATOMIVERSE_LEASE_SECONDS": "600"})
+    client = atomiverse.Client(api_key=srv.new_workspace("w"), base_url=srv.url)
+    try:
+        first = _managed(srv, "node-a", "--slots", "2")
+        res = client.submit_batch([_job("__sleep_2__") for _ in range(4)],
+                                  compute_target="managed")
+        ids = [j["job_id"] for j in res["jobs"]]
+        _wait_for(lambda: _states(client, ids).count("running") == 4, what="jobs claimed")
+        first.kill()
+        first.wait()
+        srv.start_controller(None, "node-a", "--engine", "instant", "--slots", "2",
+                             wait=False)
+        records = client.wait_jobs(ids, timeout=60)
+        assert [r["state"] for r in records] == ["done"] * 4
+        for job_id in ids:
+            job = client.get_job(job_id)
+            assert job["attempts"] == 2
+            (lost,) = job["attempt_errors"]
+            assert lost["error_type"] == "lost" and "restarted" in lost["error"], lost
+    finally:
+        client.close()
+        for c in srv.controllers:
+            if c.poll() is None:
+                c.kill()
+                c.wait()
+        stop_process(srv.proc)
+
+
 def test_lost_too_many_times_fails_with_a_message_saying_so(tmp_path):
     srv = start_server(tmp_path / "srv", env_extra={**FAST_LEASES,
                                                     "ATOMIVERSE_MAX_ATTEMPTS": "1"})

@@ -49,10 +49,12 @@ class ControllerAPI:
         return _json.loads(resp.content)
 
     def register(self, *, api_key: str, name: str, slots: int, cores_per_job: int,
-                 capacity: int | None, engines: dict[str, str]) -> dict[str, Any]:
+                 capacity: int | None, engines: dict[str, str],
+                 holding: list[dict[str, str]]) -> dict[str, Any]:
         out = self._post("/api/v1/controllers/register", {
             "name": name, "slots": slots, "cores_per_job": cores_per_job, "capacity": capacity,
-            "engines": engines, "hostname": socket.gethostname()}, auth=api_key)
+            "engines": engines, "hostname": socket.gethostname(), "holding": holding},
+            auth=api_key)
         self.token = out["token"]
         return out
 

@@ -106,6 +106,14 @@ class Controller:
         log.info("event=registered controller=%s slots=%d engine=%s/%s", self.config.name,
                  self.config.slots, self.pool.engine_name, self.pool.engine_version)
 
+    def _held_leases(self) -> list[dict[str, str]]:
+        """What this process holds: its ledger's jobs and the spooled results it will still
+        deliver (an earlier process's, too). The server ends this controller's other leases,
+        so a crashed predecessor's jobs return to the queue at once."""
+        spooled = [{"job_id": r["job_id"], "lease_id": r["lease_id"]}
+                   for r in self.reporter.spool.pending()]
+        return [*self.ledger.leases(), *spooled]
+
     def _saved_token(self) -> str | None:
         path = self.config.token_file
         return path.read_text().strip() if path.exists() else None
@@ -118,7 +126,8 @@ class Controller:
                     api_key=credential, name=self.config.name, slots=self.config.slots,
                     cores_per_job=self.config.cores_per_job, capacity=self.config.capacity,
                     engines={self.pool.engine_name: self.pool.engine_version,
-                             **self.pool.engines})
+                             **self.pool.engines},
+                    holding=self._held_leases())
             except ServerUnavailable as e:
                 if self._stop.wait(backoff):
                     raise SystemExit("stopped before the server answered") from e

@@ -193,6 +193,16 @@ class WaitResponse(BaseModel):
 
 
 # ----- controller protocol -----------------------------------------------------------------
+class LeaseRef(_Wire):
+    job_id: str = Field(max_length=64)
+    lease_id: str = Field(max_length=64)
+
+
+# A controller holds at most one lease per slot; the bound keeps one request's SQL within the
+# database's limit on bound variables (SQLite: 32766) and its work bounded.
+MAX_LEASES_PER_REQUEST = 10_000
+
+
 class ControllerRegister(_Wire):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     slots: int = Field(ge=1, le=4096)
@@ -201,6 +211,11 @@ class ControllerRegister(_Wire):
                                  description="Outstanding jobs accepted; default from slots")
     engines: dict[str, str] = Field(description="Engine name -> version")
     hostname: str = ""
+    holding: list[LeaseRef] | None = Field(
+        default=None, max_length=MAX_LEASES_PER_REQUEST,
+        description="The leases this process holds (running jobs, spooled results). The "
+                    "controller's other leases belonged to an earlier process and end now. "
+                    "None: say nothing, end nothing")
 
 
 class ControllerRegistered(BaseModel):
@@ -226,16 +241,6 @@ class ClaimedJob(BaseModel):
 
 class ClaimResponse(BaseModel):
     jobs: list[ClaimedJob]
-
-
-class LeaseRef(_Wire):
-    job_id: str = Field(max_length=64)
-    lease_id: str = Field(max_length=64)
-
-
-# A controller holds at most one lease per slot; the bound keeps one request's SQL within the
-# database's limit on bound variables (SQLite: 32766) and its work bounded.
-MAX_LEASES_PER_REQUEST = 10_000
 
 
 class HeartbeatRequest(_Wire):

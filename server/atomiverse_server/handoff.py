@@ -61,6 +61,23 @@ class ClaimWaiters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._parked: set[ClaimWaiter] = set()
+        self._generations: dict[str, int] = {}
+
+    def generation(self, controller_id: str) -> int:
+        """Bumped each time a new process of this controller registers (``evict``)."""
+        with self._lock:
+            return self._generations.get(controller_id, 0)
+
+    def evict(self, controller_id: str) -> None:
+        """A new process of this controller has registered: the polls parked for it belong to
+        a process that is gone (killed mid-poll, its socket not yet noticed). Wake them empty
+        so that they return instead of claiming jobs for nobody."""
+        with self._lock:
+            self._generations[controller_id] = self._generations.get(controller_id, 0) + 1
+            found = [w for w in self._parked if w.controller.id == controller_id]
+            self._parked.difference_update(found)
+        for waiter in found:
+            waiter.hand([])
 
     def park(self, waiter: ClaimWaiter) -> None:
         with self._lock:

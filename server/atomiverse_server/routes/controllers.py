@@ -47,7 +47,7 @@ DEFAULT_CAPACITY_PER_SLOT = 1000
 
 @router.post("/register", response_model=ControllerRegistered)
 def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep,
-             settings: SettingsDep, request: Request) -> dict[str, Any]:
+             settings: SettingsDep, request: Request, notifier: NotifierDep) -> dict[str, Any]:
     """With a workspace API key: register (or take over) a controller of that name and get a
     new token. With a controller token: the same controller comes back, token unchanged."""
     capacity = body.capacity or body.slots * DEFAULT_CAPACITY_PER_SLOT
@@ -64,6 +64,14 @@ def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep
                 conn, workspace_id=registrant.id, name=body.name, slots=body.slots,
                 cores_per_job=body.cores_per_job, capacity=capacity, engines=body.engines,
                 hostname=body.hostname, serves_managed=serves_managed)
+        ended = 0 if body.holding is None else controller_store.end_leases_not_held(
+            conn, controller=ctl, holding={ref.lease_id for ref in body.holding},
+            max_attempts=settings.max_attempts)
+    if body.holding is not None:  # a new process: the polls of the one before are stale
+        notifier.claim_waiters.evict(ctl.id)
+    if ended:
+        notifier.jobs_pending.fire()
+        notifier.jobs_finished.fire(None)  # some may have failed for good: wake their waiters
     return {"controller_id": ctl.id, "name": ctl.name, "token": token,
             "lease_seconds": settings.lease_seconds,
             "heartbeat_seconds": settings.heartbeat_seconds}
@@ -95,7 +103,10 @@ async def claim(body: ClaimRequest, controller: CurrentController, engine: Engin
     """Long-poll: returns as soon as there is work for this controller, or empty-handed
     after ``wait_seconds``. While it waits, a submission may claim for it (``handoff``)."""
     deadline = time.monotonic() + body.wait_seconds
+    generation = notifier.claim_waiters.generation(controller.id)
     while True:
+        if notifier.claim_waiters.generation(controller.id) != generation:
+            return Response(_json.dumps({"jobs": []}), media_type="application/json")
         event = notifier.jobs_pending.snapshot()
         started = time.perf_counter()
         claimed = await run_in_threadpool(handoff.claim, engine, controller, body.max_jobs,

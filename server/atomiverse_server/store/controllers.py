@@ -299,20 +299,40 @@ def sweep_expired_leases(conn: Connection, *, max_attempts: int) -> int:
     if is_postgres(conn.engine):
         q = q.with_for_update(skip_locked=True)
     rows = conn.execute(q).all()
+    _lose(conn, rows, t=t, max_attempts=max_attempts,
+          why="the controller stopped renewing its lease (died or lost the network)")
+    return len(rows)
+
+
+def end_leases_not_held(conn: Connection, *, controller: Controller, holding: set[str],
+                        max_attempts: int) -> int:
+    """A controller process registering says which leases it holds (none, when it has just
+    started): every other lease of that controller belonged to a process that is gone, so its
+    job goes back to the queue now instead of when the lease would have run out."""
+    t = now()
+    q = (sa.select(jobs.c.id, jobs.c.attempts, jobs.c.attempt_errors, jobs.c.lease_id)
+         .where(jobs.c.state == "running", jobs.c.claimed_by == controller.id))
+    if is_postgres(conn.engine):
+        q = q.with_for_update(skip_locked=True)
+    rows = [r for r in conn.execute(q).all() if r.lease_id not in holding]
+    _lose(conn, rows, t=t, max_attempts=max_attempts,
+          why="the controller restarted: its new process registered without this lease")
+    return len(rows)
+
+
+def _lose(conn: Connection, rows: list[Any], *, t: float, max_attempts: int, why: str) -> None:
+    """The attempts of ``rows`` are lost: back to pending, or failed after ``max_attempts``."""
     for r in rows:
         history = [*(r.attempt_errors or []),
-                   {"attempt": r.attempts, "error_type": "lost", "at": iso(t),
-                    "error": "the controller stopped renewing its lease (died or lost the "
-                             "network)"}]
+                   {"attempt": r.attempts, "error_type": "lost", "at": iso(t), "error": why}]
         if r.attempts < max_attempts:
             values = dict(state="pending", claimed_by=None)
         else:
             values = dict(state="failed", finished_at=t, error_type="lost",
-                          error=f"job lost {r.attempts} times: its controller stopped "
-                                f"renewing the lease each time (max attempts {max_attempts})")
+                          error=f"job lost {r.attempts} times (max attempts {max_attempts}); "
+                                f"the last time: {why}")
         conn.execute(jobs.update().where(jobs.c.id == r.id, jobs.c.lease_id == r.lease_id)
                      .values(lease_id=None, lease_expires_at=None, attempt_errors=history,
                              **values))
         if values["state"] == "failed":
             job_store.settle_followers(conn, leader_id=r.id, result=None, t=t)
-    return len(rows)
