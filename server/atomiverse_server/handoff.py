@@ -69,9 +69,10 @@ class ClaimWaiters:
             return self._generations.get(controller_id, 0)
 
     def evict(self, controller_id: str) -> None:
-        """A new process of this controller has registered: the polls parked for it belong to
-        a process that is gone (killed mid-poll, its socket not yet noticed). Wake them empty
-        so that they return instead of claiming jobs for nobody."""
+        """The polls parked for this controller must not take more work: a new process of
+        it has registered (they belong to one that is gone, killed mid-poll, its socket not
+        yet noticed), or it is handing jobs back to stop. Wake them empty so that they return
+        instead of claiming jobs for nobody."""
         with self._lock:
             self._generations[controller_id] = self._generations.get(controller_id, 0) + 1
             found = [w for w in self._parked if w.controller.id == controller_id]

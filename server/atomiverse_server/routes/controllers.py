@@ -181,6 +181,9 @@ def release(body: Annotated[list[LeaseRef], Body(max_length=MAX_LEASES_PER_REQUE
     with write_tx(engine) as conn:
         n = controller_store.release_jobs(conn, controller=controller,
                                           job_ids=[r.job_id for r in body])
+    # A controller hands jobs back when it stops or drains: a claim poll of its own still
+    # parked here (the claimer's last, not yet closed) must not take them straight back.
+    notifier.claim_waiters.evict(controller.id)
     if n:
         notifier.jobs_pending.fire()
     return {"released": n}
