@@ -13,6 +13,10 @@ from .api import ControllerAPI, ServerRefused, ServerUnavailable
 from .ledger import Ledger
 
 log = logging.getLogger("atomiverse.controller.heartbeat")
+# Holding no lease, a beat only says "still here" and asks whether to drain: once in this
+# many seconds is enough, and an idle controller then costs its server (and the machine)
+# next to nothing.
+IDLE_HEARTBEAT_SECONDS = 15.0
 
 
 class Heartbeat:
@@ -36,8 +40,11 @@ class Heartbeat:
             self._sched.shutdown(wait=False)
 
     def beat(self) -> None:
+        leases = self.ledger.leases()
+        if not leases and time.monotonic() - self.last_ok < IDLE_HEARTBEAT_SECONDS:
+            return
         try:
-            out = self.api.heartbeat(self.ledger.leases(), self.free_slots())
+            out = self.api.heartbeat(leases, self.free_slots())
         except ServerRefused as e:
             self.on_refused(e)
             return

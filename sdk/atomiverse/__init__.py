@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from . import _client_jobs
     from ._client import Client, configure, get_default_client
     from ._client_jobs import (
+        as_completed,
         cancel_job,
         delete_job,
         get_job,
@@ -55,8 +56,9 @@ if TYPE_CHECKING:
 # this package and never talk HTTP; the client cost each of them about 5 MB and 60 ms.
 _CLIENT_ATTRIBUTES = {
     **dict.fromkeys(("Client", "configure", "get_default_client"), "._client"),
-    **dict.fromkeys(("cancel_job", "delete_job", "get_job", "iter_jobs", "list_jobs",
-                     "rename_job", "status", "submit_batch", "wait_jobs"), "._client_jobs"),
+    **dict.fromkeys(("as_completed", "cancel_job", "delete_job", "get_job", "iter_jobs",
+                     "list_jobs", "rename_job", "status", "submit_batch", "wait_jobs"),
+                    "._client_jobs"),
 }
 
 
@@ -122,6 +124,7 @@ __all__ = [
     "UnprocessableEntityError",
     "__version__",
     "_client_jobs",
+    "as_completed",
     "cancel_job",
     "configure",
     "delete_job",

@@ -19,6 +19,7 @@ import httpx2 as httpx
 from . import _embedded, _json
 from ._config import NOT_GIVEN, pick
 from ._exceptions import APIConnectionError, APITimeoutError, error_for_status
+from ._informer import Informer
 from .pagination import JobsPage
 from .state import TERMINAL_STATES
 
@@ -50,6 +51,7 @@ class Client:
         self.max_retries = max_retries
         self._http: httpx.Client | None = None
         self._lock = threading.Lock()
+        self._informer = Informer(self._watch)
 
     # ----- connection --------------------------------------------------------------------
     @property
@@ -73,6 +75,8 @@ class Client:
             return self._http
 
     def close(self) -> None:
+        self._informer.close()  # its thread ends; a client used again starts a new one
+        self._informer = Informer(self._watch)
         if self._http is not None:
             self._http.close()
             self._http = None
@@ -85,14 +89,16 @@ class Client:
 
     def request(self, method: str, path: str, *, json: Any = None,
                 params: dict[str, Any] | None = None, idempotency_key: str | None = None,
-                timeout: float | None = None) -> Any:
+                timeout: float | None = None, read_only: bool = False) -> Any:
+        """``read_only``: a POST that changes nothing (a wait, a watch), retried like a GET."""
         http = self._connect()
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         content = None
         if json is not None:
             content = _json.dumps(json)
             headers["Content-Type"] = "application/json"
-        retryable = method in ("GET", "PUT", "DELETE", "PATCH") or idempotency_key is not None
+        retryable = method in ("GET", "PUT", "DELETE", "PATCH") or idempotency_key is not None \
+            or read_only
         attempt = 0
         while True:
             try:
@@ -129,14 +135,43 @@ class Client:
     def submit_batch(self, payloads: Sequence[Any], compute_target: str | None = None, *,
                      idempotency_key: str | None = None) -> dict[str, Any]:
         entries = [_entry(p, compute_target) for p in payloads]
-        return self.request("POST", "/api/v1/jobs/submit-batch", json={"jobs": entries},
-                            idempotency_key=idempotency_key or uuid.uuid4().hex)
+        response = self.request("POST", "/api/v1/jobs/submit-batch", json={"jobs": entries},
+                                idempotency_key=idempotency_key or uuid.uuid4().hex)
+        self._informer.expect(j["job_id"] for j in response["jobs"] if j.get("job_id"))
+        return response
 
     def submit_job(self, payload: Any, compute_target: str | None = None) -> dict[str, Any]:
         return self.request("POST", "/api/v1/jobs", json=_entry(payload, compute_target))
 
     def get_job(self, job_id: str) -> dict[str, Any]:
+        """The job's record. Answered from this client's watch where it can be (see
+        ``atomiverse._informer``): a finished job at once, a repeated read of an unfinished
+        job that has not changed since the last read after waiting up to 1 s for a change;
+        the first read of a job asks the server. :meth:`fetch_job` always asks."""
+        return self._informer.get(str(job_id))
+
+    def fetch_job(self, job_id: str) -> dict[str, Any]:
+        """The job's record, read from the server now."""
         return self.request("GET", f"/api/v1/jobs/{_quote(job_id)}")
+
+    def _watch(self, versions: dict[str, str | None], watch_id: str,
+               timeout_seconds: float) -> list[dict[str, Any]]:
+        body = self.request("POST", "/api/v1/jobs/watch", json={
+            "jobs": versions, "watch_id": watch_id, "timeout_seconds": timeout_seconds},
+            timeout=timeout_seconds + self.timeout, read_only=True)
+        return body["jobs"]
+
+    def as_completed(self, job_ids: Sequence[str],
+                     timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield each job's record (as :meth:`get_job` gives it) as soon as the job is
+        finished, in the order they finish, like ``concurrent.futures.as_completed``.
+        ``timeout`` (seconds, for the whole iteration): ``TimeoutError`` if some are
+        still unfinished then."""
+        return self._informer.wait_finished([str(j) for j in job_ids], timeout)
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until this job is finished; its record."""
+        return next(self.as_completed([job_id], timeout))
 
     def list_jobs(self, limit: int = 50, cursor: str | None = None, *, state: str | None = None,
                   name: str | None = None) -> JobsPage:
@@ -163,13 +198,20 @@ class Client:
             page = page.next_page() if page.has_more else None
 
     def rename_job(self, job_id: str, name: str) -> dict[str, Any]:
-        return self.request("PATCH", f"/api/v1/jobs/{_quote(job_id)}", json={"name": name})
+        record = self.request("PATCH", f"/api/v1/jobs/{_quote(job_id)}", json={"name": name})
+        self._informer.remember(record)
+        return record
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/api/v1/jobs/{_quote(job_id)}/cancel")
+        record = self.request("POST", f"/api/v1/jobs/{_quote(job_id)}/cancel")
+        self._informer.remember(record)
+        return record
 
     def delete_job(self, job_id: str) -> None:
-        self.request("DELETE", f"/api/v1/jobs/{_quote(job_id)}")
+        try:
+            self.request("DELETE", f"/api/v1/jobs/{_quote(job_id)}")
+        finally:
+            self._informer.forget(job_id)
 
     def wait_jobs(self, job_ids: Sequence[str], timeout: float | None = None,
                   on_progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
@@ -189,11 +231,7 @@ class Client:
                 "include_result": True,
                 "coalesce_seconds": WAIT_COALESCE_SECONDS
                 if len(pending) > WAIT_COALESCE_ABOVE_JOBS else 0.0},
-                timeout=WAIT_POLL_SECONDS + self.timeout)
-            seen = {j["job_id"]: j for j in body["jobs"]}
-            for job_id in pending:
-                if job_id not in seen:
-                    raise error_for_status(404, f"Job {job_id} not found")
+                timeout=WAIT_POLL_SECONDS + self.timeout, read_only=True)
             newly = [j for j in body["jobs"] if j["state"] in TERMINAL_STATES]
             done.update((j["job_id"], j) for j in newly)
             pending = [j for j in pending if j not in done]

@@ -19,18 +19,41 @@ def submit_batch(payloads: Sequence[Any], compute_target: str | None = None, *,
                                              idempotency_key=idempotency_key)
 
 
+def wait_jobs(job_ids: Sequence[str], timeout: float | None = None,
+              on_progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
+    """Block until every job is finished (done, failed or cancelled); returns their
+    states and results in the order given. The cheapest way to follow a batch::
+
+        ids = [j["job_id"] for j in atomiverse.submit_batch(payloads)["jobs"] if j["job_id"]]
+        for record in atomiverse.wait_jobs(ids):
+            print(record["job_id"], record["state"], record["result"])
+    """
+    return get_default_client().wait_jobs(job_ids, timeout=timeout, on_progress=on_progress)
+
+
+def as_completed(job_ids: Sequence[str],
+                 timeout: float | None = None) -> Iterator[dict[str, Any]]:
+    """Yield each job's record as soon as the job is finished, in the order they finish
+    (the shape of ``concurrent.futures.as_completed``); ``timeout`` in seconds for the
+    whole iteration. One request per change for the whole batch, whatever its size::
+
+        for record in atomiverse.as_completed(ids):
+            print(record["name"], record["state"], record["result"]["energy"])
+    """
+    return get_default_client().as_completed(job_ids, timeout=timeout)
+
+
 def status(job_id: str) -> dict[str, Any]:
-    """The job's state, times and result as a dict."""
+    """The job's state, times and result as a dict.
+
+    Calling it in a loop costs nothing: the client follows the jobs it has read or
+    submitted over one watch, answers a finished job at once and a repeated read of an
+    unchanged, unfinished job after waiting up to 1 s for it to change (see
+    :meth:`Client.get_job`). :func:`wait_jobs` and :func:`as_completed` say it directly."""
     return get_default_client().get_job(job_id)
 
 
 get_job = status
-
-
-def wait_jobs(job_ids: Sequence[str], timeout: float | None = None,
-              on_progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
-    """Block until every job is terminal; returns their states and results in order."""
-    return get_default_client().wait_jobs(job_ids, timeout=timeout, on_progress=on_progress)
 
 
 def list_jobs(limit: int = 50, cursor: str | None = None, *, state: str | None = None,

@@ -155,12 +155,12 @@ class Job(BaseModel):
         return self
 
     def wait(self, timeout: float | None = None) -> Job:
-        job_id = self._require_id("wait for")
-        self._api().wait_jobs([job_id], timeout=timeout)
-        return self.refresh()
+        """Block until the job is finished, its record loaded (one fetch per change)."""
+        return self._apply(self._api().wait_job(self._require_id("wait for"), timeout))
 
     def refresh(self) -> Job:
-        return self._apply(self._api().get_job(self._require_id("refresh")))
+        """Read the job's record from the server now."""
+        return self._apply(self._api().fetch_job(self._require_id("refresh")))
 
     def rename(self, name: str) -> Job:
         return self._apply(self._api().rename_job(self._require_id("rename"), name))

@@ -165,6 +165,9 @@ class JobPublic(JobSummary):
     cached_from: str | None
     job: dict[str, Any]
     result: dict[str, Any] | None
+    version: str | None = Field(default=None, description=(
+        "Changes whenever the job changes state or starts another attempt; what a watch "
+        "compares (POST /api/v1/jobs/watch)"))
 
 
 class JobsPage(BaseModel):
@@ -184,6 +187,21 @@ class WaitRequest(_Wire):
     coalesce_seconds: float = Field(
         default=0.0, ge=0, le=5,
         description="After the first job finishes, wait this long for others before answering")
+
+
+class WatchRequest(_Wire):
+    jobs: dict[Annotated[str, Field(max_length=64)], str | None] = Field(
+        max_length=10_000, description="job id -> the version last seen (null: none yet)")
+    timeout_seconds: float = Field(default=20.0, ge=0, le=60)
+    watch_id: str | None = Field(default=None, max_length=64, description=(
+        "One per client: a newer watch with the same id ends the older one at once"))
+
+
+class WatchResponse(BaseModel):
+    """The full records of the watched jobs whose version differs from the one given; the
+    call returns as soon as there is one, or empty when the timeout runs out."""
+
+    jobs: list[dict[str, Any]]
 
 
 class WaitResponse(BaseModel):

@@ -162,11 +162,18 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
 SQLITE_BACKSTOP_CHECKPOINT_PAGES = 10_000  # about 40 MB of log
 
 
+_writes = 0  # write transactions begun in this process; see checkpoint_wal
+_writes_at_checkpoint = -1
+
+
 def checkpoint_wal(engine: Engine) -> None:
     """Copy what SQLite's write-ahead log holds into the database, waiting for no reader or
-    writer (PASSIVE). Nothing to do on PostgreSQL."""
-    if engine.dialect.name != "sqlite":
+    writer (PASSIVE). Nothing to do on PostgreSQL, nor when nothing was written since the
+    last one: an idle server does no I/O."""
+    global _writes_at_checkpoint
+    if engine.dialect.name != "sqlite" or _writes == _writes_at_checkpoint:
         return
+    _writes_at_checkpoint = _writes
     raw = engine.raw_connection()  # autocommit (see below): a checkpoint runs outside BEGIN
     try:
         raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").close()
@@ -200,6 +207,8 @@ def _sqlite_pragmas_and_transactions(engine: Engine) -> None:
 @contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
     """A transaction that will write: serialised up front on SQLite, row locks on PostgreSQL."""
+    global _writes
+    _writes += 1
     with engine.connect().execution_options(write=True) as conn, conn.begin():
         yield conn
 

@@ -22,7 +22,7 @@ from .authcache import AuthCache
 from .bodylimit import BodySizeLimit
 from .db import create_schema, make_engine
 from .notify import Notifier
-from .routes import account, controllers, jobs, pages
+from .routes import account, controllers, jobs, pages, watch
 from .scheduler import start_scheduler
 from .settings import Settings, get_settings
 
@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.resolved_database_url())
         create_schema(engine)
-        notifier = Notifier()
+        notifier = Notifier(fallback_seconds=settings.resolved_recheck_seconds(),
+                            max_watches=settings.max_watches)
         notifier.bind(asyncio.get_running_loop())
         app.state.settings, app.state.engine, app.state.notifier = settings, engine, notifier
         app.state.metrics_registry = metrics.build_registry(engine)
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(account.router)
+    app.include_router(watch.router)
     app.include_router(jobs.router)
     app.include_router(controllers.router)
     app.include_router(metrics.router)

@@ -81,19 +81,66 @@ class Signal:
 class Notifier:
     fallback_seconds = 1.0
 
-    def __init__(self) -> None:
+    def __init__(self, fallback_seconds: float | None = None,
+                 max_watches: int | None = None) -> None:
+        if fallback_seconds is not None:
+            self.fallback_seconds = fallback_seconds
         self.jobs_pending = Signal()  # new claimable work
         self.jobs_finished = Signal()  # some job reached a terminal state
+        self.jobs_changed = Signal()  # some job changed state (any: started, requeued, ...)
         self.claim_waiters = ClaimWaiters()  # claim polls parked here, for hand-offs
+        self.watches = Watches(max_watches)  # job watches and waits parked here, bounded
         self.stopping = False
+
+    def finished(self, job_ids: Iterable[str] | None) -> None:
+        """Jobs reached a terminal state (``None``: some jobs, which ones unknown)."""
+        ids = None if job_ids is None else list(job_ids)
+        self.jobs_finished.fire(ids)
+        self.jobs_changed.fire(ids)
 
     def stop(self) -> None:
         """The server is shutting down: long-polls answer now. Left parked, they would hold
         the shutdown for its whole grace period and then be cancelled mid-request."""
         self.stopping = True
         self.jobs_pending.fire()
-        self.jobs_finished.fire()
+        self.finished(None)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.jobs_pending.bind(loop)
         self.jobs_finished.bind(loop)
+        self.jobs_changed.bind(loop)
+
+
+class TooManyWatches(Exception):
+    pass
+
+
+class Watches:
+    """The job watches and waits parked in this process: at most ``limit`` at once (each
+    holds a connection and a little memory; past the limit a client gets 429 and retries),
+    and one watch per ``(workspace, watch_id)``: a client's newer watch ends its older one
+    at once, so adding jobs to a watch costs one request, not a wait for the old one's
+    timeout. On the event loop only."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit or 4000
+        self.parked = 0
+        self._by_id: dict[tuple[str, str], asyncio.Event] = {}
+
+    def enter(self, workspace_id: str, watch_id: str | None) -> asyncio.Event:
+        if self.parked >= self.limit:
+            raise TooManyWatches(f"{self.parked} watches are open on this server, the most it "
+                                 f"holds; retry in a second")
+        self.parked += 1
+        superseded = asyncio.Event()
+        if watch_id is not None:
+            older = self._by_id.get((workspace_id, watch_id))
+            if older is not None:
+                older.set()
+            self._by_id[(workspace_id, watch_id)] = superseded
+        return superseded
+
+    def leave(self, workspace_id: str, watch_id: str | None, mine: asyncio.Event) -> None:
+        self.parked -= 1
+        if watch_id is not None and self._by_id.get((workspace_id, watch_id)) is mine:
+            del self._by_id[(workspace_id, watch_id)]

@@ -31,7 +31,7 @@ def sweep_leases(engine: Engine, settings: Settings, notifier: Notifier,
     if n:
         log.info("event=lease_expired jobs=%d", n)
         notifier.jobs_pending.fire()
-        notifier.jobs_finished.fire()
+        notifier.finished(None)
     return n
 
 

@@ -41,7 +41,19 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=3.0, gt=0)
     sweep_seconds: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    max_watches: int = Field(default=4000, ge=1, description=(
+        "Job watches and waits parked at once in one server process; past it, 429"))
+    recheck_seconds: float | None = Field(default=None, gt=0, description=(
+        "How often a parked long-poll (claim, wait, watch) reads the database although no "
+        "signal woke it, to see changes made by another server process on the same "
+        "database. Default: 1 s; 10 s when embedded, where no other server process can "
+        "write (the launch lock)"))
     default_walltime_seconds: float = Field(default=24 * 3600.0, gt=0)
+
+    def resolved_recheck_seconds(self) -> float:
+        if self.recheck_seconds is not None:
+            return self.recheck_seconds
+        return 10.0 if self.embedded else 1.0
 
     def resolved_database_url(self) -> str:
         if self.database_url:

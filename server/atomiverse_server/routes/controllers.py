@@ -71,7 +71,7 @@ def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep
         notifier.claim_waiters.evict(ctl.id)
     if ended:
         notifier.jobs_pending.fire()
-        notifier.jobs_finished.fire(None)  # some may have failed for good: wake their waiters
+        notifier.finished(None)  # some may have failed for good: wake their waiters
     return {"controller_id": ctl.id, "name": ctl.name, "token": token,
             "lease_seconds": settings.lease_seconds,
             "heartbeat_seconds": settings.heartbeat_seconds}
@@ -121,6 +121,8 @@ async def claim(body: ClaimRequest, controller: CurrentController, engine: Engin
             if not claimed:
                 continue
         metrics.JOBS_CLAIMED.inc(len(claimed))
+        if claimed:
+            notifier.jobs_changed.fire([job["job_id"] for job in claimed])
         # Encoded here: payloads are spliced in as stored, not parsed and re-validated.
         return Response(_json.dumps({"jobs": claimed}), media_type="application/json")
 
@@ -167,9 +169,10 @@ def complete(body: CompleteRequest, controller: CurrentController, engine: Engin
     metrics.JOBS_REPORTED.labels("accepted").inc(len(out["accepted"]))
     metrics.JOBS_REPORTED.labels("rejected").inc(len(out["rejected"]))
     if out["finished"] or out["followers_settled"]:
-        notifier.jobs_finished.fire(None if out["followers_settled"] else out["finished"])
+        notifier.finished(None if out["followers_settled"] else out["finished"])
     if out["requeued"]:  # a retryable failure put a job back in the queue
         notifier.jobs_pending.fire()
+        notifier.jobs_changed.fire(out["requeued"])
     return out
 
 
@@ -186,6 +189,7 @@ def release(body: Annotated[list[LeaseRef], Body(max_length=MAX_LEASES_PER_REQUE
     notifier.claim_waiters.evict(controller.id)
     if n:
         notifier.jobs_pending.fire()
+        notifier.jobs_changed.fire([r.job_id for r in body])
     return {"released": n}
 
 

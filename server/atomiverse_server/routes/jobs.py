@@ -27,12 +27,13 @@ from .. import handoff
 from ..db import read_tx, write_tx
 from ..deps import CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
 from ..jsonroute import FastJSONRoute
-from ..notify import Notifier
+from ..notify import Notifier, TooManyWatches
 from ..settings import Settings
 from ..store import jobs as job_store
 from ..store import limits
 from ..submission import InsufficientBalance, prepare_entries, submit_entries
 from .errors import USER
+from .watch import MissingJobs, raise_if_missing
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER,
                    route_class=FastJSONRoute)
@@ -162,7 +163,22 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
     The database is read when the poll starts and when it answers. In between, the jobs
     the finish signal names are taken as finished without asking. The waiter goes back to
     the database only for a signal that names no jobs, or once a fallback period has passed
-    since it last looked: another server process may have finished them."""
+    since it last looked: another server process may have finished them. Ids that are not
+    jobs of this workspace: 404 naming them."""
+    try:
+        parked = notifier.watches.enter(workspace.id, None)
+    except TooManyWatches as e:
+        raise HTTPException(429, str(e), headers={"Retry-After": "1"}) from None
+    try:
+        return await _wait(body, workspace.id, engine, notifier, request)
+    except MissingJobs as e:
+        return e.response()
+    finally:
+        notifier.watches.leave(workspace.id, None, parked)
+
+
+async def _wait(body: WaitRequest, workspace_id: str, engine: Engine, notifier: Notifier,
+                request: Request) -> Response:
     deadline = time.monotonic() + body.timeout_seconds
     signal = notifier.jobs_finished
     event = signal.snapshot()
@@ -170,11 +186,12 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
     async def read() -> list[dict[str, Any]]:
         nonlocal read_at
         read_at = time.monotonic()
-        return await run_in_threadpool(_job_states, engine, workspace.id, body.job_ids,
+        return await run_in_threadpool(_job_states, engine, workspace_id, body.job_ids,
                                        body.include_result)
 
     read_at = 0.0
     states = await read()
+    raise_if_missing(set(body.job_ids), {s["job_id"] for s in states})
     active = _active(states)
     coalesce_until: float | None = None
     woken = stale = False
@@ -187,8 +204,7 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
             coalesce_until = coalesce_until or min(deadline, now + body.coalesce_seconds)
         holding = coalesce_until is not None and now < coalesce_until and bool(active)
         if notifier.stopping or await request.is_disconnected() or not holding and (
-                not body.job_ids or now >= deadline or finished
-                or len(states) < len(set(body.job_ids))):
+                not body.job_ids or now >= deadline or finished):
             if stale:
                 states = await read()
             # Encoded here: results are spliced in as stored, not parsed and re-validated.
@@ -243,7 +259,7 @@ def cancel_job(job_id: str, workspace: CurrentWorkspace, engine: EngineDep,
         record = _found(job_store.get_job(conn, workspace_id=workspace.id, job_id=job_id),
                         job_id)
     if before in job_store.ACTIVE:
-        notifier.jobs_finished.fire([job_id])
+        notifier.finished([job_id])
     return record
 
 

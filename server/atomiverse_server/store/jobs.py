@@ -53,6 +53,39 @@ def get_job(conn: Connection, *, workspace_id: str, job_id: str) -> dict[str, An
     return None if row is None else _public(row)
 
 
+def get_jobs(conn: Connection, *, workspace_id: str,
+             job_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """:func:`get_job` for several jobs in a few queries; unknown ids are left out."""
+    ids = list(job_ids)
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(ids), _IN_CHUNK):
+        rows = conn.execute(
+            sa.select(jobs, controllers.c.name.label("controller_name"))
+            .select_from(jobs.outerjoin(controllers, controllers.c.id == sa.func.coalesce(
+                jobs.c.claimed_by, jobs.c.controller_id)))
+            .where(jobs.c.workspace_id == workspace_id, jobs.c.id.in_(ids[i:i + _IN_CHUNK])))
+        out += [_public(row) for row in rows]
+    return out
+
+
+def version(state: str, attempts: int) -> str:
+    """What a watcher compares: a job's state and how many times it was claimed, so a job
+    that ran, lost its lease and runs again is a change although its state reads the same."""
+    return f"{state}:{attempts}"
+
+
+def job_versions(conn: Connection, *, workspace_id: str,
+                 job_ids: Iterable[str]) -> dict[str, str]:
+    """``{job_id: version}`` of each of these jobs that exists in the workspace."""
+    ids = list(job_ids)
+    out: dict[str, str] = {}
+    for i in range(0, len(ids), _IN_CHUNK):
+        rows = conn.execute(sa.select(jobs.c.id, jobs.c.state, jobs.c.attempts).where(
+            jobs.c.workspace_id == workspace_id, jobs.c.id.in_(ids[i:i + _IN_CHUNK])))
+        out.update((row.id, version(row.state, row.attempts)) for row in rows)
+    return out
+
+
 def _public(row: Row[Any]) -> dict[str, Any]:
     return summary(row) | {
         "compute_target": row.compute_target,
@@ -66,6 +99,7 @@ def _public(row: Row[Any]) -> dict[str, Any]:
         "cached_from": row.cached_from,
         "job": row.payload,
         "result": row.result,
+        "version": version(row.state, row.attempts),
     }
 
 

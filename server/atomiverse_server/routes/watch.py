@@ -1,0 +1,127 @@
+"""Watch jobs: one long-poll per client over all the jobs it follows.
+
+The SDK's informer keeps one such watch open per process and answers ``status()`` from what
+it brings, so a script that polls its jobs in a loop costs the server one request per change,
+not one per call. The client says which version of each job it has seen; the answer carries
+the full record of every job whose version differs, as soon as there is one.
+
+Between database reads the watch sleeps on the in-process change signal, which names the jobs
+that changed: a signal naming none of the watched jobs costs no read. Every
+``fallback_seconds`` it reads anyway (another server process on the same database may have
+changed them)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from atomiverse import _json
+from atomiverse.schema import WatchRequest, WatchResponse
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.engine import Engine
+
+from ..db import read_tx
+from ..deps import CurrentWorkspace, EngineDep, NotifierDep
+from ..jsonroute import FastJSONRoute
+from ..notify import Notifier, TooManyWatches
+from ..store import jobs as job_store
+from .errors import USER
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER,
+                   route_class=FastJSONRoute)
+# How many unknown ids a 404 names: enough to act on, bounded for a 10 000-id request.
+MAX_NAMED_MISSING = 20
+
+
+@router.post("/watch", response_model=WatchResponse)
+async def watch_jobs(body: WatchRequest, workspace: CurrentWorkspace, engine: EngineDep,
+                     notifier: NotifierDep, request: Request) -> Response:
+    """Long-poll: the records of the given jobs whose version is not the one given, as soon
+    as there is one, or ``{"jobs": []}`` after ``timeout_seconds`` (or when a newer watch with
+    the same ``watch_id`` starts). Unknown ids, or another workspace's: 404 naming them."""
+    try:
+        superseded = notifier.watches.enter(workspace.id, body.watch_id)
+    except TooManyWatches as e:
+        raise HTTPException(429, str(e), headers={"Retry-After": "1"}) from None
+    try:
+        changed = await _wait_for_change(body, workspace.id, engine, notifier, request,
+                                         superseded)
+        records = await run_in_threadpool(_records, engine, workspace.id, changed)
+    except MissingJobs as e:
+        return e.response()
+    finally:
+        notifier.watches.leave(workspace.id, body.watch_id, superseded)
+    # Encoded here: results are passed through as stored, not re-validated.
+    return Response(_json.dumps({"jobs": records}), media_type="application/json")
+
+
+async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine,
+                           notifier: Notifier, request: Request,
+                           superseded: asyncio.Event) -> list[str]:
+    deadline = time.monotonic() + body.timeout_seconds
+    signal = notifier.jobs_changed
+    event = signal.snapshot()
+    ids = set(body.jobs)
+    versions = await run_in_threadpool(_versions, engine, workspace_id, list(ids))
+    raise_if_missing(ids, versions)
+    read_at = time.monotonic()
+    while True:
+        changed = [job_id for job_id, v in versions.items() if body.jobs[job_id] != v]
+        now = time.monotonic()
+        if changed or now >= deadline or superseded.is_set() or notifier.stopping \
+                or await request.is_disconnected():
+            return changed
+        until = min(deadline, read_at + notifier.fallback_seconds)
+        await _first(signal.wait(event, until - now), superseded.wait())
+        named, event = signal.named_since(event)
+        if named is None or named & ids or time.monotonic() - read_at >= \
+                notifier.fallback_seconds:
+            versions = await run_in_threadpool(_versions, engine, workspace_id, list(ids))
+            read_at = time.monotonic()
+
+
+async def _first(*waits: Any) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+class MissingJobs(Exception):
+    """Some of the ids asked for are not jobs of this workspace."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(missing)
+        self.missing = missing
+
+    def response(self) -> Response:
+        """404 naming them, in ``detail`` for people and in ``missing`` for programs (whether
+        an id is a job of another workspace is not told)."""
+        shown = ", ".join(self.missing[:MAX_NAMED_MISSING])
+        more = f" and {len(self.missing) - MAX_NAMED_MISSING} more" \
+            if len(self.missing) > MAX_NAMED_MISSING else ""
+        return Response(_json.dumps({
+            "detail": f"job_ids: no such job in this workspace: {shown}{more}",
+            "missing": self.missing}), status_code=404, media_type="application/json")
+
+
+def raise_if_missing(asked: set[str], found: Any) -> None:
+    missing = sorted(asked.difference(found))
+    if missing:
+        raise MissingJobs(missing)
+
+
+def _versions(engine: Engine, workspace_id: str, job_ids: list[str]) -> dict[str, str]:
+    with read_tx(engine) as conn:
+        return job_store.job_versions(conn, workspace_id=workspace_id, job_ids=job_ids)
+
+
+def _records(engine: Engine, workspace_id: str, job_ids: list[str]) -> list[dict[str, Any]]:
+    if not job_ids:
+        return []
+    with read_tx(engine) as conn:
+        return job_store.get_jobs(conn, workspace_id=workspace_id, job_ids=job_ids)
