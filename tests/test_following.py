@@ -91,14 +91,14 @@ def test_every_state_change_reaches_a_status_loop(srv, key):
     with _Counting(api_key=key, base_url=srv.url) as client:
         (entry,) = client.submit_batch([_job("watched")], compute_target="hand-1")["jobs"]
         job_id = entry["job_id"]
-        assert client.get_job(job_id)["state"] == "pending"
+        assert client.status(job_id)["state"] == "pending"
         (claimed,) = box.claim()
-        running = _until(lambda: client.get_job(job_id)["state"] == "running", "running")
+        running = _until(lambda: client.status(job_id)["state"] == "running", "running")
         assert running
         box.finish([claimed], energy=-7.25)
-        done = _until(lambda: (r := client.get_job(job_id))["state"] == "done" and r,
+        done = _until(lambda: (r := client.status(job_id))["state"] == "done" and r,
                       "done")
-        assert done == client.fetch_job(job_id)
+        assert done == client.get_job(job_id)
         assert done["result"]["energy_hartree"] == -7.25
         assert done["attempts"] == 1 and done["controller"] == "hand-1"
 
@@ -108,10 +108,10 @@ def test_a_finished_job_is_answered_without_a_request(srv, key):
     with _Counting(api_key=key, base_url=srv.url) as client:
         (entry,) = client.submit_batch([_job("finished")], compute_target="hand-2")["jobs"]
         box.finish(box.claim())
-        _until(lambda: client.get_job(entry["job_id"])["state"] == "done", "done")
+        _until(lambda: client.status(entry["job_id"])["state"] == "done", "done")
         before = len(client.sent)
         for _ in range(500):
-            assert client.get_job(entry["job_id"])["state"] == "done"
+            assert client.status(entry["job_id"])["state"] == "done"
         assert len(client.sent) == before
 
 
@@ -125,7 +125,7 @@ def test_a_repeated_unchanged_read_is_paced_not_spun(srv, key):
         calls = 0
         for _ in range(3):
             for job_id in ids:
-                assert client.get_job(job_id)["state"] == "pending"
+                assert client.status(job_id)["state"] == "pending"
                 calls += 1
         # the submission, one fetch of the whole batch on the first read, and the watch
         # thread's long-polls (one per 20 s, or again when superseded)
@@ -169,12 +169,12 @@ def test_the_watch_survives_a_server_restart_without_losing_the_change(srv, key)
     box = _Box(srv.url, key, "hand-6")
     with atomiverse.Client(api_key=key, base_url=srv.url) as client:
         (entry,) = client.submit_batch([_job("restart")], compute_target="hand-6")["jobs"]
-        assert client.get_job(entry["job_id"])["state"] == "pending"
+        assert client.status(entry["job_id"])["state"] == "pending"
         stop_process(srv.proc)
         restart_server(srv)
         (claimed,) = box.claim()
         box.finish([claimed], energy=-3.5)
-        done = _until(lambda: (r := client.get_job(entry["job_id"]))["state"] == "done"
+        done = _until(lambda: (r := client.status(entry["job_id"]))["state"] == "done"
                       and r, "done after the restart")
         assert done["result"]["energy_hartree"] == -3.5
 
@@ -195,7 +195,7 @@ def test_watch_and_wait_answer_404_for_ids_not_in_the_workspace(srv, key):
         assert "theirs" not in r.text and "their-box" not in r.text
     with atomiverse.Client(api_key=key, base_url=srv.url) as client, \
             pytest.raises(atomiverse.NotFoundError):
-        client.get_job(entry["job_id"])
+        client.status(entry["job_id"])
 
 
 def test_watches_past_the_limit_get_429_and_the_server_stays_up(srv, key):
@@ -210,9 +210,10 @@ def test_watches_past_the_limit_get_429_and_the_server_stays_up(srv, key):
               for _ in range(3)]
     for t in parked:
         t.start()
-    refused = _until(lambda: (r := httpx.post(
+    # (a Response is falsy when it is an error: wrapped in a list to be returned)
+    (refused,) = _until(lambda: (r := httpx.post(
         f"{srv.url}/api/v1/jobs/watch", headers=headers,
-        json={**body, "timeout_seconds": 0})).status_code == 429 and r, "a 429")
+        json={**body, "timeout_seconds": 0})).status_code == 429 and [r], "a 429")
     assert refused.headers["Retry-After"] == "1" and "watches" in refused.json()["detail"]
     assert httpx.get(f"{srv.url}/healthz").status_code == 200
     _Box(srv.url, key, "hand-7")  # re-registering changes nothing the watches wait for

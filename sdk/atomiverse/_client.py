@@ -143,14 +143,15 @@ class Client:
     def submit_job(self, payload: Any, compute_target: str | None = None) -> dict[str, Any]:
         return self.request("POST", "/api/v1/jobs", json=_entry(payload, compute_target))
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        """The job's record. Answered from this client's watch where it can be (see
-        ``atomiverse._informer``): a finished job at once, a repeated read of an unfinished
-        job that has not changed since the last read after waiting up to 1 s for a change;
-        the first read of a job asks the server. :meth:`fetch_job` always asks."""
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The job's record, for loops that follow jobs: answered from this client's watch
+        where it can be (see ``atomiverse._informer``). A finished job is answered at once
+        from memory; a repeated read of an unfinished job with no news since the last read
+        waits up to 1 s for a change; the first read of a job asks the server. A job deleted
+        by someone else stays visible here once finished: :meth:`get_job` always asks."""
         return self._informer.get(str(job_id))
 
-    def fetch_job(self, job_id: str) -> dict[str, Any]:
+    def get_job(self, job_id: str) -> dict[str, Any]:
         """The job's record, read from the server now."""
         return self.request("GET", f"/api/v1/jobs/{_quote(job_id)}")
 
@@ -163,7 +164,7 @@ class Client:
 
     def as_completed(self, job_ids: Sequence[str],
                      timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Yield each job's record (as :meth:`get_job` gives it) as soon as the job is
+        """Yield each job's record (as :meth:`status` gives it) as soon as the job is
         finished, in the order they finish, like ``concurrent.futures.as_completed``.
         ``timeout`` (seconds, for the whole iteration): ``TimeoutError`` if some are
         still unfinished then."""

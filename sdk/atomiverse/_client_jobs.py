@@ -49,8 +49,8 @@ def status(job_id: str) -> dict[str, Any]:
     Calling it in a loop costs nothing: the client follows the jobs it has read or
     submitted over one watch, answers a finished job at once and a repeated read of an
     unchanged, unfinished job after waiting up to 1 s for it to change (see
-    :meth:`Client.get_job`). :func:`wait_jobs` and :func:`as_completed` say it directly."""
-    return get_default_client().get_job(job_id)
+    :meth:`Client.status`). :func:`wait_jobs` and :func:`as_completed` say it directly."""
+    return get_default_client().status(job_id)
 
 
 get_job = status

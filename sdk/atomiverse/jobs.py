@@ -160,7 +160,7 @@ class Job(BaseModel):
 
     def refresh(self) -> Job:
         """Read the job's record from the server now."""
-        return self._apply(self._api().fetch_job(self._require_id("refresh")))
+        return self._apply(self._api().get_job(self._require_id("refresh")))
 
     def rename(self, name: str) -> Job:
         return self._apply(self._api().rename_job(self._require_id("rename"), name))

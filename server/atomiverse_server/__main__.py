@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 import socket
 import sys
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from uvicorn.main import STARTUP_FAILURE
+
+TICK_SECONDS = 1.0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,7 +97,30 @@ def tighten_home(home: Path) -> None:
 class _Server(uvicorn.Server):
     """Tells long-polls (claims, waits) the moment shutdown begins, so they answer and their
     connections close, instead of holding the shutdown for its grace period and then being
-    cancelled mid-request."""
+    cancelled mid-request.
+
+    And ticks once a second, not ten times: uvicorn's tick only refreshes the Date header
+    (once a second anyway) and looks for a request to exit, and its ten wake-ups a second
+    were half of what an idle server cost (0.15% of a core). A signal to exit wakes the
+    loop at once instead."""
+
+    _wake: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864000  # on_tick's "every 10 ticks": every tick
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+            should_exit = await self.on_tick(counter)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         notifier = getattr(self.config.app.state, "notifier", None)

@@ -162,7 +162,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
 SQLITE_BACKSTOP_CHECKPOINT_PAGES = 10_000  # about 40 MB of log
 
 
-_writes = 0  # write transactions begun in this process; see checkpoint_wal
+_writes = 0  # write transactions that changed something, in this process; see checkpoint_wal
 _writes_at_checkpoint = -1
 
 
@@ -208,9 +208,13 @@ def _sqlite_pragmas_and_transactions(engine: Engine) -> None:
 def write_tx(engine: Engine) -> Iterator[Connection]:
     """A transaction that will write: serialised up front on SQLite, row locks on PostgreSQL."""
     global _writes
-    _writes += 1
-    with engine.connect().execution_options(write=True) as conn, conn.begin():
-        yield conn
+    with engine.connect().execution_options(write=True) as conn:
+        driver = conn.connection.dbapi_connection
+        before = getattr(driver, "total_changes", None)  # SQLite's count of rows changed
+        with conn.begin():
+            yield conn
+        if before is None or driver.total_changes != before:
+            _writes += 1
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from . import embedded, metrics
 from .authcache import AuthCache
 from .bodylimit import BodySizeLimit
 from .db import create_schema, make_engine
+from .fastreads import FastReads
 from .notify import Notifier
 from .routes import account, controllers, jobs, pages, watch
 from .scheduler import start_scheduler
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(FastReads, state=app.state)  # outside the body limit: GETs only
     app.include_router(account.router)
     app.include_router(watch.router)
     app.include_router(jobs.router)

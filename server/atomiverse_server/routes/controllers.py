@@ -116,8 +116,9 @@ async def claim(body: ClaimRequest, controller: CurrentController, engine: Engin
         remaining = deadline - time.monotonic()
         if not claimed and remaining > 0 and not notifier.stopping \
                 and not await request.is_disconnected():
-            claimed = await _park(notifier, controller, body.max_jobs, event,
-                                  min(remaining, notifier.fallback_seconds))
+            # Parked until the pending signal (this process's submissions and requeues, and
+            # scheduler.PendingWatch for other server processes') or the poll's end.
+            claimed = await _park(notifier, controller, body.max_jobs, event, remaining)
             if not claimed:
                 continue
         metrics.JOBS_CLAIMED.inc(len(claimed))

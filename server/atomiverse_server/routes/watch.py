@@ -67,28 +67,42 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
     versions = await run_in_threadpool(_versions, engine, workspace_id, list(ids))
     raise_if_missing(ids, versions)
     read_at = time.monotonic()
-    while True:
-        changed = [job_id for job_id, v in versions.items() if body.jobs[job_id] != v]
-        now = time.monotonic()
-        if changed or now >= deadline or superseded.is_set() or notifier.stopping \
-                or await request.is_disconnected():
-            return changed
-        until = min(deadline, read_at + notifier.fallback_seconds)
-        await _first(signal.wait(event, until - now), superseded.wait())
-        named, event = signal.named_since(event)
-        if named is None or named & ids or time.monotonic() - read_at >= \
-                notifier.fallback_seconds:
-            versions = await run_in_threadpool(_versions, engine, workspace_id, list(ids))
-            read_at = time.monotonic()
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        while True:
+            changed = [job_id for job_id, v in versions.items() if body.jobs[job_id] != v]
+            now = time.monotonic()
+            if changed or now >= deadline or superseded.is_set() or notifier.stopping \
+                    or gone.done():
+                return changed
+            until = min(deadline, read_at + notifier.fallback_seconds)
+            await _first(signal.wait(event, until - now), superseded.wait(), gone)
+            named, event = signal.named_since(event)
+            if named is None or named & ids or time.monotonic() - read_at >= \
+                    notifier.fallback_seconds:
+                versions = await run_in_threadpool(_versions, engine, workspace_id, list(ids))
+                read_at = time.monotonic()
+    finally:
+        gone.cancel()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client has gone (a closed client's watch frees its place at once,
+    not at its timeout)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _first(*waits: Any) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
+    """Until the first of these is done; the others are cancelled (a task given as such is
+    only waited for, not cancelled)."""
+    tasks = [w if isinstance(w, asyncio.Future) else asyncio.ensure_future(w) for w in waits]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
+        for task, given in zip(tasks, waits, strict=True):
+            if task is not given:
+                task.cancel()
 
 
 class MissingJobs(Exception):

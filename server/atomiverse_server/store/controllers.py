@@ -291,6 +291,11 @@ def release_jobs(conn: Connection, *, controller: Controller, job_ids: list[str]
 
 
 # ----- sweep ------------------------------------------------------------------------------
+def any_expired_lease(conn: Connection) -> bool:
+    return conn.execute(sa.select(jobs.c.id).where(
+        jobs.c.state == "running", jobs.c.lease_expires_at < now()).limit(1)).first() is not None
+
+
 def sweep_expired_leases(conn: Connection, *, max_attempts: int) -> int:
     """Jobs whose lease ran out go back to pending, or fail after ``max_attempts``."""
     t = now()
