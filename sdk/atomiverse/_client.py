@@ -7,6 +7,7 @@ which stays the same across its retries."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -75,8 +76,14 @@ class Client:
             return self._http
 
     def close(self) -> None:
-        self._informer.close()  # its thread ends; a client used again starts a new one
-        self._informer = Informer(self._watch)
+        if self._informer.close() and self._http is not None:
+            # End the watch parked on the server now, not at its timeout (a newer watch
+            # with the same id does); best effort: closing must not wait on a dead server.
+            with contextlib.suppress(httpx.HTTPError):
+                self._http.post("/api/v1/jobs/watch", content=_json.dumps(
+                    {"jobs": {}, "watch_id": self._informer.watch_id, "timeout_seconds": 0}),
+                    headers={"Content-Type": "application/json"}, timeout=2.0)
+        self._informer = Informer(self._watch)  # a client used again starts a new watch
         if self._http is not None:
             self._http.close()
             self._http = None

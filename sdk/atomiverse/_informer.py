@@ -161,10 +161,17 @@ class Informer:
             self._versions.pop(job_id, None)
             self._answered_at.pop(job_id, None)
 
-    def close(self) -> None:
+    @property
+    def watch_id(self) -> str:
+        return self._watch_id
+
+    def close(self) -> bool:
+        """Stop watching; True if a watch thread was running (its request may be parked on
+        the server)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            return self._thread is not None
 
     # ----- the watch ---------------------------------------------------------------------
     def _fetch(self, job_ids: list[str]) -> list[Record]:

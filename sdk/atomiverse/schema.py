@@ -191,7 +191,9 @@ class WaitRequest(_Wire):
 
 class WatchRequest(_Wire):
     jobs: dict[Annotated[str, Field(max_length=64)], str | None] = Field(
-        max_length=10_000, description="job id -> the version last seen (null: none yet)")
+        max_length=10_000, description=(
+            "job id -> the version last seen (null: none yet), or just the state last seen "
+            "(then only a change of state counts)"))
     timeout_seconds: float = Field(default=20.0, ge=0, le=60)
     watch_id: str | None = Field(default=None, max_length=64, description=(
         "One per client: a newer watch with the same id ends the older one at once"))

@@ -37,6 +37,7 @@ from ..notify import Notifier
 from ..store import controllers as controller_store
 from ..store.controllers import Controller
 from .errors import CONTROLLER
+from .longpoll import first, until_disconnected
 
 router = APIRouter(prefix="/api/v1/controllers", tags=["controllers"], responses=CONTROLLER,
                    route_class=FastJSONRoute)
@@ -118,7 +119,8 @@ async def claim(body: ClaimRequest, controller: CurrentController, engine: Engin
                 and not await request.is_disconnected():
             # Parked until the pending signal (this process's submissions and requeues, and
             # scheduler.PendingWatch for other server processes') or the poll's end.
-            claimed = await _park(notifier, controller, body.max_jobs, event, remaining)
+            claimed = await _park(notifier, controller, body.max_jobs, event, remaining,
+                                  request)
             if not claimed:
                 continue
         metrics.JOBS_CLAIMED.inc(len(claimed))
@@ -129,17 +131,16 @@ async def claim(body: ClaimRequest, controller: CurrentController, engine: Engin
 
 
 async def _park(notifier: Notifier, controller: Controller, max_jobs: int,
-                event: Any, timeout: float) -> handoff.Claimed:
+                event: Any, timeout: float, request: Request) -> handoff.Claimed:
     """Wait until new work may have come, or ``timeout``. Returns the jobs a submission
     claimed for this poll meanwhile, if one did; else nothing, and the poll looks itself."""
     waiters = notifier.claim_waiters
     waiter = handoff.ClaimWaiter(controller, max_jobs, asyncio.get_running_loop())
     waiters.park(waiter)
-    signalled = asyncio.ensure_future(notifier.jobs_pending.wait(event, timeout))
     try:
-        await asyncio.wait({signalled, waiter.handed}, return_when=asyncio.FIRST_COMPLETED)
+        await first(notifier.jobs_pending.wait(event, timeout), waiter.handed,
+                    until_disconnected(request))
     finally:
-        signalled.cancel()
         left = waiters.leave(waiter)
     if left:
         return []

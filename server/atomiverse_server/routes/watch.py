@@ -28,6 +28,7 @@ from ..jsonroute import FastJSONRoute
 from ..notify import Notifier, TooManyWatches
 from ..store import jobs as job_store
 from .errors import USER
+from .longpoll import first, until_disconnected
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER,
                    route_class=FastJSONRoute)
@@ -67,16 +68,16 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
     versions = await run_in_threadpool(_versions, engine, workspace_id, list(ids))
     raise_if_missing(ids, versions)
     read_at = time.monotonic()
-    gone = asyncio.ensure_future(_disconnect(request))
+    gone = asyncio.ensure_future(until_disconnected(request))
     try:
         while True:
-            changed = [job_id for job_id, v in versions.items() if body.jobs[job_id] != v]
+            changed = [job_id for job_id, v in versions.items() if not _same(body.jobs[job_id], v)]
             now = time.monotonic()
             if changed or now >= deadline or superseded.is_set() or notifier.stopping \
                     or gone.done():
                 return changed
             until = min(deadline, read_at + notifier.fallback_seconds)
-            await _first(signal.wait(event, until - now), superseded.wait(), gone)
+            await first(signal.wait(event, until - now), superseded.wait(), gone)
             named, event = signal.named_since(event)
             if named is None or named & ids or time.monotonic() - read_at >= \
                     notifier.fallback_seconds:
@@ -86,23 +87,11 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
         gone.cancel()
 
 
-async def _disconnect(request: Request) -> None:
-    """Returns when the client has gone (a closed client's watch frees its place at once,
-    not at its timeout)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _first(*waits: Any) -> None:
-    """Until the first of these is done; the others are cancelled (a task given as such is
-    only waited for, not cancelled)."""
-    tasks = [w if isinstance(w, asyncio.Future) else asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task, given in zip(tasks, waits, strict=True):
-            if task is not given:
-                task.cancel()
+def _same(known: str | None, current: str) -> bool:
+    """A version is ``state:attempts``; a client that knows only the state (a page listing
+    jobs) may send just that, and hears of a change of state."""
+    return known == current or known is not None and ":" not in known \
+        and current.partition(":")[0] == known
 
 
 class MissingJobs(Exception):

@@ -3,7 +3,8 @@
 "use strict";
 
 (() => {
-  const POLL_MS = 1500;
+  const WATCH_SECONDS = 25; // one long-poll at a time while the job can still change
+  const RETRY_MS = 3000;
   const ACTIVE = new Set(["pending", "running"]);
   const INTERPOLATED_FRAMES = 40;
   const PLAY_SECONDS = 3;
@@ -254,16 +255,21 @@
     if (sameGeometry && keepFrame && state.frames.length > 1) await showFrame(state.frame);
   }
 
+  // Pushed, not polled: a watch on this job answers when its version changes.
   async function poll() {
     const main = document.getElementById("job-main");
     if (!main || !ACTIVE.has(main.dataset.state)) { state.polling = false; return; }
+    let wait = 0;
     try {
-      const rec = await Atomiverse.api("GET", `/api/v1/jobs/${encodeURIComponent(main.dataset.jobId)}`);
-      if (rec.state !== main.dataset.state) await refresh(false);
+      const out = await Atomiverse.api("POST", "/api/v1/jobs/watch", {
+        jobs: { [main.dataset.jobId]: main.dataset.version || main.dataset.state },
+        timeout_seconds: WATCH_SECONDS });
+      if (out.jobs.length) await refresh(false);
     } catch (err) {
       if (err.status === 404) { showError("This job no longer exists."); state.polling = false; return; }
+      wait = RETRY_MS; // the server is restarting or the network blinked
     }
-    setTimeout(poll, POLL_MS);
+    setTimeout(poll, wait);
   }
 
   async function init(root, keepViewer) {
@@ -278,7 +284,7 @@
     bindViewerControls(root);
     if (ACTIVE.has(root.dataset.state) && !state.polling) {
       state.polling = true;
-      setTimeout(poll, POLL_MS);
+      setTimeout(poll, 0);
     }
   }
 
