@@ -42,14 +42,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.baselines import DirectPool, cpu_delta, cpu_snapshot, scoped_env  # noqa: E402
-from bench.molecules import RESULTS_DIR, benchmark_molecules  # noqa: E402
-from bench.server_cost import idle_cpu, parked_claims_cpu, per_request_cpu  # noqa: E402
+from bench.baselines import DirectPool, cpu_delta, cpu_snapshot, scoped_env
+from bench.molecules import RESULTS_DIR, benchmark_molecules
+from bench.server_cost import idle_cpu, parked_claims_cpu, per_request_cpu
 
 MODES = ("wait", "sweep", "doc-loop", "four-procs", "dashboard")
 FINISHED = ("done", "failed", "cancelled")
-# Molecules after the throughput benchmark's 200: a set that benchmark does not contain.
+# Drug-sized molecules (18 to 40 heavy atoms, 45 atoms on average), from after the
+# throughput benchmark's 200: a set that benchmark does not contain.
 SKIP = 200
+POOL = 1000
+MIN_HEAVY_ATOMS = 18
 CHILD = """
 import json, sys, time
 import atomiverse
@@ -66,7 +69,11 @@ print("done", flush=True)
 
 
 def following_molecules(n: int) -> list[Any]:
-    return benchmark_molecules(SKIP + n)[SKIP:SKIP + n]
+    found = [m for m in benchmark_molecules(POOL)[SKIP:]
+             if sum(z > 1 for z in m[1]) >= MIN_HEAVY_ATOMS]
+    if len(found) < n:
+        raise ValueError(f"only {len(found)} drug-sized molecules in the first {POOL}")
+    return found[:n]
 
 
 def _jobs(atomiverse: Any, molecules: list[Any], kind: str) -> list[dict[str, Any]]:
