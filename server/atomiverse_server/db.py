@@ -109,6 +109,17 @@ rate_limits = sa.Table(
     sa.Column("tat", sa.Float, nullable=False),
 )
 
+# Dashboard sessions: the cookie is a random secret, stored here only as its SHA-256 hash, so
+# whoever reads the database cannot make a cookie; signing out deletes the row.
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("api_key_id", sa.String(32), sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_sessions_expires", "expires_at"),
+)
+
 # A batch sent again with the same Idempotency-Key gets the first response back.
 idempotency_keys = sa.Table(
     "idempotency_keys", metadata,

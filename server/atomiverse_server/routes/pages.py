@@ -13,12 +13,14 @@ import jinja2
 import markupsafe
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 
 from .. import embedded
-from ..db import read_tx
+from ..db import read_tx, write_tx
 from ..deps import SESSION_COOKIE, EngineDep, PageSession, check_csrf, same_origin
 from ..store import jobs as job_store
-from ..store.sessions import SESSION_SECONDS, Session, open_session
+from ..store.sessions import SESSION_SECONDS, Session, end_session, open_session
 
 router = APIRouter(include_in_schema=False)
 
@@ -88,8 +90,7 @@ async def signin(request: Request, engine: EngineDep) -> Response:
     form = _form(await request.body())
     target = _safe_next(form.get("next"))
     api_key = form.get("api_key", "").strip()
-    with read_tx(engine) as conn:
-        session = open_session(conn, api_key=api_key) if api_key else None
+    session = await run_in_threadpool(_open_session, engine, api_key) if api_key else None
     if session is None:
         return _render(request, "signin.html", None, 401, next=target,
                        error="That API key is not valid (or has been revoked).")
@@ -100,13 +101,24 @@ async def signin(request: Request, engine: EngineDep) -> Response:
 
 
 @router.post("/signout")
-async def signout(request: Request, session: PageSession) -> Response:
+async def signout(request: Request, session: PageSession, engine: EngineDep) -> Response:
     if session is not None:
         check_csrf(request, session, _form(await request.body()).get("csrf_token"))
+        await run_in_threadpool(_end_session, engine, session.cookie)
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax",
                            secure=_https(request))
     return response
+
+
+def _open_session(engine: Engine, api_key: str) -> Session | None:
+    with write_tx(engine) as conn:
+        return open_session(conn, api_key=api_key)
+
+
+def _end_session(engine: Engine, cookie: str) -> None:
+    with write_tx(engine) as conn:
+        end_session(conn, cookie=cookie)
 
 
 def _form(body: bytes) -> dict[str, str]:

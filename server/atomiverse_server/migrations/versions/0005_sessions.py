@@ -1,0 +1,37 @@
+"""server-side dashboard sessions
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-04 04:00:00
+
+* ``sessions``: one row per signed-in browser, keyed by the SHA-256 hash of the random cookie.
+  The cookie used to be an HMAC keyed by the API key's stored hash, which anyone who could read
+  the database could compute (issue 23); cookies made that way no longer sign anyone in.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "sessions",
+        sa.Column("token_hash", sa.String(64), primary_key=True),
+        sa.Column("api_key_id", sa.String(32), sa.ForeignKey("api_keys.id"), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
+    op.create_index("ix_sessions_expires", "sessions", ["expires_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_sessions_expires", table_name="sessions")
+    op.drop_table("sessions")
