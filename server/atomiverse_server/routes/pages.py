@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import embedded
 from ..db import read_tx, write_tx
 from ..deps import SESSION_COOKIE, EngineDep, PageSession, check_csrf, same_origin
+from ..result_check import result_problem
 from ..store import jobs as job_store
 from ..store.sessions import SESSION_SECONDS, Session, end_session, open_session
 
@@ -188,6 +189,8 @@ def job_page(request: Request, session: PageSession, engine: EngineDep,
         return _render(request, "error.html", session, 404, title="Job not found",
                        message=f"There is no job {job_id[:64]} in this workspace.")
     result = record.get("result") or {}
+    if result and result_problem(record["job_type"], result) is not None:
+        result = {}  # stored before results were checked (issue 23): show the job without it
     energies = result.get("energies_hartree") or []
     return _render(request, "job.html", session, job=record, result=result,
                    level=_level(record["job"].get("level_of_theory")),
