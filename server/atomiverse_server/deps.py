@@ -102,6 +102,14 @@ async def require_known_credential(request: Request) -> None:
                         "or 'Bearer avc_...' (a controller token)")
 
 
+async def workspace_for_bearer(request: Request, secret: str) -> Workspace | None:
+    """The workspace of a valid, unrevoked API key; None for anything else."""
+    if not secret.startswith(security.API_KEY_PREFIX):
+        return None
+    return await _authenticate(request, "workspace", secret, _load_workspace,
+                               request.app.state.engine)
+
+
 def _load_workspace(engine: Engine, key: str) -> Workspace | None:
     with read_tx(engine) as conn:
         return workspace_store.workspace_for_api_key(conn, key=key)
