@@ -120,6 +120,14 @@ sessions = sa.Table(
     sa.Index("ix_sessions_expires", "expires_at"),
 )
 
+# Random values every server process on this database shares (made by migration 0005):
+# ``cursor`` keys the encryption of list cursors.
+server_secrets = sa.Table(
+    "server_secrets", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+)
+
 # A batch sent again with the same Idempotency-Key gets the first response back.
 idempotency_keys = sa.Table(
     "idempotency_keys", metadata,

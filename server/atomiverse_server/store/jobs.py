@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,16 +12,15 @@ from sqlalchemy.engine import Connection, Row
 from ..db import controllers, jobs, workspaces
 from ._time import iso, now
 
+# InvalidCursor: the routes catch it as job_store.InvalidCursor.
+from .cursors import InvalidCursor, decode_cursor, encode_cursor  # noqa: F401
+
 TERMINAL = ("done", "failed", "cancelled")
 ACTIVE = ("pending", "running")
 _IN_CHUNK = 500
 
 SUMMARY_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.name, jobs.c.state, jobs.c.job_type,
                    jobs.c.created_at, jobs.c.billed_core_seconds, jobs.c.preview)
-
-
-class InvalidCursor(ValueError):
-    pass
 
 
 def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -69,30 +66,13 @@ def _public(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s"):
-            raise ValueError
-        seq = int(raw[1:])
-        if seq < 0:
-            raise ValueError
-        return seq
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor("cursor: not a cursor this server issued") from None
-
-
 def list_jobs(conn: Connection, *, workspace_id: str, limit: int, cursor: str | None = None,
               state: str | None = None, name_contains: str | None = None) -> dict[str, Any]:
     """Newest first. The cursor is the last seen ``seq``: a job inserted while someone pages
     has a higher seq and so can neither shift nor duplicate later pages."""
     q = sa.select(*SUMMARY_COLUMNS).where(jobs.c.workspace_id == workspace_id)
     if cursor is not None:
-        q = q.where(jobs.c.seq < decode_cursor(cursor))
+        q = q.where(jobs.c.seq < decode_cursor(conn, workspace_id=workspace_id, cursor=cursor))
     if state is not None:
         q = q.where(jobs.c.state == state)
     if name_contains:
@@ -104,7 +84,8 @@ def list_jobs(conn: Connection, *, workspace_id: str, limit: int, cursor: str | 
     return {
         "jobs": [summary(r) for r in rows],
         "has_more": has_more,
-        "next_cursor": encode_cursor(rows[-1].seq) if has_more else None,
+        "next_cursor": encode_cursor(conn, workspace_id=workspace_id, seq=rows[-1].seq)
+        if has_more else None,
     }
 
 

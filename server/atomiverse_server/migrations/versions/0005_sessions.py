@@ -1,4 +1,4 @@
-"""server-side dashboard sessions
+"""server-side dashboard sessions; a secret for opaque list cursors
 
 Revision ID: 0005
 Revises: 0004
@@ -7,9 +7,12 @@ Create Date: 2026-12-04 04:00:00
 * ``sessions``: one row per signed-in browser, keyed by the SHA-256 hash of the random cookie.
   The cookie used to be an HMAC keyed by the API key's stored hash, which anyone who could read
   the database could compute (issue 23); cookies made that way no longer sign anyone in.
+* ``server_secrets``: random values every server process on this database shares; ``cursor``
+  keys the encryption of list cursors, which showed a global sequence number (issue 23).
 """
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -30,8 +33,15 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.Float, nullable=False),
     )
     op.create_index("ix_sessions_expires", "sessions", ["expires_at"])
+    server_secrets = op.create_table(
+        "server_secrets",
+        sa.Column("name", sa.String(32), primary_key=True),
+        sa.Column("value", sa.String(128), nullable=False),
+    )
+    op.bulk_insert(server_secrets, [{"name": "cursor", "value": secrets.token_hex(32)}])
 
 
 def downgrade() -> None:
+    op.drop_table("server_secrets")
     op.drop_index("ix_sessions_expires", table_name="sessions")
     op.drop_table("sessions")
