@@ -21,6 +21,8 @@ from atomiverse_controller.reporter import ReportLoop
 from atomiverse_controller.spool import Spool
 from conftest import xtb_reference
 
+from bench.bad_inputs import BAD_RESULTS
+
 WATER = atomiverse.SinglePointEnergy(atoms=atomiverse.Atoms.from_smiles("O"),
                                      level_of_theory=GFN2_XTB, use_cache=False)
 
@@ -66,17 +68,14 @@ def _job(server, key: str, job_id: str) -> dict:
 
 def test_a_bad_result_fails_its_job_alone(server, claimed):
     key, token, claim = claimed
-    good, wrong_energy, wrong_seconds, not_finite = claim(4)
+    good, *bad = claim(1 + len(BAD_RESULTS))
     result = _real_result(good)
-    reports = [
-        {"job_id": good["job_id"], "lease_id": good["lease_id"], "ok": True, "result": result},
-        {"job_id": wrong_energy["job_id"], "lease_id": wrong_energy["lease_id"], "ok": True,
-         "result": {**result, "energy_hartree": "very low"}},
-        {"job_id": wrong_seconds["job_id"], "lease_id": wrong_seconds["lease_id"], "ok": True,
-         "result": {**result, "core_seconds": "fast"}},
-        {"job_id": not_finite["job_id"], "lease_id": not_finite["lease_id"], "ok": True,
-         "result": {**result, "energy_hartree": float("nan")}},
-    ]
+    reports = [{"job_id": good["job_id"], "lease_id": good["lease_id"], "ok": True,
+                "result": result}]
+    for job, (changes, _field) in zip(bad, BAD_RESULTS.values(), strict=True):
+        changed = {k: v for k, v in {**result, **changes}.items() if v is not None}
+        reports.append({"job_id": job["job_id"], "lease_id": job["lease_id"], "ok": True,
+                        "result": changed})
     r = httpx.post(f"{server.url}/api/v1/controllers/complete", headers={
         **_bearer(token), "Content-Type": "application/json"},
         content=json.dumps({"reports": reports}, allow_nan=True), timeout=30)
@@ -85,15 +84,14 @@ def test_a_bad_result_fails_its_job_alone(server, claimed):
 
     stored = _job(server, key, good["job_id"])
     assert stored["state"] == "done"
-    positions = WATER.atoms.positions
     assert stored["result"]["energy_hartree"] == pytest.approx(
-        xtb_reference(WATER.atoms.numbers, positions), abs=1e-6)
-    for job, field in [(wrong_energy, "energy_hartree"), (wrong_seconds, "core_seconds"),
-                       (not_finite, "energy_hartree")]:
+        xtb_reference(WATER.atoms.numbers, WATER.atoms.positions), abs=1e-6)
+    for job, (name, (_changes, field)) in zip(bad, BAD_RESULTS.items(), strict=True):
         failed = _job(server, key, job["job_id"])
-        assert failed["state"] == "failed", failed
+        assert failed["state"] == "failed", (name, failed)
         assert failed["error"].startswith("The controller reported an invalid result: "
-                                          f"{field}: "), failed["error"]
+                                          f"{field}"), (name, failed["error"])
+    wrong_energy = bad[0]
 
     # The dashboard shows the failed job (it answered 500 for a stored bad result).
     signin = httpx.post(f"{server.url}/signin", data={"api_key": key, "next": "/jobs"})
