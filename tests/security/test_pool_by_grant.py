@@ -60,3 +60,27 @@ def test_a_controller_named_like_the_local_one_does_not_join_the_managed_pool(em
     again = httpx.post(f"{srv.url}/api/v1/controllers/claim", headers=_bearer(token),
                        json={"max_jobs": 1000, "wait_seconds": 0}, timeout=30).json()["jobs"]
     assert claimed + again == []
+
+
+def test_an_upgrade_takes_pool_members_by_name_out_of_the_pool(tmp_path):
+    """A database where an intruder already joined by name: migration 0005 ends that."""
+    import sqlalchemy as sa
+    from atomiverse_server import db
+    from atomiverse_server.store import controllers as controller_store
+    from atomiverse_server.store import workspaces as workspace_store
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    db.migrate(engine, "0004")
+    with db.write_tx(engine) as conn:
+        for owner in ("local", "intruder"):
+            ws = workspace_store.create_workspace(conn, name=owner)
+            controller_store.register_controller(
+                conn, workspace_id=ws.id, name=LOCAL_NAME, slots=1, cores_per_job=1,
+                capacity=1, engines={}, hostname="", serves_managed=True)
+    db.migrate(engine)
+    with db.read_tx(engine) as conn:
+        members = dict(conn.execute(
+            sa.select(db.workspaces.c.name, db.controllers.c.serves_managed)
+            .join(db.workspaces, db.workspaces.c.id == db.controllers.c.workspace_id)).all())
+    engine.dispose()
+    assert members == {"local": True, "intruder": False}

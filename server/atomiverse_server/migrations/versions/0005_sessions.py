@@ -7,6 +7,9 @@ Create Date: 2026-12-04 04:00:00
 * ``sessions``: one row per signed-in browser, keyed by the SHA-256 hash of the random cookie.
   The cookie used to be an HMAC keyed by the API key's stored hash, which anyone who could read
   the database could compute (issue 23); cookies made that way no longer sign anyone in.
+* controllers that joined the managed pool by name only (another workspace's controller called
+  ``local-<hostname>`` on an embedded server) leave it: only the embedded ``local`` workspace
+  and the operator's ``managed-pool`` workspace register pool members (issue 23);
 * ``server_secrets``: random values every server process on this database shares; ``cursor``
   keys the encryption of list cursors, which showed a global sequence number (issue 23).
 """
@@ -39,6 +42,10 @@ def upgrade() -> None:
         sa.Column("value", sa.String(128), nullable=False),
     )
     op.bulk_insert(server_secrets, [{"name": "cursor", "value": secrets.token_hex(32)}])
+    op.execute(sa.text(
+        "UPDATE controllers SET serves_managed = :no WHERE serves_managed = :yes AND "
+        "workspace_id NOT IN (SELECT id FROM workspaces WHERE name IN ('local', 'managed-pool'))"
+    ).bindparams(no=False, yes=True))
 
 
 def downgrade() -> None:
