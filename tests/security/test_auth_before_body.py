@@ -41,3 +41,11 @@ def _answer_to_head_only(url: str, path: str, credential_header: str) -> bytes:
 def test_unknown_credentials_are_refused_before_the_body(server, path, credential_header):
     reply = _answer_to_head_only(server.url, path, credential_header)
     assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
+
+
+@pytest.mark.parametrize(("path", "status"), [("/signin", b"413"), ("/signout", b"303")])
+def test_sign_in_forms_are_not_read_past_a_form_size(server, path, status):
+    """The sign-in pages take requests without credentials: a big body is refused unread
+    (sign-out without a session reads nothing and goes back to /signin)."""
+    reply = _answer_to_head_only(server.url, path, "")
+    assert reply.startswith(b"HTTP/1.1 " + status), reply[:200]

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlencode
 
 import jinja2
 import markupsafe
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
@@ -48,6 +48,7 @@ _SECURITY_HEADERS = {
 }
 _env.globals.update(HARTREE_EV=HARTREE_EV, HARTREE_KCAL=HARTREE_KCAL)
 _LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_\-.~?=&%+]*$")
+_FORM_MAX_BYTES = 8192
 _PREVIEW_ATOMS = 300  # the list's thumbnails drop hydrogens above this, and stop there
 
 
@@ -88,7 +89,7 @@ async def signin(request: Request, engine: EngineDep) -> Response:
     if not same_origin(request):
         return _render(request, "error.html", None, 403, title="Cross-site sign-in refused",
                        message="Open the sign-in page on this server and try again.")
-    form = _form(await request.body())
+    form = _form(await _small_body(request))
     target = _safe_next(form.get("next"))
     api_key = form.get("api_key", "").strip()
     session = await run_in_threadpool(_open_session, engine, api_key) if api_key else None
@@ -104,7 +105,7 @@ async def signin(request: Request, engine: EngineDep) -> Response:
 @router.post("/signout")
 async def signout(request: Request, session: PageSession, engine: EngineDep) -> Response:
     if session is not None:
-        check_csrf(request, session, _form(await request.body()).get("csrf_token"))
+        check_csrf(request, session, _form(await _small_body(request)).get("csrf_token"))
         await run_in_threadpool(_end_session, engine, session.cookie)
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax",
@@ -120,6 +121,20 @@ def _open_session(engine: Engine, api_key: str) -> Session | None:
 def _end_session(engine: Engine, cookie: str) -> None:
     with write_tx(engine) as conn:
         end_session(conn, cookie=cookie)
+
+
+async def _small_body(request: Request) -> bytes:
+    """A sign-in or sign-out form, read only as far as such a form goes: these pages take
+    requests without credentials, so an anonymous 60 MiB body must not be read whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _FORM_MAX_BYTES:
+        raise HTTPException(413, f"A form here is at most {_FORM_MAX_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _FORM_MAX_BYTES:
+            raise HTTPException(413, f"A form here is at most {_FORM_MAX_BYTES} bytes")
+    return body
 
 
 def _form(body: bytes) -> dict[str, str]:
