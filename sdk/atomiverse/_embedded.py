@@ -217,14 +217,16 @@ def stop(timeout: float = 30.0) -> bool:
         stopped = stop_home_processes(home, timeout, reap=_reap)
         (home / SERVER_RECORD).unlink(missing_ok=True)
         forget_restarts(home)
-        return stopped
+    for pid in list(_launched):  # servers of ours that died meanwhile: collect them
+        _reap(pid)
+    return stopped
 
 
 def _reap(pid: int) -> None:
     # If this process started the server it is our child: collect it so it stops existing.
-    proc = _launched.pop(pid, None)
-    if proc is not None:
-        proc.poll()
+    proc = _launched.get(pid)
+    if proc is not None and proc.poll() is not None:
+        del _launched[pid]
 
 
 def status() -> dict[str, Any] | None:
