@@ -15,12 +15,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import atomiverse
 import psutil
 import pytest
-
-import atomiverse
 from atomiverse.levels import GFN2_XTB
-
 from conftest import xtb_reference
 
 TOL_HARTREE = 1e-6
@@ -52,7 +50,7 @@ def home_processes(home: Path) -> list[psutil.Process]:
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ATOMIVERSE_HOME": str(home)}
     env.pop("ATOMIVERSE_BASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "atomiverse.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "atomiverse.cli", *args], env=env, check=False,
                           capture_output=True, text=True, timeout=STOP_TIMEOUT_SECONDS)
 
 
@@ -212,8 +210,18 @@ def test_a_server_that_cannot_start_fails_the_call_with_its_cause_and_log(home):
         atomiverse.get_default_client().account()
     message = str(err.value)
     assert "exited while starting" in message
+    assert "Can't locate revision identified by 'not-a-revision'" in message  # the cause
     assert str(home / "logs" / "server.log") in message
-    assert "Traceback" in message or "Error" in message
+
+    # A database write-locked by a stuck process: said in seconds, not after a timeout.
+    stuck = sqlite3.connect(home / "atomiverse.db", isolation_level=None)
+    try:
+        stuck.execute("BEGIN EXCLUSIVE")
+        atomiverse.configure()
+        with pytest.raises(atomiverse.APIConnectionError, match="is locked by another"):
+            atomiverse.get_default_client().account()
+    finally:
+        stuck.close()
 
     # A file that is not a database at all is named as such before anything is started.
     (home / "atomiverse.db").write_bytes(b"this is not a database " * 100)
@@ -240,3 +248,32 @@ def test_a_crash_loop_is_reported_with_the_log_tail_not_restarted_forever(home, 
     assert "crashed 2 times" in message
     assert str(home / "logs" / "server.log") in message
     assert "Last lines of" in message
+
+
+def test_a_killed_local_controller_is_restarted_and_its_jobs_return_at_once(home, monkeypatch):
+    # Leases far longer than the wait below: the jobs the dead controller held can only come
+    # back in time if the server ends its leases when the new process registers.
+    monkeypatch.setenv("ATOMIVERSE_LEASE_SECONDS", "3600")
+    atomiverse.start_local()
+    mols = [atomiverse.Atoms.from_smiles(s) for s in (LONG_SMILES * 2)[:8]]
+    jobs = [atomiverse.GeometryOptimization(atoms=m, level_of_theory=GFN2_XTB) for m in mols]
+    out = atomiverse.submit_batch([j.model_dump() for j in jobs], compute_target="local")
+    ids = [j["job_id"] for j in out["jobs"]]
+    client = atomiverse.get_default_client()
+    while True:  # until the controller holds running jobs
+        states = [client.get_job(i)["state"] for i in ids]
+        assert states.count("done") < len(ids), "every job finished before the kill"
+        if "running" in states:
+            break
+        client.request("POST", "/api/v1/jobs/wait", retryable=True, json={
+            "job_ids": ids, "timeout_seconds": 1.0, "include_result": False})
+    controller = psutil.Process(json.loads((home / "controller.json").read_text())["pid"])
+    controller.send_signal(signal.SIGKILL)
+
+    records = atomiverse.wait_jobs(ids, timeout=STOP_TIMEOUT_SECONDS)
+    assert_done_once_with_engine_energy(records, mols, optimised=True)
+    record = json.loads((home / "controller.json").read_text())
+    assert record["pid"] != controller.pid and record["restarts"] == 1
+    assert "SIGKILL" in record["last_restart"]["reason"]
+    status = cli(home, "local", "status")
+    assert "1 restarts" in status.stdout and "SIGKILL" in status.stdout

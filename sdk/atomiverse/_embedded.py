@@ -104,11 +104,14 @@ def credentials(home: Path | None = None) -> dict[str, str]:
     return json.loads((home / "credentials.json").read_text())
 
 
-def ensure_running(*, wait_for_controller: bool = False,
-                   timeout: float = START_TIMEOUT_SECONDS) -> tuple[str, str]:
-    """Return (base_url, api_key) of the embedded server, starting it if needed."""
+def ensure_running(*, wait_for_controller: bool = False, timeout: float = START_TIMEOUT_SECONDS,
+                   deliberate: bool = False) -> tuple[str, str]:
+    """Return (base_url, api_key) of the embedded server, starting it if needed.
+    ``deliberate``: the user asked for it (``local start``): past crashes are forgiven."""
     home = atomiverse_home()
     with _launch_lock(home):
+        if deliberate:
+            forget_restarts(home)
         state = _running_state(home)
         if state is None:
             state = _start_again(home, timeout)

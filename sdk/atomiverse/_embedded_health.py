@@ -94,9 +94,20 @@ def check_home_can_start(home: Path) -> None:
 
 def exited_while_starting(home: Path, returncode: int, log_from: int) -> EmbeddedServerError:
     tail = log_tail(server_log(home), log_from)
+    cause = _cause(tail)
     return EmbeddedServerError(
-        f"the embedded server exited while starting (status {returncode}); last lines of "
-        f"{server_log(home)}:\n{tail}")
+        f"the embedded server exited while starting (status {returncode})"
+        f"{': ' + cause if cause else ''}; last lines of {server_log(home)}:\n{tail}")
+
+
+def _cause(tail: str) -> str | None:
+    """The exception a traceback ended with (``module.Error: message``), if there is one."""
+    for line in reversed(tail.splitlines()):
+        head = line.split(":", 1)[0]
+        if line[:1].isalpha() and not line.startswith(("ERROR", "INFO", "WARNING")) and \
+                (head.endswith(("Error", "Exception")) or "[Errno" in line):
+            return line.strip()
+    return None
 
 
 def _limits() -> tuple[int, float]:

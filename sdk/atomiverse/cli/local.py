@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.action == "start":
-        url, _ = _embedded.ensure_running(wait_for_controller=True)
+        url, _ = _embedded.ensure_running(wait_for_controller=True, deliberate=True)
         print(f"local server running at {url}")
     elif args.action == "stop":
         print("stopped" if _embedded.stop() else "not running")
