@@ -84,14 +84,16 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _revive_embedded(self, error: httpx.TransportError) -> bool:
-        """After a transport error against the embedded server: restart it if it is gone
-        (``_embedded.revive``, under the home's launch lock) and reconnect to it. True if
-        the server now answering is another process than the one the error came from."""
+    def _revive_embedded(self, failed: httpx.Client) -> bool:
+        """After a transport error on ``failed`` against the embedded server: restart the
+        server if it is gone (``_embedded.revive``, under the home's launch lock) and
+        reconnect. True if the server now answering is not the one the error came from."""
         if not self.embedded:
             return False
         url, key = _embedded.revive()
         with self._lock:
+            if self._http is not failed:
+                return True  # another thread reconnected meanwhile
             if url == self._base_url and key == self._api_key:
                 return False
             old, self._http = self._http, None
@@ -124,7 +126,7 @@ class Client:
                     continue
                 raise APITimeoutError(f"{method} {path} timed out") from e
             except httpx.TransportError as e:
-                if self._revive_embedded(e):
+                if self._revive_embedded(http):
                     # A refused connection never reached the old server: always safe to
                     # send again. A request cut off mid-way may have been applied.
                     if retryable or isinstance(e, httpx.ConnectError):

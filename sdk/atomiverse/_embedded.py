@@ -42,6 +42,7 @@ from ._embedded_procs import still_running, stop_home_processes
 from ._exceptions import APIConnectionError
 from .localhome import (
     SERVER_RECORD,
+    home_path,
     process_record,
     read_record,
     verified_process,
@@ -108,7 +109,7 @@ def ensure_running(*, wait_for_controller: bool = False, timeout: float = START_
                    deliberate: bool = False) -> tuple[str, str]:
     """Return (base_url, api_key) of the embedded server, starting it if needed.
     ``deliberate``: the user asked for it (``local start``): past crashes are forgiven."""
-    home = atomiverse_home()
+    home = home_path(atomiverse_home())
     with _launch_lock(home):
         if deliberate:
             forget_restarts(home)
@@ -215,7 +216,7 @@ def stop(timeout: float = 30.0) -> bool:
     """Stop every process of this home: the server, its local controller and the
     controller's workers, found by what the home records (pids checked against their start
     time and command line, never by name). Returns False if none was running."""
-    home = atomiverse_home()
+    home = home_path(atomiverse_home())
     with _launch_lock(home):
         stopped = stop_home_processes(home, timeout, reap=_reap)
         (home / SERVER_RECORD).unlink(missing_ok=True)
@@ -234,4 +235,4 @@ def _reap(pid: int) -> None:
 
 def status() -> dict[str, Any] | None:
     """server.json if its process is this home's server and answers; else None."""
-    return _running_state(atomiverse_home())
+    return _running_state(home_path(atomiverse_home()))

@@ -6,7 +6,8 @@ recorded pid still is that process.
 (``create_time``, seconds since the epoch as psutil reports it) and what was started. A pid
 alone proves nothing: after a crash or a reboot it may belong to anything, so a record is
 trusted only while the process with that pid started at the recorded time and its command
-line names this home. Nothing is ever signalled on the strength of a pid alone."""
+line names this home (as an absolute path: see ``home_path``). Nothing is ever signalled on
+the strength of a pid alone."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ CONTROLLER_RECORD = "controller.json"
 # psutil derives create_time from the boot time and clock ticks: the same process reads the
 # same value to well within this (seconds).
 CREATE_TIME_TOLERANCE_SECONDS = 0.05
+
+
+def home_path(home: Path) -> Path:
+    """The home as every process of it names it: absolute, symlinks resolved."""
+    return home.expanduser().resolve()
 
 
 def read_record(home: Path, name: str) -> dict[str, Any] | None:
@@ -65,10 +71,15 @@ def verified_process(record: dict[str, Any] | None, *, program: str,
     if not isinstance(recorded, (int, float)) or \
             abs(created - recorded) > CREATE_TIME_TOLERANCE_SECONDS:
         return None
-    home_text = str(home)
-    if program not in cmdline or not any(home_text in arg for arg in cmdline):
+    if program not in cmdline or not any(_inside(arg, home) for arg in cmdline):
         return None
     return proc
+
+
+def _inside(arg: str, home: Path) -> bool:
+    """``arg`` is the home or a path in it (whole path components, never a substring)."""
+    text = str(home)
+    return arg == text or arg.startswith(text.rstrip(os.sep) + os.sep)
 
 
 def process_tree(proc: psutil.Process) -> list[psutil.Process]:

@@ -9,6 +9,7 @@ from typing import Any
 from .. import _embedded
 from .._config import atomiverse_home
 from .._embedded_procs import describe
+from ..localhome import home_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
         print("stopped" if _embedded.stop() else "not running")
     else:
         state = _embedded.status()
-        report = describe(atomiverse_home(), slots=_local_slots(state))
+        report = describe(home_path(atomiverse_home()), slots=_local_slots(state))
         print("\n".join(status_lines(report)))
         return 0 if state else 3
     return 0
