@@ -191,6 +191,8 @@ def test_a_stale_server_json_naming_an_unrelated_process_is_neither_trusted_nor_
             "pid": p.pid, "create_time": p.create_time(), "url": "http://127.0.0.1:9",
             "home": str(home), "started_at": p.create_time()}))
         assert cli(home, "local", "status").returncode == 3
+        assert cli(home, "local", "stop").stdout.strip() == "not running"
+        assert bystander.poll() is None
 
         mols = molecules(3)
         jobs = [atomiverse.SinglePointEnergy(atoms=m, level_of_theory=GFN2_XTB) for m in mols]
