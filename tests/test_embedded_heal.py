@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import atomiverse
+import atomiverse._embedded
 import psutil
 import pytest
 from atomiverse.levels import GFN2_XTB
@@ -209,7 +211,7 @@ def test_a_stale_server_json_naming_an_unrelated_process_is_neither_trusted_nor_
         bystander.wait()
 
 
-def test_a_server_that_cannot_start_fails_the_call_with_its_cause_and_log(home):
+def test_a_server_that_cannot_start_fails_the_call_with_its_cause_and_log(home, monkeypatch):
     home.mkdir(parents=True)
     # A valid SQLite file whose tables are not ours: the server dies while starting.
     with sqlite3.connect(home / "atomiverse.db") as conn:
@@ -232,6 +234,16 @@ def test_a_server_that_cannot_start_fails_the_call_with_its_cause_and_log(home):
             atomiverse.get_default_client().account()
     finally:
         stuck.close()
+
+    # The port taken (by a program that took it between our choice and the server's bind).
+    (home / "atomiverse.db").unlink()
+    with socket.socket() as taken, monkeypatch.context() as patch:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        patch.setattr(atomiverse._embedded, "_free_port", lambda: taken.getsockname()[1])
+        atomiverse.configure()
+        with pytest.raises(atomiverse.APIConnectionError, match="address already in use"):
+            atomiverse.get_default_client().account()
 
     # A file that is not a database at all is named as such before anything is started.
     (home / "atomiverse.db").write_bytes(b"this is not a database " * 100)

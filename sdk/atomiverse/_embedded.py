@@ -28,6 +28,7 @@ from ._config import atomiverse_home
 from ._embedded_health import (
     CrashLoopError,
     EmbeddedServerError,
+    PortTakenError,
     check_home_can_start,
     check_restart_budget,
     describe_restart,
@@ -155,7 +156,10 @@ def _start_again(home: Path, timeout: float) -> dict[str, Any]:
     previous = _read_state(home)
     if previous is not None:
         check_restart_budget(home)
-    state = _start(home, timeout)
+    try:
+        state = _start(home, timeout)
+    except PortTakenError:  # another program took the free port first: pick another
+        state = _start(home, timeout)
     if previous is not None:
         note_restart(home, describe_restart(previous), state["pid"])
     return state

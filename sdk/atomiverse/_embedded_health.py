@@ -34,6 +34,10 @@ class EmbeddedServerError(APIConnectionError):
     """The embedded server could not be started (the message names the cause and the log)."""
 
 
+class PortTakenError(EmbeddedServerError):
+    """The port chosen for the server was taken before it could listen on it."""
+
+
 class CrashLoopError(EmbeddedServerError):
     """The embedded server keeps crashing: restarting it again would only hide that."""
 
@@ -95,7 +99,8 @@ def check_home_can_start(home: Path) -> None:
 def exited_while_starting(home: Path, returncode: int, log_from: int) -> EmbeddedServerError:
     tail = log_tail(server_log(home), log_from)
     cause = _cause(tail)
-    return EmbeddedServerError(
+    kind = PortTakenError if cause and "[Errno 98]" in cause else EmbeddedServerError
+    return kind(
         f"the embedded server exited while starting (status {returncode})"
         f"{': ' + cause if cause else ''}; last lines of {server_log(home)}:\n{tail}")
 
@@ -103,9 +108,11 @@ def exited_while_starting(home: Path, returncode: int, log_from: int) -> Embedde
 def _cause(tail: str) -> str | None:
     """The exception a traceback ended with (``module.Error: message``), if there is one."""
     for line in reversed(tail.splitlines()):
+        if "[Errno" in line:  # uvicorn: "ERROR:    [Errno 98] error while attempting to bind"
+            return line.split(":", 1)[1].strip() if line.startswith("ERROR:") else line.strip()
         head = line.split(":", 1)[0]
         if line[:1].isalpha() and not line.startswith(("ERROR", "INFO", "WARNING")) and \
-                (head.endswith(("Error", "Exception")) or "[Errno" in line):
+                head.endswith(("Error", "Exception")):
             return line.strip()
     return None
 
