@@ -1,10 +1,10 @@
 """The HTTP client: authentication, one retry policy, error mapping, and the job calls.
 
 Retries: connection errors, 408, 502, 503 and 504, with capped exponential backoff and
-jitter (against the embedded server, a connection error first restarts the server if it is
-gone, then sends the request again); a 429 is retried only when its ``Retry-After`` is short, otherwise raised as
+jitter; a 429 is retried only when its ``Retry-After`` is short, otherwise raised as
 ``RateLimitError`` carrying the wait. A POST is retried only with an idempotency key,
-which stays the same across its retries."""
+which stays the same across its retries. Against the embedded server, a connection error
+first restarts the server if it is gone (``_embedded.revive``), then sends again."""
 
 from __future__ import annotations
 
