@@ -65,6 +65,8 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
     signal = notifier.jobs_changed
     event = signal.snapshot()
     ids = set(body.jobs)
+    if not ids:  # nothing can change; such a watch only ends an older one of its id
+        return []
     versions = await run_in_threadpool(_versions, engine, workspace_id, list(ids))
     raise_if_missing(ids, versions)
     read_at = time.monotonic()
