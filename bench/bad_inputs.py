@@ -74,3 +74,17 @@ BAD_REQUESTS = {
     "wrong types": (dict(json={"jobs": {"a": 1}}), 422),
     "unknown top-level field": (dict(json={"jobs": [], "priority": 9}), 422),
 }
+
+# Results a faulty or hostile controller reports for a single point: changes to a real result,
+# and the field the job's error must name. Each fails its own job; the batch's others are
+# stored (tests/security/test_reported_results.py).
+BAD_RESULTS = {
+    "energy as text": ({"energy_hartree": "very low"}, "energy_hartree"),
+    "core seconds as text": ({"core_seconds": "fast"}, "core_seconds"),
+    "NaN energy": ({"energy_hartree": float("nan")}, "energy_hartree"),
+    "infinite gradient": ({"gradient_hartree_per_bohr": [[float("inf"), 0.0, 0.0]]},
+                          "gradient_hartree_per_bohr"),
+    "gradient of pairs": ({"gradient_hartree_per_bohr": [[0.0, 0.0]]},
+                          "gradient_hartree_per_bohr"),
+    "energy missing": ({"energy_hartree": None}, "energy_hartree"),
+}

@@ -276,7 +276,8 @@ def bench_list(url: str, home: Path, n_rows: int, repeats: int = 20) -> dict[str
             total = conn.execute(sa.select(sa.func.count()).select_from(db.jobs)).scalar_one()
             seqs = conn.execute(sa.select(sa.func.min(db.jobs.c.seq), sa.func.max(db.jobs.c.seq))
                                 .where(db.jobs.c.workspace_id == ids["big"])).one()
-        deep_cursor = job_store.encode_cursor((seqs[0] + seqs[1]) // 2)
+            deep_cursor = job_store.encode_cursor(conn, workspace_id=ids["big"],
+                                                  seq=(seqs[0] + seqs[1]) // 2)
         cases = {"first page": ("big", {}), "deep page (cursor)": ("big", {"cursor": deep_cursor}),
                  "state=failed": ("big", {"state": "failed"}),
                  "other workspace (10%)": ("other", {})}

@@ -24,13 +24,15 @@ for sub in ("sdk", "server", "controller"):
     sys.path.insert(0, str(ROOT / sub))
 
 
-def fill(database_url: str, n: int) -> tuple[str, list[int]]:
-    """Create a workspace with n jobs; return its key and the job seqs (oldest first)."""
+def fill(database_url: str, n: int) -> tuple[str, dict[str, str]]:
+    """Create a workspace with n jobs; return its key and cursors into the middle of its jobs
+    and near the oldest."""
     import atomiverse
     import sqlalchemy as sa
     from atomiverse.levels import GFN2_XTB
     from atomiverse_server import db, security
     from atomiverse_server.store import workspaces
+    from atomiverse_server.store.cursors import encode_cursor
 
     engine = db.make_engine(database_url)
     db.create_schema(engine)
@@ -52,8 +54,11 @@ def fill(database_url: str, n: int) -> tuple[str, list[int]]:
     with db.read_tx(engine) as conn:
         seqs = [r[0] for r in conn.execute(sa.select(db.jobs.c.seq).where(
             db.jobs.c.workspace_id == ws.id).order_by(db.jobs.c.seq))]
+        # Cursors are opaque (encrypted per workspace): made here, where the database is.
+        cursors = {"middle": encode_cursor(conn, workspace_id=ws.id, seq=seqs[len(seqs) // 2]),
+                   "end": encode_cursor(conn, workspace_id=ws.id, seq=seqs[60])}
     engine.dispose()
-    return key, seqs
+    return key, cursors
 
 
 def page_latency_ms(client, cursor: str | None, repeats: int = 30) -> float:
@@ -73,12 +78,11 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "list_jobs.json")
     args = p.parse_args()
     import atomiverse
-    from atomiverse_server.store.jobs import encode_cursor
 
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{tmp}/bench.db"
         t = time.perf_counter()
-        key, seqs = fill(url, args.jobs)
+        key, cursors = fill(url, args.jobs)
         fill_s = time.perf_counter() - t
         port = 18000 + os.getpid() % 1000
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / s) for s in
@@ -97,8 +101,7 @@ def main() -> None:
                 except atomiverse.APIConnectionError:
                     assert time.monotonic() < deadline
                     time.sleep(0.1)
-            positions = {"start": None, "middle": encode_cursor(seqs[len(seqs) // 2]),
-                         "end": encode_cursor(seqs[60])}
+            positions = {"start": None, **cursors}
             results = {name: page_latency_ms(client, cursor) for name, cursor in
                        positions.items()}
             client.close()

@@ -445,7 +445,8 @@ def test_hot_queries_use_their_indexes(engine) -> None:  # type: ignore[no-untyp
             c, workspace_id=small.id, limit=5)), "ORDER BY"),
             {"ix_jobs_workspace_seq", "ix_jobs_workspace_state_seq"}),
         "list, next page": (captured(read(lambda c: job_store.list_jobs(
-            c, workspace_id=small.id, limit=5, cursor=job_store.encode_cursor(1010))),
+            c, workspace_id=small.id, limit=5, cursor=job_store.encode_cursor(
+                c, workspace_id=small.id, seq=1010))),
             "ORDER BY"), {"ix_jobs_workspace_seq", "ix_jobs_workspace_state_seq"}),
         "list by state": (captured(read(lambda c: job_store.list_jobs(
             c, workspace_id=ws.id, limit=5, state="failed")), "ORDER BY"),

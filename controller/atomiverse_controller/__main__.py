@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-workers", type=int, help="workers kept warm while idle (default 1)")
     p.add_argument("--spool-dir", type=Path)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--exit-with-pid", type=int, metavar="PID",
+                   help="exit within seconds of process PID ending (the embedded server's "
+                        "local controller)")
     p.add_argument("--burst", action="store_true", help="exit when there is no more work")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 FLAG_FIELDS = ("server", "name", "api_key", "api_key_file", "token_file", "slots",
                "cores_per_job", "capacity", "engine", "memory_limit_mb", "grace_seconds",
                "exit_when_idle_seconds", "worker_idle_seconds", "warm_workers", "spool_dir",
-               "metrics_port")
+               "metrics_port", "exit_with_pid")
 
 
 def drain_main(argv: list[str]) -> int:

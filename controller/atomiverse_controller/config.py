@@ -47,6 +47,9 @@ class ControllerConfig(BaseModel):
     warm_workers: int = Field(default=1, ge=0, description="Workers kept warm while idle")
     spool_dir: Path = Field(default_factory=lambda: Path.home() / ".atomiverse" / "spool")
     metrics_port: int | None = None
+    exit_with_pid: int | None = Field(
+        default=None, ge=1, description="Exit when this process ends (the embedded server "
+        "passes its own pid: its local controller must not outlive it)")
 
     def resolved_api_key(self) -> str | None:
         if self.api_key:

@@ -21,6 +21,7 @@ from .claimer import ClaimLoop
 from .config import ControllerConfig
 from .heartbeat import Heartbeat
 from .ledger import Ledger
+from .lifeline import Lifeline
 from .reporter import ReportLoop
 from .spool import Spool
 from .workers import Outcome, WorkerPool
@@ -49,6 +50,7 @@ class Controller:
         self._stop = threading.Event()  # warm: no new work
         self._kill = threading.Event()  # cold: give everything back now
         self._refused: Exception | None = None
+        self.lifeline: Lifeline | None = None
         self.completed = 0
         self.failed = 0
 
@@ -136,6 +138,10 @@ class Controller:
     def run(self, burst: bool = False, max_jobs: int | None = None) -> bool:
         """Serve until stopped. ``burst``: stop when there is no more work. Returns True on
         a clean stop (every result delivered, nothing held)."""
+        if self.config.exit_with_pid:
+            self.lifeline = Lifeline(self.config.exit_with_pid,
+                                     on_gone=lambda: self.request_stop(cold=True))
+            self.lifeline.start()
         self.pool.start()
         try:
             self.register()
@@ -274,13 +280,15 @@ class Controller:
         handed_back = [{"job_id": j["job_id"], "lease_id": j["lease_id"]}
                        for j in (*unstarted, *running)]
         self.reporter.close()
-        self.reporter.join(timeout=30)
+        # With the server gone for good nothing will take the results: spool them now.
+        server_gone = self.lifeline is not None and self.lifeline.gone.is_set()
+        self.reporter.join(timeout=0.5 if server_gone else 30)
         if self.reporter.is_alive():
             # Still retrying an unreachable server: whatever is queued waits on disk.
             self.reporter.spool_undelivered()
         if self.heartbeat:
             self.heartbeat.stop()
-        if self._refused is not None:
+        if self._refused is not None or server_gone:
             return False
         try:
             if handed_back:

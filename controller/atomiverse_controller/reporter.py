@@ -123,11 +123,14 @@ class ReportLoop(threading.Thread):
             self._arrived.clear()
             self._arrived.wait(pause)
 
+    def _deliver_halves(self, batch: list[dict[str, Any]]) -> None:
+        half = len(batch) // 2
+        self._deliver(batch[:half])
+        self._deliver(batch[half:])
+
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
         if len(batch) > 1 and sum(map(_size, batch)) > MAX_REPORT_BYTES:
-            half = len(batch) // 2
-            self._deliver(batch[:half])
-            self._deliver(batch[half:])
+            self._deliver_halves(batch)
             return
         backoff = 0.2
         wire = [_on_the_wire(r) for r in batch]
@@ -143,7 +146,15 @@ class ReportLoop(threading.Thread):
                 # only holds their leases for one lease period.
                 threading.Event().wait(backoff * (1 + random.random()))
                 backoff = min(backoff * 2, 5.0)
-            except (ServerRefused, ValueError) as e:
+            except ValueError as e:  # a 4xx: the request is wrong, sending it again won't do
+                if len(batch) > 1:  # find the bad report; the others still go (log2 n tries)
+                    self._deliver_halves(batch)
+                    return
+                log.error("event=report_refused controller=%s job=%s error=%s",
+                          self.controller_name, batch[0]["job_id"], e)
+                out = {"accepted": [], "rejected": [r["job_id"] for r in batch]}
+                break
+            except ServerRefused as e:
                 log.error("event=report_refused controller=%s jobs=%d error=%s",
                           self.controller_name, len(batch), e)
                 out = {"accepted": [], "rejected": [r["job_id"] for r in batch]}

@@ -83,7 +83,8 @@ def start_local(timeout: float = 120.0) -> str:
     from . import _embedded
     from ._client import get_default_client
 
-    url, _ = _embedded.ensure_running(wait_for_controller=True, timeout=timeout)
+    url, _ = _embedded.ensure_running(wait_for_controller=True, timeout=timeout,
+                                    deliberate=True)
     client = get_default_client()
     if client.embedded:
         client.account()  # connect now, so the first submission does not pay for it

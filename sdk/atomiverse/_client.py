@@ -3,7 +3,8 @@
 Retries: connection errors, 408, 502, 503 and 504, with capped exponential backoff and
 jitter; a 429 is retried only when its ``Retry-After`` is short, otherwise raised as
 ``RateLimitError`` carrying the wait. A POST is retried only with an idempotency key,
-which stays the same across its retries."""
+which stays the same across its retries. Against the embedded server, a connection error
+first restarts the server if it is gone (``_embedded.revive``), then sends again."""
 
 from __future__ import annotations
 
@@ -94,20 +95,39 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _revive_embedded(self, failed: httpx.Client) -> bool:
+        """After a transport error on ``failed`` against the embedded server: restart the
+        server if it is gone (``_embedded.revive``, under the home's launch lock) and
+        reconnect. True if the server now answering is not the one the error came from."""
+        if not self.embedded:
+            return False
+        url, key = _embedded.revive()
+        with self._lock:
+            if self._http is not failed:
+                return True  # another thread reconnected meanwhile
+            if url == self._base_url and key == self._api_key:
+                return False
+            old, self._http = self._http, None
+            self._base_url, self._api_key = url, key
+        if old is not None:
+            old.close()
+        return True
+
     def request(self, method: str, path: str, *, json: Any = None,
                 params: dict[str, Any] | None = None, idempotency_key: str | None = None,
-                timeout: float | None = None, read_only: bool = False) -> Any:
-        """``read_only``: a POST that changes nothing (a wait, a watch), retried like a GET."""
-        http = self._connect()
+                timeout: float | None = None, retryable: bool | None = None) -> Any:
+        """``retryable``: safe to send again after a lost answer (default: GET, PUT, DELETE,
+        PATCH, and a POST with an idempotency key; a wait or a watch says so)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         content = None
         if json is not None:
             content = _json.dumps(json)
             headers["Content-Type"] = "application/json"
-        retryable = method in ("GET", "PUT", "DELETE", "PATCH") or idempotency_key is not None \
-            or read_only
+        if retryable is None:
+            retryable = method in ("GET", "PUT", "DELETE", "PATCH") or bool(idempotency_key)
         attempt = 0
         while True:
+            http = self._connect()
             try:
                 resp = http.request(method, path, content=content, params=params,
                                     headers=headers, timeout=timeout or self.timeout)
@@ -117,6 +137,14 @@ class Client:
                     continue
                 raise APITimeoutError(f"{method} {path} timed out") from e
             except httpx.TransportError as e:
+                if self._revive_embedded(http):
+                    # A refused connection never reached the old server: always safe to
+                    # send again. A request cut off mid-way may have been applied.
+                    if retryable or isinstance(e, httpx.ConnectError):
+                        continue
+                    raise APIConnectionError(
+                        f"{method} {path}: the embedded server died during the request and "
+                        f"was restarted; it may or may not have been applied") from e
                 if retryable and attempt < self.max_retries:
                     attempt = self._backoff(attempt)
                     continue
@@ -166,7 +194,7 @@ class Client:
                timeout_seconds: float) -> list[dict[str, Any]]:
         body = self.request("POST", "/api/v1/jobs/watch", json={
             "jobs": versions, "watch_id": watch_id, "timeout_seconds": timeout_seconds},
-            timeout=timeout_seconds + self.timeout, read_only=True)
+            timeout=timeout_seconds + self.timeout, retryable=True)
         return body["jobs"]
 
     def as_completed(self, job_ids: Sequence[str],
@@ -239,7 +267,7 @@ class Client:
                 "include_result": True,
                 "coalesce_seconds": WAIT_COALESCE_SECONDS
                 if len(pending) > WAIT_COALESCE_ABOVE_JOBS else 0.0},
-                timeout=WAIT_POLL_SECONDS + self.timeout, read_only=True)
+                timeout=WAIT_POLL_SECONDS + self.timeout, retryable=True)  # read-only
             newly = [j for j in body["jobs"] if j["state"] in TERMINAL_STATES]
             done.update((j["job_id"], j) for j in newly)
             pending = [j for j in pending if j not in done]

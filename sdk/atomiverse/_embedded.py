@@ -1,8 +1,11 @@
-"""Start, reuse and stop the embedded server (and, through it, the local controller).
+"""Start, reuse, restart and stop the embedded server (and, through it, the local controller).
 
-State lives under ATOMIVERSE_HOME: ``server.json`` (pid and URL), ``credentials.json``
-(the local API key, mode 0600, written by the server), ``logs/``. The server outlives the
-script that started it, so the next script reuses it; ``atomiverse local stop`` ends it."""
+State lives under ATOMIVERSE_HOME: ``server.json`` (pid, start time and URL: trusted only
+while that pid still is this home's server, see ``localhome``), ``controller.json`` (the local
+controller, written by the server), ``credentials.json`` (the local API key, mode 0600,
+written by the server), ``restarts.json``, ``logs/``. The server outlives the script that
+started it, so the next script reuses it; a server that died is started again by the next
+call that finds it gone, in any process (``revive``); ``atomiverse local stop`` ends it."""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,11 +22,40 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import psutil
 
 from ._config import atomiverse_home
+from ._embedded_health import (
+    CrashLoopError,
+    EmbeddedServerError,
+    PortTakenError,
+    check_home_can_start,
+    check_restart_budget,
+    describe_restart,
+    exited_while_starting,
+    forget_restarts,
+    log_size,
+    log_tail,
+    note_restart,
+    server_log,
+)
+from ._embedded_procs import still_running, stop_home_processes
 from ._exceptions import APIConnectionError
+from .localhome import (
+    SERVER_RECORD,
+    home_path,
+    process_record,
+    read_record,
+    verified_process,
+    write_record,
+)
+
+__all__ = ["CrashLoopError", "EmbeddedServerError", "ensure_running", "revive", "status",
+           "stop"]
 
 START_TIMEOUT_SECONDS = 120.0
+# A running server that has not answered /healthz for this long is reported, not replaced.
+UNRESPONSIVE_SECONDS = 10.0
 # Servers this process launched. The server outlives us on purpose; holding the Popen keeps
 # it from being collected (and warned about) while it runs, and lets stop() reap it.
 _launched: dict[int, subprocess.Popen[bytes]] = {}
@@ -46,10 +77,14 @@ def _launch_lock(home: Path) -> Iterator[None]:
 
 
 def _read_state(home: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((home / "server.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return read_record(home, SERVER_RECORD)
+
+
+def verified_server(home: Path) -> tuple[dict[str, Any], psutil.Process] | None:
+    """server.json and its process, if that process still is this home's server."""
+    state = _read_state(home)
+    proc = verified_process(state, program="atomiverse_server", home=home)
+    return (state, proc) if state is not None and proc is not None else None
 
 
 def _healthy(url: str) -> dict[str, Any] | None:
@@ -58,16 +93,6 @@ def _healthy(url: str) -> dict[str, Any] | None:
         return r.json() if r.status_code == 200 else None
     except httpx.HTTPError:
         return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _free_port() -> int:
@@ -81,46 +106,95 @@ def credentials(home: Path | None = None) -> dict[str, str]:
     return json.loads((home / "credentials.json").read_text())
 
 
-def ensure_running(*, wait_for_controller: bool = False,
-                   timeout: float = START_TIMEOUT_SECONDS) -> tuple[str, str]:
-    """Return (base_url, api_key) of the embedded server, starting it if needed."""
-    home = atomiverse_home()
+def ensure_running(*, wait_for_controller: bool = False, timeout: float = START_TIMEOUT_SECONDS,
+                   deliberate: bool = False) -> tuple[str, str]:
+    """Return (base_url, api_key) of the embedded server, starting it if needed.
+    ``deliberate``: the user asked for it (``local start``): past crashes are forgiven."""
+    home = home_path(atomiverse_home())
     with _launch_lock(home):
-        state = _read_state(home)
-        if not (state and _pid_alive(state["pid"]) and _healthy(state["url"])):
-            state = _start(home, timeout)
+        if deliberate:
+            forget_restarts(home)
+        state = _running_state(home)
+        if state is None:
+            state = _start_again(home, timeout)
     key = credentials(home)["api_key"]
     if wait_for_controller:
         _wait_for_local_controller(state["url"], key, state.get("started_at", 0.0), timeout)
     return state["url"], key
 
 
+def revive(timeout: float = START_TIMEOUT_SECONDS) -> tuple[str, str]:
+    """After a connection error: the embedded server's (base_url, api_key) now, restarting
+    it if it is gone (whoever notices first restarts it; the others find it running). Raises
+    ``CrashLoopError`` after too many restarts, ``EmbeddedServerError`` if it cannot start."""
+    return ensure_running(timeout=timeout)
+
+
+def _running_state(home: Path) -> dict[str, Any] | None:
+    """server.json if this home's server runs and answers; None if it is gone. A server
+    that runs but does not answer is not replaced (two servers on one database): raised."""
+    found = verified_server(home)
+    if found is None:
+        return None
+    state, proc = found
+    deadline = time.monotonic() + UNRESPONSIVE_SECONDS
+    while not _healthy(state["url"]):
+        if not still_running(proc):
+            return None
+        if time.monotonic() > deadline:
+            raise EmbeddedServerError(
+                f"the embedded server (pid {proc.pid}, {state['url']}) runs but does not "
+                f"answer; `atomiverse local stop` ends it; see {server_log(home)}")
+        time.sleep(0.2)
+    return state
+
+
+def _start_again(home: Path, timeout: float) -> dict[str, Any]:
+    """Start a server where none runs; one that had been started and is gone counts
+    against the restart budget. A server.json naming a process that is not this home's
+    server (a stale pid now used by something else) is ignored, never acted on."""
+    previous = _read_state(home)
+    if previous is not None:
+        check_restart_budget(home)
+    try:
+        state = _start(home, timeout)
+    except PortTakenError:  # another program took the free port first: pick another
+        state = _start(home, timeout)
+    if previous is not None:
+        note_restart(home, describe_restart(previous), state["pid"])
+    return state
+
+
 def _start(home: Path, timeout: float) -> dict[str, Any]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    logs = home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    check_home_can_start(home)
+    log = server_log(home)
+    log_from = log_size(log)
     env = os.environ.copy()
     env.pop("ATOMIVERSE_BASE_URL", None)
     started_at = time.time()
-    with open(logs / "server.log", "ab") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "atomiverse_server", "--embedded", "--home", str(home),
              "--port", str(port), "--log-level", "warning"],
             stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    _launched[proc.pid] = proc
     deadline = time.monotonic() + timeout
     while not _healthy(url):
         if proc.poll() is not None:
-            raise APIConnectionError(f"the embedded server exited with status {proc.returncode}; "
-                                     f"see {logs / 'server.log'}")
+            raise exited_while_starting(home, proc.returncode, log_from)
         if time.monotonic() > deadline:
             proc.kill()
-            raise APIConnectionError(f"the embedded server did not start within {timeout:.0f} s;"
-                                     f" see {logs / 'server.log'}")
+            proc.wait()
+            raise EmbeddedServerError(
+                f"the embedded server did not start within {timeout:.0f} s; last lines of "
+                f"{log}:\n{log_tail(log, log_from)}")
         time.sleep(0.05)
-    _launched[proc.pid] = proc
-    state = {"pid": proc.pid, "url": url, "started_at": started_at}
-    (home / "server.json").write_text(json.dumps(state))
+    state = {**process_record(psutil.Process(proc.pid)), "url": url, "home": str(home),
+             "started_at": started_at}
+    write_record(home, SERVER_RECORD, state)
     return state
 
 
@@ -143,39 +217,26 @@ def _wait_for_local_controller(url: str, key: str, since: float, timeout: float)
 
 
 def stop(timeout: float = 30.0) -> bool:
-    """Stop the embedded server and its local controller. Returns False if none was running."""
-    home = atomiverse_home()
+    """Stop every process of this home: the server, its local controller and the
+    controller's workers, found by what the home records (pids checked against their start
+    time and command line, never by name). Returns False if none was running."""
+    home = home_path(atomiverse_home())
     with _launch_lock(home):
-        state = _read_state(home)
-        if not state or not _pid_alive(state["pid"]):
-            (home / "server.json").unlink(missing_ok=True)
-            return False
-        pid = state["pid"]
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.05)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            _reap(pid)
-        (home / "server.json").unlink(missing_ok=True)
-        return True
+        stopped = stop_home_processes(home, timeout, reap=_reap)
+        (home / SERVER_RECORD).unlink(missing_ok=True)
+        forget_restarts(home)
+    for pid in list(_launched):  # servers of ours that died meanwhile: collect them
+        _reap(pid)
+    return stopped
 
 
 def _reap(pid: int) -> None:
     # If this process started the server it is our child: collect it so it stops existing.
     proc = _launched.get(pid)
-    if proc is not None:
-        if proc.poll() is not None:
-            del _launched[pid]
-        return
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    if proc is not None and proc.poll() is not None:
+        del _launched[pid]
 
 
 def status() -> dict[str, Any] | None:
-    state = _read_state(atomiverse_home())
-    if state and _pid_alive(state["pid"]) and _healthy(state["url"]):
-        return state
-    return None
+    """server.json if its process is this home's server and answers; else None."""
+    return _running_state(home_path(atomiverse_home()))

@@ -15,6 +15,8 @@ from types import FrameType
 import uvicorn
 from uvicorn.main import STARTUP_FAILURE
 
+from .headertimeout import HEADER_TIMEOUT_SECONDS, with_header_timeout
+
 TICK_SECONDS = 1.0
 
 
@@ -35,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ssl-keyfile", help="TLS private key (PEM, keep it 0600)")
     p.add_argument("--limit-concurrency", type=int, default=1000,
                    help="connections beyond this are answered 503 at once")
+    p.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT_SECONDS,
+                   help="seconds a client has to send a request's headers before the "
+                        "connection is closed")
     args = p.parse_args(argv)
 
     from .main import create_app
@@ -61,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             access_log=False, timeout_graceful_shutdown=5,
                             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
-                            limit_concurrency=args.limit_concurrency, timeout_keep_alive=5)
+                            limit_concurrency=args.limit_concurrency, timeout_keep_alive=5,
+                            http=with_header_timeout(args.header_timeout))
     server = _Server(config)
     try:
         server.run()

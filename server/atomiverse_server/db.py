@@ -109,6 +109,25 @@ rate_limits = sa.Table(
     sa.Column("tat", sa.Float, nullable=False),
 )
 
+# Dashboard sessions: the cookie is a random secret, stored here only as its SHA-256 hash, so
+# whoever reads the database cannot make a cookie; signing out deletes the row.
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("api_key_id", sa.String(32), sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_sessions_expires", "expires_at"),
+)
+
+# Random values every server process on this database shares (made by migration 0005):
+# ``cursor`` keys the encryption of list cursors.
+server_secrets = sa.Table(
+    "server_secrets", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+)
+
 # A batch sent again with the same Idempotency-Key gets the first response back.
 idempotency_keys = sa.Table(
     "idempotency_keys", metadata,

@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 
+from . import security
 from .authcache import AuthCache
 from .db import read_tx
 from .notify import Notifier
@@ -73,6 +74,40 @@ async def _current_workspace(request: Request, engine: EngineDep,
     if ws is None:
         raise _unauthorized("Invalid or revoked API key")
     return ws
+
+
+async def require_known_credential(request: Request) -> None:
+    """Before a request body is read: some credential this server knows (an API key, a
+    controller token or a session), or 401 at once. FastAPI reads and parses the body before it
+    runs the route's own authentication, so a 55 MiB body without credentials was read and
+    parsed first (issue 23). Which credential the route needs is still its own check."""
+    engine = request.app.state.engine
+    auth = request.headers.get("authorization", "")
+    scheme, _, secret = auth.partition(" ")
+    if auth and scheme.lower() == "bearer" and secret:
+        if secret.startswith(security.API_KEY_PREFIX):
+            known = await _authenticate(request, "workspace", secret, _load_workspace, engine)
+        elif secret.startswith(security.CONTROLLER_TOKEN_PREFIX):
+            known = await _authenticate(request, "controller", secret, _load_controller, engine)
+        else:
+            known = None
+        if known is None:
+            raise _unauthorized("Invalid or revoked API key or controller token")
+        return
+    if SESSION_COOKIE in request.cookies:
+        if await run_in_threadpool(_session, request, engine) is None:
+            raise _unauthorized("Session expired or signed out: sign in again at /signin")
+        return
+    raise _unauthorized("Missing credentials: send 'Authorization: Bearer av_...' (an API key) "
+                        "or 'Bearer avc_...' (a controller token)")
+
+
+async def workspace_for_bearer(request: Request, secret: str) -> Workspace | None:
+    """The workspace of a valid, unrevoked API key; None for anything else."""
+    if not secret.startswith(security.API_KEY_PREFIX):
+        return None
+    return await _authenticate(request, "workspace", secret, _load_workspace,
+                               request.app.state.engine)
 
 
 def _load_workspace(engine: Engine, key: str) -> Workspace | None:

@@ -3,6 +3,7 @@ under ATOMIVERSE_HOME (mode 0600) and supervises its own local controller proces
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,8 +12,18 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+import psutil
+from atomiverse.localhome import (
+    CONTROLLER_RECORD,
+    process_record,
+    process_tree,
+    read_record,
+    verified_process,
+    write_record,
+)
 from sqlalchemy.engine import Engine
 
 from .db import read_tx, write_tx
@@ -21,6 +32,8 @@ from .store import workspaces as workspace_store
 
 log = logging.getLogger("atomiverse.server.embedded")
 LOCAL_WORKSPACE = "local"
+# A controller that keeps exiting is started again at most this often (seconds).
+RESTART_MIN_INTERVAL_SECONDS = 2.0
 
 
 def local_controller_name() -> str:
@@ -77,14 +90,24 @@ def ensure_local_controller_row(engine: Engine, settings: Settings) -> None:
 
 
 class LocalControllerSupervisor:
-    """Keeps the local controller process running while the server runs."""
+    """Keeps exactly one local controller process running while the server runs.
+
+    The controller is started with ``--exit-with-pid`` (this server), so it ends itself
+    when this server is gone; a controller of an earlier server of this home that is still
+    running when this one starts is stopped first. A controller that exits is started again
+    at once (at most every ``RESTART_MIN_INTERVAL_SECONDS``); its registration tells the
+    server which leases it holds, ending its predecessor's other leases. ``controller.json``
+    in the home records the running one, its restarts and the last one's reason."""
 
     def __init__(self, settings: Settings, server_url: str) -> None:
         self.settings = settings
         self.server_url = server_url
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
-        self._stopping = False
+        self._stopping = threading.Event()
+        self._restarts = 0
+        self._last_restart: dict[str, object] | None = None
+        self._started_at = 0.0
 
     def command(self) -> list[str]:
         home = self.settings.home
@@ -92,28 +115,53 @@ class LocalControllerSupervisor:
                "--name", self.settings.local_controller_name or local_controller_name(),
                "--api-key-file", str(credentials_path(home)),
                "--token-file", str(home / "controller.token"),
-               "--spool-dir", str(home / "spool")]
+               "--spool-dir", str(home / "spool"),
+               "--exit-with-pid", str(os.getpid())]
         if self.settings.local_controller_slots:
             cmd += ["--slots", str(self.settings.local_controller_slots)]
         return cmd
 
     def ensure_running(self) -> None:
         with self._lock:
-            if self._stopping or (self.proc is not None and self.proc.poll() is None):
+            if self._stopping.is_set() or (self.proc is not None and self.proc.poll() is None):
                 return
-            if self.proc is not None:
-                log.warning("local controller exited with status %s; restarting",
-                            self.proc.returncode)
+            if self.proc is None:
+                end_previous_controller(self.settings.home)
+            else:
+                reason = f"exited with status {_describe_status(self.proc.returncode)}"
+                log.warning("local controller %s; restarting", reason)
+                self._restarts += 1
+                self._last_restart = {"at": time.time(), "reason": reason}
             logs = self.settings.home / "logs"
             logs.mkdir(parents=True, exist_ok=True)
             with open(logs / "controller.log", "ab") as out:
                 self.proc = subprocess.Popen(self.command(), stdout=out, stderr=out,
                                              stdin=subprocess.DEVNULL)
+            self._started_at = time.monotonic()
+            self._record(self.proc)
             log.info("started local controller pid=%s", self.proc.pid)
+            threading.Thread(target=self._restart_when_gone, args=(self.proc,),
+                             name="local-controller-watch", daemon=True).start()
+
+    def _record(self, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            record = process_record(psutil.Process(proc.pid), restarts=self._restarts,
+                                    last_restart=self._last_restart)
+        except psutil.NoSuchProcess:
+            return  # gone already: the watch thread restarts it and records that one
+        write_record(self.settings.home, CONTROLLER_RECORD, record)
+
+    def _restart_when_gone(self, proc: subprocess.Popen[bytes]) -> None:
+        """Restart at once, not at the next periodic check: until the new process registers,
+        the jobs the dead one held wait."""
+        proc.wait()
+        pause = RESTART_MIN_INTERVAL_SECONDS - (time.monotonic() - self._started_at)
+        if not self._stopping.wait(max(0.0, pause)):
+            self.ensure_running()
 
     def stop(self, grace_seconds: float = 15.0) -> None:
         with self._lock:
-            self._stopping = True
+            self._stopping.set()
             proc = self.proc
         if proc is None or proc.poll() is not None:
             return
@@ -123,3 +171,34 @@ class LocalControllerSupervisor:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        (self.settings.home / CONTROLLER_RECORD).unlink(missing_ok=True)
+
+
+def end_previous_controller(home: Path, grace_seconds: float = 10.0) -> None:
+    """Stop a local controller an earlier server of this home left running (it exits by
+    itself within seconds of its server, but one home must never have two). Found by
+    ``controller.json`` and verified (start time, command line naming this home); two
+    SIGTERMs ask for the cold stop: it spools what it could not deliver, which the new
+    controller sends."""
+    previous = verified_process(read_record(home, CONTROLLER_RECORD),
+                                program="atomiverse_controller", home=home)
+    if previous is None:
+        return
+    tree = process_tree(previous)
+    log.warning("a local controller of an earlier server is still running (pid %s); "
+                "stopping it", previous.pid)
+    for sig in (signal.SIGTERM, signal.SIGTERM):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            previous.send_signal(sig)
+    _gone, alive = psutil.wait_procs(tree[:1], timeout=grace_seconds)
+    for p in alive + tree[1:]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(tree, timeout=grace_seconds)
+
+
+def _describe_status(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"{returncode} ({signal.Signals(-returncode).name})"
+    return str(returncode)

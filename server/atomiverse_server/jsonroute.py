@@ -6,7 +6,10 @@ writes NaN and Infinity, which orjson rejects: such a body is read again by the 
 library, so a NaN position fails its own batch entry with the field named, not the whole
 request. A malformed body still raises ``json.JSONDecodeError`` and gets FastAPI's 422.
 Responses need nothing: with a ``response_model`` FastAPI already serialises in pydantic's
-Rust core."""
+Rust core.
+
+A request that may carry a body must first show a credential the server knows: FastAPI reads
+and parses the body before the route's own authentication runs (issue 23)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,10 @@ from typing import Any
 from atomiverse import _json
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+
+from .deps import require_known_credential
+
+_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class _FastJSONRequest(Request):
@@ -35,6 +42,8 @@ class FastJSONRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
+            if request.method not in _NO_BODY:
+                await require_known_credential(request)  # before the body is read
             return await handler(_FastJSONRequest(request.scope, request.receive))
 
         return handle

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     managed_enabled: bool = False
     managed_rate_per_core_hour: float = Field(default=0.0, ge=0)
 
+    metrics_token: str | None = Field(
+        default=None, description="Operator's token for /metrics' per-controller series "
+                                  "(environment only: never on a command line)")
+
     max_batch_size: int = Field(default=1000, ge=1)
     max_atoms: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024,

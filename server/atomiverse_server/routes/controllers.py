@@ -22,7 +22,7 @@ from atomiverse.schema import (
 from fastapi import APIRouter, Body, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from .. import handoff, metrics
+from .. import embedded, handoff, metrics
 from ..db import read_tx, write_tx
 from ..deps import (
     CurrentController,
@@ -34,8 +34,10 @@ from ..deps import (
 )
 from ..jsonroute import FastJSONRoute
 from ..notify import Notifier
+from ..settings import Settings
 from ..store import controllers as controller_store
 from ..store.controllers import Controller
+from ..store.workspaces import Workspace
 from .errors import CONTROLLER
 from .longpoll import first, until_disconnected
 
@@ -60,7 +62,7 @@ def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep
                 hostname=body.hostname)
             token = request.state.controller_token
         else:
-            serves_managed = settings.embedded and body.name == settings.local_controller_name
+            serves_managed = _is_embedded_local_controller(settings, registrant, body.name)
             ctl, token = controller_store.register_controller(
                 conn, workspace_id=registrant.id, name=body.name, slots=body.slots,
                 cores_per_job=body.cores_per_job, capacity=capacity, engines=body.engines,
@@ -76,6 +78,15 @@ def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep
     return {"controller_id": ctl.id, "name": ctl.name, "token": token,
             "lease_seconds": settings.lease_seconds,
             "heartbeat_seconds": settings.heartbeat_seconds}
+
+
+def _is_embedded_local_controller(settings: Settings, registrant: Workspace, name: str) -> bool:
+    """The managed pool is joined by grant, never by name: in embedded mode only the local
+    workspace (whose key the server keeps 0600 in its home for its own controller) may register
+    the local controller. Another workspace calling its controller ``local-<hostname>`` claimed
+    other workspaces' managed jobs (issue 23)."""
+    return (settings.embedded and name == settings.local_controller_name
+            and registrant.name == embedded.LOCAL_WORKSPACE)
 
 
 @router.get("")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import unicodedata
 from typing import Annotated, Any
@@ -28,6 +27,7 @@ from ..db import read_tx, write_tx
 from ..deps import CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
 from ..jsonroute import FastJSONRoute
 from ..notify import Notifier, TooManyWatches
+from ..ratelimit import BatchSubmitter, JobSubmitter
 from ..settings import Settings
 from ..store import jobs as job_store
 from ..store import limits
@@ -44,7 +44,7 @@ LocalControllerHeader = Annotated[str | None, Header(alias="X-Atomiverse-Local-C
 
 
 @router.post("/submit-batch", response_model=BatchResponse)
-def submit_batch(body: BatchRequest, workspace: CurrentWorkspace, engine: EngineDep,
+def submit_batch(body: BatchRequest, workspace: BatchSubmitter, engine: EngineDep,
                  settings: SettingsDep, notifier: NotifierDep,
                  local_controller: LocalControllerHeader = None,
                  idempotency_key: IdempotencyKeyHeader = None) -> dict[str, Any]:
@@ -61,7 +61,6 @@ def submit_batch(body: BatchRequest, workspace: CurrentWorkspace, engine: Engine
                 earlier = _earlier_response(conn, workspace.id, idempotency_key, digest)
                 if earlier is not None:
                     return earlier
-            _enforce_rate(conn, "batch", workspace.id, settings.batch_rate_per_minute, settings)
             response, claimable = submit_entries(
                 conn, workspace_id=workspace.id, prepared=prepared, settings=settings,
                 local_controller=local_controller)
@@ -91,28 +90,14 @@ def _earlier_response(conn: Any, workspace_id: str, key: str,
     return found[1]
 
 
-def _enforce_rate(conn: Any, kind: str, workspace_id: str, per_minute: int,
-                  settings: Any) -> None:
-    # One user on one machine: the embedded server has no one to share with.
-    if settings.embedded:
-        return
-    wait = limits.take(conn, key=f"{kind}:{workspace_id}", per_minute=per_minute)
-    if wait is not None:
-        seconds = max(1, math.ceil(wait))
-        raise HTTPException(429, f"Rate limit: at most {per_minute} {kind} submissions per "
-                                 f"minute; retry in {seconds} s",
-                            headers={"Retry-After": str(seconds)})
-
-
 @router.post("", response_model=JobPublic, status_code=201)
-def submit_job(body: JobSubmitRequest, workspace: CurrentWorkspace, engine: EngineDep,
+def submit_job(body: JobSubmitRequest, workspace: JobSubmitter, engine: EngineDep,
                settings: SettingsDep, notifier: NotifierDep,
                local_controller: LocalControllerHeader = None) -> dict[str, Any]:
     prepared = prepare_entries([{"job": body.job, "compute_target": body.compute_target}],
                                settings)
     try:
         with write_tx(engine) as conn:
-            _enforce_rate(conn, "job", workspace.id, settings.job_rate_per_minute, settings)
             response, claimable = submit_entries(
                 conn, workspace_id=workspace.id, prepared=prepared, settings=settings,
                 local_controller=local_controller)

@@ -11,14 +11,17 @@ from urllib.parse import parse_qs, urlencode
 
 import jinja2
 import markupsafe
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 
 from .. import embedded
-from ..db import read_tx
+from ..db import read_tx, write_tx
 from ..deps import SESSION_COOKIE, EngineDep, PageSession, check_csrf, same_origin
+from ..result_check import result_problem
 from ..store import jobs as job_store
-from ..store.sessions import SESSION_SECONDS, Session, open_session
+from ..store.sessions import SESSION_SECONDS, Session, end_session, open_session
 
 router = APIRouter(include_in_schema=False)
 
@@ -45,6 +48,7 @@ _SECURITY_HEADERS = {
 }
 _env.globals.update(HARTREE_EV=HARTREE_EV, HARTREE_KCAL=HARTREE_KCAL)
 _LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_\-.~?=&%+]*$")
+_FORM_MAX_BYTES = 8192
 _PREVIEW_ATOMS = 300  # the list's thumbnails drop hydrogens above this, and stop there
 
 
@@ -85,11 +89,10 @@ async def signin(request: Request, engine: EngineDep) -> Response:
     if not same_origin(request):
         return _render(request, "error.html", None, 403, title="Cross-site sign-in refused",
                        message="Open the sign-in page on this server and try again.")
-    form = _form(await request.body())
+    form = _form(await _small_body(request))
     target = _safe_next(form.get("next"))
     api_key = form.get("api_key", "").strip()
-    with read_tx(engine) as conn:
-        session = open_session(conn, api_key=api_key) if api_key else None
+    session = await run_in_threadpool(_open_session, engine, api_key) if api_key else None
     if session is None:
         return _render(request, "signin.html", None, 401, next=target,
                        error="That API key is not valid (or has been revoked).")
@@ -100,13 +103,38 @@ async def signin(request: Request, engine: EngineDep) -> Response:
 
 
 @router.post("/signout")
-async def signout(request: Request, session: PageSession) -> Response:
+async def signout(request: Request, session: PageSession, engine: EngineDep) -> Response:
     if session is not None:
-        check_csrf(request, session, _form(await request.body()).get("csrf_token"))
+        check_csrf(request, session, _form(await _small_body(request)).get("csrf_token"))
+        await run_in_threadpool(_end_session, engine, session.cookie)
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax",
                            secure=_https(request))
     return response
+
+
+def _open_session(engine: Engine, api_key: str) -> Session | None:
+    with write_tx(engine) as conn:
+        return open_session(conn, api_key=api_key)
+
+
+def _end_session(engine: Engine, cookie: str) -> None:
+    with write_tx(engine) as conn:
+        end_session(conn, cookie=cookie)
+
+
+async def _small_body(request: Request) -> bytes:
+    """A sign-in or sign-out form, read only as far as such a form goes: these pages take
+    requests without credentials, so an anonymous 60 MiB body must not be read whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _FORM_MAX_BYTES:
+        raise HTTPException(413, f"A form here is at most {_FORM_MAX_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _FORM_MAX_BYTES:
+            raise HTTPException(413, f"A form here is at most {_FORM_MAX_BYTES} bytes")
+    return body
 
 
 def _form(body: bytes) -> dict[str, str]:
@@ -176,6 +204,8 @@ def job_page(request: Request, session: PageSession, engine: EngineDep,
         return _render(request, "error.html", session, 404, title="Job not found",
                        message=f"There is no job {job_id[:64]} in this workspace.")
     result = record.get("result") or {}
+    if result and result_problem(record["job_type"], result) is not None:
+        result = {}  # stored before results were checked (issue 23): show the job without it
     energies = result.get("energies_hartree") or []
     return _render(request, "job.html", session, job=record, result=result,
                    level=_level(record["job"].get("level_of_theory")),

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from .. import security
 from ..db import CLAIM_ORDER, controllers, is_postgres, jobs, workspaces
+from ..result_check import result_problem
 from . import jobs as job_store
 from ._time import iso, now
 
@@ -203,7 +204,7 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
     t = now()
     ids = list(dict.fromkeys(rep["job_id"] for rep in reports))
     q = (sa.select(jobs.c.id, jobs.c.lease_id, jobs.c.workspace_id, jobs.c.compute_target,
-                   jobs.c.attempts, jobs.c.attempt_errors)
+                   jobs.c.attempts, jobs.c.attempt_errors, jobs.c.job_type)
          .where(jobs.c.id.in_(ids), jobs.c.state == "running",
                 jobs.c.claimed_by == controller.id))
     # On PostgreSQL the rows are locked as they are read: a second report of the same attempt
@@ -220,6 +221,7 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
             rejected.append(rep["job_id"])
             continue
         del current[rep["job_id"]]  # a duplicate within this request is not heard twice
+        rep = _checked(rep, row.job_type)
         values = _completion_values(rep, row, t, max_attempts)
         groups.setdefault(tuple(sorted(values)), []).append(
             {"b_id": rep["job_id"], "b_lease": rep["lease_id"],
@@ -250,6 +252,18 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
                 if r.get("b_state") == "pending"]
     return {"accepted": accepted, "rejected": rejected, "requeued": requeued,
             "finished": list(finished), "followers_settled": bool(finished and leaders)}
+
+
+def _checked(rep: dict[str, Any], job_type: str) -> dict[str, Any]:
+    """A success whose result does not fit its job type's model becomes that job's failure,
+    naming the field: the other reports of the request are stored as usual."""
+    if not rep["ok"]:
+        return rep
+    problem = result_problem(job_type, rep["result"])
+    if problem is None:
+        return rep
+    return {**rep, "ok": False, "result": None, "error_type": "internal",
+            "error": f"The controller reported an invalid result: {problem}"}
 
 
 def _completion_values(rep: dict[str, Any], row: Any, t: float,

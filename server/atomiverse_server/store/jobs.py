@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,6 +11,9 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from ..db import controllers, jobs, workspaces
 from ._time import iso, now
+
+# InvalidCursor: the routes catch it as job_store.InvalidCursor.
+from .cursors import InvalidCursor, decode_cursor, encode_cursor  # noqa: F401
 from .fastquery import FastQuery
 
 TERMINAL = ("done", "failed", "cancelled")
@@ -21,10 +22,6 @@ _IN_CHUNK = 500
 
 SUMMARY_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.name, jobs.c.state, jobs.c.job_type,
                    jobs.c.created_at, jobs.c.billed_core_seconds, jobs.c.preview)
-
-
-class InvalidCursor(ValueError):
-    pass
 
 
 def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -74,13 +71,21 @@ class HotReads:
 
     def list_jobs(self, *, workspace_id: str, limit: int, cursor: str | None = None,
                   state: str | None = None, name_contains: str | None = None) -> dict[str, Any]:
-        flags, params = _page_params(workspace_id, limit, cursor, state, name_contains)
+        before = None if cursor is None else self._cursors(
+            lambda conn: decode_cursor(conn, workspace_id=workspace_id, cursor=cursor))
+        flags, params = _page_params(workspace_id, limit, before, state, name_contains)
         query = self._pages.get(flags)
         if query is None:
             query = self._pages[flags] = FastQuery(
                 self._engine, SUMMARY_COLUMNS, lambda q: _page_query(q, *flags),
                 json_passthrough=True)
-        return _page(query.rows(**params), limit)
+        return _page(query.rows(**params), limit, lambda seq: self._cursors(
+            lambda conn: encode_cursor(conn, workspace_id=workspace_id, seq=seq)))
+
+    def _cursors(self, use: Callable[[Connection], Any]) -> Any:
+        # The cursor key is read from the database once per process (cursors._key).
+        with self._engine.connect() as conn:
+            return use(conn)
 
 
 def get_jobs(conn: Connection, *, workspace_id: str,
@@ -133,37 +138,23 @@ def _public(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s"):
-            raise ValueError
-        seq = int(raw[1:])
-        if seq < 0:
-            raise ValueError
-        return seq
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor("cursor: not a cursor this server issued") from None
-
-
 def list_jobs(conn: Connection, *, workspace_id: str, limit: int, cursor: str | None = None,
               state: str | None = None, name_contains: str | None = None) -> dict[str, Any]:
     """Newest first. The cursor is the last seen ``seq``: a job inserted while someone pages
     has a higher seq and so can neither shift nor duplicate later pages."""
-    flags, params = _page_params(workspace_id, limit, cursor, state, name_contains)
-    return _page(conn.execute(_page_query(sa.select(*SUMMARY_COLUMNS), *flags),
-                              params).all(), limit)
+    before = None if cursor is None else decode_cursor(conn, workspace_id=workspace_id,
+                                                       cursor=cursor)
+    flags, params = _page_params(workspace_id, limit, before, state, name_contains)
+    rows = conn.execute(_page_query(sa.select(*SUMMARY_COLUMNS), *flags), params).all()
+    return _page(rows, limit, lambda seq: encode_cursor(conn, workspace_id=workspace_id,
+                                                        seq=seq))
 
 
-def _page_params(workspace_id: str, limit: int, cursor: str | None, state: str | None,
+def _page_params(workspace_id: str, limit: int, before: int | None, state: str | None,
                  name_contains: str | None) -> tuple[tuple[bool, bool, bool], dict[str, Any]]:
     params: dict[str, Any] = {"ws": workspace_id, "lim": limit + 1}
-    if cursor is not None:
-        params["before"] = decode_cursor(cursor)
+    if before is not None:
+        params["before"] = before
     if state is not None:
         params["state"] = state
     if name_contains:
@@ -183,13 +174,13 @@ def _page_query(q: sa.Select, after: bool, by_state: bool, by_name: bool) -> sa.
     return q.order_by(jobs.c.seq.desc()).limit(sa.bindparam("lim", type_=sa.Integer))
 
 
-def _page(rows: Sequence[Any], limit: int) -> dict[str, Any]:
+def _page(rows: Sequence[Any], limit: int, cursor_for: Callable[[int], str]) -> dict[str, Any]:
     has_more = len(rows) > limit
     rows = rows[:limit]
     return {
         "jobs": [summary(r) for r in rows],
         "has_more": has_more,
-        "next_cursor": encode_cursor(rows[-1].seq) if has_more else None,
+        "next_cursor": cursor_for(rows[-1].seq) if has_more else None,
     }
 
 
