@@ -9,7 +9,6 @@ import httpx2 as httpx
 import pytest
 from atomiverse.levels import GFN2_XTB
 from atomiverse.schema import JobPublic
-
 from conftest import start_server, stop_process
 
 

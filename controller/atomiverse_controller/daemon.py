@@ -169,7 +169,11 @@ class Controller:
                                    free_slots=self.pool.free_slots,
                                    on_stop_jobs=self._stop_jobs,
                                    on_refused=self._refused_by_server,
-                                   on_drain=self._drain_requested)
+                                   on_drain=self._drain_requested,
+                                   # A result waiting in the spool for the server to come back
+                                   # keeps its lease: else the restarted server's sweep gave the
+                                   # job to a new attempt before the spool was delivered.
+                                   held=self._held_leases)
         self.heartbeat.start()
         if self.config.metrics_port:
             from .metrics import serve_metrics

@@ -22,11 +22,15 @@ IDLE_HEARTBEAT_SECONDS = 15.0
 class Heartbeat:
     def __init__(self, api: ControllerAPI, ledger: Ledger, *, name: str, interval: float,
                  free_slots: Callable[[], int], on_stop_jobs: Callable[[set[str], str], None],
-                 on_refused: Callable[[Exception], None], on_drain: Callable[[], None]) -> None:
+                 on_refused: Callable[[Exception], None], on_drain: Callable[[], None],
+                 held: Callable[[], list[dict[str, str]]] | None = None) -> None:
+        """``held``: every lease this process holds, the ledger's and those of results not
+        yet delivered (default: the ledger's)."""
         self.api, self.ledger, self.controller_name = api, ledger, name
         self.interval = interval
         self.free_slots, self.on_stop_jobs, self.on_refused = free_slots, on_stop_jobs, on_refused
         self.on_drain = on_drain
+        self.held = held or ledger.leases
         self.last_ok = time.monotonic()
         self._sched = BackgroundScheduler(daemon=True)
 
@@ -40,7 +44,7 @@ class Heartbeat:
             self._sched.shutdown(wait=False)
 
     def beat(self) -> None:
-        leases = self.ledger.leases()
+        leases = self.held()
         if not leases and time.monotonic() - self.last_ok < IDLE_HEARTBEAT_SECONDS:
             return
         try:
