@@ -32,6 +32,8 @@ MAX_REPORTS_PER_REQUEST = 500
 MIN_REPORT_INTERVAL_SECONDS = 1.0
 # Well under the server's default 64 MiB body limit: optimisation trajectories are large.
 MAX_REPORT_BYTES = 8 * 1024 * 1024
+# Between tries while the server is unreachable (doubled up to this, plus up to 100% jitter).
+MAX_RETRY_SECONDS = 1.0
 
 
 class ReportLoop(threading.Thread):
@@ -143,9 +145,10 @@ class ReportLoop(threading.Thread):
                             self.controller_name, len(batch), e)
                 self._spool(batch)
                 # Capped low: the results are waiting, and a server back from an outage
-                # only holds their leases for one lease period.
+                # only holds their leases for one lease period after it starts (4 s in the
+                # fault tests): a 5 s cap (up to 10 s with jitter) could sleep through it.
                 threading.Event().wait(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_RETRY_SECONDS)
             except ValueError as e:  # a 4xx: the request is wrong, sending it again won't do
                 if len(batch) > 1:  # find the bad report; the others still go (log2 n tries)
                     self._deliver_halves(batch)
