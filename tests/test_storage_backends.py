@@ -81,9 +81,17 @@ def _claim(engine, ctl, n: int, lease: float = 60.0) -> list[dict]:  # type: ign
         return controller_store.claim_jobs(conn, controller=ctl, max_jobs=n, lease_seconds=lease)
 
 
+def _result(core_seconds: float) -> dict[str, Any]:
+    """The smallest result the server accepts for a single point (it checks each against the
+    job type's model); these jobs have no atoms, so no gradient rows."""
+    return {"energy_hartree": -1.0, "gradient_hartree_per_bohr": [], "engine": "none",
+            "engine_version": "0", "wall_time_seconds": core_seconds,
+            "core_seconds": core_seconds}
+
+
 def _complete(engine, ctl, claimed: list[dict], ok: bool = True, **extra):  # type: ignore[no-untyped-def]
     reports = [{"job_id": c["job_id"], "lease_id": c["lease_id"], "ok": ok,
-                "result": {"core_seconds": 1.0} if ok else None, **extra} for c in claimed]
+                "result": _result(1.0) if ok else None, **extra} for c in claimed]
     with db.write_tx(engine) as conn:
         return controller_store.complete_jobs(conn, controller=ctl, reports=reports,
                                               max_attempts=3, managed_rate_per_core_hour=0.0)
@@ -155,7 +163,8 @@ def test_database_from_before_migrations_is_adopted(db_url: str) -> None:
                 conn.exec_driver_sql(f"DROP INDEX {ix}")
             conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN claim_rank")  # revision 0004
             conn.exec_driver_sql("CREATE INDEX ix_jobs_claim ON jobs (state, controller_id, seq)")
-            for table in ("idempotency_keys", "rate_limits"):  # revision 0003
+            for table in ("idempotency_keys", "rate_limits",  # revision 0003
+                          "sessions", "server_secrets"):  # revision 0005
                 conn.exec_driver_sql(f"DROP TABLE {table}")
             workspace_store.create_workspace(conn, name="old")
         db.migrate(eng)
@@ -284,7 +293,7 @@ def test_duplicate_reports_at_once_are_heard_once_and_billed_once(engine) -> Non
 
     def report(c: dict) -> list[str]:
         rep = [{"job_id": c["job_id"], "lease_id": c["lease_id"], "ok": True,
-                "result": {"core_seconds": 36.0}}]
+                "result": _result(36.0)}]
         barrier.wait()
         with db.write_tx(engine) as conn:
             return controller_store.complete_jobs(conn, controller=ctl, reports=rep,
@@ -525,7 +534,7 @@ def test_two_server_processes_on_one_database_act_as_one(db_url: str, tmp_path: 
                     if not jobs:
                         return done
                     reps = [{"job_id": j["job_id"], "lease_id": j["lease_id"], "ok": True,
-                             "result": {"core_seconds": 0.0}} for j in jobs]
+                             "result": _result(0.0)} for j in jobs]
                     r = c.post("/api/v1/controllers/complete", json={"reports": reps})
                     assert r.status_code == 200 and not r.json()["rejected"], r.text
                     done += [j["job_id"] for j in jobs]
