@@ -8,9 +8,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
+@pytest.mark.xtb_python  # the benchmark's "direct" baseline is xtb-python itself
 def test_quick_throughput_run_writes_its_json(tmp_path):
     out = tmp_path / "throughput.json"
     env = {k: v for k, v in os.environ.items()
