@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,13 +176,13 @@ def _audit_after_restart(stack: Stack, key: str, accepted: dict[str, list[str]],
     deadline = time.monotonic() + 120
     db = stack.db.removeprefix("sqlite:///")
     while True:
-        with sqlite3.connect(db) as conn:
+        with closing(sqlite3.connect(db)) as conn:
             states = Counter(s for (s,) in conn.execute("SELECT state FROM jobs"))
         if states.get("pending", 0) + states.get("running", 0) == 0 or \
                 time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         names = [n for (n,) in conn.execute("SELECT name FROM jobs")]
         stored_ids = {i for (i,) in conn.execute("SELECT id FROM jobs")}
         attempts = Counter(a for (a,) in conn.execute("SELECT attempts FROM jobs"))
@@ -262,7 +263,7 @@ def _load_figures(stack: Stack, latencies: dict[str, list[float]], statuses: Cou
                   controllers: int) -> dict[str, Any]:
     import sqlite3
 
-    with sqlite3.connect(stack.db.removeprefix("sqlite:///")) as conn:
+    with closing(sqlite3.connect(stack.db.removeprefix("sqlite:///"))) as conn:
         done = conn.execute("SELECT count(*) FROM jobs WHERE state='done'").fetchone()[0]
         total = conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
 

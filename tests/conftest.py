@@ -226,6 +226,75 @@ def xtb_python_installed() -> bool:
     return importlib.util.find_spec("xtb") is not None
 
 
+def xtb_python_installable() -> bool:
+    """Whether ``pip install .`` installs xtb-python on this Python, read from pyproject's own
+    dependency marker (``python_version < '3.12'``) so the suite and the package cannot
+    disagree about where it exists."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (xtb,) = [req for req in map(Requirement, deps) if req.name == "xtb"]
+    return xtb.marker is None or xtb.marker.evaluate()
+
+
+# The engine a test uses when the engine is not what it tests: the platform's default, which is
+# xtb-python where it is installed and tblite elsewhere (Python 3.12+).
+DEFAULT_ENGINE = "xtb" if xtb_python_installed() else "tblite"
+# Both real engines, for parametrize: the xtb-python one carries the xtb_python marker.
+REAL_ENGINES = [pytest.param("xtb", marks=pytest.mark.xtb_python, id="xtb"), "tblite"]
+
+
+def _xtb_python_deselection(config: pytest.Config) -> str | None:
+    """Why tests marked xtb_python are deselected here, or None when they run. They are
+    deselected only where pyproject does not install xtb-python (it has no wheels for Python
+    3.12+); where it should be installed and is missing, they run and fail naming the module."""
+    if xtb_python_installed() or xtb_python_installable():
+        return None
+    version = ".".join(map(str, sys.version_info[:2]))
+    return (f"tests marked xtb_python deselected: xtb-python has no wheels for Python "
+            f"{version}, so pyproject installs it only on Python < 3.12 (the engine here is "
+            f"tblite)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _xtb_python_deselection(config) is None:
+        return
+    deselected = [item for item in items if item.get_closest_marker("xtb_python")]
+    if deselected:
+        items[:] = [item for item in items if not item.get_closest_marker("xtb_python")]
+        config.hook.pytest_deselected(items=deselected)
+    config.stash[_XTB_DESELECTED] = len(deselected)
+
+
+_XTB_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    why = _xtb_python_deselection(config)
+    return f"xtb-python: {'installed, its tests run' if why is None else why}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    count = config.stash.get(_XTB_DESELECTED, 0)
+    if count:
+        terminalreporter.write_sep("=", f"{count} {_xtb_python_deselection(config)}",
+                                   yellow=True)
+
+
+def reference_ase_calculator():
+    """The default engine library's own ASE calculator, GFN2-xTB: xtb-python's where it is
+    installed, else tblite's."""
+    if not xtb_python_installed():
+        from tblite.ase import TBLite
+
+        return TBLite(method="GFN2-xTB", verbosity=0)
+    from xtb.ase.calculator import XTB
+
+    return XTB(method="GFN2-xTB")
+
+
 def xtb_reference(numbers, positions_angstrom, charge=0, uhf=0, method="GFN2-xTB") -> float:
     """The source of truth: the platform's default engine library called directly on the same
     geometry (Hartree): xtb-python where it is installed, else tblite."""

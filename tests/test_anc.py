@@ -1,5 +1,6 @@
 """ANC-RFO, the default optimiser: its coordinates, its step, its update, and whole runs with
-xtb-python's own ASE calculator (energies checked against xtb-python called directly)."""
+the default engine library's own ASE calculator (xtb-python's where it is installed, else
+tblite's; energies checked against that library called directly)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ase.units import Bohr
 from atomiverse.atoms import Atoms as SdkAtoms
 from atomiverse_controller.engines import anc
 from atomiverse_controller.engines.model_hessian import rigid_motions
+from conftest import reference_ase_calculator, xtb_python_installed, xtb_reference
 
 
 def _ethanol_bohr() -> tuple[np.ndarray, np.ndarray]:
@@ -125,21 +127,14 @@ def test_logs_a_line_a_step_when_given_a_log_file() -> None:
     assert lines[-1].startswith(f"ANCRFO:  {opt.nsteps:3d} ")
 
 
-def _xtb_run(atoms: Atoms, fmax: float = 0.001, steps: int = 1000) -> tuple[object, bool]:
-    from xtb.ase.calculator import XTB
-
-    atoms.calc = XTB(method="GFN2-xTB")
+def _library_run(atoms: Atoms, fmax: float = 0.001, steps: int = 1000) -> tuple[object, bool]:
+    atoms.calc = reference_ase_calculator()
     opt = anc.anc_rfo()(atoms, logfile=None)
     return opt, bool(opt.run(fmax=fmax, steps=steps))
 
 
 def _direct_energy(atoms: Atoms) -> float:
-    from xtb.interface import Calculator, Param
-    from xtb.libxtb import VERBOSITY_MUTED
-
-    calc = Calculator(Param.GFN2xTB, atoms.numbers, atoms.positions / Bohr)
-    calc.set_verbosity(VERBOSITY_MUTED)
-    return calc.singlepoint().get_energy()
+    return xtb_reference(atoms.numbers, atoms.positions)
 
 
 def test_a_long_run_renews_its_coordinates_and_reaches_a_minimum() -> None:
@@ -147,7 +142,7 @@ def test_a_long_run_renews_its_coordinates_and_reaches_a_minimum() -> None:
     start = SdkAtoms.from_smiles("CCCCCCC(=O)OCC")
     atoms = Atoms(numbers=start.numbers, positions=start.positions)
     e0 = _direct_energy(atoms)
-    opt, converged = _xtb_run(atoms)
+    opt, converged = _library_run(atoms)
     assert converged and opt.nsteps > anc.MICRO_STEPS
     assert opt.micro_steps > anc.MICRO_STEPS  # renewed: the allowance grew
     assert np.linalg.norm(atoms.get_forces(), axis=1).max() < 0.001
@@ -159,18 +154,22 @@ def test_small_and_linear_molecules(smiles: str) -> None:
     start = SdkAtoms.from_smiles(smiles)
     atoms = Atoms(numbers=start.numbers, positions=start.positions)
     atoms.positions += np.random.default_rng(1).normal(scale=0.05, size=atoms.positions.shape)
-    _, converged = _xtb_run(atoms, fmax=0.01, steps=200)
+    _, converged = _library_run(atoms, fmax=0.01, steps=200)
     assert converged
     assert np.linalg.norm(atoms.get_forces(), axis=1).max() < 0.01
 
 
 class _Recording:
-    """A real xtb-python session that records the SCF accuracy of every evaluation."""
+    """A real session of the default engine (xtb-python where installed, else tblite) that
+    records the SCF accuracy of every evaluation."""
 
     def __init__(self, molecule: object) -> None:
-        from atomiverse_controller.engines.xtb_python import XTBSession
+        if xtb_python_installed():
+            from atomiverse_controller.engines.xtb_python import XTBSession as Session
+        else:
+            from atomiverse_controller.engines.tblite_engine import TBLiteSession as Session
 
-        self.inner, self.accuracy, self.used = XTBSession(molecule), 1.0, []
+        self.inner, self.accuracy, self.used = Session(molecule), 1.0, []
 
     def set_scf_accuracy(self, scale: float) -> None:
         self.accuracy = scale

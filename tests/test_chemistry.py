@@ -18,7 +18,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import atomiverse
 import numpy as np
 import pytest
 from ase.units import Bohr, Hartree
@@ -36,7 +35,7 @@ from atomiverse.levels import (
 from atomiverse.schema import FrequenciesResult, OptimizationResult, SinglePointResult
 from atomiverse_controller.engines import EngineError, get_engine
 from atomiverse_controller.engines.xtb_python import parameter_dir
-from conftest import xtb_reference
+from conftest import DEFAULT_ENGINE, REAL_ENGINES, reference_ase_calculator, xtb_reference
 
 SAME_LIBRARY_HARTREE = 1e-6
 
@@ -203,7 +202,6 @@ def test_frequencies_is_a_job_type_on_the_wire():
     payload = job.model_dump()
     assert payload["job_type"] == "frequencies" and payload["temperature_kelvin"] == 350.0
     assert isinstance(parse_job(payload), Frequencies)
-    assert "Frequencies" in atomiverse.__all__
     with pytest.raises(ValueError) as err:
         parse_job({**payload, "job_type": "md"})
     assert describe_validation_error(err.value) == (
@@ -261,8 +259,9 @@ def test_routing_picks_the_engine_the_level_needs():
 
 # ----- solvation and spin against the libraries ----------------------------------------------
 @pytest.mark.parametrize("smiles", ["CCO", "CC(=O)[O-]", "[CH3]"])
-@pytest.mark.parametrize(("engine", "model"), [("xtb", "gbsa"), ("tblite", "gbsa"),
-                                               ("tblite", "alpb")])
+@pytest.mark.parametrize(("engine", "model"), [
+    pytest.param("xtb", "gbsa", marks=pytest.mark.xtb_python, id="xtb-gbsa"), ("tblite", "gbsa"),
+    ("tblite", "alpb")])
 def test_solvated_energy_equals_the_library(engine: str, model: str, smiles: str):
     a = mol(smiles)
     level = GFN2_XTB.with_solvent("water", model=model)
@@ -276,6 +275,7 @@ def test_solvated_energy_equals_the_library(engine: str, model: str, smiles: str
     assert result["level_of_theory"] == str(level)
 
 
+@pytest.mark.xtb_python  # GBSA in chloroform through xtb-python
 def test_gfn1_in_solvent_and_other_solvents_equal_the_library():
     a = mol("CCO")
     for level, direct in [
@@ -289,16 +289,20 @@ def test_gfn1_in_solvent_and_other_solvents_equal_the_library():
         assert abs(e - direct) < SAME_LIBRARY_HARTREE, level
 
 
-def test_radical_runs_single_point_optimisation_and_frequencies():
+@pytest.mark.parametrize("engine", REAL_ENGINES)
+def test_radical_single_point_has_one_unpaired_electron(engine: str):
     methyl = mol("[CH3]")
     assert methyl.multiplicity == 2
-    for engine in ("xtb", "tblite"):
-        sp = compute(engine, SinglePointEnergy(atoms=methyl, level_of_theory=GFN2_XTB))
-        assert abs(sp["energy_hartree"] - (xtb_reference(methyl.numbers, methyl.positions, uhf=1)
-                                           if engine == "xtb" else tblite_energy(methyl))) \
-            < SAME_LIBRARY_HARTREE
-        occupations = np.array(sp["orbital_occupations"])
-        assert occupations.sum() == pytest.approx(7) and np.any(np.isclose(occupations, 1.0))
+    sp = compute(engine, SinglePointEnergy(atoms=methyl, level_of_theory=GFN2_XTB))
+    assert abs(sp["energy_hartree"] - (xtb_reference(methyl.numbers, methyl.positions, uhf=1)
+                                       if engine == "xtb" else tblite_energy(methyl))) \
+        < SAME_LIBRARY_HARTREE
+    occupations = np.array(sp["orbital_occupations"])
+    assert occupations.sum() == pytest.approx(7) and np.any(np.isclose(occupations, 1.0))
+
+
+def test_radical_runs_optimisation_and_frequencies():
+    methyl = mol("[CH3]")
     level = GFN2_XTB.with_solvent("water")
     opt = compute("tblite", GeometryOptimization(atoms=methyl, level_of_theory=level))
     assert opt["converged"] is True
@@ -324,6 +328,7 @@ def test_engines_refuse_what_they_cannot_run():
 
 # ----- GFN0-xTB and GFN-FF (xtb-python with the xtb program's parameter files) ---------------
 @needs_gfn0
+@pytest.mark.xtb_python
 def test_gfn0_equals_the_library_and_leaves_gfn2_untouched(tmp_path):
     a = mol("CCO")
     before = xtb_reference(a.numbers, a.positions)
@@ -337,6 +342,7 @@ def test_gfn0_equals_the_library_and_leaves_gfn2_untouched(tmp_path):
 
 
 @needs_gfn_ff
+@pytest.mark.xtb_python
 def test_gfn_ff_single_point_equals_the_library(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     a = mol("CC(=O)[O-]")
@@ -372,6 +378,7 @@ def all_trans_alkane(n_carbons: int) -> Atoms:
 
 
 @needs_gfn_ff
+@pytest.mark.xtb_python
 def test_gfn_ff_optimises_a_200_atom_molecule(tmp_path):
     alkane = all_trans_alkane(66)
     assert len(alkane) == 200 and alkane.formula == "C66H134"
@@ -387,7 +394,7 @@ def test_gfn_ff_optimises_a_200_atom_molecule(tmp_path):
 
 
 # ----- optimiser control and the trajectory ----------------------------------------------------
-@pytest.mark.parametrize("engine", ["xtb", "tblite"])
+@pytest.mark.parametrize("engine", REAL_ENGINES)
 def test_trajectory_holds_every_step_with_its_energy_and_gradient(engine: str):
     a = mol("CCO")
     result = compute(engine, GeometryOptimization(atoms=a, level_of_theory=GFN2_XTB,
@@ -410,8 +417,8 @@ def test_trajectory_holds_every_step_with_its_energy_and_gradient(engine: str):
 
 
 def test_max_steps_reached_is_done_but_says_so():
-    result = compute("xtb", GeometryOptimization(atoms=mol("CCO"), level_of_theory=GFN2_XTB,
-                                                 max_steps=3))
+    result = compute(DEFAULT_ENGINE, GeometryOptimization(atoms=mol("CCO"),
+                                                          level_of_theory=GFN2_XTB, max_steps=3))
     assert result["converged"] is False and result["n_steps"] == 3
     assert len(result["warnings"]) == 1 and "max_steps=3" in result["warnings"][0]
     assert "not a minimum" in result["warnings"][0]
@@ -421,7 +428,8 @@ def test_long_trajectories_are_sampled_not_dropped(monkeypatch):
     from atomiverse_controller.engines import optimize
 
     monkeypatch.setattr(optimize, "TRAJECTORY_MAX_ATOM_STEPS", 9 * 5)  # 5 frames of ethanol
-    result = compute("xtb", GeometryOptimization(atoms=mol("CCO"), level_of_theory=GFN2_XTB))
+    result = compute(DEFAULT_ENGINE, GeometryOptimization(atoms=mol("CCO"),
+                                                          level_of_theory=GFN2_XTB))
     steps = result["trajectory_steps"]
     assert len(steps) == 5 and steps[0] == 0 and steps[-1] == result["n_steps"]
     assert len(result["trajectory_positions_angstrom"]) == 5
@@ -429,6 +437,7 @@ def test_long_trajectories_are_sampled_not_dropped(monkeypatch):
 
 
 # ----- electronic structure fields -------------------------------------------------------------
+@pytest.mark.xtb_python
 def test_orbitals_frontier_and_bond_orders_from_the_same_calculation():
     from xtb.interface import Calculator, Param
     from xtb.libxtb import VERBOSITY_MUTED
@@ -456,31 +465,30 @@ def test_orbitals_frontier_and_bond_orders_from_the_same_calculation():
     assert max(abs(xtb_bonds[k] - tb_bonds[k]) for k in xtb_bonds if k in tb_bonds) < 2e-3
 
 
-def test_open_shell_bond_orders_are_read_right_from_tblite():
+@pytest.mark.parametrize("engine", REAL_ENGINES)
+def test_open_shell_bond_orders_are_read_right_from_tblite(engine: str):
     methyl = mol("[CH3]")
-    for engine in ("xtb", "tblite"):
-        r = compute(engine, SinglePointEnergy(atoms=methyl, level_of_theory=GFN2_XTB))
-        bonds = {(i, j): o for i, j, o in r["wiberg_bond_orders"]}
-        assert set(bonds) == {(0, 1), (0, 2), (0, 3)}
-        assert all(o == pytest.approx(0.995, abs=0.01) for o in bonds.values())
+    r = compute(engine, SinglePointEnergy(atoms=methyl, level_of_theory=GFN2_XTB))
+    bonds = {(i, j): o for i, j, o in r["wiberg_bond_orders"]}
+    assert set(bonds) == {(0, 1), (0, 2), (0, 3)}
+    assert all(o == pytest.approx(0.995, abs=0.01) for o in bonds.values())
 
 
 # ----- frequencies -----------------------------------------------------------------------------
 def test_water_has_three_real_modes_and_no_imaginary_one():
     from ase.vibrations import Vibrations
-    from xtb.ase.calculator import XTB
 
-    result = compute("xtb", Frequencies(atoms=mol("O"), level_of_theory=GFN2_XTB,
-                                        optimize_first=True, symmetry_number=2))
+    result = compute(DEFAULT_ENGINE, Frequencies(atoms=mol("O"), level_of_theory=GFN2_XTB,
+                                                 optimize_first=True, symmetry_number=2))
     FrequenciesResult(**result)
     assert result["optimized"] is True and result["converged"] is True
     freqs = result["frequencies_cm1"]
     assert len(freqs) == 3 and result["n_imaginary"] == 0 and result["warnings"] == []
     assert all(f > 1000 for f in freqs)
-    # ASE's own Vibrations on xtb-python's own ASE calculator, at the same geometry.
+    # ASE's own Vibrations on the library's own ASE calculator, at the same geometry.
     water = Atoms(numbers=[8, 1, 1], positions=[tuple(p) for p in
                                                  result["final_positions_angstrom"]]).to_ase()
-    water.calc = XTB(method="GFN2-xTB")
+    water.calc = reference_ase_calculator()
     vib = Vibrations(water, name=str(Path(os.environ.get("TMPDIR", "/tmp")) /
                                      f"atomiverse-test-vib-{os.getpid()}"))
     try:
@@ -504,8 +512,8 @@ def test_water_has_three_real_modes_and_no_imaginary_one():
 def test_planar_ammonia_is_a_saddle_point_with_one_imaginary_mode():
     planar = Atoms(numbers=[7, 1, 1, 1], positions=[
         (0.0, 0.0, 0.0), (1.01, 0.0, 0.0), (-0.505, 0.874686, 0.0), (-0.505, -0.874686, 0.0)])
-    result = compute("xtb", Frequencies(atoms=planar, level_of_theory=GFN2_XTB,
-                                        optimize_first=True, symmetry_number=3))
+    result = compute(DEFAULT_ENGINE, Frequencies(atoms=planar, level_of_theory=GFN2_XTB,
+                                                 optimize_first=True, symmetry_number=3))
     FrequenciesResult(**result)
     assert np.allclose(np.array(result["final_positions_angstrom"])[:, 2], 0.0, atol=1e-6)
     assert result["n_imaginary"] == 1 and len(result["frequencies_cm1"]) == 6
@@ -514,8 +522,8 @@ def test_planar_ammonia_is_a_saddle_point_with_one_imaginary_mode():
     assert all(f > 0 for f in result["frequencies_cm1"][1:])
     assert any("1 imaginary mode" in w for w in result["warnings"])
     # The pyramidal minimum, for contrast: no imaginary mode.
-    pyramid = compute("xtb", Frequencies(atoms=mol("N"), level_of_theory=GFN2_XTB,
-                                         optimize_first=True, symmetry_number=3))
+    pyramid = compute(DEFAULT_ENGINE, Frequencies(atoms=mol("N"), level_of_theory=GFN2_XTB,
+                                                  optimize_first=True, symmetry_number=3))
     assert pyramid["n_imaginary"] == 0 and pyramid["energy_hartree"] < result["energy_hartree"]
 
 
@@ -573,7 +581,7 @@ def test_sdf_and_mol_inputs_keep_charge_spin_and_geometry(tmp_path):
     (tmp_path / "a.mol").write_text(Chem.MolToMolBlock(rd))
     assert Atoms.from_mol(tmp_path / "a.mol") == acetate
     # The charge from the file reaches the engine.
-    e = compute("xtb", SinglePointEnergy(atoms=acetate, level_of_theory=GFN2_XTB))
+    e = compute(DEFAULT_ENGINE, SinglePointEnergy(atoms=acetate, level_of_theory=GFN2_XTB))
     assert abs(e["energy_hartree"] - xtb_reference(acetate.numbers, acetate.positions,
                                                    charge=-1)) < SAME_LIBRARY_HARTREE
 
@@ -609,7 +617,7 @@ def test_results_convert_to_ase_rdkit_and_extended_xyz(tmp_path):
 
     job = GeometryOptimization(atoms=mol("CCO"), level_of_theory=GFN2_XTB, name="ethanol")
     record = {"job_id": "j1", "state": "done", "job": job.model_dump(mode="json"),
-              "result": compute("xtb", job)}
+              "result": compute(DEFAULT_ENGINE, job)}
     result = record["result"]
     ase_atoms = results.to_ase(record)
     assert ase_atoms.get_potential_energy() == pytest.approx(result["energy_hartree"] * Hartree)
@@ -644,36 +652,46 @@ def test_results_convert_to_ase_rdkit_and_extended_xyz(tmp_path):
 
 
 # ----- through the platform ---------------------------------------------------------------------
-def test_platform_routes_alpb_to_tblite_and_runs_frequencies(client, alpha_controller):
-    water = mol("O")
-    jobs = [SinglePointEnergy(atoms=water, level_of_theory=GFN2_XTB.with_solvent("water"),
-                              use_cache=False),
-            SinglePointEnergy(atoms=mol("CCO"), level_of_theory=GFN2_XTB.with_solvent(
-                "water", "gbsa"), use_cache=False),
-            Frequencies(atoms=water, level_of_theory=GFN2_XTB, optimize_first=True,
-                        symmetry_number=2, use_cache=False)]
-    if parameter_dir("gfn-ff") is not None:  # runs in a child of the worker process
-        jobs.append(GeometryOptimization(atoms=mol("CCO"), level_of_theory=GFNFF,
-                                         use_cache=False))
-    res = client.submit_batch([j.model_dump() for j in jobs], compute_target=alpha_controller)
+def _run_on_platform(client, controller: str, jobs: list) -> list[dict]:
+    res = client.submit_batch([j.model_dump() for j in jobs], compute_target=controller)
     assert res["submitted"] == len(jobs), res
     records = client.wait_jobs([j["job_id"] for j in res["jobs"]], timeout=120)
     full = [client.get_job(r["job_id"]) for r in records]
     assert [r["state"] for r in full] == ["done"] * len(jobs), [r.get("error") for r in full]
-    alpb, gbsa, freq = (r["result"] for r in full[:3])
-    assert alpb["engine"] == "tblite" and gbsa["engine"] == "xtb"
+    return full
+
+
+def test_platform_routes_alpb_to_tblite_and_runs_frequencies(client, alpha_controller):
+    water = mol("O")
+    jobs = [SinglePointEnergy(atoms=water, level_of_theory=GFN2_XTB.with_solvent("water"),
+                              use_cache=False),
+            Frequencies(atoms=water, level_of_theory=GFN2_XTB, optimize_first=True,
+                        symmetry_number=2, use_cache=False)]
+    full = _run_on_platform(client, alpha_controller, jobs)
+    alpb, freq = (r["result"] for r in full)
+    assert alpb["engine"] == "tblite"
     assert abs(alpb["energy_hartree"] - tblite_energy(water, solvation=("alpb", "water"))) \
         < SAME_LIBRARY_HARTREE
+    FrequenciesResult(**freq)
+    assert freq["engine"] == DEFAULT_ENGINE
+    assert freq["n_imaginary"] == 0 and len(freq["frequencies_cm1"]) == 3
+    assert full[1]["job_type"] == "frequencies"
+
+
+@pytest.mark.xtb_python
+@needs_gfn_ff
+def test_platform_routes_gbsa_and_gfn_ff_to_xtb_python(client, alpha_controller):
+    """GFN-FF runs in a child of the worker process (the parameter files need XTBPATH)."""
+    jobs = [SinglePointEnergy(atoms=mol("CCO"), level_of_theory=GFN2_XTB.with_solvent(
+                "water", "gbsa"), use_cache=False),
+            GeometryOptimization(atoms=mol("CCO"), level_of_theory=GFNFF, use_cache=False)]
+    gbsa, gfnff = (r["result"] for r in _run_on_platform(client, alpha_controller, jobs))
+    assert gbsa["engine"] == "xtb"
     assert abs(gbsa["energy_hartree"] - xtb_gbsa_energy(mol("CCO"), "h2o")) \
         < SAME_LIBRARY_HARTREE
-    FrequenciesResult(**freq)
-    assert freq["n_imaginary"] == 0 and len(freq["frequencies_cm1"]) == 3
-    assert full[2]["job_type"] == "frequencies"
-    if len(full) > 3:
-        gfnff = full[3]["result"]
-        OptimizationResult(**gfnff)
-        assert gfnff["engine"] == "xtb" and gfnff["converged"] is True
-        assert gfnff["level_of_theory"] == "GFN-FF"
+    OptimizationResult(**gfnff)
+    assert gfnff["engine"] == "xtb" and gfnff["converged"] is True
+    assert gfnff["level_of_theory"] == "GFN-FF"
 
 
 def test_an_isolated_computation_dies_with_its_worker(tmp_path):

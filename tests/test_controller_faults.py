@@ -205,12 +205,18 @@ def test_sigterm_busy_controller_finishes_running_hands_back_the_rest(fleet):
 
 def test_second_signal_hands_everything_back_at_once(fleet):
     srv, _key, client = fleet
-    proc = _managed(srv, "impatient", "--slots", "1", "--grace-seconds", "120")
+    port = free_port()
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    proc = _managed(srv, "impatient", "--slots", "1", "--grace-seconds", "120",
+                    "--metrics-port", str(port))
     (entry,) = client.submit_batch([_job("__sleep_60__")], compute_target="managed")["jobs"]
     _wait_for(lambda: client.get_job(entry["job_id"])["state"] == "running")
-    time.sleep(0.5)
+    # Running in a worker, as the controller itself says (claimed is not started).
+    _wait_for(lambda: metric_value(metrics, "atomiverse_controller_running") == 1,
+              what="the job running in a worker")
     proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
+    _wait_for(lambda: "shutdown=warm" in srv.controller_log("impatient"),
+              what="the first signal handled (warm)")
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
     assert "shutdown=cold" in srv.controller_log("impatient")

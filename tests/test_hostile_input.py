@@ -7,6 +7,7 @@ import json
 import socket
 import sqlite3
 import time
+from contextlib import closing
 
 import httpx2 as httpx
 import pytest
@@ -129,7 +130,7 @@ def test_revoked_key_is_401(server):
 
 def test_keys_are_stored_only_as_hashes(server, workspace_key):
     db = server.database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:  # sqlite3's own `with` does not close
         dump = "\n".join(conn.iterdump())
     assert workspace_key not in dump and workspace_key[8:] not in dump
     token = (server.home / "alpha-box.token").read_text()

@@ -11,6 +11,7 @@ import psutil
 import pytest
 from atomiverse.levels import GFN2_XTB
 from atomiverse.state import State
+from conftest import free_port, metric_value
 
 
 def _job(smiles="O", name=None, **kw):
@@ -149,7 +150,9 @@ def _worker_pids(proc) -> set[int]:
 
 def test_cancel_running_kills_the_worker_and_frees_the_slot(server, workspace_key, sdk,
                                                             client):
-    proc = server.start_controller(workspace_key, "one-slot", "--slots", "1")
+    port = free_port()
+    proc = server.start_controller(workspace_key, "one-slot", "--slots", "1",
+                                   "--metrics-port", str(port))
     before = _worker_pids(proc)
     # A long optimisation: tight criterion, many steps, a flexible chain.
     slow = atomiverse.GeometryOptimization(
@@ -157,10 +160,11 @@ def test_cancel_running_kills_the_worker_and_frees_the_slot(server, workspace_ke
         level_of_theory=GFN2_XTB, fmax=1e-4, max_steps=10000, name="slow")
     slow.submit(compute_target="one-slot")
     deadline = time.monotonic() + 60
-    while slow.refresh().state is not State.RUNNING:
+    # Computing in a worker, as the controller itself says (claimed is not started).
+    while (slow.refresh().state is not State.RUNNING or metric_value(
+            f"http://127.0.0.1:{port}/metrics", "atomiverse_controller_running") != 1):
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    time.sleep(1.0)  # let the worker start computing
     slow.cancel()
     assert slow.state is State.CANCELLED
     deadline = time.monotonic() + 30

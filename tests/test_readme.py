@@ -47,3 +47,19 @@ def test_no_test_skips_by_itself():
             if needle in text:
                 offenders.append(f"{path.relative_to(ROOT)}: {needle}")
     assert not offenders, offenders
+
+
+def test_readme_names_the_pythons_and_where_xtb_python_tests_are_deselected():
+    """The versions the README promises, and the one deselection it allows, agree with
+    pyproject: xtb-python is a dependency only below 3.12, and its tests' marker is registered
+    there with the same rule."""
+    import tomllib
+
+    text = (ROOT / "README.md").read_text()
+    quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "Python 3.11, 3.12 or 3.13" in quick_start
+    assert "`xtb_python` marker" in quick_start and "python_version < '3.12'" in quick_start
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "xtb>=22.1; python_version < '3.12'" in project["project"]["dependencies"]
+    markers = project["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("xtb_python:") and "3.12" in m for m in markers)

@@ -21,6 +21,10 @@ def test_load_without_undocumented_errors(tmp_path):
     figures = load(tmp_path, clients=20, controllers=4, seconds=6.0)
     assert figures["unexpected_errors"] == 0, figures["errors"]
     assert set(figures["statuses"]) <= {200, 429}
-    assert figures["requests"] > 20 and figures["p99_ms"] > 0
-    assert figures["jobs_done_by_end"] > 0
+    assert figures["requests"] > 20
+    # Percentiles of latencies measured in this run: a median that is a real duration, below
+    # the tail, for all requests and for each kind (a figure left at 0 or swapped fails here).
+    for prefix in ("", "submit_", "poll_"):
+        assert 0 < figures[f"{prefix}p50_ms"] <= figures[f"{prefix}p99_ms"], (prefix, figures)
+    assert 0 < figures["jobs_done_by_end"] <= figures["jobs_stored"]
     print(figures)

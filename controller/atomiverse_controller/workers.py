@@ -52,7 +52,8 @@ START_TIMEOUT_SECONDS = 120.0
 EXIT_WAIT_SECONDS = 5.0
 RESPAWN_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 15.0, 60.0)
 STDERR_TAIL_BYTES = 4096
-_OUT_OF_MEMORY_MESSAGES = ("Cannot allocate memory", "MemoryError", "out of memory")
+_OUT_OF_MEMORY_MESSAGES = ("Cannot allocate memory", "MemoryError", "out of memory",
+                           "Error allocating")  # the last: tblite's gfortran, no errno text
 _OUTCOME_FIELDS = ("job_id", "ok", "result_json", "error", "error_type", "wall_time_seconds")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
