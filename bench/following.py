@@ -70,10 +70,21 @@ print("done", flush=True)
 
 def following_molecules(n: int) -> list[Any]:
     found = [m for m in benchmark_molecules(POOL)[SKIP:]
-             if sum(z > 1 for z in m[1]) >= MIN_HEAVY_ATOMS]
+             if sum(z > 1 for z in m[1]) >= MIN_HEAVY_ATOMS and _valid(m)]
     if len(found) < n:
         raise ValueError(f"only {len(found)} drug-sized molecules in the first {POOL}")
     return found[:n]
+
+
+def _valid(molecule: Any) -> bool:
+    """The SDK accepts the geometry (a few MMFF embeddings put two atoms too close)."""
+    from atomiverse import Atoms
+
+    try:
+        Atoms(numbers=molecule[1], positions=molecule[2])
+    except ValueError:
+        return False
+    return True
 
 
 def _jobs(atomiverse: Any, molecules: list[Any], kind: str) -> list[dict[str, Any]]:

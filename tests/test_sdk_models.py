@@ -16,7 +16,7 @@ PUBLIC_NAMES = [
     "GeometryOptimization", "InternalServerError", "Job", "JobsPage", "NotFoundError",
     "PayloadTooLargeError", "PaymentRequiredError", "PermissionDeniedError", "RateLimitError",
     "SinglePointEnergy", "State", "UnprocessableEntityError", "__version__", "_client_jobs",
-    "cancel_job", "configure", "delete_job", "get_default_client", "get_job", "iter_jobs",
+    "as_completed", "cancel_job", "configure", "delete_job", "get_default_client", "get_job", "iter_jobs",
     "levels", "list_jobs", "rename_job", "results", "start_local", "state", "status",
     "stop_local", "submit_batch", "wait_jobs",
 ]
