@@ -267,12 +267,15 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in args.modes if n else ():
                     report["modes"][f"{mode}/{kind}"] = run_mode(
                         atomiverse, pool, mode, kind, molecules[:n], args.pairs, ctx)
+            if dashboard is not None:
+                dashboard.close()
+                dashboard = None
+            report["per_request"] = per_request_cpu(client, args.requests)
+            report["idle"] = idle_cpu(home, args.idle_seconds)
         finally:
             if dashboard is not None:
                 dashboard.close()
-        report["per_request"] = per_request_cpu(client, args.requests)
-        report["idle"] = idle_cpu(home, args.idle_seconds)
-        atomiverse.stop_local()
+            atomiverse.stop_local()
     if args.parked:
         report["parked_claims"] = parked_claims_cpu(args.parked, seconds=args.idle_seconds)
     _print_costs(report)
