@@ -190,10 +190,11 @@ class Client:
         """The job's record, read from the server now."""
         return self.request("GET", f"/api/v1/jobs/{_quote(job_id)}")
 
-    def _watch(self, versions: dict[str, str | None], watch_id: str,
-               timeout_seconds: float) -> list[dict[str, Any]]:
+    def _watch(self, versions: dict[str, str | None], watch_id: str, timeout_seconds: float,
+               coalesce_seconds: float) -> list[dict[str, Any]]:
         body = self.request("POST", "/api/v1/jobs/watch", json={
-            "jobs": versions, "watch_id": watch_id, "timeout_seconds": timeout_seconds},
+            "jobs": versions, "watch_id": watch_id, "timeout_seconds": timeout_seconds,
+            "coalesce_seconds": coalesce_seconds},
             timeout=timeout_seconds + self.timeout, retryable=True)
         return body["jobs"]
 

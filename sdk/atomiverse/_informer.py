@@ -33,18 +33,23 @@ from .state import TERMINAL_STATES
 
 PACE_SECONDS = 1.0  # the longest a repeated read of an unchanged, unfinished job waits
 WATCH_SECONDS = 20.0  # one watch request's long-poll
+# Watching many jobs, one answer per quarter second of changes is plenty and spares both
+# sides a request per change; the last few are answered the moment they change.
+COALESCE_SECONDS = 0.25
+COALESCE_ABOVE_JOBS = 8
 MAX_WATCHED = 10_000  # unfinished jobs in the watch (the server's limit per request)
 MAX_FINISHED_KEPT = 20_000  # finished records kept; older ones are read again if asked
 MAX_BACKOFF_SECONDS = 5.0
 
 Record = dict[str, Any]
-WatchCall = Callable[[dict[str, str | None], str, float], list[Record]]
+WatchCall = Callable[[dict[str, str | None], str, float, float], list[Record]]
 
 
 class Informer:
     """The records of the jobs one client follows, kept current by one watch thread.
 
-    ``watch(versions, watch_id, timeout_seconds)`` is the client's call to the server."""
+    ``watch(versions, watch_id, timeout_seconds, coalesce_seconds)`` is the client's call to
+    the server."""
 
     def __init__(self, watch: WatchCall) -> None:
         self._watch = watch
@@ -196,7 +201,7 @@ class Informer:
         records: list[Record] = []
         for i in range(0, len(job_ids), MAX_WATCHED):
             records += self._watch(dict.fromkeys(job_ids[i:i + MAX_WATCHED]),
-                                   self._watch_id, 0.0)
+                                   self._watch_id, 0.0, 0.0)
         return records
 
     def _store(self, records: list[Record]) -> None:
@@ -242,7 +247,8 @@ class Informer:
                     return
                 versions = dict(self._versions)
             try:
-                records = self._watch(versions, self._watch_id, WATCH_SECONDS)
+                coalesce = COALESCE_SECONDS if len(versions) > COALESCE_ABOVE_JOBS else 0.0
+                records = self._watch(versions, self._watch_id, WATCH_SECONDS, coalesce)
             except NotFoundError as e:
                 self._drop_missing(e)
                 continue

@@ -197,6 +197,9 @@ class WatchRequest(_Wire):
     timeout_seconds: float = Field(default=20.0, ge=0, le=60)
     watch_id: str | None = Field(default=None, max_length=64, description=(
         "One per client: a newer watch with the same id ends the older one at once"))
+    coalesce_seconds: float = Field(default=0.0, ge=0, le=5, description=(
+        "After the first change, wait this long for more before answering (not when every "
+        "watched job has changed)"))
 
 
 class WatchResponse(BaseModel):

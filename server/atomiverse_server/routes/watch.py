@@ -71,14 +71,20 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
     raise_if_missing(ids, versions)
     read_at = time.monotonic()
     gone = asyncio.ensure_future(until_disconnected(request))
+    hold_until: float | None = None
     try:
         while True:
             changed = [job_id for job_id, v in versions.items() if not _same(body.jobs[job_id], v)]
             now = time.monotonic()
-            if changed or now >= deadline or superseded.is_set() or notifier.stopping \
-                    or gone.done():
+            if changed and body.coalesce_seconds and len(changed) < len(ids):
+                # Let the rest of the wave land and answer once: a batch's jobs change
+                # dozens of times a second, and each answer costs a request both ways.
+                hold_until = hold_until or min(deadline, now + body.coalesce_seconds)
+            holding = hold_until is not None and now < hold_until
+            if changed and not holding or now >= deadline or superseded.is_set() \
+                    or notifier.stopping or gone.done():
                 return changed
-            until = min(deadline, read_at + notifier.fallback_seconds)
+            until = hold_until if holding else min(deadline, read_at + notifier.fallback_seconds)
             await first(signal.wait(event, until - now), superseded.wait(), gone)
             named, event = signal.named_since(event)
             if named is None or named & ids or time.monotonic() - read_at >= \
