@@ -233,6 +233,25 @@ def test_state_changes_on_screen_without_reload(page, server, client, workspace_
     screenshot(page, "dashboard-done-live")
 
 
+def test_jobs_list_follows_its_jobs_in_place(page, server, client, workspace_key):
+    """The first page of /jobs updates a job's state and the counts when the job changes,
+    by the watch, without fetching the page again."""
+    late = "dash-list-late"
+    _register(server, workspace_key, late)
+    job_id = _submit(client, _sp(name="listed, waits for its controller", use_cache=False), late)
+    page.goto(f"{server.url}/jobs")
+    row = f"tr[data-job-id='{job_id}'] [data-state]"
+    assert page.get_attribute(row, "data-state") == "pending"
+    done_before = int(page.inner_text("[data-count-state=done] .count-n"))
+    page.evaluate("window.__sameDocument = true")
+    server.start_controller(workspace_key, late, "--slots", "1", wait=False)
+    page.wait_for_function(f"() => document.querySelector(\"{row}\").dataset.state === 'done'",
+                           timeout=UI_TIMEOUT_MS)
+    assert page.evaluate("window.__sameDocument") is True
+    assert int(page.inner_text("[data-count-state=done] .count-n")) == done_before + 1
+    assert page.inner_text(row) == "done" and client.get_job(job_id)["state"] == "done"
+
+
 def test_cancel_a_running_job_from_the_page(page, server, client, alpha_controller):
     slow = atomiverse.GeometryOptimization(
         atoms=_cluster(6), level_of_theory=GFN2_XTB, fmax=1e-4, max_steps=10000,

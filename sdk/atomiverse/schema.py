@@ -200,6 +200,9 @@ class WatchRequest(_Wire):
     coalesce_seconds: float = Field(default=0.0, ge=0, le=5, description=(
         "After the first change, wait this long for more before answering (not when every "
         "watched job has changed)"))
+    brief: bool = Field(default=False, description=(
+        "Answer {job_id, state, version, billed_core_seconds} per changed job instead of its "
+        "full record (a page that only shows states)"))
 
 
 class WatchResponse(BaseModel):

@@ -49,7 +49,7 @@ async def watch_jobs(body: WatchRequest, workspace: CurrentWorkspace, engine: En
     try:
         changed = await _wait_for_change(body, workspace.id, engine, notifier, request,
                                          superseded)
-        records = await run_in_threadpool(_records, engine, workspace.id, changed)
+        records = await run_in_threadpool(_records, engine, workspace.id, changed, body.brief)
     except MissingJobs as e:
         return e.response()
     finally:
@@ -131,8 +131,10 @@ def _versions(engine: Engine, workspace_id: str, job_ids: list[str]) -> dict[str
         return job_store.job_versions(conn, workspace_id=workspace_id, job_ids=job_ids)
 
 
-def _records(engine: Engine, workspace_id: str, job_ids: list[str]) -> list[dict[str, Any]]:
+def _records(engine: Engine, workspace_id: str, job_ids: list[str],
+             brief: bool) -> list[dict[str, Any]]:
     if not job_ids:
         return []
+    read = job_store.brief_jobs if brief else job_store.get_jobs
     with read_tx(engine) as conn:
-        return job_store.get_jobs(conn, workspace_id=workspace_id, job_ids=job_ids)
+        return read(conn, workspace_id=workspace_id, job_ids=job_ids)

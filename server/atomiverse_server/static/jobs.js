@@ -1,14 +1,16 @@
-// The jobs list: molecule thumbnails, and the first page refreshes itself when one of its
-// jobs changes: a watch (POST /api/v1/jobs/watch, a long-poll) over the pending and running
-// jobs it shows, not a timer re-reading the page. At most one refresh per MIN_REFRESH_MS
-// while many jobs change; every IDLE_MS when none is shown running, for new submissions.
+// The jobs list: molecule thumbnails, and the first page follows its jobs: a watch
+// (POST /api/v1/jobs/watch, a long-poll, brief answers) over the pending and running jobs it
+// shows, whose answers update those rows' states and the counts in place. The whole page is
+// fetched again only every FULL_REFRESH_MS (new submissions), not on every change: a page
+// re-rendered with its thumbnails every few seconds cost the browser half a core.
 "use strict";
 
 (() => {
   const WATCH_SECONDS = 25;
-  const MIN_REFRESH_MS = 3000;
-  const IDLE_MS = 15000;
+  const COALESCE_SECONDS = 1;
+  const FULL_REFRESH_MS = 30000;
   const RETRY_MS = 5000;
+  const ACTIVE = new Set(["pending", "running"]);
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   function thumbnails(root) {
@@ -18,39 +20,80 @@
     }
   }
 
-  // The shown jobs that can still change, by state (a watch answers when one differs).
+  // The shown jobs that can still change, by version (or state, until one is known).
   function activeJobs(live) {
     const jobs = {};
     for (const row of live.querySelectorAll("tr[data-job-id]")) {
-      const s = row.querySelector("[data-state]")?.dataset.state;
-      if (s === "pending" || s === "running") jobs[row.dataset.jobId] = s;
+      const badge = row.querySelector("[data-state]");
+      if (badge && ACTIVE.has(badge.dataset.state)) {
+        jobs[row.dataset.jobId] = row.dataset.version || badge.dataset.state;
+      }
     }
     return jobs;
   }
 
+  function setBadge(badge, state) {
+    badge.className = `badge state-${state}`;
+    badge.dataset.state = state;
+    badge.textContent = state;
+    if (ACTIVE.has(state)) {
+      const pulse = document.createElement("span");
+      pulse.className = "pulse";
+      pulse.setAttribute("aria-hidden", "true");
+      badge.prepend(pulse);
+    }
+  }
+
+  function bumpCount(live, state, by) {
+    const n = live.querySelector(`[data-count-state="${state}"] .count-n`);
+    if (n) n.textContent = String(Math.max(0, Number(n.textContent) + by));
+  }
+
+  // A watch's answer: each changed job's new state, written into its row and the counts.
+  function apply(live, records) {
+    for (const rec of records) {
+      const row = live.querySelector(`tr[data-job-id="${CSS.escape(rec.job_id)}"]`);
+      const badge = row?.querySelector("[data-state]");
+      if (!badge) continue;
+      row.dataset.version = rec.version;
+      if (badge.dataset.state !== rec.state) {
+        bumpCount(live, badge.dataset.state, -1);
+        bumpCount(live, rec.state, +1);
+        setBadge(badge, rec.state);
+      }
+      const billed = row.querySelector("td.num");
+      if (billed) billed.textContent = Number(rec.billed_core_seconds).toFixed(2);
+    }
+  }
+
   async function follow() {
-    let lastRefresh = Date.now();
+    let lastFull = Date.now();
     for (;;) {
-      const live = document.getElementById("jobs-live");
+      let live = document.getElementById("jobs-live");
       if (!live || live.dataset.firstPage !== "yes") return;
       const jobs = activeJobs(live);
+      const visible = document.visibilityState === "visible";
       try {
-        if (Object.keys(jobs).length && document.visibilityState === "visible") {
-          await Atomiverse.api("POST", "/api/v1/jobs/watch",
-                               { jobs, timeout_seconds: WATCH_SECONDS });
+        if (Object.keys(jobs).length && visible) {
+          const out = await Atomiverse.api("POST", "/api/v1/jobs/watch", {
+            jobs, timeout_seconds: WATCH_SECONDS, coalesce_seconds: COALESCE_SECONDS,
+            brief: true });
+          apply(live, out.jobs);
         } else {
-          await sleep(IDLE_MS);
+          await sleep(Math.max(0, lastFull + FULL_REFRESH_MS - Date.now()));
         }
       } catch (e) {
-        await sleep(RETRY_MS); // the server is restarting, or a job was deleted
+        await sleep(RETRY_MS); // the server is restarting, or a shown job was deleted
+        lastFull = 0;
       }
-      await sleep(Math.max(0, lastRefresh + MIN_REFRESH_MS - Date.now()));
-      if (document.visibilityState !== "visible") continue;
+      if (Date.now() - lastFull < FULL_REFRESH_MS || document.visibilityState !== "visible") {
+        continue;
+      }
       try {
         const fresh = await Atomiverse.refreshFragment("jobs-live");
-        if (fresh) thumbnails(fresh);
+        if (fresh) { thumbnails(fresh); live = fresh; }
       } catch (e) { await sleep(RETRY_MS); }
-      lastRefresh = Date.now();
+      lastFull = Date.now();
     }
   }
 

@@ -103,6 +103,20 @@ def get_jobs(conn: Connection, *, workspace_id: str,
     return out
 
 
+def brief_jobs(conn: Connection, *, workspace_id: str,
+               job_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """What a page showing jobs needs to update a row: state, version, billed core-seconds."""
+    ids = list(job_ids)
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(ids), _IN_CHUNK):
+        rows = conn.execute(sa.select(jobs.c.id, jobs.c.state, jobs.c.attempts,
+                                      jobs.c.billed_core_seconds).where(
+            jobs.c.workspace_id == workspace_id, jobs.c.id.in_(ids[i:i + _IN_CHUNK])))
+        out += [{"job_id": r.id, "state": r.state, "version": version(r.state, r.attempts),
+                 "billed_core_seconds": r.billed_core_seconds} for r in rows]
+    return out
+
+
 def version(state: str, attempts: int) -> str:
     """What a watcher compares: a job's state and how many times it was claimed, so a job
     that ran, lost its lease and runs again is a change although its state reads the same."""
