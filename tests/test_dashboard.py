@@ -249,7 +249,7 @@ def test_jobs_list_follows_its_jobs_in_place(page, server, client, workspace_key
                            timeout=UI_TIMEOUT_MS)
     assert page.evaluate("window.__sameDocument") is True
     assert int(page.inner_text("[data-count-state=done] .count-n")) == done_before + 1
-    assert page.inner_text(row) == "done" and client.get_job(job_id)["state"] == "done"
+    assert page.text_content(row) == "done" and client.get_job(job_id)["state"] == "done"
 
 
 def test_cancel_a_running_job_from_the_page(page, server, client, alpha_controller):
