@@ -53,6 +53,32 @@ def test_a_job_read_is_the_routes_own_answer(srv):
     assert fast.headers["content-type"] == "application/json"
 
 
+def test_a_finished_job_with_its_result_is_the_routes_own_answer(srv):
+    """The result, payload and preview go out as stored (spliced, not re-encoded)."""
+    key, (job_id,) = _fresh_key(srv, [_job("finished")])
+    other = srv.admin("issue-key", _workspace_of(srv, key))["api_key"]
+    h = {"Authorization": f"Bearer {key}"}
+    token = httpx.post(f"{srv.url}/api/v1/controllers/register", headers=h, json={
+        "name": "nobody", "slots": 1, "engines": {"xtb": "1"}}).json()["token"]
+    th = {"Authorization": f"Bearer {token}"}
+    (claimed,) = httpx.post(f"{srv.url}/api/v1/controllers/claim", headers=th,
+                            json={"max_jobs": 1, "wait_seconds": 0}).json()["jobs"]
+    result = {"energy_hartree": -11.396, "gradient_hartree_per_bohr": [[0.125, -1e-9, 3.0]] * 9,
+              "engine": "by-hand", "engine_version": "0", "wall_time_seconds": 0.5,
+              "core_seconds": 0.5, "partial_charges_e": [0.1] * 9}
+    out = httpx.post(f"{srv.url}/api/v1/controllers/complete", headers=th, json={"reports": [
+        {"job_id": job_id, "lease_id": claimed["lease_id"], "ok": True, "result": result}]})
+    assert out.json()["accepted"] == [job_id], out.text
+    slow, fast = _twice(srv, other, f"/api/v1/jobs/{job_id}")
+    assert slow.status_code == fast.status_code == 200
+    assert fast.json() == slow.json() and fast.json()["result"]["energy_hartree"] == -11.396
+
+
+def _workspace_of(srv, key):
+    return httpx.get(f"{srv.url}/api/v1/account",
+                     headers={"Authorization": f"Bearer {key}"}).json()["workspace"]
+
+
 @pytest.mark.parametrize("params", [
     None, {"limit": "2"}, {"limit": "200"}, {"state": "pending"}, {"state": "done"},
     {"name": "100%_"}, {"name": "Ü"}, {"limit": "1", "name": "page"},

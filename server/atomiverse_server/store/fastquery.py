@@ -23,16 +23,16 @@ from sqlalchemy.engine import Engine
 
 class FastQuery:
     def __init__(self, engine: Engine, columns: Sequence[Any], build: Any, *,
-                 json_passthrough: bool = False) -> None:
+                 passthrough: frozenset[str] = frozenset()) -> None:
         """``build(select)`` adds FROM, WHERE, ORDER BY and LIMIT, with ``sa.bindparam``s for
         every value; ``columns`` are what it selects (JSON ones are read as text).
-        ``json_passthrough``: JSON values stay the stored text, to be spliced into a response
-        by ``_json.dumps`` (for rows that are only passed on, never looked into)."""
+        ``passthrough``: JSON columns whose values stay the stored text, to be spliced into a
+        response by ``_json.dumps`` (values only passed on, never looked into)."""
         self._engine = engine
-        self._decode = _json.raw if json_passthrough else _json.loads
         selected = [sa.cast(c, sa.Text).label(c.name) if isinstance(c.type, sa.JSON) else c
                     for c in columns]
-        self._json = [i for i, c in enumerate(columns) if isinstance(c.type, sa.JSON)]
+        self._json = [(i, _json.raw if c.name in passthrough else _json.loads)
+                      for i, c in enumerate(columns) if isinstance(c.type, sa.JSON)]
         self._row_type = namedtuple("Row", [c.name for c in columns])  # type: ignore[misc]
         compiled = build(sa.select(*selected)).compile(dialect=engine.dialect)
         self._sql = str(compiled)
@@ -58,7 +58,7 @@ class FastQuery:
     def _row(self, values: Sequence[Any]) -> Any:
         if self._json:
             values = list(values)
-            for i in self._json:
+            for i, decode in self._json:
                 if values[i] is not None:
-                    values[i] = self._decode(values[i])
+                    values[i] = decode(values[i])
         return self._row_type._make(values)

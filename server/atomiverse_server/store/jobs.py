@@ -62,7 +62,9 @@ class HotReads:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._job = FastQuery(engine, JOB_COLUMNS, _one_job)
+        # The payload, result and preview go out as stored; attempt_errors is looked into.
+        self._job = FastQuery(engine, JOB_COLUMNS, _one_job,
+                              passthrough=frozenset({"payload", "result", "preview"}))
         self._pages: dict[tuple[bool, bool, bool], FastQuery] = {}
 
     def get_job(self, *, workspace_id: str, job_id: str) -> dict[str, Any] | None:
@@ -78,7 +80,7 @@ class HotReads:
         if query is None:
             query = self._pages[flags] = FastQuery(
                 self._engine, SUMMARY_COLUMNS, lambda q: _page_query(q, *flags),
-                json_passthrough=True)
+                passthrough=frozenset({"preview"}))
         return _page(query.rows(**params), limit, lambda seq: self._cursors(
             lambda conn: encode_cursor(conn, workspace_id=workspace_id, seq=seq)))
 
