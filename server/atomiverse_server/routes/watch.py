@@ -72,6 +72,7 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
     read_at = time.monotonic()
     gone = asyncio.ensure_future(until_disconnected(request))
     hold_until: float | None = None
+    unread: set[str] | None = set()  # named by signals since the last read (None: unknown)
     try:
         while True:
             changed = [job_id for job_id, v in versions.items() if not _same(body.jobs[job_id], v)]
@@ -87,10 +88,13 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
             until = hold_until if holding else min(deadline, read_at + notifier.fallback_seconds)
             await first(signal.wait(event, until - now), superseded.wait(), gone)
             named, event = signal.named_since(event)
-            if named is None or named & ids or time.monotonic() - read_at >= \
+            unread = None if named is None or unread is None else unread | (named & ids)
+            if holding and time.monotonic() < hold_until:
+                continue  # read once when the hold ends, not on every change meanwhile
+            if unread is None or unread or time.monotonic() - read_at >= \
                     notifier.fallback_seconds:
                 versions = await run_in_threadpool(_versions, engine, workspace_id, list(ids))
-                read_at = time.monotonic()
+                read_at, unread = time.monotonic(), set()
     finally:
         gone.cancel()
 
