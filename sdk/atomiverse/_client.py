@@ -32,6 +32,7 @@ WAIT_POLL_SECONDS = 20.0
 # server a query per finished job; the last few are answered the moment they finish.
 WAIT_COALESCE_SECONDS = 0.25
 WAIT_COALESCE_ABOVE_JOBS = 8
+CLOSE_WAIT_SECONDS = 2.0
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -77,13 +78,17 @@ class Client:
             return self._http
 
     def close(self) -> None:
-        if self._informer.close() and self._http is not None:
+        watcher = self._informer.close()
+        if watcher is not None and self._http is not None:
             # End the watch parked on the server now, not at its timeout (a newer watch
             # with the same id does); best effort: closing must not wait on a dead server.
             with contextlib.suppress(httpx.HTTPError):
                 self._http.post("/api/v1/jobs/watch", content=_json.dumps(
                     {"jobs": {}, "watch_id": self._informer.watch_id, "timeout_seconds": 0}),
                     headers={"Content-Type": "application/json"}, timeout=2.0)
+            # Let its thread see the answer and stop before the connection goes: a thread
+            # still sending afterwards would open a new connection nobody closes.
+            watcher.join(CLOSE_WAIT_SECONDS)
         self._informer = Informer(self._watch)  # a client used again starts a new watch
         if self._http is not None:
             self._http.close()
@@ -115,9 +120,12 @@ class Client:
 
     def request(self, method: str, path: str, *, json: Any = None,
                 params: dict[str, Any] | None = None, idempotency_key: str | None = None,
-                timeout: float | None = None, retryable: bool | None = None) -> Any:
+                timeout: float | None = None, retryable: bool | None = None,
+                wanted: Callable[[], bool] | None = None) -> Any:
         """``retryable``: safe to send again after a lost answer (default: GET, PUT, DELETE,
-        PATCH, and a POST with an idempotency key; a wait or a watch says so)."""
+        PATCH, and a POST with an idempotency key; a wait or a watch says so). ``wanted``:
+        asked before every attempt; once False the request stops (a closed client's watch
+        must not open a new connection, or start the embedded server again)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         content = None
         if json is not None:
@@ -127,6 +135,8 @@ class Client:
             retryable = method in ("GET", "PUT", "DELETE", "PATCH") or bool(idempotency_key)
         attempt = 0
         while True:
+            if wanted is not None and not wanted():
+                raise APIConnectionError(f"{method} {path}: no longer wanted (client closed)")
             http = self._connect()
             try:
                 resp = http.request(method, path, content=content, params=params,
@@ -192,10 +202,12 @@ class Client:
 
     def _watch(self, versions: dict[str, str | None], watch_id: str, timeout_seconds: float,
                coalesce_seconds: float) -> list[dict[str, Any]]:
+        informer = self._informer  # the caller, unless a close replaced it meanwhile
         body = self.request("POST", "/api/v1/jobs/watch", json={
             "jobs": versions, "watch_id": watch_id, "timeout_seconds": timeout_seconds,
             "coalesce_seconds": coalesce_seconds},
-            timeout=timeout_seconds + self.timeout, retryable=True)
+            timeout=timeout_seconds + self.timeout, retryable=True,
+            wanted=lambda: informer.watch_id == watch_id and not informer.closed)
         return body["jobs"]
 
     def as_completed(self, job_ids: Sequence[str],

@@ -170,13 +170,17 @@ class Informer:
     def watch_id(self) -> str:
         return self._watch_id
 
-    def close(self) -> bool:
-        """Stop watching; True if a watch thread was running (its request may be parked on
-        the server)."""
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> threading.Thread | None:
+        """Stop watching; the watch thread if one was running (its request may be parked on
+        the server: end it there, then join the thread)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-            return self._thread is not None
+            return self._thread
 
     # ----- the watch ---------------------------------------------------------------------
     def _fetch(self, job_ids: list[str]) -> list[Record]:
