@@ -44,10 +44,14 @@ def summary(row: Row[Any]) -> dict[str, Any]:
 JOB_COLUMNS = (*jobs.c, controllers.c.name.label("controller_name"))
 
 
+# A job and the controller that has (or had, or is routed) it.
+_JOB_FROM = jobs.outerjoin(controllers, controllers.c.id == sa.func.coalesce(
+    jobs.c.claimed_by, jobs.c.controller_id))
+
+
 def _one_job(q: sa.Select) -> sa.Select:
-    return (q.select_from(jobs.outerjoin(controllers, controllers.c.id == sa.func.coalesce(
-        jobs.c.claimed_by, jobs.c.controller_id)))
-        .where(jobs.c.workspace_id == sa.bindparam("ws"), jobs.c.id == sa.bindparam("id")))
+    return q.select_from(_JOB_FROM).where(jobs.c.workspace_id == sa.bindparam("ws"),
+                                          jobs.c.id == sa.bindparam("id"))
 
 
 def get_job(conn: Connection, *, workspace_id: str, job_id: str) -> dict[str, Any] | None:
@@ -97,9 +101,7 @@ def get_jobs(conn: Connection, *, workspace_id: str,
     out: list[dict[str, Any]] = []
     for i in range(0, len(ids), _IN_CHUNK):
         rows = conn.execute(
-            sa.select(jobs, controllers.c.name.label("controller_name"))
-            .select_from(jobs.outerjoin(controllers, controllers.c.id == sa.func.coalesce(
-                jobs.c.claimed_by, jobs.c.controller_id)))
+            sa.select(*JOB_COLUMNS).select_from(_JOB_FROM)
             .where(jobs.c.workspace_id == workspace_id, jobs.c.id.in_(ids[i:i + _IN_CHUNK])))
         out += [_public(row) for row in rows]
     return out
