@@ -15,6 +15,7 @@ RUN apt-get update \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY core core
 COPY sdk sdk
 COPY server server
 COPY controller controller

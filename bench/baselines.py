@@ -45,7 +45,7 @@ from typing import Any, Literal
 Kind = Literal["sp", "opt"]
 Molecule = tuple[str, Sequence[int], Sequence[Sequence[float]]]
 
-# Fallback for the platform's GeometryOptimization defaults (sdk/atomiverse/jobs.py) when the
+# Fallback for the platform's GeometryOptimization defaults (atomiverse_core/jobs.py) when the
 # SDK cannot be imported; opt_settings() reads the real ones. Without the SDK there is no
 # controller either, hence no BFGS-Lindh: the fallback is plain ASE.
 FALLBACK_OPTIMIZER = "LBFGS"

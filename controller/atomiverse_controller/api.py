@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from atomiverse import _json
+from atomiverse_core import jsonio
 
 
 class ServerRefused(Exception):
@@ -33,7 +33,7 @@ class ControllerAPI:
         headers = {"Authorization": f"Bearer {auth or self.token}"}
         content = None
         if body is not None:
-            content = _json.dumps(body)
+            content = jsonio.dumps(body)
             headers["Content-Type"] = "application/json"
         try:
             resp = self._http.post(path, content=content, headers=headers,
@@ -46,7 +46,7 @@ class ControllerAPI:
             raise ServerUnavailable(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
         if resp.status_code >= 400:
             raise ValueError(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
-        return _json.loads(resp.content)
+        return jsonio.loads(resp.content)
 
     def register(self, *, api_key: str, name: str, slots: int, cores_per_job: int,
                  capacity: int | None, engines: dict[str, str],

@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Any
 
-from atomiverse import _sdnotify as sdnotify
-from atomiverse._heap import freeze_startup_heap
+from atomiverse_core import sdnotify
+from atomiverse_core.heap import freeze_startup_heap
 
 from .api import ControllerAPI, ServerRefused, ServerUnavailable, save_token
 from .claimer import ClaimLoop

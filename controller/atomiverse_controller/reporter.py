@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from atomiverse import _json
+from atomiverse_core import jsonio
 
 from .api import ControllerAPI, ServerRefused, ServerUnavailable
 from .spool import Spool
@@ -183,14 +183,14 @@ def _on_the_wire(report: dict[str, Any]) -> dict[str, Any]:
     """The report as sent: a result the worker encoded goes into the body as it is."""
     out = _unmarked(report)
     if isinstance(out.get("result"), bytes):
-        out["result"] = _json.raw(out["result"])
+        out["result"] = jsonio.raw(out["result"])
     return out
 
 
 def _decoded(report: dict[str, Any]) -> dict[str, Any]:
     """The report with its result as plain JSON values, for the spool's files."""
     if isinstance(report.get("result"), bytes):
-        return {**report, "result": _json.loads(report["result"])}
+        return {**report, "result": jsonio.loads(report["result"])}
     return report
 
 

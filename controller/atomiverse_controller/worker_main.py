@@ -186,11 +186,11 @@ def _encoded(out: dict[str, Any]) -> dict[str, Any]:
     """The outcome as sent: the result travels as the JSON the server will receive. The
     controller only passes it on, so it never builds (or unpickles) the result's thousands
     of numbers, and it can hand this worker its next job sooner."""
-    from atomiverse import _json
+    from atomiverse_core import jsonio
 
     result = out.pop("result")
     try:
-        out["result_json"] = None if result is None else _json.dumps(result)
+        out["result_json"] = None if result is None else jsonio.dumps(result)
     except TypeError as e:  # orjson's JSONEncodeError: an engine returned a non-JSON value
         out.update(ok=False, result_json=None, error_type="internal",
                    error=f"result could not be encoded as JSON: {e}")
@@ -227,7 +227,7 @@ def serve(conn: Connection, engine_name: str, memory_limit_mb: int) -> int:
     except BaseException:
         conn.send({"type": "failed", "error": traceback.format_exc()})
         return 1
-    from atomiverse._heap import freeze_startup_heap
+    from atomiverse_core.heap import freeze_startup_heap
 
     freeze_startup_heap()
     conn.send({"type": "ready", "engine": engine.name, "version": engine.version(),

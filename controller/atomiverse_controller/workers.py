@@ -42,7 +42,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import IO, Any
 
-from atomiverse import _json
+from atomiverse_core import jsonio
 
 from .worker_main import OWN_TMPDIR_ENV, THREAD_ENV
 
@@ -73,7 +73,7 @@ class Outcome:
     @property
     def result(self) -> dict[str, Any] | None:
         """The result, decoded (for people and tests; the controller never needs it)."""
-        return None if self.result_json is None else _json.loads(self.result_json)
+        return None if self.result_json is None else jsonio.loads(self.result_json)
 
 
 @dataclass

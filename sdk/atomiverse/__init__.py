@@ -13,6 +13,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from atomiverse_core.atoms import Atoms
+from atomiverse_core.jobs import Frequencies, GeometryOptimization, Job, SinglePointEnergy
+from atomiverse_core.jobs import use_default_client as _use_default_client
+from atomiverse_core.state import State
+
 from . import levels, results, state
 from ._exceptions import (
     APIConnectionError,
@@ -31,10 +36,7 @@ from ._exceptions import (
     UnprocessableEntityError,
 )
 from ._version import __version__
-from .atoms import Atoms
-from .jobs import Frequencies, GeometryOptimization, Job, SinglePointEnergy
 from .pagination import JobsPage
-from .state import State
 
 if TYPE_CHECKING:
     from . import _client_jobs
@@ -60,6 +62,14 @@ _CLIENT_ATTRIBUTES = {
                      "list_jobs", "rename_job", "status", "submit_batch", "wait_jobs"),
                     "._client_jobs"),
 }
+
+
+def _default_client() -> Any:
+    return importlib.import_module("._client", __name__).get_default_client()
+
+
+# A job's verbs (submit, wait, ...) reach the server through this package's default client.
+_use_default_client(_default_client)
 
 
 def __getattr__(name: str) -> Any:

@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self
 
 import httpx2 as httpx
+from atomiverse_core import jsonio
+from atomiverse_core.state import TERMINAL_STATES
 
-from . import _embedded, _json
+from . import _embedded
 from ._config import NOT_GIVEN, pick
 from ._exceptions import APIConnectionError, APITimeoutError, error_for_status
 from ._informer import Informer
 from .pagination import JobsPage
-from .state import TERMINAL_STATES
 
 RETRY_STATUSES = frozenset({408, 502, 503, 504})
 MAX_SHORT_RETRY_AFTER_SECONDS = 2.0
@@ -83,7 +84,7 @@ class Client:
             # End the watch parked on the server now, not at its timeout (a newer watch
             # with the same id does); best effort: closing must not wait on a dead server.
             with contextlib.suppress(httpx.HTTPError):
-                self._http.post("/api/v1/jobs/watch", content=_json.dumps(
+                self._http.post("/api/v1/jobs/watch", content=jsonio.dumps(
                     {"jobs": {}, "watch_id": self._informer.watch_id, "timeout_seconds": 0}),
                     headers={"Content-Type": "application/json"}, timeout=2.0)
             # Let its thread see the answer and stop before the connection goes: a thread
@@ -129,7 +130,7 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         content = None
         if json is not None:
-            content = _json.dumps(json)
+            content = jsonio.dumps(json)
             headers["Content-Type"] = "application/json"
         if retryable is None:
             retryable = method in ("GET", "PUT", "DELETE", "PATCH") or bool(idempotency_key)
@@ -160,7 +161,7 @@ class Client:
                     continue
                 raise APIConnectionError(f"could not reach {self._base_url}: {e}") from e
             if resp.status_code < 400:
-                return None if resp.status_code == 204 else _json.loads(resp.content)
+                return None if resp.status_code == 204 else jsonio.loads(resp.content)
             retry_after = _retry_after_seconds(resp)
             if attempt < self.max_retries and (
                     (retryable and resp.status_code in RETRY_STATUSES)

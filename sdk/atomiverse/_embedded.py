@@ -23,6 +23,14 @@ from typing import Any
 
 import httpx2 as httpx
 import psutil
+from atomiverse_core.localhome import (
+    SERVER_RECORD,
+    home_path,
+    process_record,
+    read_record,
+    verified_process,
+    write_record,
+)
 
 from ._config import atomiverse_home
 from ._embedded_health import (
@@ -41,14 +49,6 @@ from ._embedded_health import (
 )
 from ._embedded_procs import still_running, stop_home_processes
 from ._exceptions import APIConnectionError
-from .localhome import (
-    SERVER_RECORD,
-    home_path,
-    process_record,
-    read_record,
-    verified_process,
-    write_record,
-)
 
 __all__ = ["CrashLoopError", "EmbeddedServerError", "ensure_running", "revive", "status",
            "stop"]

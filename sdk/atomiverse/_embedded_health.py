@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from atomiverse_core.localhome import read_record, write_record
+
 from ._exceptions import APIConnectionError
-from .localhome import read_record, write_record
 
 RESTARTS_RECORD = "restarts.json"
 DEFAULT_MAX_RESTARTS = 3

@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
-from ._embedded_health import restarts
-from .localhome import (
+from atomiverse_core.localhome import (
     CONTROLLER_RECORD,
     SERVER_RECORD,
     process_tree,
     read_record,
     verified_process,
 )
+
+from ._embedded_health import restarts
 
 # After the server has had its turn (it drains its controller itself), what remains gets
 # SIGTERM, then SIGKILL after this long.

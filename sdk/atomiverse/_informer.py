@@ -28,8 +28,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from atomiverse_core.state import TERMINAL_STATES
+
 from ._exceptions import NotFoundError
-from .state import TERMINAL_STATES
 
 PACE_SECONDS = 1.0  # the longest a repeated read of an unchanged, unfinished job waits
 WATCH_SECONDS = 20.0  # one watch request's long-poll

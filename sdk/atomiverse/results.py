@@ -22,9 +22,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from .atoms import Atoms
-from .jobs import Job, parse_job
+from atomiverse_core.atoms import Atoms
+from atomiverse_core.jobs import Job, parse_job
 
 if TYPE_CHECKING:
     import ase

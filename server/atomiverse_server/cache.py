@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from atomiverse import _json
-from atomiverse.jobs import Job
+from atomiverse_core import jsonio
+from atomiverse_core.jobs import Job
 
 POSITION_DECIMALS = 5
 _BOOKKEEPING = {"name", "use_cache", "walltime_seconds", "engine", "atoms"}
@@ -41,4 +41,4 @@ def cache_key(job: Job, *, engine: str, engine_version: str) -> str:
         "numbers": atoms.numbers,
         "positions": positions,
     }
-    return hashlib.sha256(_json.dumps(body, sort_keys=True)).hexdigest()
+    return hashlib.sha256(jsonio.dumps(body, sort_keys=True)).hexdigest()

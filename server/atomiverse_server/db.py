@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
-from atomiverse import _json
+from atomiverse_core import jsonio
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
@@ -150,7 +150,7 @@ def database_url(url: str) -> str:
 
 
 # Results (gradients, orbital energies, bond orders) are JSON columns: orjson, not the stdlib.
-_JSON_CODEC = {"json_serializer": _json.dumps_str, "json_deserializer": _json.loads}
+_JSON_CODEC = {"json_serializer": jsonio.dumps_str, "json_deserializer": jsonio.loads}
 
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import psutil
-from atomiverse.localhome import (
+from atomiverse_core.localhome import (
     CONTROLLER_RECORD,
     process_record,
     process_tree,

@@ -21,7 +21,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from atomiverse import _json
+from atomiverse_core import jsonio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .authcache import AuthCache
@@ -83,14 +83,14 @@ class FastReads:
 
     def _job(self, workspace_id: str, job_id: str) -> bytes | None:
         record = self._reads().get_job(workspace_id=workspace_id, job_id=job_id)
-        return None if record is None else _json.dumps(record)
+        return None if record is None else jsonio.dumps(record)
 
     def _list(self, workspace_id: str, params: dict[str, Any]) -> bytes | None:
         try:
             page = self._reads().list_jobs(workspace_id=workspace_id, **params)
         except job_store.InvalidCursor:
             return None
-        return _json.dumps(page)
+        return jsonio.dumps(page)
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from atomiverse import _json
+from atomiverse_core import jsonio
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
@@ -31,8 +31,8 @@ class _FastJSONRequest(Request):
         if not hasattr(self, "_json"):
             body = await self.body()
             try:
-                self._json = _json.loads(body)
-            except _json.JSONDecodeError:
+                self._json = jsonio.loads(body)
+            except jsonio.JSONDecodeError:
                 self._json = json.loads(body)  # NaN, Infinity; or raises for the 422
         return self._json
 

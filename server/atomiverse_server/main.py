@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from atomiverse import _sdnotify as sdnotify
-from atomiverse._heap import freeze_startup_heap
+from atomiverse_core import sdnotify
+from atomiverse_core.heap import freeze_startup_heap
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError

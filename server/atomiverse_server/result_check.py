@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from atomiverse.schema import FrequenciesResult, OptimizationResult, SinglePointResult
+from atomiverse_core.schema import FrequenciesResult, OptimizationResult, SinglePointResult
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 _MODELS: dict[str, type[BaseModel]] = {

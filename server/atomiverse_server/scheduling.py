@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from atomiverse.jobs import Frequencies, GeometryOptimization, Job
-from atomiverse.levels import valence_capacity
+from atomiverse_core.jobs import Frequencies, GeometryOptimization, Job
+from atomiverse_core.levels import valence_capacity
 
 # Gradients an optimisation takes, roughly: on the benchmark's 50 molecules (8 to 60 atoms)
 # ANC-RFO took 40 per molecule on average for a mean of 28 atoms, rising with size.

@@ -25,9 +25,9 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 from ase.units import Bohr, Hartree
-from atomiverse.jobs import describe_validation_error
-from atomiverse.levels import LevelOfTheory
-from atomiverse.schema import WIBERG_MIN_ORDER
+from atomiverse_core.jobs import describe_validation_error
+from atomiverse_core.levels import LevelOfTheory
+from atomiverse_core.schema import WIBERG_MIN_ORDER
 from pydantic import ValidationError
 
 EngineErrorType = Literal["input", "convergence", "internal"]

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Bohr, Hartree
-from atomiverse.jobs import GeometryOptimization
-from atomiverse.schema import TRAJECTORY_MAX_ATOM_STEPS
+from atomiverse_core.jobs import GeometryOptimization
+from atomiverse_core.schema import TRAJECTORY_MAX_ATOM_STEPS
 
 from .base import EngineError, Molecule, Session
 

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
+from typing import Any
 
 from . import local, run
+
+PLUGGED_COMMANDS = ("server", "admin", "controller")
+
+
+def plugged_command(name: str) -> Any:
+    """The ``main`` another installed package registers for ``atomiverse <name>``."""
+    found = entry_points(group="atomiverse.commands", name=name)
+    if not found:
+        raise SystemExit(f"atomiverse {name}: not installed (no 'atomiverse.commands' entry "
+                         f"point named {name!r}; reinstall the atomiverse package)")
+    return next(iter(found)).load()
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # server and controller parse their own flags: hand them the rest of the line.
-    if argv and argv[0] == "server":
-        from atomiverse_server.__main__ import main as server_main
-
-        server_main(argv[1:])
-        return 0
-    if argv and argv[0] == "admin":
-        from atomiverse_server.admin import main as admin_main
-
-        return admin_main(argv[1:])
-    if argv and argv[0] == "controller":
-        from atomiverse_controller.__main__ import main as controller_main
-
-        return controller_main(argv[1:])
+    # server, admin and controller parse their own flags: hand them the rest of the line.
+    if argv and argv[0] in PLUGGED_COMMANDS:
+        return int(plugged_command(argv[0])(argv[1:]) or 0)
 
     parser = argparse.ArgumentParser(prog="atomiverse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -6,10 +6,11 @@ import argparse
 import time
 from typing import Any
 
+from atomiverse_core.localhome import home_path
+
 from .. import _embedded
 from .._config import atomiverse_home
 from .._embedded_procs import describe
-from ..localhome import home_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from atomiverse_core.atoms import Atoms, read_sdf_records, read_xyz_frames
+from atomiverse_core.jobs import Frequencies, GeometryOptimization, Job, SinglePointEnergy
+from atomiverse_core.levels import GFN0_XTB, GFN1_XTB, GFN2_XTB, GFNFF, LevelOfTheory
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -21,9 +24,6 @@ from rich.table import Table
 
 from .. import _client_jobs
 from .._exceptions import RateLimitError
-from ..atoms import Atoms, read_sdf_records, read_xyz_frames
-from ..jobs import Frequencies, GeometryOptimization, Job, SinglePointEnergy
-from ..levels import GFN0_XTB, GFN1_XTB, GFN2_XTB, GFNFF, LevelOfTheory
 
 LEVELS = {"gfn2": GFN2_XTB, "gfn1": GFN1_XTB, "gfn0": GFN0_XTB, "gfnff": GFNFF}
 JOBS: dict[str, type[Job]] = {"sp": SinglePointEnergy, "opt": GeometryOptimization,

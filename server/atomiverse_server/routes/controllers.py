@@ -6,8 +6,8 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from atomiverse import _json
-from atomiverse.schema import (
+from atomiverse_core import jsonio
+from atomiverse_core.schema import (
     MAX_LEASES_PER_REQUEST,
     ClaimRequest,
     ClaimResponse,
@@ -118,7 +118,7 @@ async def claim(body: ClaimRequest, controller: CurrentController, engine: Engin
     generation = notifier.claim_waiters.generation(controller.id)
     while True:
         if notifier.claim_waiters.generation(controller.id) != generation:
-            return Response(_json.dumps({"jobs": []}), media_type="application/json")
+            return Response(jsonio.dumps({"jobs": []}), media_type="application/json")
         event = notifier.jobs_pending.snapshot()
         started = time.perf_counter()
         claimed = await run_in_threadpool(handoff.claim, engine, controller, body.max_jobs,
@@ -138,7 +138,7 @@ async def claim(body: ClaimRequest, controller: CurrentController, engine: Engin
         if claimed:
             notifier.jobs_changed.fire([job["job_id"] for job in claimed])
         # Encoded here: payloads are spliced in as stored, not parsed and re-validated.
-        return Response(_json.dumps({"jobs": claimed}), media_type="application/json")
+        return Response(jsonio.dumps({"jobs": claimed}), media_type="application/json")
 
 
 async def _park(notifier: Notifier, controller: Controller, max_jobs: int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from atomiverse.schema import ErrorBody
+from atomiverse_core.schema import ErrorBody
 
 _DESCRIPTIONS = {
     400: "Malformed request",

@@ -6,8 +6,8 @@ import time
 import unicodedata
 from typing import Annotated, Any
 
-from atomiverse import _json
-from atomiverse.schema import (
+from atomiverse_core import jsonio
+from atomiverse_core.schema import (
     BatchRequest,
     BatchResponse,
     JobPublic,
@@ -193,7 +193,7 @@ async def _wait(body: WaitRequest, workspace_id: str, engine: Engine, notifier: 
             if stale:
                 states = await read()
             # Encoded here: results are spliced in as stored, not parsed and re-validated.
-            return Response(_json.dumps({"jobs": states}), media_type="application/json")
+            return Response(jsonio.dumps({"jobs": states}), media_type="application/json")
         until = coalesce_until if holding else min(deadline, now + notifier.fallback_seconds)
         await signal.wait(event, until - now)
         woken = True

@@ -16,8 +16,8 @@ import asyncio
 import time
 from typing import Any
 
-from atomiverse import _json
-from atomiverse.schema import WatchRequest, WatchResponse
+from atomiverse_core import jsonio
+from atomiverse_core.schema import WatchRequest, WatchResponse
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
@@ -55,7 +55,7 @@ async def watch_jobs(body: WatchRequest, workspace: CurrentWorkspace, engine: En
     finally:
         notifier.watches.leave(workspace.id, body.watch_id, superseded)
     # Encoded here: results are passed through as stored, not re-validated.
-    return Response(_json.dumps({"jobs": records}), media_type="application/json")
+    return Response(jsonio.dumps({"jobs": records}), media_type="application/json")
 
 
 async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine,
@@ -119,7 +119,7 @@ class MissingJobs(Exception):
         shown = ", ".join(self.missing[:MAX_NAMED_MISSING])
         more = f" and {len(self.missing) - MAX_NAMED_MISSING} more" \
             if len(self.missing) > MAX_NAMED_MISSING else ""
-        return Response(_json.dumps({
+        return Response(jsonio.dumps({
             "detail": f"job_ids: no such job in this workspace: {shown}{more}",
             "missing": self.missing}), status_code=404, media_type="application/json")
 

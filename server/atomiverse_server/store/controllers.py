@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from atomiverse import _json
+from atomiverse_core import jsonio
 from sqlalchemy.engine import Connection
 
 from .. import security
@@ -153,7 +153,7 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     # One statement for the lot: the rows are ours alone (locked on PostgreSQL, the write
     # lock on SQLite), so every one of them is still pending.
     claimed = [{"job_id": row.id, "lease_id": security.new_id(), "attempt": row.attempts + 1,
-                "job": _json.raw(row.payload), "walltime_seconds": row.walltime_seconds}
+                "job": jsonio.raw(row.payload), "walltime_seconds": row.walltime_seconds}
                for row in rows]
     conn.execute(jobs.update()
                  .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == "pending")

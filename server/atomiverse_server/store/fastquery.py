@@ -5,7 +5,7 @@ the driver runs a primary-key lookup in a few hundredths of that. For the reads 
 repeat most (``fastreads``) the statement is compiled once per engine, and each call checks
 out a pooled connection, executes, and hands back rows with the same attribute names and
 values a Core query gives, so the same functions turn them into records. JSON columns are
-selected as text and decoded here, as the engine's own JSON type would (``_json.loads``).
+selected as text and decoded here, as the engine's own JSON type would (``jsonio.loads``).
 
 One statement, no transaction of its own: on SQLite the connection is in autocommit mode and
 a single SELECT reads one snapshot; on PostgreSQL the pool rolls back on return."""
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from atomiverse import _json
+from atomiverse_core import jsonio
 from sqlalchemy.engine import Engine
 
 
@@ -27,11 +27,11 @@ class FastQuery:
         """``build(select)`` adds FROM, WHERE, ORDER BY and LIMIT, with ``sa.bindparam``s for
         every value; ``columns`` are what it selects (JSON ones are read as text).
         ``passthrough``: JSON columns whose values stay the stored text, to be spliced into a
-        response by ``_json.dumps`` (values only passed on, never looked into)."""
+        response by ``jsonio.dumps`` (values only passed on, never looked into)."""
         self._engine = engine
         selected = [sa.cast(c, sa.Text).label(c.name) if isinstance(c.type, sa.JSON) else c
                     for c in columns]
-        self._json = [(i, _json.raw if c.name in passthrough else _json.loads)
+        self._json = [(i, jsonio.raw if c.name in passthrough else jsonio.loads)
                       for i, c in enumerate(columns) if isinstance(c.type, sa.JSON)]
         self._row_type = namedtuple("Row", [c.name for c in columns])  # type: ignore[misc]
         compiled = build(sa.select(*selected)).compile(dialect=engine.dialect)

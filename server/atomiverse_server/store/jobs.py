@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from atomiverse import _json
+from atomiverse_core import jsonio
 from sqlalchemy.engine import Connection, Engine, Row
 
 from ..db import controllers, jobs, workspaces
@@ -224,7 +224,7 @@ def job_states(conn: Connection, *, workspace_id: str, job_ids: Iterable[str],
     """``{job_id, state}`` of each of these jobs that exists in the workspace. With
     ``include_result``, finished ones also carry ``result``, ``error``, ``cached_from`` and
     ``billed_core_seconds``, read in the same query. A result comes as the stored JSON text,
-    wrapped to be spliced into the response by :func:`atomiverse._json.dumps`: the server
+    wrapped to be spliced into the response by :func:`atomiverse_core.jsonio.dumps`: the server
     passes results through, it does not parse and re-encode them."""
     ids = list(job_ids)
     columns = [jobs.c.id, jobs.c.state]
@@ -242,7 +242,7 @@ def job_states(conn: Connection, *, workspace_id: str, job_ids: Iterable[str],
 
 def _state_with_result(row: Row) -> dict[str, Any]:
     return {"job_id": row.id, "state": row.state,
-            "result": None if row.result is None else _json.raw(row.result),
+            "result": None if row.result is None else jsonio.raw(row.result),
             "error": row.error, "cached_from": row.cached_from,
             "billed_core_seconds": row.billed_core_seconds}
 

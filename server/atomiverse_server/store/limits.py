@@ -7,7 +7,7 @@ import hashlib
 from typing import Any
 
 import sqlalchemy as sa
-from atomiverse import _json
+from atomiverse_core import jsonio
 from sqlalchemy.engine import Connection
 
 from ..db import idempotency_keys, is_postgres, rate_limits
@@ -44,7 +44,7 @@ def take(conn: Connection, *, key: str, per_minute: int) -> float | None:
 
 def request_hash(body: Any) -> str:
     # No key sorting: a retry resends the same bytes, so its keys come in the same order.
-    return hashlib.sha256(_json.dumps(body)).hexdigest()
+    return hashlib.sha256(jsonio.dumps(body)).hexdigest()
 
 
 def find_response(conn: Connection, *, workspace_id: str, key: str) -> tuple[str, Any] | None:

@@ -1,0 +1,307 @@
+"""The wire schema: request and response bodies of the job API and the controller protocol.
+
+The SDK owns these models; the server and the controller import them. Units are in the names:
+energies in Hartree, lengths in Angstrom, gradients in Hartree/Bohr, dipoles in e*Bohr,
+times in seconds. Timestamps are ISO 8601 strings in UTC.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .atoms import Vector3
+from .state import State
+
+JobType = Literal["single_point_energy", "opt", "frequencies"]
+EntryStatus = Literal["submitted", "cache_hit", "failed"]
+ErrorType = Literal["input", "convergence", "resource", "crash", "walltime", "lost", "cancelled",
+                    "internal"]
+
+
+class _Wire(BaseModel):
+    # Strict: a request that says 0 where it means false is a mistake worth reporting.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# ----- results -----------------------------------------------------------------------------
+# Sizes: orbital energies and occupations are one number per orbital; bond orders are sparse
+# (pairs at or above WIBERG_MIN_ORDER, rounded to 1e-4), not an N x N matrix. An optimisation's
+# trajectory holds every step, positions rounded to 1e-6 Angstrom and gradients to 1e-7
+# Hartree/Bohr (~66 bytes of JSON per atom and step): a 200-atom, 300-step run (60,200 atom-
+# steps, ~4 MB) is kept whole. Above TRAJECTORY_MAX_ATOM_STEPS the frames are sampled evenly,
+# first and last kept, ``trajectory_steps`` naming them, so no result passes ~4.3 MB; every
+# step's energy stays in ``energies_hartree``. Frequency jobs store no trajectory.
+WIBERG_MIN_ORDER = 0.05
+TRAJECTORY_MAX_ATOM_STEPS = 64_000
+
+WibergBond = tuple[int, int, float]  # (atom i, atom j > i, order), 0-based
+
+
+class SinglePointResult(BaseModel):
+    energy_hartree: float
+    gradient_hartree_per_bohr: list[Vector3]
+    homo_lumo_gap_ev: float | None = None
+    dipole_au: Vector3 | None = Field(default=None, description="Dipole moment, e*Bohr")
+    partial_charges_e: list[float] | None = None
+    engine: str
+    engine_version: str
+    wall_time_seconds: float
+    core_seconds: float
+    # Electronic structure of the same calculation (None for the force field GFN-FF).
+    orbital_energies_hartree: list[float] | None = None
+    orbital_occupations: list[float] | None = Field(
+        default=None, description="Electrons per orbital, 0-2 (spin-restricted)")
+    homo_hartree: float | None = Field(default=None, description="Highest occupied orbital")
+    lumo_hartree: float | None = Field(default=None, description="Lowest unoccupied orbital")
+    wiberg_bond_orders: list[WibergBond] | None = Field(
+        default=None, description=f"[i, j, order] for i < j and order >= {WIBERG_MIN_ORDER}")
+    level_of_theory: str | None = Field(default=None, description="e.g. GFN2-xTB/ALPB(water)")
+    warnings: list[str] = Field(default_factory=list,
+                                description="Things a chemist must know about this result")
+
+
+class OptimizationResult(SinglePointResult):
+    """``energy_hartree`` and the other single-point fields refer to the final geometry."""
+
+    final_positions_angstrom: list[Vector3]
+    energies_hartree: list[float] = Field(description="Energy at every optimiser step")
+    n_steps: int
+    converged: bool
+    fmax_ev_per_angstrom: float = Field(description="Largest force on any atom at the end")
+    optimizer: str
+    trajectory_steps: list[int] | None = Field(
+        default=None, description="Optimiser step of each stored frame (0 = input geometry)")
+    trajectory_positions_angstrom: list[list[Vector3]] | None = None
+    trajectory_energies_hartree: list[float] | None = None
+    trajectory_gradients_hartree_per_bohr: list[list[Vector3]] | None = None
+
+
+class FrequenciesResult(SinglePointResult):
+    """Single-point fields refer to the geometry the frequencies were computed at
+    (``final_positions_angstrom``: the input, or the optimised geometry with
+    ``optimize_first``). Frequencies in cm^-1, imaginary ones as negative numbers; energies are
+    totals (electronic + correction) except ``zero_point_energy_hartree``."""
+
+    final_positions_angstrom: list[Vector3]
+    frequencies_cm1: list[float] = Field(description="3N-6 (linear: 3N-5) modes, ascending")
+    imaginary_frequencies_cm1: list[float]
+    n_imaginary: int
+    zero_point_energy_hartree: float
+    enthalpy_hartree: float
+    gibbs_energy_hartree: float
+    entropy_hartree_per_kelvin: float
+    temperature_kelvin: float
+    pressure_pascal: float
+    symmetry_number: int
+    geometry: Literal["monatomic", "linear", "nonlinear"]
+    optimized: bool = False
+    converged: bool | None = Field(default=None, description="Of the optimisation, if any")
+    n_steps: int | None = None
+    energies_hartree: list[float] | None = None
+    optimizer: str | None = None
+
+
+# ----- submission --------------------------------------------------------------------------
+class BatchEntry(_Wire):
+    # Kept raw on purpose: each entry is validated on its own so one bad job fails alone.
+    job: Any
+    compute_target: str | None = Field(default=None, max_length=100)
+
+
+class BatchRequest(_Wire):
+    jobs: list[Any]
+
+
+class BatchEntryResult(BaseModel):
+    job_id: str | None
+    state: State | None
+    status: EntryStatus
+    error: str | None = None
+    cached_from: str | None = None
+
+
+class BatchResponse(BaseModel):
+    total: int
+    submitted: int
+    failed: int
+    cache_hits: int
+    jobs: list[BatchEntryResult]
+
+
+class JobSubmitRequest(_Wire):
+    job: Any
+    compute_target: str | None = Field(default=None, max_length=100)
+
+
+# ----- jobs --------------------------------------------------------------------------------
+class MoleculePreview(BaseModel):
+    formula: str
+    symbols: list[str]
+    positions: list[list[float]]
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    name: str | None
+    state: State
+    job_type: str
+    created_at: str
+    billed_core_seconds: float
+    molecule_preview: MoleculePreview | None
+
+
+class JobPublic(JobSummary):
+    compute_target: str
+    controller: str | None
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    error: str | None
+    error_type: str | None = None
+    attempt_errors: list[dict[str, Any]] = Field(
+        default_factory=list, description="Every failed attempt: error_type, error, at")
+    cached_from: str | None
+    job: dict[str, Any]
+    result: dict[str, Any] | None
+    version: str | None = Field(default=None, description=(
+        "Changes whenever the job changes state or starts another attempt; what a watch "
+        "compares (POST /api/v1/jobs/watch)"))
+
+
+class JobsPage(BaseModel):
+    jobs: list[dict[str, Any]]
+    has_more: bool
+    next_cursor: str | None
+
+
+class JobRename(_Wire):
+    name: str = Field(max_length=10_000, description="Trimmed; 1-120 printable characters")
+
+
+class WaitRequest(_Wire):
+    job_ids: list[Annotated[str, Field(max_length=64)]] = Field(max_length=10_000)
+    timeout_seconds: float = Field(default=20.0, ge=0, le=60)
+    include_result: bool = False
+    coalesce_seconds: float = Field(
+        default=0.0, ge=0, le=5,
+        description="After the first job finishes, wait this long for others before answering")
+
+
+class WatchRequest(_Wire):
+    jobs: dict[Annotated[str, Field(max_length=64)], str | None] = Field(
+        max_length=10_000, description=(
+            "job id -> the version last seen (null: none yet), or just the state last seen "
+            "(then only a change of state counts)"))
+    timeout_seconds: float = Field(default=20.0, ge=0, le=60)
+    watch_id: str | None = Field(default=None, max_length=64, description=(
+        "One per client: a newer watch with the same id ends the older one at once"))
+    coalesce_seconds: float = Field(default=0.0, ge=0, le=5, description=(
+        "After the first change, wait this long for more before answering (not when every "
+        "watched job has changed)"))
+    brief: bool = Field(default=False, description=(
+        "Answer {job_id, state, version, billed_core_seconds} per changed job instead of its "
+        "full record (a page that only shows states)"))
+
+
+class WatchResponse(BaseModel):
+    """The full records of the watched jobs whose version differs from the one given; the
+    call returns as soon as there is one, or empty when the timeout runs out."""
+
+    jobs: list[dict[str, Any]]
+
+
+class WaitResponse(BaseModel):
+    """States of the requested jobs; the call returns once any of them is terminal."""
+
+    jobs: list[dict[str, Any]]
+
+
+# ----- controller protocol -----------------------------------------------------------------
+class LeaseRef(_Wire):
+    job_id: str = Field(max_length=64)
+    lease_id: str = Field(max_length=64)
+
+
+# A controller holds at most one lease per slot; the bound keeps one request's SQL within the
+# database's limit on bound variables (SQLite: 32766) and its work bounded.
+MAX_LEASES_PER_REQUEST = 10_000
+
+
+class ControllerRegister(_Wire):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    slots: int = Field(ge=1, le=4096)
+    cores_per_job: int = Field(default=1, ge=1, le=1024)
+    capacity: int | None = Field(default=None, ge=1,
+                                 description="Outstanding jobs accepted; default from slots")
+    engines: dict[str, str] = Field(description="Engine name -> version")
+    hostname: str = ""
+    holding: list[LeaseRef] | None = Field(
+        default=None, max_length=MAX_LEASES_PER_REQUEST,
+        description="The leases this process holds (running jobs, spooled results). The "
+                    "controller's other leases belonged to an earlier process and end now. "
+                    "None: say nothing, end nothing")
+
+
+class ControllerRegistered(BaseModel):
+    controller_id: str
+    name: str
+    token: str
+    lease_seconds: float
+    heartbeat_seconds: float
+
+
+class ClaimRequest(_Wire):
+    max_jobs: int = Field(ge=1, le=1000)
+    wait_seconds: float = Field(default=20.0, ge=0, le=60)
+
+
+class ClaimedJob(BaseModel):
+    job_id: str
+    lease_id: str
+    attempt: int
+    job: dict[str, Any]
+    walltime_seconds: float
+
+
+class ClaimResponse(BaseModel):
+    jobs: list[ClaimedJob]
+
+
+class HeartbeatRequest(_Wire):
+    running: list[LeaseRef] = Field(default_factory=list, max_length=MAX_LEASES_PER_REQUEST)
+    free_slots: int = 0
+
+
+class HeartbeatResponse(BaseModel):
+    cancelled: list[str] = Field(description="Jobs to stop now: cancelled by the user")
+    lost: list[str] = Field(description="Jobs whose lease this controller no longer holds")
+    drain: bool = Field(default=False, description="Stop claiming, finish, hand back, exit")
+    lease_seconds: float
+
+
+class JobReport(_Wire):
+    job_id: str
+    lease_id: str
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    error_type: ErrorType | None = None
+
+
+class CompleteRequest(_Wire):
+    reports: list[JobReport] = Field(max_length=10_000)
+
+
+class CompleteResponse(BaseModel):
+    accepted: list[str]
+    rejected: list[str]
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``detail`` is one human-readable line naming the field and the
+    reason; validation errors add the full list in ``errors``."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
