@@ -190,8 +190,8 @@ def _init_worker(ready: Any) -> None:
     from xtb.libxtb import VERBOSITY_MUTED
 
     with contextlib.suppress(ImportError):  # the platform's optimisers, when they are there
-        import atomiverse_controller.engines.anc
-        import atomiverse_controller.engines.optimize  # noqa: F401
+        import atomiverse_core.drivers.anc
+        import atomiverse_core.drivers.optimize  # noqa: F401
 
     water = Calculator(Param.GFN2xTB, np.array([8, 1, 1]),
                        np.array([[0.0, 0.0, 0.22], [0.0, 1.43, -0.89], [0.0, -1.43, -0.89]]))
@@ -242,7 +242,7 @@ def _optimizer_class(name: str) -> type:
     controller's engines the way one would take any optimiser from a library (the optimiser
     only: the calculator and the pool stay the baseline's own)."""
     try:
-        from atomiverse_controller.engines.optimize import ase_optimizer
+        from atomiverse_core.drivers.optimize import ase_optimizer
     except ImportError:  # no controller here: ASE's own optimisers only
         import ase.optimize
 

@@ -12,8 +12,8 @@ from ase import Atoms
 from ase.build import molecule
 from ase.units import Bohr
 from atomiverse.atoms import Atoms as SdkAtoms
-from atomiverse_controller.engines import anc
-from atomiverse_controller.engines.model_hessian import rigid_motions
+from atomiverse_core.drivers import anc
+from atomiverse_core.drivers.model_hessian import rigid_motions
 from conftest import reference_ase_calculator, xtb_python_installed, xtb_reference
 
 
@@ -197,7 +197,7 @@ def _molecule(smiles: str, distort: float) -> object:
 
 
 def test_scf_is_loose_far_from_the_minimum_and_default_where_the_run_stops() -> None:
-    from atomiverse_controller.engines.optimize import run_optimizer, scf_accuracy_for
+    from atomiverse_core.drivers.optimize import run_optimizer, scf_accuracy_for
 
     assert [scf_accuracy_for(g) for g in (0.5, 0.01, 0.001)] == [6.0, 3.0, 1.0]
     molecule = _molecule("CC(=O)Nc1ccc(O)cc1", distort=0.1)
@@ -220,7 +220,7 @@ def test_scf_is_loose_far_from_the_minimum_and_default_where_the_run_stops() -> 
 
 def test_finite_differences_never_loosen_the_scf() -> None:
     from ase.units import Hartree
-    from atomiverse_controller.engines.optimize import SessionCalculator
+    from atomiverse_core.drivers.optimize import SessionCalculator
 
     molecule = _molecule("CCO", distort=0.2)
     session = _Recording(molecule)

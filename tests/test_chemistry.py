@@ -425,9 +425,9 @@ def test_max_steps_reached_is_done_but_says_so():
 
 
 def test_long_trajectories_are_sampled_not_dropped(monkeypatch):
-    from atomiverse_controller.engines import optimize
+    from atomiverse_core.drivers import trace
 
-    monkeypatch.setattr(optimize, "TRAJECTORY_MAX_ATOM_STEPS", 9 * 5)  # 5 frames of ethanol
+    monkeypatch.setattr(trace, "TRAJECTORY_MAX_ATOM_STEPS", 9 * 5)  # 5 frames of ethanol
     result = compute(DEFAULT_ENGINE, GeometryOptimization(atoms=mol("CCO"),
                                                           level_of_theory=GFN2_XTB))
     steps = result["trajectory_steps"]

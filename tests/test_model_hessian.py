@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import molecule
-from atomiverse_controller.engines import model_hessian as mh
+from atomiverse_core.drivers import model_hessian as mh
 
 H = 1e-5  # Bohr, finite-difference step
 

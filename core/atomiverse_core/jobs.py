@@ -14,14 +14,13 @@ import warnings
 import webbrowser
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
-    TypeAdapter,
     field_validator,
     model_validator,
 )
@@ -221,14 +220,14 @@ class Job(BaseModel):
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Job:
         data = json.loads(Path(path).read_text())
-        job = parse_job(data["payload"])
+        job = model_for(data["payload"]).model_validate(data["payload"])
         job._job_id = data.get("job_id")
         job._record = data.get("record") or {}
         return job
 
     @classmethod
     def from_record(cls, record: dict[str, Any], client: Any = None) -> Job:
-        job = parse_job(record["job"])
+        job = model_for(record["job"]).model_validate(record["job"])
         job._client = client
         return job._apply(record)
 
@@ -249,90 +248,45 @@ def _is_macos() -> bool:
     return sys.platform == "darwin"
 
 
-class SinglePointEnergy(Job):
-    """Energy, gradient, HOMO-LUMO gap, dipole and partial charges at a fixed geometry."""
-
-    job_type: Literal["single_point_energy"] = "single_point_energy"  # type: ignore[assignment]
-
-
-# Optimiser settings, shared by GeometryOptimization and Frequencies(optimize_first=True).
-# fmax 0.001 eV/Angstrom: on the benchmark's 50 optimisations ASE LBFGS then ends within
-# 2.6e-7 Hartree (median) and 2.3e-5 (worst) of `xtb --opt vtight`; at 0.01 the worst was
-# 1.3e-3 and at 0.05 the median 3e-4. The slowest of the 50 needs 559 LBFGS steps at this
-# fmax, hence max_steps 1000. The default, "ANC-RFO", is the scheme of the xtb program's own
-# optimiser (rational-function steps in approximate normal coordinates from a model Hessian):
-# on those 50 it needs 1940 gradients against 2370 for "BFGS-Lindh" (ASE's BFGS started from
-# Lindh's model Hessian) and about 7800 for LBFGS. "geomeTRIC" (internal coordinates, not an
-# ASE optimiser) needs fewer gradients still but spends more time between them.
-Optimizer = Literal["ANC-RFO", "BFGS-Lindh", "LBFGS", "BFGS", "FIRE", "geomeTRIC"]
-Fmax = Annotated[float, Field(gt=0, le=10, description="Convergence: max force, eV/Angstrom")]
-MaxSteps = Annotated[int, Field(ge=1, le=10_000, description="Optimiser steps before giving up")]
-DEFAULT_FMAX_EV_PER_ANGSTROM = 0.001
-DEFAULT_MAX_STEPS = 1000
+def concrete_job_models() -> dict[str, type[Job]]:
+    """Every defined job model by its ``job_type``: Python's own record of Job's subclasses,
+    so this module needs no list of them (the registry, :mod:`atomiverse_core.jobtypes`,
+    defines them above it)."""
+    found: dict[str, type[Job]] = {}
+    todo = list(Job.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        field = cls.model_fields.get("job_type")
+        if field is not None and isinstance(field.default, str):
+            found.setdefault(field.default, cls)
+    return found
 
 
-class GeometryOptimization(Job):
-    """Relax the geometry on the xTB potential energy surface with an ASE optimiser
-    (``"ANC-RFO"``, the default: xtb's scheme of rational-function steps in approximate normal
-    coordinates; ``"BFGS-Lindh"``: BFGS from a model Hessian; ``"LBFGS"``, ``"BFGS"``,
-    ``"FIRE"``) or geomeTRIC (internal coordinates); all stop once the largest force is below
-    ``fmax``. A run that reaches ``max_steps`` is done with ``converged: false`` (and a
-    warning), not a minimum. Far from the minimum (gradient norm above 0.004 Hartree/Bohr) the
-    ASE optimisers converge GFN1/GFN2's SCF 3-6x more loosely, as xtb's own optimiser does, so
-    those steps' ``energies_hartree`` carry that looser SCF; the final energy, gradient and
-    properties are always at the library's default accuracy."""
-
-    job_type: Literal["opt"] = "opt"  # type: ignore[assignment]
-    optimizer: Optimizer = "ANC-RFO"
-    fmax: Fmax = DEFAULT_FMAX_EV_PER_ANGSTROM
-    max_steps: MaxSteps = DEFAULT_MAX_STEPS
+def model_for(payload: Any) -> type[Job]:
+    """The job model a payload names by its ``job_type``; ValueError if none does."""
+    name = payload.get("job_type") if isinstance(payload, dict) else None
+    model = concrete_job_models().get(name) if isinstance(name, str) else None
+    if model is None:
+        raise ValueError(f"job_type: unknown job type {name!r}")
+    return model
 
 
-class Frequencies(Job):
-    """Harmonic frequencies by central finite differences of analytic gradients (ASE
-    vibrations), translations and rotations projected out; zero-point energy, enthalpy and
-    Gibbs energy at ``temperature_kelvin`` and ``pressure_pascal`` (ideal gas, rigid rotor,
-    harmonic oscillator). With ``optimize_first=True`` the geometry is relaxed first with the
-    optimiser settings below (the GeometryOptimization defaults)."""
-
-    job_type: Literal["frequencies"] = "frequencies"  # type: ignore[assignment]
-    temperature_kelvin: float = Field(default=298.15, gt=0, le=10_000)
-    pressure_pascal: float = Field(default=101_325.0, gt=0, le=1e9)
-    symmetry_number: int = Field(default=1, ge=1, le=120,
-                                 description="Rotational symmetry number (water: 2, NH3: 3)")
-    displacement_angstrom: float = Field(default=0.01, ge=1e-4, le=0.1,
-                                         description="Finite-difference step per coordinate")
-    optimize_first: bool = False
-    optimizer: Optimizer = "ANC-RFO"
-    fmax: Fmax = DEFAULT_FMAX_EV_PER_ANGSTROM
-    max_steps: MaxSteps = DEFAULT_MAX_STEPS
-
-
-JobSpec = Annotated[SinglePointEnergy | GeometryOptimization | Frequencies,
-                    Field(discriminator="job_type")]
-JOB_TYPES = ("single_point_energy", "opt", "frequencies")
-_JOB_ADAPTER: TypeAdapter[Job] = TypeAdapter(JobSpec)
-
-
-def parse_job(payload: Any) -> Job:
-    """Validate a job payload into its model; raises pydantic.ValidationError."""
-    return _JOB_ADAPTER.validate_python(payload)
-
-
-def describe_validation_error(exc: Exception) -> str:
-    """``<field>: <reason>`` for the first problem in a pydantic ValidationError."""
+def describe_model_error(exc: Exception, job_types: tuple[str, ...] = ()) -> str:
+    """``<field>: <reason>`` for the first problem in a pydantic ValidationError; the job type
+    names (``job_types``) are the tags of a union of job models, not fields."""
     from pydantic import ValidationError
 
     if not isinstance(exc, ValidationError):
         return str(exc)
     err = exc.errors(include_url=False)[0]
-    loc = [str(p) for p in err["loc"] if p not in JOB_TYPES]
+    loc = [str(p) for p in err["loc"] if p not in job_types]
     msg = err["msg"].removeprefix("Value error, ")
     if not loc and re.match(r"^[\w.]+: ", msg):
         return msg  # a whole-job check that names its field itself
     field = ".".join(loc) or "job"
     if err["type"] == "union_tag_invalid":
-        msg = "must be one of " + ", ".join(f"'{t}'" for t in JOB_TYPES)
+        msg = "must be one of " + ", ".join(f"'{t}'" for t in job_types)
         field = "job_type"
     elif err["type"] == "union_tag_not_found":
         field, msg = "job_type", "field required"

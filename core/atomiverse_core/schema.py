@@ -1,6 +1,7 @@
 """The wire schema: request and response bodies of the job API and the controller protocol.
 
-The SDK owns these models; the server and the controller import them. Units are in the names:
+The shared core owns these models; the SDK, the server and the controller import them. Each job
+type's input and result models are its own (:mod:`atomiverse_core.jobtypes`). Units are in the names:
 energies in Hartree, lengths in Angstrom, gradients in Hartree/Bohr, dipoles in e*Bohr,
 times in seconds. Timestamps are ISO 8601 strings in UTC.
 """
@@ -11,10 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .atoms import Vector3
 from .state import State
 
-JobType = Literal["single_point_energy", "opt", "frequencies"]
 EntryStatus = Literal["submitted", "cache_hit", "failed"]
 ErrorType = Literal["input", "convergence", "resource", "crash", "walltime", "lost", "cancelled",
                     "internal"]
@@ -35,72 +34,6 @@ class _Wire(BaseModel):
 # step's energy stays in ``energies_hartree``. Frequency jobs store no trajectory.
 WIBERG_MIN_ORDER = 0.05
 TRAJECTORY_MAX_ATOM_STEPS = 64_000
-
-WibergBond = tuple[int, int, float]  # (atom i, atom j > i, order), 0-based
-
-
-class SinglePointResult(BaseModel):
-    energy_hartree: float
-    gradient_hartree_per_bohr: list[Vector3]
-    homo_lumo_gap_ev: float | None = None
-    dipole_au: Vector3 | None = Field(default=None, description="Dipole moment, e*Bohr")
-    partial_charges_e: list[float] | None = None
-    engine: str
-    engine_version: str
-    wall_time_seconds: float
-    core_seconds: float
-    # Electronic structure of the same calculation (None for the force field GFN-FF).
-    orbital_energies_hartree: list[float] | None = None
-    orbital_occupations: list[float] | None = Field(
-        default=None, description="Electrons per orbital, 0-2 (spin-restricted)")
-    homo_hartree: float | None = Field(default=None, description="Highest occupied orbital")
-    lumo_hartree: float | None = Field(default=None, description="Lowest unoccupied orbital")
-    wiberg_bond_orders: list[WibergBond] | None = Field(
-        default=None, description=f"[i, j, order] for i < j and order >= {WIBERG_MIN_ORDER}")
-    level_of_theory: str | None = Field(default=None, description="e.g. GFN2-xTB/ALPB(water)")
-    warnings: list[str] = Field(default_factory=list,
-                                description="Things a chemist must know about this result")
-
-
-class OptimizationResult(SinglePointResult):
-    """``energy_hartree`` and the other single-point fields refer to the final geometry."""
-
-    final_positions_angstrom: list[Vector3]
-    energies_hartree: list[float] = Field(description="Energy at every optimiser step")
-    n_steps: int
-    converged: bool
-    fmax_ev_per_angstrom: float = Field(description="Largest force on any atom at the end")
-    optimizer: str
-    trajectory_steps: list[int] | None = Field(
-        default=None, description="Optimiser step of each stored frame (0 = input geometry)")
-    trajectory_positions_angstrom: list[list[Vector3]] | None = None
-    trajectory_energies_hartree: list[float] | None = None
-    trajectory_gradients_hartree_per_bohr: list[list[Vector3]] | None = None
-
-
-class FrequenciesResult(SinglePointResult):
-    """Single-point fields refer to the geometry the frequencies were computed at
-    (``final_positions_angstrom``: the input, or the optimised geometry with
-    ``optimize_first``). Frequencies in cm^-1, imaginary ones as negative numbers; energies are
-    totals (electronic + correction) except ``zero_point_energy_hartree``."""
-
-    final_positions_angstrom: list[Vector3]
-    frequencies_cm1: list[float] = Field(description="3N-6 (linear: 3N-5) modes, ascending")
-    imaginary_frequencies_cm1: list[float]
-    n_imaginary: int
-    zero_point_energy_hartree: float
-    enthalpy_hartree: float
-    gibbs_energy_hartree: float
-    entropy_hartree_per_kelvin: float
-    temperature_kelvin: float
-    pressure_pascal: float
-    symmetry_number: int
-    geometry: Literal["monatomic", "linear", "nonlinear"]
-    optimized: bool = False
-    converged: bool | None = Field(default=None, description="Of the optimisation, if any")
-    n_steps: int | None = None
-    energies_hartree: list[float] | None = None
-    optimizer: str | None = None
 
 
 # ----- submission --------------------------------------------------------------------------

@@ -13,8 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from atomiverse_core import jobtypes as _jobtypes
 from atomiverse_core.atoms import Atoms
-from atomiverse_core.jobs import Frequencies, GeometryOptimization, Job, SinglePointEnergy
+from atomiverse_core.jobs import Job
 from atomiverse_core.jobs import use_default_client as _use_default_client
 from atomiverse_core.state import State
 
@@ -62,6 +63,11 @@ _CLIENT_ATTRIBUTES = {
                      "list_jobs", "rename_job", "status", "submit_batch", "wait_jobs"),
                     "._client_jobs"),
 }
+
+
+# Every job type's input model (SinglePointEnergy, GeometryOptimization, ...), from the registry.
+_JOB_MODELS = _jobtypes.input_models()
+globals().update(_JOB_MODELS)
 
 
 def _default_client() -> Any:
@@ -120,8 +126,6 @@ __all__ = [
     "BadRequestError",
     "Client",
     "ConflictError",
-    "Frequencies",
-    "GeometryOptimization",
     "InternalServerError",
     "Job",
     "JobsPage",
@@ -130,7 +134,6 @@ __all__ = [
     "PaymentRequiredError",
     "PermissionDeniedError",
     "RateLimitError",
-    "SinglePointEnergy",
     "State",
     "UnprocessableEntityError",
     "__version__",
@@ -152,4 +155,7 @@ __all__ = [
     "stop_local",
     "submit_batch",
     "wait_jobs",
+    # and every job type's input model (the registry's), in their sorted places:
 ]
+__all__ += list(_JOB_MODELS)
+__all__.sort()

@@ -1,4 +1,4 @@
 """Levels of theory (GFN2_XTB, ...): the shared core's module, re-exported here where users import
 it."""
 
-from atomiverse_core.levels import *  # noqa: F403
+from atomiverse_core.levels import *

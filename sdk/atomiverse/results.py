@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from atomiverse_core.atoms import Atoms
-from atomiverse_core.jobs import Job, parse_job
+from atomiverse_core.jobs import Job
+from atomiverse_core.jobtypes import parse_job
 
 if TYPE_CHECKING:
     import ase

@@ -1,3 +1,3 @@
 """Job states: the shared core's module, re-exported here where users import it."""
 
-from atomiverse_core.state import *  # noqa: F403
+from atomiverse_core.state import *

@@ -2,8 +2,9 @@
 
 Two jobs share a key, and so a result, when all of these are equal:
 
-- job type, level of theory (method and any solvation), and every job option except
-  bookkeeping (``name``, ``use_cache``, ``walltime_seconds``);
+- job type, level of theory (method and any solvation), and the job type's cache options
+  (``JobType.cache_options``: by default every job option except bookkeeping, ``name``,
+  ``use_cache``, ``walltime_seconds``);
 - the engine that will run it *and its version*: xtb-python and tblite differ by up to
   1e-4 Hartree on large molecules, so one engine's result never answers for the other;
 - charge and multiplicity;
@@ -20,11 +21,10 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from atomiverse_core import jsonio
+from atomiverse_core import jobtypes, jsonio
 from atomiverse_core.jobs import Job
 
 POSITION_DECIMALS = 5
-_BOOKKEEPING = {"name", "use_cache", "walltime_seconds", "engine", "atoms"}
 
 
 def cache_key(job: Job, *, engine: str, engine_version: str) -> str:
@@ -33,7 +33,7 @@ def cache_key(job: Job, *, engine: str, engine_version: str) -> str:
                  + 0.0).tolist()  # + 0.0 turns -0.0 into 0.0
     body = {
         "job_type": job.job_type,
-        "options": job.model_dump(mode="json", exclude=_BOOKKEEPING),
+        "options": jobtypes.of(job).cache_options(job),
         "engine": engine,
         "engine_version": engine_version,
         "charge": atoms.charge,

@@ -7,14 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from atomiverse_core.schema import FrequenciesResult, OptimizationResult, SinglePointResult
+from atomiverse_core import jobtypes
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
-
-_MODELS: dict[str, type[BaseModel]] = {
-    "single_point_energy": SinglePointResult,
-    "opt": OptimizationResult,
-    "frequencies": FrequenciesResult,
-}
 
 
 def _finite(model: type[BaseModel]) -> TypeAdapter[Any]:
@@ -24,7 +18,7 @@ def _finite(model: type[BaseModel]) -> TypeAdapter[Any]:
     return TypeAdapter(checked)
 
 
-_CHECKS = {job_type: _finite(model) for job_type, model in _MODELS.items()}
+_CHECKS = {t.name: _finite(t.result_model) for t in jobtypes.all_types()}
 
 
 def result_problem(job_type: str, result: Any) -> str | None:

@@ -17,12 +17,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from atomiverse_core.jobs import Frequencies, GeometryOptimization, Job
+from atomiverse_core import jobtypes
+from atomiverse_core.jobs import Job
 from atomiverse_core.levels import valence_capacity
-
-# Gradients an optimisation takes, roughly: on the benchmark's 50 molecules (8 to 60 atoms)
-# ANC-RFO took 40 per molecule on average for a mean of 28 atoms, rising with size.
-OPT_BASE_GRADIENTS = 10
 
 
 def valence_orbitals(job: Job) -> int:
@@ -30,13 +27,8 @@ def valence_orbitals(job: Job) -> int:
 
 
 def estimated_gradients(job: Job) -> int:
-    n_atoms = len(job.atoms.numbers)
-    optimisation = OPT_BASE_GRADIENTS + n_atoms
-    if isinstance(job, GeometryOptimization):
-        return optimisation
-    if isinstance(job, Frequencies):  # central differences: two gradients per coordinate
-        return 6 * n_atoms + 1 + (optimisation if job.optimize_first else 0)
-    return 1
+    """The job type's own estimate of its evaluations (the registry's)."""
+    return jobtypes.of(job).estimate_gradients(job)
 
 
 def estimated_cost(job: Job) -> float:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from atomiverse_core.jobs import Job, describe_validation_error, parse_job
+from atomiverse_core.jobs import Job
+from atomiverse_core.jobtypes import describe_validation_error, parse_job
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 

@@ -11,8 +11,8 @@ instant  none: a FAKE engine                tests and overhead benchmarks only; 
                                             advertised, never chosen by a job
 ======== ================================== =================================================
 
-Drivers shared by every engine: single point (:mod:`.base`), optimisation (:mod:`.optimize`),
-frequencies and thermochemistry (:mod:`.vibrations`).
+The drivers every engine shares (single point, optimisation, frequencies and thermochemistry)
+are the job types' own, in :mod:`atomiverse_core.jobtypes` and :mod:`atomiverse_core.drivers`.
 
 Importing this package imports no native library; ``found()`` and ``compute()`` do.
 """

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import numpy as np
+from atomiverse_core import jobtypes
 
 from .base import Engine, EngineError, Molecule
 
@@ -78,35 +79,11 @@ class InstantEngine(Engine):
         _run_fault_hook(payload.get("name"))
         return super().compute(payload)
 
-    def _run(self, molecule: Molecule, payload: dict[str, Any]) -> dict[str, Any]:
-        # Zero gradient: already converged at the input geometry, no ASE needed; frequencies
-        # are all zero (a flat surface), thermochemistry is left at the electronic energy.
-        job_type = payload["job_type"]
-        if job_type == "single_point_energy":
-            return self._single_point(molecule)
+    def run(self, job_type: jobtypes.JobType, molecule: Molecule,
+            payload: dict[str, Any]) -> dict[str, Any]:
+        # Zero gradient: already at a stationary point, no ASE needed; each job type says what
+        # its result is on such a flat surface.
         session = self.open_session(molecule)
         energy, gradient = session.evaluate(molecule.positions_bohr)
-        result = self.point_result(molecule, energy, gradient, session.properties())
-        positions = molecule.positions_angstrom.tolist()
-        if job_type == "opt":
-            result.update(
-                final_positions_angstrom=positions,
-                energies_hartree=[energy],
-                n_steps=0,
-                converged=True,
-                fmax_ev_per_angstrom=0.0,
-                optimizer=payload.get("optimizer") or "LBFGS",
-            )
-            return result
-        n = len(positions)
-        result.update(
-            final_positions_angstrom=positions,
-            frequencies_cm1=[0.0] * max(0, 3 * n - 6), imaginary_frequencies_cm1=[],
-            n_imaginary=0, zero_point_energy_hartree=0.0, enthalpy_hartree=energy,
-            gibbs_energy_hartree=energy, entropy_hartree_per_kelvin=0.0,
-            temperature_kelvin=float(payload.get("temperature_kelvin") or 298.15),
-            pressure_pascal=float(payload.get("pressure_pascal") or 101325.0),
-            symmetry_number=int(payload.get("symmetry_number") or 1),
-            geometry="monatomic" if n == 1 else "nonlinear",
-        )
-        return result
+        point = self.point_result(molecule, energy, gradient, session.properties())
+        return job_type.flat_surface_result(point, molecule, payload)

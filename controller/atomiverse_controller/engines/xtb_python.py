@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from atomiverse_core import jobtypes
 
 from .base import Engine, EngineError, Molecule, electronic_properties
 
@@ -223,9 +224,10 @@ class XTBPythonEngine(Engine):
             raise EngineError("engine 'xtb' (xtb-python) is not installed here", "input")
         return XTBSession(molecule)
 
-    def _run(self, molecule: Molecule, payload: dict[str, Any]) -> dict[str, Any]:
+    def run(self, job_type: jobtypes.JobType, molecule: Molecule,
+            payload: dict[str, Any]) -> dict[str, Any]:
         if molecule.method not in self.isolated_methods:
-            return super()._run(molecule, payload)
+            return super().run(job_type, molecule, payload)
         from .isolate import run_isolated
 
         if not self.found():
@@ -233,5 +235,5 @@ class XTBPythonEngine(Engine):
         if molecule.method in PARAMETER_FILES:
             require_parameters(molecule)  # fail here, cheaply, rather than in the child
         self.version()  # read here, where the cache outlives the child
-        return run_isolated(lambda: super(XTBPythonEngine, self)._run(molecule, payload),
+        return run_isolated(lambda: super(XTBPythonEngine, self).run(job_type, molecule, payload),
                             label=f"xtb {molecule.level}")

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from atomiverse_core import jobtypes
 from atomiverse_core.atoms import Atoms, read_sdf_records, read_xyz_frames
-from atomiverse_core.jobs import Frequencies, GeometryOptimization, Job, SinglePointEnergy
+from atomiverse_core.jobs import Job
 from atomiverse_core.levels import GFN0_XTB, GFN1_XTB, GFN2_XTB, GFNFF, LevelOfTheory
 from rich.console import Console
 from rich.markup import escape
@@ -26,8 +27,6 @@ from .. import _client_jobs
 from .._exceptions import RateLimitError
 
 LEVELS = {"gfn2": GFN2_XTB, "gfn1": GFN1_XTB, "gfn0": GFN0_XTB, "gfnff": GFNFF}
-JOBS: dict[str, type[Job]] = {"sp": SinglePointEnergy, "opt": GeometryOptimization,
-                              "freq": Frequencies}
 CHUNK = 1000
 
 
@@ -43,9 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="compute every molecule in a .smi, .xyz or .sdf file")
     p.add_argument("file", type=Path, help=".smi (SMILES [name] per line), .xyz (multi-frame) "
                                            "or .sdf (3D records; charges from the file)")
-    p.add_argument("--job", choices=sorted(JOBS), default="sp",
-                   help="single point (default), geometry optimisation, or frequencies "
-                        "(optimised first) with thermochemistry")
+    p.add_argument("--job", choices=jobtypes.cli_names(), default=jobtypes.cli_names()[0],
+                   help="; ".join(f"{t.cli_name}: {t.cli_help}" for t in jobtypes.all_types()))
     p.add_argument("--level", choices=sorted(LEVELS), default="gfn2")
     p.add_argument("--solvent", help="implicit solvent by name, e.g. water (default: vacuum)")
     p.add_argument("--solvation-model", choices=["alpb", "gbsa"], default="alpb",
@@ -92,12 +90,9 @@ def level_from_args(args: argparse.Namespace) -> LevelOfTheory:
 
 
 def build_job(mol: Molecule, args: argparse.Namespace) -> Job:
-    extra: dict[str, Any] = {}
-    if args.job == "freq":
-        extra = {"optimize_first": True,
-                 "temperature_kelvin": getattr(args, "temperature", 298.15)}
-    return JOBS[args.job](atoms=mol.atoms, level_of_theory=level_from_args(args),
-                          name=mol.name, use_cache=not args.no_cache, **extra)
+    kind = jobtypes.by_cli_name(args.job)
+    return kind.input_model(atoms=mol.atoms, level_of_theory=level_from_args(args),
+                            name=mol.name, use_cache=not args.no_cache, **kind.cli_options(args))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -119,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     _wait(job_ids, rows, console)
     out = args.output or args.file.with_name(f"{args.file.stem}.results.jsonl")
     write_results(out, rows)
-    if args.job in ("opt", "freq"):
+    if jobtypes.by_cli_name(args.job).moves_geometry:
         write_geometries(out.with_suffix(".xyz"), rows, mols)
     stdout = Console()
     stdout.print(results_table(rows, args.job))
@@ -194,8 +189,7 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerows(flat(r) for r in rows)
         return
     with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps({**flat(r), "result": r.get("result")}) + "\n")
+        f.writelines(json.dumps({**flat(r), "result": r.get("result")}) + "\n" for r in rows)
 
 
 def write_geometries(path: Path, rows: list[dict[str, Any]], mols: list[Molecule]) -> None:
@@ -214,24 +208,18 @@ def results_table(rows: list[dict[str, Any]], job: str) -> Table:
     table = Table(title="GFN-xTB results")
     for col in ("name", "formula", "state", "energy / Hartree", "gap / eV"):
         table.add_column(col, justify="right" if "/" in col else "left")
-    if job in ("opt", "freq"):
-        table.add_column("steps", justify="right")
-        table.add_column("converged")
-    if job == "freq":
-        table.add_column("imaginary", justify="right")
-        table.add_column("G / Hartree", justify="right")
+    columns = jobtypes.by_cli_name(job).cli_columns
+    for column in columns:
+        table.add_column(column.header, justify="left" if column.field == "converged" else
+                         "right")
     for row in rows:
         f = flat(row)
+        result = row.get("result") or {}
         cells = [f["name"], f["formula"] or "", f["state"],
                  f"{f['energy_hartree']:.8f}" if f["energy_hartree"] is not None else "",
                  f"{f['homo_lumo_gap_ev']:.3f}" if f["homo_lumo_gap_ev"] is not None else ""]
-        if job in ("opt", "freq"):
-            cells += [str(f["n_steps"] if f["n_steps"] is not None else ""),
-                      str(f["converged"] if f["converged"] is not None else "")]
-        if job == "freq":
-            cells += [str(f["n_imaginary"] if f["n_imaginary"] is not None else ""),
-                      f"{f['gibbs_energy_hartree']:.8f}" if f["gibbs_energy_hartree"] is not None
-                      else ""]
+        cells += ["" if result.get(c.field) is None else c.format.format(result[c.field])
+                  for c in columns]
         table.add_row(*cells)
     return table
 

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlencode
 
 import jinja2
 import markupsafe
+from atomiverse_core import jobtypes
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Engine
@@ -34,7 +35,7 @@ _env.filters["formula"] = lambda formula: markupsafe.Markup("").join(
     for part in re.findall(r"\d+|\D+", formula or ""))
 
 STATES = ("pending", "running", "done", "failed", "cancelled")
-JOB_TYPES = {"single_point_energy": "Single point", "opt": "Geometry optimisation"}
+JOB_TYPES = {t.name: t.title for t in jobtypes.all_types()}
 HARTREE_KCAL = 627.509474063
 HARTREE_EV = 27.211386245988
 AU_DEBYE = 2.541746473
@@ -208,7 +209,7 @@ def job_page(request: Request, session: PageSession, engine: EngineDep,
         result = {}  # stored before results were checked (issue 23): show the job without it
     energies = result.get("energies_hartree") or []
     return _render(request, "job.html", session, job=record, result=result,
-                   level=_level(record["job"].get("level_of_theory")),
+                   kind=jobtypes.find(record["job_type"]), level=_level(record["job"].get("level_of_theory")),
                    numbers=_result_numbers(record, result), atoms=_atom_rows(record, result),
                    plot=_energy_plot(energies) if len(energies) > 0 else None,
                    viewer=_viewer_data(record, result),
@@ -253,15 +254,9 @@ def _result_numbers(record: dict[str, Any], r: dict[str, Any]) -> list[dict[str,
     if gradient:
         gmax = max(math.sqrt(sum(c * c for c in g)) for g in gradient)
         add("Largest gradient", f"{gmax:.2e}", "Eₕ/a₀", "gradient_max")
-    if record["job_type"] == "opt" and "n_steps" in r:
-        energies = r.get("energies_hartree") or []
-        add("Converged", "yes" if r.get("converged") else "no", "", "converged",
-            f"{r.get('optimizer', '')} to fmax {record['job'].get('fmax', '')} eV/Å".strip())
-        add("Optimiser steps", r["n_steps"], "", "n_steps")
-        add("Final max force", f"{r['fmax_ev_per_angstrom']:.4f}", "eV/Å", "fmax")
-        if len(energies) > 1:
-            add("Relaxation energy", f"{(energies[-1] - energies[0]) * HARTREE_KCAL:.3f}",
-                "kcal/mol", "relaxation", f"{(energies[-1] - energies[0]):.8f} Eₕ")
+    kind = jobtypes.find(record["job_type"])
+    for row in kind.result_rows(record, r) if kind else []:
+        add(*row)
     add("Engine", f"{r.get('engine', '')} {r.get('engine_version', '')}".strip(), "", "engine")
     add("Wall time", f"{r.get('wall_time_seconds', 0):.3f}", "s", "wall_time_seconds")
     add("Core time", f"{r.get('core_seconds', 0):.3f}", "core-s", "core_seconds")

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ase.units import Bohr, Hartree
 
+from .trace import Trace
+
 if TYPE_CHECKING:
-    from .base import Molecule, Session
-    from .optimize import Trace
+    from .contract import Molecule, Session
 
 _QUIET_LOG_INI = """\
 [loggers]
@@ -48,8 +49,6 @@ def run_geometric(session: Session, molecule: Molecule, fmax: float, max_steps: 
     import geometric.optimize
     from ase.data import chemical_symbols
     from geometric.errors import GeomOptNotConvergedError
-
-    from .optimize import Trace
 
     mol = geometric.molecule.Molecule()
     mol.elem = [chemical_symbols[int(z)] for z in molecule.numbers]

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ase.units import Hartree
 
-from .base import EngineError, Molecule
+from .contract import EngineError, Molecule
 from .optimize import SessionCalculator, opt_settings, run_optimizer
 
 if TYPE_CHECKING:
     import ase
 
-    from .base import Engine
+    from .contract import EngineHarness
 
 IMAGINARY_AS_REAL_CM1 = 20.0
 LINEAR_INERTIA_RATIO = 1e-3  # smallest / largest principal moment below this: linear
@@ -32,7 +32,7 @@ DEFAULT_PRESSURE_PASCAL = 101_325.0
 DEFAULT_DISPLACEMENT_ANGSTROM = 0.01
 
 
-def frequencies(engine: Engine, molecule: Molecule, payload: dict[str, Any]) -> dict[str, Any]:
+def frequencies(engine: EngineHarness, molecule: Molecule, payload: dict[str, Any]) -> dict[str, Any]:
     """A FrequenciesResult dict."""
     settings = _settings(payload)
     session = engine.open_session(molecule)

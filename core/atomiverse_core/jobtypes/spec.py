@@ -1,0 +1,100 @@
+"""What a job type declares, in one place: the :class:`JobType` record each module of
+:mod:`atomiverse_core.jobtypes` exports as ``JOB_TYPE``.
+
+The SDK, the server and the controller read these records and never spell a job type's name:
+the server validates inputs and results and estimates costs with them, the controller runs a
+job through its ``run`` driver, the dashboard and the CLI show it through its display fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from pydantic import BaseModel
+
+from ..jobs import Job
+
+if TYPE_CHECKING:
+    from ..drivers.contract import EngineHarness, Molecule
+
+# Everything but these is part of what a job computes, so of its cache key.
+BOOKKEEPING_FIELDS = frozenset({"name", "use_cache", "walltime_seconds", "engine", "atoms"})
+
+Payload = Mapping[str, Any]
+Driver = Callable[["EngineHarness", "Molecule", dict[str, Any]], dict[str, Any]]
+
+
+class ResultRow(NamedTuple):
+    """One line of a result as the dashboard shows it."""
+
+    label: str
+    value: Any
+    unit: str = ""
+    key: str = ""  # a stable name for the row (tests and page scripts find it by this)
+    note: str = ""
+
+
+class CliColumn(NamedTuple):
+    """A column of ``atomiverse run``'s table: a result field and how to print it."""
+
+    header: str
+    field: str
+    format: str = "{}"
+
+
+def cache_options(job: Job) -> dict[str, Any]:
+    """The default cache-key part of a job: every option except bookkeeping."""
+    return job.model_dump(mode="json", exclude=set(BOOKKEEPING_FIELDS))
+
+
+def no_rows(record: Payload, result: Payload) -> list[ResultRow]:
+    return []
+
+
+def no_note(job: Payload) -> str:
+    return ""
+
+
+def no_cli_options(args: Any) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A job type: its models, its cost, its cache key, its driver and how people see it.
+
+    ``estimate_gradients(job)``: how many energy+gradient evaluations the job takes, roughly
+    (the server ranks a batch's jobs by it; only comparisons mean anything).
+    ``run(engine, molecule, payload)``: the driver; the result model as a dict.
+    ``flat_surface_result(point, molecule, payload)``: the result on a flat surface from a
+    single point's result, with no further evaluation (the instant engine, a named fake that
+    measures the platform's own cost, answers with it).
+    ``result_rows(record, result)``: this type's own lines on the job page, after the energy,
+    gap, dipole and gradient every type shows.
+    """
+
+    name: str  # on the wire: the payload's job_type
+    input_model: type[Job]
+    result_model: type[BaseModel]
+    title: str  # for people: "Geometry optimisation"
+    cli_name: str  # `atomiverse run --job NAME`
+    cli_help: str
+    estimate_gradients: Callable[[Any], int]
+    run: Driver
+    flat_surface_result: Callable[[dict[str, Any], Any, Payload], dict[str, Any]]
+    cache_options: Callable[[Any], dict[str, Any]] = cache_options
+    result_rows: Callable[[Payload, Payload], list[ResultRow]] = no_rows
+    options_note: Callable[[Payload], str] = no_note
+    energy_label: str = "Total energy"
+    moves_geometry: bool = False  # the result has final_positions_angstrom
+    cli_columns: tuple[CliColumn, ...] = field(default_factory=tuple)
+    cli_options: Callable[[Any], dict[str, Any]] = no_cli_options
+    listing_order: int = 100  # where lists of job types (menus, errors) put it
+
+    def __post_init__(self) -> None:
+        declared = self.input_model.model_fields["job_type"].default
+        if declared != self.name:
+            raise ValueError(f"job type {self.name!r}: its input model "
+                             f"{self.input_model.__name__} says job_type={declared!r}")
