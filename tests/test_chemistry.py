@@ -205,7 +205,7 @@ def test_frequencies_is_a_job_type_on_the_wire():
     with pytest.raises(ValueError) as err:
         parse_job({**payload, "job_type": "md"})
     assert describe_validation_error(err.value) == (
-        "job_type: must be one of 'single_point_energy', 'opt', 'frequencies'")
+        "job_type: must be one of 'single_point_energy', 'opt', 'frequencies', 'chain'")
 
 
 def test_optimiser_defaults_are_the_tight_ones():

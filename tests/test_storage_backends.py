@@ -162,6 +162,9 @@ def test_database_from_before_migrations_is_adopted(db_url: str) -> None:
                        "ix_jobs_claim"):
                 conn.exec_driver_sql(f"DROP INDEX {ix}")
             conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN claim_rank")  # revision 0004
+            conn.exec_driver_sql("DROP INDEX ix_jobs_parent")  # revision 0006
+            conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN parent_id")
+            conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN step")
             conn.exec_driver_sql("CREATE INDEX ix_jobs_claim ON jobs (state, controller_id, seq)")
             for table in ("idempotency_keys", "rate_limits",  # revision 0003
                           "sessions", "server_secrets"):  # revision 0005
@@ -244,7 +247,7 @@ def _submit(engine, ws_id: str, target: str, jobs: list[Any]) -> list[str]:  # t
     prepared = prepare_entries([{"job": j.model_dump(mode="json"), "compute_target": target}
                                 for j in jobs], settings)
     with db.write_tx(engine) as conn:
-        body, _ = submit_entries(conn, workspace_id=ws_id, prepared=prepared,
+        body, _, _ = submit_entries(conn, workspace_id=ws_id, prepared=prepared,
                                  settings=settings, local_controller=None)
     assert body["failed"] == 0, body
     return [j["job_id"] for j in body["jobs"]]

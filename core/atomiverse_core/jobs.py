@@ -51,6 +51,10 @@ class Job(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     job_type: ClassVar[str]
+    # Whether a chain may run this job type after another step, on that step's geometry, and
+    # whether its result gives the next step one (final_positions_angstrom, or the input's).
+    takes_geometry: ClassVar[bool] = True
+    yields_geometry: ClassVar[bool] = True
 
     atoms: Atoms
     level_of_theory: LevelOfTheory
@@ -209,6 +213,18 @@ class Job(BaseModel):
         if mode == "link" or not _open_in_browser(url):
             print(url)
         return url
+
+    # ----- chains ------------------------------------------------------------------------
+    def then(self, next_step: type[Job], **options: Any) -> Job:
+        """A chain: this job, then ``next_step`` (a job model class, e.g. ``Frequencies``)
+        with ``options`` on this job's resulting geometry, run by the server one after the
+        other without the client. ``level_of_theory=`` among the options changes the level
+        for that step; otherwise each step keeps this job's. Chains continue: ``.then(...)``
+        again adds a step."""
+        chain = concrete_job_models().get("chain")
+        if chain is None:
+            raise RuntimeError("chains are not available (atomiverse_core.jobtypes not loaded)")
+        return chain.starting_with(self).then(next_step, **options)  # type: ignore[attr-defined]
 
     # ----- persistence -------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:

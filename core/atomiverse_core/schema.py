@@ -96,6 +96,8 @@ class JobPublic(JobSummary):
     attempt_errors: list[dict[str, Any]] = Field(
         default_factory=list, description="Every failed attempt: error_type, error, at")
     cached_from: str | None
+    parent_id: str | None = Field(default=None, description=(
+        "The composite job (a chain) this job is a step of"))
     job: dict[str, Any]
     result: dict[str, Any] | None
     version: str | None = Field(default=None, description=(

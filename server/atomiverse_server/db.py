@@ -81,7 +81,11 @@ jobs = sa.Table(
     # Claims go batch by batch (created_at, one value per batch), the costliest job of a
     # batch first (claim_rank 0; scheduling.py). Migration 0004.
     sa.Column("claim_rank", sa.Integer, nullable=False, server_default="0"),
+    # A composite job's children (a chain's steps) name it, and their step; migration 0006.
+    sa.Column("parent_id", sa.String(32)),
+    sa.Column("step", sa.Integer),
     sa.Index("ix_jobs_workspace_seq", "workspace_id", "seq"),
+    sa.Index("ix_jobs_parent", "parent_id"),
     sa.Index("ix_jobs_claim", "state", "controller_id", "created_at", "claim_rank", "seq"),
     sa.Index("ix_jobs_lease", "state", "lease_expires_at"),
     sa.Index("ix_jobs_cache", "workspace_id", "cache_key", "state"),

@@ -130,3 +130,14 @@ def hand_over(engine: Engine, waiters: list[ClaimWaiter], lease_seconds: float) 
             waiter.hand(jobs)
         total += len(jobs)
     return total
+
+
+def announce_new_work(engine: Engine, lease_seconds: float, notifier: Any,
+                      claimable: frozenset[str | None]) -> None:
+    """Claim new jobs for the controllers already waiting in this process to run them, then
+    wake the claim polls that were not handed any. ``claimable``: controller ids, None for
+    the managed pool; ``notifier``: the app's :class:`~.notify.Notifier`."""
+    if not claimable:
+        return
+    hand_over(engine, notifier.claim_waiters.take(claimable), lease_seconds)
+    notifier.jobs_pending.fire()

@@ -26,6 +26,7 @@ from .notify import Notifier
 from .routes import account, controllers, jobs, pages, watch
 from .scheduler import start_scheduler
 from .settings import Settings, get_settings
+from .workflows import Advancer
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             supervisor.ensure_running()
             extra.append((supervisor.ensure_running, 5.0))
         scheduler = start_scheduler(engine, settings, notifier, extra)
+        advancer = Advancer(engine, settings, notifier)
+        advancer.start()
         freeze_startup_heap()
         sdnotify.notify("READY=1")
         try:
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             sdnotify.notify("STOPPING=1")
             scheduler.shutdown(wait=False)
+            await asyncio.to_thread(advancer.stop)
             if supervisor is not None:
                 await asyncio.to_thread(supervisor.stop)
             engine.dispose()

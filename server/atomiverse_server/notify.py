@@ -11,6 +11,7 @@ they named, and skips the database when none of them is one it waits for."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterable
 
 from .handoff import ClaimWaiters
@@ -90,6 +91,8 @@ class Notifier:
         self.jobs_changed = Signal()  # some job changed state (any: started, requeued, ...)
         self.claim_waiters = ClaimWaiters()  # claim polls parked here, for hand-offs
         self.watches = Watches(max_watches)  # job watches and waits parked here, bounded
+        # Composite jobs (chains) may move on when any job finishes: wakes workflows.Advancer.
+        self.composites_wake = threading.Event()
         self.stopping = False
 
     def finished(self, job_ids: Iterable[str] | None) -> None:
@@ -97,6 +100,7 @@ class Notifier:
         ids = None if job_ids is None else list(job_ids)
         self.jobs_finished.fire(ids)
         self.jobs_changed.fire(ids)
+        self.composites_wake.set()
 
     def stop(self) -> None:
         """The server is shutting down: long-polls answer now. Left parked, they would hold

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from atomiverse_core import jobtypes
 from atomiverse_core.jobs import Job
 from atomiverse_core.jobtypes import describe_validation_error, parse_job
 from pydantic import ValidationError
@@ -154,15 +155,18 @@ def validate_job(payload: Any, settings: Settings) -> Job:
 
 
 def job_row(p: Prepared, *, workspace_id: str, route: Route, settings: Settings,
-            key: str | None, created_at: float, claim_rank: int) -> dict[str, Any]:
+            key: str | None, created_at: float, claim_rank: int,
+            parent: tuple[str, int] | None = None) -> dict[str, Any]:
     job = p.job
     assert job is not None
+    composite = jobtypes.of(job).is_composite
     return {
         "id": security.new_id(),
         "workspace_id": workspace_id,
         "name": job.name,
         "job_type": job.job_type,
-        "state": "pending",
+        # A composite is never claimed: it runs as its children (workflows.py).
+        "state": "running" if composite else "pending",
         "payload": p.payload,
         "compute_target": route.compute_target,
         "controller_id": route.controller_id,
@@ -176,8 +180,10 @@ def job_row(p: Prepared, *, workspace_id: str, route: Route, settings: Settings,
         # Every row names every column: one executemany needs one shape.
         "cached_from": None,
         "result": None,
-        "started_at": None,
+        "started_at": created_at if composite else None,
         "finished_at": None,
+        "parent_id": parent[0] if parent else None,
+        "step": parent[1] if parent else None,
     }
 
 
@@ -211,11 +217,14 @@ def prepare_entries(entries: list[Any], settings: Settings) -> list[Prepared]:
 
 
 def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepared],
-                   settings: Settings, local_controller: str | None
-                   ) -> tuple[dict[str, Any], frozenset[str | None]]:
+                   settings: Settings, local_controller: str | None,
+                   parent: tuple[str, int] | None = None
+                   ) -> tuple[dict[str, Any], frozenset[str | None], list[str]]:
     """Route, answer from the cache, check capacity and balance, and store a prepared
-    batch in one transaction. Returns the response body of submit-batch, and where the new
-    claimable jobs went: controller ids, None for the managed pool."""
+    batch in one transaction. Returns the response body of submit-batch, where the new
+    claimable jobs went (controller ids, None for the managed pool), and the new composite
+    jobs, which ``workflows.advance_new`` starts. ``parent``: the composite job and step
+    these entries are children of."""
     router = Router(conn, workspace_id=workspace_id, settings=settings,
                     local_controller=local_controller)
     results: list[dict[str, Any]] = []
@@ -231,22 +240,26 @@ def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepar
         if error is not None:
             results.append(_failed(error))
             continue
-        hit = cache.lookup(key) if key and use_cache else None
-        if hit is None:
+        composite = p.job is not None and jobtypes.of(p.job).is_composite
+        hit = cache.lookup(key) if key and use_cache and not composite else None
+        if hit is None and not composite:  # a composite's children take the capacity
             try:
                 router.take_capacity(route)
             except EntryRejected as e:
                 results.append(_failed(str(e)))
                 continue
-        row = job_row(p, workspace_id=workspace_id, route=route, settings=settings, key=key,
-                      created_at=created_at, claim_rank=rank)
+        row = job_row(p, workspace_id=workspace_id, route=route, settings=settings,
+                      key=None if composite else key, created_at=created_at, claim_rank=rank,
+                      parent=parent)
         if hit is not None:
             row.update(hit.row_values(row["created_at"]))
             results.append({"job_id": row["id"], "state": row["state"], "status": "cache_hit",
                             "cached_from": hit.job_id})
         else:
-            cache.remember_leader(key, row["id"])
-            results.append({"job_id": row["id"], "state": "pending", "status": "submitted"})
+            if not composite:
+                cache.remember_leader(key, row["id"])
+            results.append({"job_id": row["id"], "state": row["state"],
+                            "status": "submitted"})
         rows.append(row)
     check_balance(conn, workspace_id=workspace_id, rows=rows, settings=settings,
                   cores_per_job=router.managed_cores_per_job())
@@ -255,9 +268,10 @@ def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepar
     cache_hits = sum(r["status"] == "cache_hit" for r in results)
     claimable = frozenset(r["controller_id"] for r in rows
                           if r["state"] == "pending" and not r["cached_from"])
+    new_composites = [r["id"] for r in rows if r["state"] == "running"]
     return {"total": len(results), "submitted": submitted + cache_hits,
             "failed": len(results) - submitted - cache_hits, "cache_hits": cache_hits,
-            "jobs": results}, claimable
+            "jobs": results}, claimable, new_composites
 
 
 def _failed(error: str) -> dict[str, Any]:

@@ -35,8 +35,9 @@ def _discover() -> tuple[JobType, ...]:
 
 _TYPES = _discover()
 _BY_NAME = {t.name: t for t in _TYPES}
-_BY_CLI_NAME = {t.cli_name: t for t in _TYPES}
-if len(_BY_NAME) != len(_TYPES) or len(_BY_CLI_NAME) != len(_TYPES):
+_BY_CLI_NAME = {t.cli_name: t for t in _TYPES if t.cli_name}
+if len(_BY_NAME) != len(_TYPES) or \
+        len(_BY_CLI_NAME) != sum(1 for t in _TYPES if t.cli_name):
     raise ValueError("two job types share a name or a CLI name")
 _ADAPTER: TypeAdapter[Job] = TypeAdapter(Annotated[
     Union[tuple(t.input_model for t in _TYPES)],  # type: ignore[valid-type]  # noqa: UP007

@@ -36,6 +36,38 @@ class ResultRow(NamedTuple):
     note: str = ""
 
 
+class Child(NamedTuple):
+    """A composite job's child as its ``advance`` sees it."""
+
+    job_id: str
+    step: int
+    job_type: str
+    state: str
+    payload: Mapping[str, Any]
+    result: Mapping[str, Any] | None
+    error: str | None
+    error_type: str | None = None
+
+
+class Spawn(NamedTuple):
+    """Submit these job payloads as the composite's children of step ``step``."""
+
+    step: int
+    payloads: list[dict[str, Any]]
+
+
+class Finish(NamedTuple):
+    result: dict[str, Any]
+
+
+class Fail(NamedTuple):
+    error: str
+    error_type: str = "internal"
+
+
+Advance = Callable[[Payload, list[Child]], Spawn | Finish | Fail | None]
+
+
 class CliColumn(NamedTuple):
     """A column of ``atomiverse run``'s table: a result field and how to print it."""
 
@@ -61,6 +93,11 @@ def no_cli_options(args: Any) -> dict[str, Any]:
     return {}
 
 
+def not_run(*args: Any) -> dict[str, Any]:
+    raise RuntimeError("a composite job type runs on the server as its children, not on an "
+                       "engine")
+
+
 @dataclass(frozen=True)
 class JobType:
     """A job type: its models, its cost, its cache key, its driver and how people see it.
@@ -73,13 +110,15 @@ class JobType:
     measures the platform's own cost, answers with it).
     ``result_rows(record, result)``: this type's own lines on the job page, after the energy,
     gap, dipole and gradient every type shows.
+    ``run`` and ``flat_surface_result`` of a composite type are never called (no controller
+    runs it): :func:`not_run` says so if they are.
     """
 
     name: str  # on the wire: the payload's job_type
     input_model: type[Job]
     result_model: type[BaseModel]
     title: str  # for people: "Geometry optimisation"
-    cli_name: str  # `atomiverse run --job NAME`
+    cli_name: str | None  # `atomiverse run --job NAME`; None: not offered there
     cli_help: str
     estimate_gradients: Callable[[Any], int]
     run: Driver
@@ -92,6 +131,14 @@ class JobType:
     cli_columns: tuple[CliColumn, ...] = field(default_factory=tuple)
     cli_options: Callable[[Any], dict[str, Any]] = no_cli_options
     listing_order: int = 100  # where lists of job types (menus, errors) put it
+    # A composite job type runs no calculation itself: the server calls ``advance(payload,
+    # children)`` when it is submitted and whenever none of its children is pending or
+    # running, and does what it answers (None: nothing yet). Its children are ordinary jobs.
+    advance: Advance | None = None
+
+    @property
+    def is_composite(self) -> bool:
+        return self.advance is not None
 
     def __post_init__(self) -> None:
         declared = self.input_model.model_fields["job_type"].default

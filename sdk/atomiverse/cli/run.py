@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path, help=".smi (SMILES [name] per line), .xyz (multi-frame) "
                                            "or .sdf (3D records; charges from the file)")
     p.add_argument("--job", choices=jobtypes.cli_names(), default=jobtypes.cli_names()[0],
-                   help="; ".join(f"{t.cli_name}: {t.cli_help}" for t in jobtypes.all_types()))
+                   help="; ".join(f"{t.cli_name}: {t.cli_help}" for t in jobtypes.all_types()
+                                  if t.cli_name))
     p.add_argument("--level", choices=sorted(LEVELS), default="gfn2")
     p.add_argument("--solvent", help="implicit solvent by name, e.g. water (default: vacuum)")
     p.add_argument("--solvation-model", choices=["alpb", "gbsa"], default="alpb",

@@ -6,7 +6,7 @@ import time
 import unicodedata
 from typing import Annotated, Any
 
-from atomiverse_core import jsonio
+from atomiverse_core import jobtypes, jsonio
 from atomiverse_core.schema import (
     BatchRequest,
     BatchResponse,
@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from .. import handoff
+from .. import handoff, workflows
 from ..db import read_tx, write_tx
 from ..deps import CurrentWorkspace, EngineDep, NotifierDep, SettingsDep
 from ..jsonroute import FastJSONRoute
@@ -38,6 +38,7 @@ from .watch import MissingJobs, raise_if_missing
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER,
                    route_class=FastJSONRoute)
 MAX_NAME_LENGTH = 120
+COMPOSITES = frozenset(t.name for t in jobtypes.all_types() if t.is_composite)
 IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 LocalControllerHeader = Annotated[str | None, Header(alias="X-Atomiverse-Local-Controller",
                                                      max_length=100)]
@@ -61,9 +62,10 @@ def submit_batch(body: BatchRequest, workspace: BatchSubmitter, engine: EngineDe
                 earlier = _earlier_response(conn, workspace.id, idempotency_key, digest)
                 if earlier is not None:
                     return earlier
-            response, claimable = submit_entries(
+            response, claimable, new_composites = submit_entries(
                 conn, workspace_id=workspace.id, prepared=prepared, settings=settings,
                 local_controller=local_controller)
+            started, finished = workflows.advance_new(conn, new_composites, settings)
             if idempotency_key:
                 limits.save_response(conn, workspace_id=workspace.id, key=idempotency_key,
                                      digest=digest, response=response)
@@ -76,7 +78,9 @@ def submit_batch(body: BatchRequest, workspace: BatchSubmitter, engine: EngineDe
         if earlier is None:
             raise
         return earlier
-    _announce_new_work(engine, settings, notifier, claimable)
+    _announce_new_work(engine, settings, notifier, claimable | started)
+    if finished:
+        notifier.finished(finished)
     return response
 
 
@@ -98,9 +102,10 @@ def submit_job(body: JobSubmitRequest, workspace: JobSubmitter, engine: EngineDe
                                settings)
     try:
         with write_tx(engine) as conn:
-            response, claimable = submit_entries(
+            response, claimable, new_composites = submit_entries(
                 conn, workspace_id=workspace.id, prepared=prepared, settings=settings,
                 local_controller=local_controller)
+            started, finished = workflows.advance_new(conn, new_composites, settings)
             (result,) = response["jobs"]
             if result["status"] == "failed":
                 raise HTTPException(422, result["error"])
@@ -108,19 +113,15 @@ def submit_job(body: JobSubmitRequest, workspace: JobSubmitter, engine: EngineDe
                                        job_id=result["job_id"])
     except InsufficientBalance as e:
         raise HTTPException(402, str(e)) from None
-    _announce_new_work(engine, settings, notifier, claimable)
+    _announce_new_work(engine, settings, notifier, claimable | started)
+    if finished:
+        notifier.finished(finished)
     return record  # type: ignore[return-value]
 
 
 def _announce_new_work(engine: Engine, settings: Settings, notifier: Notifier,
                        claimable: frozenset[str | None]) -> None:
-    """Claim the new jobs for the controllers already waiting here to run them
-    (``handoff``), then wake the claim polls of this process that were not handed any.
-    ``claimable``: controller ids, None for the managed pool."""
-    if not claimable:
-        return
-    handoff.hand_over(engine, notifier.claim_waiters.take(claimable), settings.lease_seconds)
-    notifier.jobs_pending.fire()
+    handoff.announce_new_work(engine, settings.lease_seconds, notifier, claimable)
 
 
 @router.get("", response_model=JobsPage)
@@ -244,7 +245,8 @@ def cancel_job(job_id: str, workspace: CurrentWorkspace, engine: EngineDep,
         record = _found(job_store.get_job(conn, workspace_id=workspace.id, job_id=job_id),
                         job_id)
     if before in job_store.ACTIVE:
-        notifier.finished([job_id])
+        # A composite's children were cancelled with it: say so without naming them.
+        notifier.finished(None if record["job_type"] in COMPOSITES else [job_id])
     return record
 
 

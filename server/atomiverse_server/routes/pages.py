@@ -21,6 +21,7 @@ from .. import embedded
 from ..db import read_tx, write_tx
 from ..deps import SESSION_COOKIE, EngineDep, PageSession, check_csrf, same_origin
 from ..result_check import result_problem
+from ..store import composites
 from ..store import jobs as job_store
 from ..store.sessions import SESSION_SECONDS, Session, end_session, open_session
 
@@ -201,6 +202,8 @@ def job_page(request: Request, session: PageSession, engine: EngineDep,
         return _to_signin(request)
     with read_tx(engine) as conn:
         record = job_store.get_job(conn, workspace_id=session.workspace.id, job_id=job_id)
+        steps = [] if record is None else composites.child_summaries(
+            conn, workspace_id=session.workspace.id, parent_id=job_id)
     if record is None:
         return _render(request, "error.html", session, 404, title="Job not found",
                        message=f"There is no job {job_id[:64]} in this workspace.")
@@ -209,7 +212,7 @@ def job_page(request: Request, session: PageSession, engine: EngineDep,
         result = {}  # stored before results were checked (issue 23): show the job without it
     energies = result.get("energies_hartree") or []
     return _render(request, "job.html", session, job=record, result=result,
-                   kind=jobtypes.find(record["job_type"]), level=_level(record["job"].get("level_of_theory")),
+                   kind=jobtypes.find(record["job_type"]), steps=steps, level=_level(record["job"].get("level_of_theory")),
                    numbers=_result_numbers(record, result), atoms=_atom_rows(record, result),
                    plot=_energy_plot(energies) if len(energies) > 0 else None,
                    viewer=_viewer_data(record, result),

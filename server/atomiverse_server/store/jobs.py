@@ -150,6 +150,7 @@ def _public(row: Row[Any]) -> dict[str, Any]:
         "error_type": row.error_type,
         "attempt_errors": row.attempt_errors or [],
         "cached_from": row.cached_from,
+        "parent_id": row.parent_id,
         "job": row.payload,
         "result": row.result,
         "version": version(row.state, row.attempts),
@@ -268,7 +269,14 @@ def cancel_job(conn: Connection, *, workspace_id: str, job_id: str) -> str | Non
                              lease_expires_at=None, error_type="cancelled",
                              error="cancelled by the user"))
         settle_followers(conn, leader_id=job_id, result=None, t=now())
+        for child in _active_children(conn, job_id):  # a chain's running step, ...
+            cancel_job(conn, workspace_id=workspace_id, job_id=child)
     return row.state
+
+
+def _active_children(conn: Connection, job_id: str) -> list[str]:
+    return list(conn.execute(sa.select(jobs.c.id).where(jobs.c.parent_id == job_id,
+                                                        jobs.c.state.in_(ACTIVE))).scalars())
 
 
 def delete_job(conn: Connection, *, workspace_id: str, job_id: str) -> str | None:
@@ -279,6 +287,9 @@ def delete_job(conn: Connection, *, workspace_id: str, job_id: str) -> str | Non
         return None
     if row.state in TERMINAL:
         conn.execute(jobs.delete().where(jobs.c.id == job_id, jobs.c.state.in_(TERMINAL)))
+        # A composite's children go with it (they are terminal once it is).
+        conn.execute(jobs.delete().where(jobs.c.parent_id == job_id,
+                                         jobs.c.state.in_(TERMINAL)))
     return row.state
 
 

@@ -1,0 +1,142 @@
+"""Composite jobs (chains, ...) move on here: when one is submitted, and whenever none of its
+children is pending or running, its job type's ``advance`` says what comes next (children to
+submit, a result, a failure), and this module does it in one transaction.
+
+Nothing about a composite's progress lives in memory: its children's rows are its state. A
+pass over the composites that wait for their ``advance`` runs whenever jobs finish, and at
+least every ``sweep_seconds``, so a step that finished while the server was down, or on
+another server process, is picked up all the same. Two processes never advance one
+composite twice: the parent's row is locked (PostgreSQL) or the write transactions are one at
+a time (SQLite), and the parent is re-checked inside the transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from atomiverse_core import jobtypes
+from atomiverse_core.jobtypes.spec import Fail, Finish, Spawn
+from sqlalchemy.engine import Connection, Engine
+
+from .db import read_tx, write_tx
+from .handoff import announce_new_work
+from .notify import Notifier
+from .settings import Settings
+from .store import composites
+from .submission import prepare_entries, submit_entries
+
+log = logging.getLogger("atomiverse.server.workflows")
+# A composite whose children are all answered from the cache at once advances again at once;
+# no composite type needs more rounds than this in one transaction.
+MAX_ROUNDS_PER_ADVANCE = 50
+
+
+def advance(conn: Connection, parent_id: str, settings: Settings
+            ) -> tuple[frozenset[str | None], list[str]]:
+    """Advance one composite as far as it can go now. Returns where new claimable children
+    went (controller ids, None for the managed pool) and the ids of jobs that finished."""
+    claimable: set[str | None] = set()
+    finished: list[str] = []
+    for _ in range(MAX_ROUNDS_PER_ADVANCE):
+        parent = composites.lock_parent(conn, parent_id)
+        if parent is None:
+            break
+        kind = jobtypes.find(parent.job_type)
+        if kind is None or kind.advance is None:
+            composites.fail(conn, parent_id, f"job_type: {parent.job_type!r} is not a "
+                                             "composite job type here", "internal")
+            finished.append(parent_id)
+            break
+        step = kind.advance(parent.payload, composites.children(conn, parent_id))
+        if step is None:
+            break
+        if isinstance(step, Finish):
+            composites.finish(conn, parent_id, step.result)
+            finished.append(parent_id)
+            break
+        if isinstance(step, Fail):
+            composites.fail(conn, parent_id, step.error, step.error_type)
+            finished.append(parent_id)
+            break
+        claimable |= _spawn(conn, parent, step, settings, finished)
+    return frozenset(claimable), finished
+
+
+def _spawn(conn: Connection, parent: Any, step: Spawn, settings: Settings,
+           finished: list[str]) -> set[str | None]:
+    entries = [{"job": p, "compute_target": parent.compute_target} for p in step.payloads]
+    response, claimable, _ = submit_entries(
+        conn, workspace_id=parent.workspace_id, prepared=prepare_entries(entries, settings),
+        settings=settings, local_controller=None, parent=(parent.id, step.step))
+    refused = [e for e in response["jobs"] if e["status"] == "failed"]
+    if refused:
+        # Whatever was stored of this step stays, and the parent says why it stopped.
+        composites.fail(conn, parent.id, f"step {step.step + 1} could not be submitted: "
+                                         f"{refused[0]['error']}", "input")
+        finished.append(parent.id)
+    return set(claimable)
+
+
+def advance_new(conn: Connection, parent_ids: list[str], settings: Settings
+                ) -> tuple[frozenset[str | None], list[str]]:
+    """Start composites just submitted, in the submission's transaction: their first
+    children are stored with them or not at all. Returns what :func:`advance` does."""
+    claimable: set[str | None] = set()
+    finished: list[str] = []
+    for parent_id in parent_ids:
+        new, done = advance(conn, parent_id, settings)
+        claimable |= new
+        finished += done
+    return frozenset(claimable), finished
+
+
+class Advancer:
+    """The pass over waiting composites, in a thread of its own: woken when jobs finish
+    (``Notifier.finished``), and every ``sweep_seconds`` in any case."""
+
+    def __init__(self, engine: Engine, settings: Settings, notifier: Notifier) -> None:
+        self.engine, self.settings, self.notifier = engine, settings, notifier
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="composites", daemon=True)
+
+    def start(self) -> None:
+        if composites.composite_names():
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.notifier.composites_wake.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _loop(self) -> None:
+        wake = self.notifier.composites_wake
+        while not self._stop.is_set():
+            wake.clear()
+            try:
+                self.run_once()
+            except Exception:  # the next finish or sweep tries again
+                log.exception("event=composite_pass_failed")
+            wake.wait(self.settings.sweep_seconds)
+
+    def run_once(self) -> int:
+        """One pass; returns how many composites it advanced."""
+        with read_tx(self.engine) as conn:
+            ready = composites.ready_parents(conn)
+        claimable: set[str | None] = set()
+        finished: list[str] = []
+        for parent_id in ready:
+            with write_tx(self.engine) as conn:
+                new, done = advance(conn, parent_id, self.settings)
+            claimable |= new
+            finished += done
+        if claimable:
+            announce_new_work(self.engine, self.settings.lease_seconds, self.notifier,
+                              frozenset(claimable))
+        if finished:
+            self.notifier.finished(finished)
+        elif ready:
+            self.notifier.jobs_changed.fire(ready)
+        return len(ready)
