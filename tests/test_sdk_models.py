@@ -12,7 +12,8 @@ from atomiverse.state import State
 # The SDK's public names, exactly: a name added or dropped is a decision, made here too.
 PUBLIC_NAMES = [
     "APIConnectionError", "APIStatusError", "APITimeoutError", "AtomiverseError", "Atoms",
-    "AuthenticationError", "BadRequestError", "Chain", "Client", "ConflictError", "Frequencies",
+    "AuthenticationError", "BadRequestError", "Chain", "Client", "ConflictError",
+    "ConformerSearch", "Frequencies",
     "GeometryOptimization", "InternalServerError", "Job", "JobsPage", "NotFoundError",
     "PayloadTooLargeError", "PaymentRequiredError", "PermissionDeniedError", "RateLimitError",
     "SinglePointEnergy", "State", "UnprocessableEntityError", "__version__", "_client_jobs",

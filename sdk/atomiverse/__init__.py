@@ -19,7 +19,7 @@ from atomiverse_core.jobs import Job
 from atomiverse_core.jobs import use_default_client as _use_default_client
 from atomiverse_core.state import State
 
-from . import levels, results, state
+from . import atoms, jobs, levels, results, schema, state  # noqa: F401  (atomiverse.atoms, ...)
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,

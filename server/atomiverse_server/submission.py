@@ -242,7 +242,9 @@ def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepar
             continue
         composite = p.job is not None and jobtypes.of(p.job).is_composite
         hit = cache.lookup(key) if key and use_cache and not composite else None
-        if hit is None and not composite:  # a composite's children take the capacity
+        # A composite's children take the capacity, not the composite; and they are bounded
+        # by their composite's own caps, so they do not wait on it.
+        if hit is None and not composite and parent is None:
             try:
                 router.take_capacity(route)
             except EntryRejected as e:

@@ -45,13 +45,15 @@ _ADAPTER: TypeAdapter[Job] = TypeAdapter(Annotated[
 
 
 def input_models() -> dict[str, type[Job]]:
-    """Every job type's input model by its class name (``SinglePointEnergy``, ...)."""
-    return {t.input_model.__name__: t.input_model for t in _TYPES}
+    """Every job type's input model by its class name (``SinglePointEnergy``, ...), but the
+    internal ones."""
+    return {t.input_model.__name__: t.input_model for t in _TYPES if not t.internal}
 
 
 def result_models() -> dict[str, type[BaseModel]]:
-    """Every job type's result model by its class name (``SinglePointResult``, ...)."""
-    return {t.result_model.__name__: t.result_model for t in _TYPES}
+    """Every job type's result model by its class name (``SinglePointResult``, ...), but the
+    internal ones."""
+    return {t.result_model.__name__: t.result_model for t in _TYPES if not t.internal}
 
 
 def models() -> dict[str, type[BaseModel]]:

@@ -68,6 +68,22 @@ class Fail(NamedTuple):
 Advance = Callable[[Payload, list[Child]], Spawn | Finish | Fail | None]
 
 
+class Frame(NamedTuple):
+    """A geometry a result gives (Angstrom), with its energy (Hartree)."""
+
+    positions_angstrom: list[Any]
+    energy_hartree: float
+    note: str = ""  # for an .xyz comment line: "key=value ..."
+
+
+class Table(NamedTuple):
+    """A table of a result's own, for the job page (an ensemble's conformers, ...)."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[Any]]
+
+
 class CliColumn(NamedTuple):
     """A column of ``atomiverse run``'s table: a result field and how to print it."""
 
@@ -83,6 +99,16 @@ def cache_options(job: Job) -> dict[str, Any]:
 
 def no_rows(record: Payload, result: Payload) -> list[ResultRow]:
     return []
+
+
+def no_table(result: Payload) -> Table | None:
+    return None
+
+
+def final_frame(result: Payload) -> list[Frame]:
+    """The final geometry, if the result has one."""
+    positions = result.get("final_positions_angstrom")
+    return [Frame(positions, result["energy_hartree"])] if positions else []
 
 
 def no_note(job: Payload) -> str:
@@ -131,10 +157,16 @@ class JobType:
     cli_columns: tuple[CliColumn, ...] = field(default_factory=tuple)
     cli_options: Callable[[Any], dict[str, Any]] = no_cli_options
     listing_order: int = 100  # where lists of job types (menus, errors) put it
+    # The geometries a result gives, for `atomiverse run`'s .xyz and the job page's viewer;
+    # with a frame noun ("conformer") the viewer steps through them as alternatives.
+    frames: Callable[[Payload], list[Frame]] = final_frame
+    frame_noun: str = ""
+    result_table: Callable[[Payload], Table | None] = no_table
     # A composite job type runs no calculation itself: the server calls ``advance(payload,
     # children)`` when it is submitted and whenever none of its children is pending or
     # running, and does what it answers (None: nothing yet). Its children are ordinary jobs.
     advance: Advance | None = None
+    internal: bool = False  # submitted by a composite job, not by people: not re-exported
 
     @property
     def is_composite(self) -> bool:

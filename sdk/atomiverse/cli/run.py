@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     out = args.output or args.file.with_name(f"{args.file.stem}.results.jsonl")
     write_results(out, rows)
     if jobtypes.by_cli_name(args.job).moves_geometry:
-        write_geometries(out.with_suffix(".xyz"), rows, mols)
+        write_geometries(out.with_suffix(".xyz"), rows, mols, args.job)
     stdout = Console()
     stdout.print(results_table(rows, args.job))
     print_errors(stdout, rows)
@@ -193,16 +193,21 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
         f.writelines(json.dumps({**flat(r), "result": r.get("result")}) + "\n" for r in rows)
 
 
-def write_geometries(path: Path, rows: list[dict[str, Any]], mols: list[Molecule]) -> None:
+def write_geometries(path: Path, rows: list[dict[str, Any]], mols: list[Molecule],
+                     job: str) -> None:
+    """Every geometry each result gives (the final one; an ensemble's every conformer), one
+    frame each, its energy in the comment line."""
+    frames_of = jobtypes.by_cli_name(job).frames
     with open(path, "w") as f:
         for row, mol in zip(rows, mols, strict=True):
-            res = row.get("result") or {}
-            if mol.atoms is None or "final_positions_angstrom" not in res:
+            if mol.atoms is None or row.get("state") != "done":
                 continue
-            final = Atoms(numbers=mol.atoms.numbers,
-                          positions=[tuple(p) for p in res["final_positions_angstrom"]],
-                          charge=mol.atoms.charge, multiplicity=mol.atoms.multiplicity)
-            f.write(final.to_xyz(f"{row['name']} energy_hartree={res['energy_hartree']:.10f}"))
+            for frame in frames_of(row.get("result") or {}):
+                atoms = Atoms(numbers=mol.atoms.numbers,
+                              positions=[tuple(p) for p in frame.positions_angstrom],
+                              charge=mol.atoms.charge, multiplicity=mol.atoms.multiplicity)
+                comment = f"{row['name']} energy_hartree={frame.energy_hartree:.10f}"
+                f.write(atoms.to_xyz(f"{comment} {frame.note}".rstrip()))
 
 
 def results_table(rows: list[dict[str, Any]], job: str) -> Table:

@@ -202,8 +202,8 @@ def job_page(request: Request, session: PageSession, engine: EngineDep,
         return _to_signin(request)
     with read_tx(engine) as conn:
         record = job_store.get_job(conn, workspace_id=session.workspace.id, job_id=job_id)
-        steps = [] if record is None else composites.child_summaries(
-            conn, workspace_id=session.workspace.id, parent_id=job_id)
+        steps = [] if record is None else _steps(composites.child_summaries(
+            conn, workspace_id=session.workspace.id, parent_id=job_id))
     if record is None:
         return _render(request, "error.html", session, 404, title="Job not found",
                        message=f"There is no job {job_id[:64]} in this workspace.")
@@ -212,7 +212,8 @@ def job_page(request: Request, session: PageSession, engine: EngineDep,
         result = {}  # stored before results were checked (issue 23): show the job without it
     energies = result.get("energies_hartree") or []
     return _render(request, "job.html", session, job=record, result=result,
-                   kind=jobtypes.find(record["job_type"]), steps=steps, level=_level(record["job"].get("level_of_theory")),
+                   kind=jobtypes.find(record["job_type"]), steps=steps,
+                   table=_result_table(record, result), level=_level(record["job"].get("level_of_theory")),
                    numbers=_result_numbers(record, result), atoms=_atom_rows(record, result),
                    plot=_energy_plot(energies) if len(energies) > 0 else None,
                    viewer=_viewer_data(record, result),
@@ -278,6 +279,22 @@ def _atom_rows(record: dict[str, Any], r: dict[str, Any]) -> list[dict[str, Any]
             for i in range(max(len(charges), len(gradient)))]
 
 
+def _steps(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A composite's children by step: one row per step, linked when the step is one job,
+    its jobs counted by state when it is many (a conformer search's candidates)."""
+    steps: dict[int, dict[str, Any]] = {}
+    for c in children:
+        row = steps.setdefault(c["step"], {**c, "count": 0, "states": {}})
+        row["count"] += 1
+        row["states"][c["state"]] = row["states"].get(c["state"], 0) + 1
+    return list(steps.values())
+
+
+def _result_table(record: dict[str, Any], r: dict[str, Any]) -> Any:
+    kind = jobtypes.find(record["job_type"])
+    return kind.result_table(r) if kind is not None and r else None
+
+
 def _viewer_data(record: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
     """What the 3D viewer needs: symbols and the geometries to show (Angstrom)."""
     atoms = record["job"].get("atoms") or {}
@@ -286,10 +303,16 @@ def _viewer_data(record: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
         from ase.data import chemical_symbols
 
         symbols = [chemical_symbols[z] for z in atoms.get("numbers") or []]
-    return {"symbols": symbols, "input": atoms.get("positions") or [],
+    data = {"symbols": symbols, "input": atoms.get("positions") or [],
             "final": r.get("final_positions_angstrom"),
             "trajectory": r.get("trajectory_positions_angstrom"),
             "energies": r.get("energies_hartree")}
+    kind = jobtypes.find(record["job_type"])
+    if kind is not None and kind.frame_noun and r:  # alternatives (conformers), not a path
+        frames = kind.frames(r)
+        data.update(trajectory=[f.positions_angstrom for f in frames],
+                    energies=[f.energy_hartree for f in frames], frame_noun=kind.frame_noun)
+    return data
 
 
 def _nice_step(span: float, target: int) -> float:

@@ -74,6 +74,7 @@
 
   function frameLabel(i) {
     const n = state.frames.length;
+    if (state.data.frame_noun && n > 1) return `${state.data.frame_noun} ${i + 1} of ${n}`;
     if (state.data.trajectory && n > 1) return `step ${i} of ${n - 1}`;
     if (n > 1) return i === 0 ? "input" : i === n - 1 ? "final" : `${Math.round((100 * i) / (n - 1))} %`;
     return "";
@@ -149,7 +150,8 @@
     if (state.frames.length > 1) {
       const slider = $("#frame-slider", root);
       slider.max = String(state.frames.length - 1);
-      await showFrame(state.frames.length - 1); // a finished optimisation opens on its result
+      // A finished optimisation opens on its result; an ensemble on its lowest conformer.
+      await showFrame(state.data.frame_noun ? 0 : state.frames.length - 1);
     }
     viewer.render();
     $(".viewer-msg", el)?.remove();

@@ -1,0 +1,129 @@
+"""RDKit's part of a conformer search: candidates by ETKDG, and the choice of distinct low-energy
+conformers (heavy-atom RMSD after alignment, over the molecule's symmetries, and an energy
+window). No engine here: these run on a controller slot like any job, but on RDKit alone.
+
+The molecule's graph comes from its 3D structure (bonds and bond orders perceived with the
+total charge, stereocentres and double-bond geometry read from the coordinates), so a search
+keeps the input's stereochemistry and atom order: every candidate lists its atoms as the input
+does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .contract import EngineError
+
+HARTREE_KCAL_PER_MOL = 627.509474063
+# One heavy-atom alignment may try every symmetry-equivalent atom order; cap it (RDKit's own
+# default is a million) so that a very symmetric molecule costs milliseconds, not minutes.
+MAX_SYMMETRY_MATCHES = 10_000
+
+
+def molecule_graph(numbers: Sequence[int], positions_angstrom: Any, charge: int) -> Any:
+    """An RDKit molecule with hydrogens, bonds and stereo perceived from one geometry."""
+    from rdkit import Chem
+    from rdkit.Chem import rdDetermineBonds
+
+    xyz = _xyz_block(numbers, positions_angstrom)
+    mol = Chem.MolFromXYZBlock(xyz)
+    if mol is None:
+        raise EngineError("atoms: RDKit could not read the structure", "input")
+    try:
+        rdDetermineBonds.DetermineBonds(mol, charge=charge)
+    except (ValueError, RuntimeError):
+        mol = Chem.MolFromXYZBlock(xyz)  # no bond orders: connectivity is all ETKDG needs
+        rdDetermineBonds.DetermineConnectivity(mol)
+    Chem.AssignStereochemistryFrom3D(mol)
+    return mol
+
+
+def _xyz_block(numbers: Sequence[int], positions: Any) -> str:
+    from rdkit import Chem
+
+    table = Chem.GetPeriodicTable()
+    lines = [str(len(numbers)), ""]
+    lines += [f"{table.GetElementSymbol(int(z))} {x:.8f} {y:.8f} {w:.8f}"
+              for z, (x, y, w) in zip(numbers, np.asarray(positions, dtype=float), strict=True)]
+    return "\n".join(lines) + "\n"
+
+
+def rotatable_bonds(mol: Any) -> int:
+    from rdkit.Chem import rdMolDescriptors
+
+    return int(rdMolDescriptors.CalcNumRotatableBonds(mol))
+
+
+def default_candidate_count(n_rotatable_bonds: int) -> int:
+    """Candidates for a molecule with this many rotatable bonds: 10 + 20 per bond, at most
+    250 (a 10-bond molecule: 210)."""
+    return min(250, 10 + 20 * n_rotatable_bonds)
+
+
+def generate(numbers: Sequence[int], positions_angstrom: Any, charge: int, count: int,
+             seed: int, prune_rmsd_angstrom: float) -> dict[str, Any]:
+    """Up to ``count`` (0: :func:`default_candidate_count`) ETKDG (v3) geometries,
+    near-duplicates (heavy-atom RMSD below ``prune_rmsd_angstrom``) pruned as they are made;
+    the input geometry is always the first. Angstrom, in the input's atom order."""
+    from rdkit.Chem import AllChem
+
+    mol = molecule_graph(numbers, positions_angstrom, charge)
+    count = count or default_candidate_count(rotatable_bonds(mol))
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    params.pruneRmsThresh = prune_rmsd_angstrom
+    params.numThreads = 1  # one slot, one core
+    ids = list(AllChem.EmbedMultipleConfs(mol, max(count - 1, 0), params)) if count > 1 else []
+    geometries = [np.asarray(positions_angstrom, dtype=float).round(6).tolist()]
+    geometries += [mol.GetConformer(i).GetPositions().round(6).tolist() for i in ids]
+    return {"geometries_angstrom": geometries, "n_rotatable_bonds": rotatable_bonds(mol)}
+
+
+def distinct_low(numbers: Sequence[int], reference_angstrom: Any, charge: int,
+                 geometries: Sequence[Any], energies_hartree: Sequence[float], *,
+                 rmsd_angstrom: float, energy_kcal_per_mol: float,
+                 window_kcal_per_mol: float, keep: int) -> list[int]:
+    """Indices of the distinct conformers, lowest energy first: at most ``keep``, all within
+    ``window_kcal_per_mol`` of the lowest. Two are the same conformer when their energies
+    differ by less than ``energy_kcal_per_mol`` and their heavy atoms, aligned over the
+    molecule's symmetries, by less than ``rmsd_angstrom``."""
+    from rdkit import Chem
+    from rdkit.Chem import rdMolAlign
+    from rdkit.Geometry import Point3D
+
+    if not geometries:
+        return []
+    kcal = np.asarray(energies_hartree, dtype=float) * HARTREE_KCAL_PER_MOL
+    order = [int(i) for i in np.argsort(kcal, kind="stable")
+             if kcal[i] - kcal.min() <= window_kcal_per_mol]
+    heavy_index = [i for i, z in enumerate(numbers) if z != 1]
+    if len(heavy_index) < 3:  # no torsions: conformers differ by energy only
+        return [i for n, i in enumerate(order) if n == 0 or
+                all(abs(kcal[i] - kcal[j]) >= energy_kcal_per_mol for j in order[:n])][:keep]
+    heavy = Chem.RemoveHs(molecule_graph(numbers, reference_angstrom, charge), sanitize=False)
+    conf_of: dict[int, int] = {}
+
+    def conformer(i: int) -> int:
+        if i not in conf_of:
+            conf = Chem.Conformer(heavy.GetNumAtoms())
+            for k, (x, y, z) in enumerate(np.asarray(geometries[i], dtype=float)[heavy_index]):
+                conf.SetAtomPosition(k, Point3D(float(x), float(y), float(z)))
+            conf_of[i] = heavy.AddConformer(conf, assignId=True)
+        return conf_of[i]
+
+    kept: list[int] = []
+    for i in order:
+        same = any(abs(kcal[i] - kcal[j]) < energy_kcal_per_mol
+                   and rdMolAlign.GetBestRMS(heavy, heavy, prbId=conformer(i),
+                                             refId=conformer(j),
+                                             maxMatches=MAX_SYMMETRY_MATCHES) < rmsd_angstrom
+                   for j in kept)
+        if not same:
+            kept.append(i)
+            if len(kept) == keep:
+                break
+    return kept
+

@@ -1,0 +1,284 @@
+"""Conformer search: the low-energy shapes of a flexible molecule, and its Boltzmann ensemble.
+
+A composite job: the server runs it as children spread over every free slot of the target, in
+five steps, each started when the previous one has finished:
+
+1. ``generate`` (one RDKit job): ETKDG v3 candidates from the input structure (its bonds,
+   charge and stereochemistry kept, atoms in its order), near-duplicates pruned at
+   0.5 Angstrom heavy-atom RMSD; ``n_candidates`` of them, by default
+   ``min(250, 10 + 20 x rotatable bonds)``; the input geometry is always one of them.
+2. prescreen: every candidate optimised loosely (``prescreen_fmax_ev_per_angstrom``, at most
+   ``prescreen_max_steps``) at ``prescreen_level_of_theory`` (default: the search's level;
+   ``GFNFF`` is cheaper where the engine has it), one job per candidate.
+3. ``select`` (one RDKit job): the distinct ones (same conformer: energies within
+   0.1 kcal/mol and heavy-atom RMSD below 0.25 Angstrom after alignment over the molecule's
+   symmetries) within ``prescreen_window_kcal_per_mol`` of the lowest, at most
+   ``max_refined``.
+4. refine: those optimised at the search's level with the optimiser settings below (the
+   GeometryOptimization defaults: fmax 0.001 eV/Angstrom).
+5. ``select`` again, with ``energy_threshold_kcal_per_mol`` and ``rmsd_threshold_angstrom``
+   (CREST's defaults, 0.05 kcal/mol and 0.125 Angstrom) and ``energy_window_kcal_per_mol``.
+
+The result lists the unique conformers sorted by energy: geometry (Angstrom), energy (Hartree),
+energy above the lowest (kcal/mol) and Boltzmann weight at ``temperature_kelvin``; its
+``energy_hartree`` and ``final_positions_angstrom`` are the lowest conformer's, so a chain can
+continue from it. A candidate whose optimisation fails is left out (and counted); the search
+fails only if every one does. A molecule with no rotatable bond gives one conformer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..atoms import Vector3
+from ..drivers.optimizer_settings import (
+    DEFAULT_FMAX_EV_PER_ANGSTROM,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_OPTIMIZER,
+    Fmax,
+    MaxSteps,
+    Optimizer,
+)
+from ..jobs import Job
+from ..levels import LevelOfTheory
+from .conformer_stage import MAX_CANDIDATES
+from .spec import (
+    Child,
+    CliColumn,
+    Fail,
+    Finish,
+    Frame,
+    JobType,
+    Payload,
+    ResultRow,
+    Spawn,
+    Table,
+    not_run,
+)
+
+KCAL_PER_MOL_PER_HARTREE = 627.509474063
+BOLTZMANN_KCAL_PER_MOL_K = 0.0019872042586
+GENERATE, PRESCREEN, PRESCREEN_SELECT, REFINE, FINAL_SELECT = range(5)
+GENERATION_PRUNE_RMSD_ANGSTROM = 0.5
+PRESCREEN_RMSD_ANGSTROM = 0.25
+PRESCREEN_ENERGY_KCAL_PER_MOL = 0.1
+
+
+class ConformerSearch(Job):
+    """Find the distinct low-energy conformers of ``atoms`` and their Boltzmann weights; see
+    the module documentation for the steps. Defaults: ``n_candidates`` None (from the
+    rotatable bonds, 10 + 20 per bond, at most 250; at most 1000 if given), prescreen at the
+    search's level to fmax 0.05 eV/Angstrom, at most 20 refined within 5 kcal/mol, the final
+    ensemble within 6 kcal/mol, weights at 298.15 K."""
+
+    job_type: Literal["conformer_search"] = "conformer_search"  # type: ignore[assignment]
+    n_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES)
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="ETKDG random seed")
+    prescreen_level_of_theory: LevelOfTheory | None = None
+    prescreen_fmax_ev_per_angstrom: float = Field(default=0.05, gt=0, le=10)
+    prescreen_max_steps: int = Field(default=200, ge=1, le=10_000)
+    prescreen_window_kcal_per_mol: float = Field(default=5.0, gt=0, le=1000)
+    max_refined: int = Field(default=20, ge=1, le=MAX_CANDIDATES)
+    optimizer: Optimizer = DEFAULT_OPTIMIZER
+    fmax: Fmax = DEFAULT_FMAX_EV_PER_ANGSTROM
+    max_steps: MaxSteps = DEFAULT_MAX_STEPS
+    energy_window_kcal_per_mol: float = Field(default=6.0, gt=0, le=1000)
+    rmsd_threshold_angstrom: float = Field(default=0.125, ge=0, le=10)
+    energy_threshold_kcal_per_mol: float = Field(default=0.05, ge=0, le=100)
+    temperature_kelvin: float = Field(default=298.15, gt=0, le=10_000)
+
+
+class Conformer(BaseModel):
+    positions_angstrom: list[Vector3]
+    energy_hartree: float
+    relative_energy_kcal_per_mol: float
+    boltzmann_weight: float
+    job_id: str = Field(description="The optimisation that found it")
+
+
+class ConformerSearchResult(BaseModel):
+    """The lowest conformer's energy and geometry, and the whole ensemble."""
+
+    energy_hartree: float
+    final_positions_angstrom: list[Vector3]
+    conformers: list[Conformer]
+    n_unique: int
+    n_rotatable_bonds: int
+    n_candidates: int
+    n_prescreen_failed: int
+    n_refined: int
+    n_refine_failed: int
+    temperature_kelvin: float
+
+
+def _child_payload(search: Payload, kind: str, atoms: Payload, tag: str,
+                   **fields: Any) -> dict[str, Any]:
+    name = (search.get("name") or "conformer search")[:90]
+    return {"job_type": kind, "atoms": dict(atoms), "name": f"{name} · {tag}",
+            "level_of_theory": search["level_of_theory"], "engine": search.get("engine"),
+            "use_cache": search.get("use_cache", True),
+            "walltime_seconds": search.get("walltime_seconds"), **fields}
+
+
+def _with_positions(search: Payload, positions: Any) -> dict[str, Any]:
+    return {**search["atoms"], "positions": positions}
+
+
+def _done(children: list[Child], step: int) -> list[Child]:
+    return [c for c in children if c.step == step and c.state == "done"]
+
+
+def _r(child: Child) -> Any:
+    return child.result or {}
+
+
+def advance(search: Payload, children: list[Child]) -> Spawn | Finish | Fail | None:
+    if not children:
+        return Spawn(GENERATE, [_child_payload(
+            search, "conformer_stage", search["atoms"], "candidates", operation="generate",
+            count=search.get("n_candidates") or 0, seed=search.get("seed", 42),
+            rmsd_angstrom=GENERATION_PRUNE_RMSD_ANGSTROM)])
+    step = max(c.step for c in children)
+    ok = _done(children, step)
+    if not ok:
+        last = [c for c in children if c.step == step][-1]
+        return Fail(f"step {step + 1} ({_STEP_NAMES[step]}) failed: "
+                    f"{last.error or last.state}", last.error_type or "internal")
+    return _NEXT[step](search, children, ok)
+
+
+def _prescreen(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
+    geometries = _r(ok[0])["geometries_angstrom"]
+    level = search.get("prescreen_level_of_theory") or search["level_of_theory"]
+    return Spawn(PRESCREEN, [_child_payload(
+        search, "opt", _with_positions(search, g), f"candidate {i + 1}",
+        level_of_theory=level, fmax=search.get("prescreen_fmax_ev_per_angstrom", 0.05),
+        max_steps=search.get("prescreen_max_steps", 200), optimizer=DEFAULT_OPTIMIZER)
+        for i, g in enumerate(geometries)])
+
+
+def _select(search: Payload, ok: list[Child], step: int, tag: str, **thresholds: Any) -> Spawn:
+    return Spawn(step, [_child_payload(
+        search, "conformer_stage", search["atoms"], tag, operation="select",
+        candidates_angstrom=[_r(c)["final_positions_angstrom"] for c in ok],
+        energies_hartree=[_r(c)["energy_hartree"] for c in ok],
+        **thresholds)])
+
+
+def _prescreen_select(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
+    return _select(search, ok, PRESCREEN_SELECT, "prescreen selection",
+                   rmsd_angstrom=PRESCREEN_RMSD_ANGSTROM,
+                   energy_kcal_per_mol=PRESCREEN_ENERGY_KCAL_PER_MOL,
+                   window_kcal_per_mol=search.get("prescreen_window_kcal_per_mol", 5.0),
+                   keep=search.get("max_refined", 20))
+
+
+def _refine(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
+    prescreened = _done(children, PRESCREEN)
+    starts = [_r(prescreened[i])["final_positions_angstrom"] for i in _r(ok[0])["kept"]]
+    return Spawn(REFINE, [_child_payload(
+        search, "opt", _with_positions(search, positions), f"conformer {n + 1}",
+        optimizer=search.get("optimizer", DEFAULT_OPTIMIZER),
+        fmax=search.get("fmax", DEFAULT_FMAX_EV_PER_ANGSTROM),
+        max_steps=search.get("max_steps", DEFAULT_MAX_STEPS))
+        for n, positions in enumerate(starts)])
+
+
+def _final_select(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
+    return _select(search, ok, FINAL_SELECT, "final selection",
+                   rmsd_angstrom=search.get("rmsd_threshold_angstrom", 0.125),
+                   energy_kcal_per_mol=search.get("energy_threshold_kcal_per_mol", 0.05),
+                   window_kcal_per_mol=search.get("energy_window_kcal_per_mol", 6.0),
+                   keep=MAX_CANDIDATES)
+
+
+def _ensemble(search: Payload, children: list[Child], ok: list[Child]) -> Finish:
+    refined = _done(children, REFINE)
+    chosen = [refined[i] for i in _r(ok[0])["kept"]]
+    temperature = float(search.get("temperature_kelvin", 298.15))
+    lowest = _r(chosen[0])["energy_hartree"]
+    relative = [(_r(c)["energy_hartree"] - lowest) * KCAL_PER_MOL_PER_HARTREE for c in chosen]
+    factors = [math.exp(-e / (BOLTZMANN_KCAL_PER_MOL_K * temperature)) for e in relative]
+    conformers = [{"positions_angstrom": _r(c)["final_positions_angstrom"],
+                   "energy_hartree": _r(c)["energy_hartree"],
+                   "relative_energy_kcal_per_mol": e, "boltzmann_weight": f / sum(factors),
+                   "job_id": c.job_id} for c, e, f in zip(chosen, relative, factors, strict=True)]
+    generated = _r(_done(children, GENERATE)[0])
+    candidates = [c for c in children if c.step == PRESCREEN]
+    refining = [c for c in children if c.step == REFINE]
+    return Finish({
+        "energy_hartree": lowest, "final_positions_angstrom": conformers[0]["positions_angstrom"],
+        "conformers": conformers, "n_unique": len(conformers),
+        "n_rotatable_bonds": generated.get("n_rotatable_bonds", 0),
+        "n_candidates": len(candidates),
+        "n_prescreen_failed": len(candidates) - len(_done(children, PRESCREEN)),
+        "n_refined": len(refining), "n_refine_failed": len(refining) - len(refined),
+        "temperature_kelvin": temperature})
+
+
+_STEP_NAMES = ("candidates", "prescreen", "prescreen selection", "refine", "final selection")
+_NEXT = (_prescreen, _prescreen_select, _refine, _final_select, _ensemble)
+
+
+def ensemble_rows(record: Payload, result: Payload) -> list[ResultRow]:
+    conformers = result.get("conformers")
+    if not conformers:
+        return []
+    top = conformers[0]
+    return [ResultRow("Unique conformers", len(conformers), "", "n_conformers",
+                      f"of {result.get('n_candidates')} candidates, "
+                      f"{result.get('n_refined')} refined"),
+            ResultRow("Rotatable bonds", result.get("n_rotatable_bonds"), "", "n_rotatable"),
+            ResultRow("Lowest conformer's weight", f"{top['boltzmann_weight']:.3f}", "",
+                      "top_weight", f"at {result.get('temperature_kelvin')} K")]
+
+
+def conformer_frames(result: Payload) -> list[Frame]:
+    return [Frame(c["positions_angstrom"], c["energy_hartree"],
+                  f"conformer={n + 1} relative_energy_kcal_per_mol="
+                  f"{c['relative_energy_kcal_per_mol']:.4f} boltzmann_weight="
+                  f"{c['boltzmann_weight']:.6f}")
+            for n, c in enumerate(result.get("conformers") or [])]
+
+
+def ensemble_table(result: Payload) -> Table | None:
+    conformers = result.get("conformers")
+    if not conformers:
+        return None
+    return Table("Conformers", ["#", "Energy / Eₕ", "ΔE / kcal mol⁻¹", "Weight"],
+                 [[n + 1, f"{c['energy_hartree']:.8f}",
+                   f"{c['relative_energy_kcal_per_mol']:.3f}", f"{c['boltzmann_weight']:.4f}"]
+                  for n, c in enumerate(conformers)])
+
+
+def search_note(job: Payload) -> str:
+    n = job.get("n_candidates") or "10 + 20 per rotatable bond"
+    return f"{n} candidates, ≤ {job.get('max_refined', 20)} refined"
+
+
+JOB_TYPE = JobType(
+    name="conformer_search",
+    input_model=ConformerSearch,
+    result_model=ConformerSearchResult,
+    title="Conformer search",
+    cli_name="conformers",
+    cli_help="conformer search: the unique low-energy conformers and their weights",
+    estimate_gradients=lambda job: 0,  # its children are estimated when they are submitted
+    run=not_run,
+    flat_surface_result=not_run,
+    result_rows=ensemble_rows,
+    options_note=search_note,
+    energy_label="Lowest conformer",
+    moves_geometry=True,
+    cli_columns=(CliColumn("conformers", "n_unique"),),
+    frames=conformer_frames,
+    frame_noun="conformer",
+    result_table=ensemble_table,
+    advance=advance,
+    listing_order=40,
+)
+
+__all__ = ["JOB_TYPE", "Conformer", "ConformerSearch", "ConformerSearchResult"]

@@ -1,0 +1,181 @@
+"""Conformer searches (issue 27): real RDKit candidates, real xtb optimisations spread over a
+real controller's slots, energies checked against the engine called directly on the same
+geometries."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import atomiverse
+import numpy as np
+import pytest
+from atomiverse.levels import GFN2_XTB
+from conftest import start_server, stop_process, xtb_reference
+
+BOLTZMANN_KCAL_PER_MOL_K = 0.0019872042586
+KCAL_PER_MOL_PER_HARTREE = 627.509474063
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("conformers"))
+    key = server.new_workspace("conformers")
+    server.start_controller(key, "conf-box", "--slots", "2")
+    yield server, key
+    for c in server.controllers:
+        stop_process(c)
+    stop_process(server.proc)
+
+
+@pytest.fixture
+def client(srv):
+    server, key = srv
+    c = atomiverse.Client(api_key=key, base_url=server.url)
+    yield c
+    c.close()
+
+
+def _search(client, smiles, **options):
+    search = atomiverse.ConformerSearch(atoms=atomiverse.Atoms.from_smiles(smiles),
+                                        level_of_theory=GFN2_XTB, name=smiles, **options)
+    res = client.submit_batch([search.model_dump(mode="json")], compute_target="conf-box")
+    assert res["submitted"] == 1, res
+    (record,) = client.wait_jobs([res["jobs"][0]["job_id"]], timeout=600)
+    assert record["state"] == "done", record
+    return record
+
+
+def _dihedral(p, i, j, k, m):
+    b0, b1, b2 = p[i] - p[j], p[k] - p[j], p[m] - p[k]
+    b1 = b1 / np.linalg.norm(b1)
+    v, w = b0 - b0.dot(b1) * b1, b2 - b2.dot(b1) * b1
+    return math.degrees(math.atan2(np.cross(b1, v).dot(w), v.dot(w)))
+
+
+def test_butane_anti_lies_below_gauche(client):
+    record = _search(client, "CCCC")
+    result = record["result"]
+    conformers = result["conformers"]
+    assert len(conformers) >= 2 and result["n_unique"] == len(conformers)
+    numbers = atomiverse.Atoms.from_smiles("CCCC").numbers
+    carbons = [i for i, z in enumerate(numbers) if z == 6]
+    for c in conformers:  # every energy is the engine's on that very geometry
+        assert abs(c["energy_hartree"] - xtb_reference(numbers, c["positions_angstrom"])) < 1e-6
+    energies = [c["energy_hartree"] for c in conformers]
+    assert energies == sorted(energies)
+    torsions = [abs(_dihedral(np.array(c["positions_angstrom"]), *carbons))
+                for c in conformers]
+    assert torsions[0] > 150, torsions  # anti is the lowest
+    gauche = next(n for n, t in enumerate(torsions) if 40 < t < 90)
+    gap = conformers[gauche]["relative_energy_kcal_per_mol"]
+    print(f"\nGFN2-xTB butane gauche - anti: {gap:.3f} kcal/mol")
+    assert gap > 0
+    assert gap == pytest.approx((energies[gauche] - energies[0]) * KCAL_PER_MOL_PER_HARTREE)
+    # Boltzmann weights at the search's temperature, from the energies above
+    factors = [math.exp(-c["relative_energy_kcal_per_mol"] / (BOLTZMANN_KCAL_PER_MOL_K * 298.15))
+               for c in conformers]
+    assert [c["boltzmann_weight"] for c in conformers] == pytest.approx(
+        [f / sum(factors) for f in factors])
+    assert result["energy_hartree"] == energies[0]
+    assert result["final_positions_angstrom"] == conformers[0]["positions_angstrom"]
+
+
+def test_the_candidates_run_as_child_jobs_on_every_slot(client):
+    record = _search(client, "CCCCCO", n_candidates=8)
+    children = [client.get_job(j["job_id"]) for j in client.list_jobs(limit=200)]
+    children = [c for c in children if c["parent_id"] == record["job_id"]]
+    candidates = [c for c in children if c["name"].endswith(tuple(f"candidate {i}"
+                                                                  for i in range(1, 9)))]
+    assert 2 <= len(candidates) <= 8
+    assert all(c["job_type"] == "opt" and c["state"] == "done" for c in candidates)
+    spans = sorted((c["started_at"], c["finished_at"]) for c in candidates)
+    # Two slots: some candidate started before another one had finished.
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans)), spans
+    ids = {c["job_id"] for c in children}
+    assert {c["job_id"] for c in record["result"]["conformers"]} <= ids
+
+
+def test_a_rigid_molecule_gives_one_conformer(client):
+    result = _search(client, "c1ccccc1")["result"]
+    assert result["n_rotatable_bonds"] == 0
+    assert result["n_unique"] == 1 and result["conformers"][0]["boltzmann_weight"] == 1.0
+
+
+def test_too_many_candidates_are_refused_naming_the_field(client):
+    payload = atomiverse.ConformerSearch(
+        atoms=atomiverse.Atoms.from_smiles("CCCC"), level_of_theory=GFN2_XTB).model_dump()
+    payload["n_candidates"] = 5000
+    res = client.submit_batch([payload], compute_target="conf-box")
+    assert res["failed"] == 1
+    assert "n_candidates: Input should be less than or equal to 1000" in \
+        res["jobs"][0]["error"]
+
+
+def test_cancelling_a_search_cancels_its_children(srv, client):
+    server, key = srv
+    stop_process(server.start_controller(key, "parked-conf"))
+    search = atomiverse.ConformerSearch(atoms=atomiverse.Atoms.from_smiles("CCCC"),
+                                        level_of_theory=GFN2_XTB, use_cache=False)
+    job_id = client.submit_batch([search.model_dump(mode="json")],
+                                 compute_target="parked-conf")["jobs"][0]["job_id"]
+    assert client.cancel_job(job_id)["state"] == "cancelled"
+    children = [client.get_job(j["job_id"]) for j in client.list_jobs(limit=200)]
+    mine = [c for c in children if c["parent_id"] == job_id]
+    assert [c["state"] for c in mine] == ["cancelled"]
+
+
+def test_cli_writes_the_ensemble_as_frames(srv, tmp_path):
+    server, key = srv
+    smi = tmp_path / "butane.smi"
+    smi.write_text("CCCC butane\n")
+    out = tmp_path / "butane.jsonl"
+    env = {**os.environ, "ATOMIVERSE_BASE_URL": server.url, "ATOMIVERSE_API_KEY": key}
+    proc = subprocess.run([sys.executable, "-m", "atomiverse.cli", "run", str(smi), "--job",
+                           "conformers", "--target", "conf-box", "-o", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    conformers = row["result"]["conformers"]
+    text = out.with_suffix(".xyz").read_text()
+    comments = re.findall(r"^butane energy_hartree=(\S+) conformer=(\d+) "
+                          r"relative_energy_kcal_per_mol=\S+ boltzmann_weight=\S+$", text, re.MULTILINE)
+    assert [int(n) for _, n in comments] == list(range(1, len(conformers) + 1))
+    assert [float(e) for e, _ in comments] == pytest.approx(
+        [c["energy_hartree"] for c in conformers], abs=1e-9)
+    frames = atomiverse.atoms.read_xyz_frames(out.with_suffix(".xyz"))
+    assert len(frames) == len(conformers)
+    for frame, c in zip(frames, conformers, strict=True):
+        assert np.abs(np.array(frame.positions) - c["positions_angstrom"]).max() < 1e-6
+
+
+def test_the_dashboard_shows_the_ensemble(srv, client):
+    from browser import chromium
+
+    server, key = srv
+    record = _search(client, "CCCC")
+    conformers = record["result"]["conformers"]
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        page.goto(f"{server.url}/signin")
+        page.fill("#api_key", key)
+        page.click("form.stack button[type=submit]")
+        page.wait_for_url(re.compile(r".*/jobs$"))
+        page.goto(f"{server.url}/job?job_id={record['job_id']}")
+        rows = page.locator("#result-table tbody tr")
+        assert rows.count() == len(conformers)
+        cells = rows.nth(1).locator("td")
+        assert float(cells.nth(1).inner_text()) == pytest.approx(
+            conformers[1]["energy_hartree"], abs=1e-8)
+        assert float(cells.nth(3).inner_text()) == pytest.approx(
+            conformers[1]["boltzmann_weight"], abs=1e-4)
+        page.wait_for_function("document.querySelector('#frame-label')"
+                               "?.textContent.startsWith('conformer')")
+        assert page.locator("#frame-label").inner_text() == f"conformer 1 of {len(conformers)}"
+        assert page.locator("#steps tbody tr").count() == 5  # the search's five steps
