@@ -41,9 +41,7 @@ def _opt_then_freq(**chain_fields):
 
 
 def _children(client, chain_id):
-    return sorted((j for j in client.list_jobs(limit=200)
-                   if client.get_job(j["job_id"]).get("parent_id") == chain_id),
-                  key=lambda j: j["name"])
+    return client.job_children(chain_id)
 
 
 def test_a_chain_runs_its_steps_on_the_server(client):

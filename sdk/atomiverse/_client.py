@@ -201,6 +201,12 @@ class Client:
         """The job's record, read from the server now."""
         return self.request("GET", f"/api/v1/jobs/{_quote(job_id)}")
 
+    def job_children(self, job_id: str) -> list[dict[str, Any]]:
+        """A composite job's children (a chain's steps, a conformer search's jobs), in step
+        order: ``job_id``, ``step`` (from 1), ``job_type``, ``state``, ``name``, ``error``,
+        ``energy_hartree`` and ``core_seconds`` of each."""
+        return self.request("GET", f"/api/v1/jobs/{_quote(job_id)}/children")["jobs"]
+
     def _watch(self, versions: dict[str, str | None], watch_id: str, timeout_seconds: float,
                coalesce_seconds: float) -> list[dict[str, Any]]:
         informer = self._informer  # the caller, unless a close replaced it meanwhile

@@ -29,6 +29,7 @@ from ..jsonroute import FastJSONRoute
 from ..notify import Notifier, TooManyWatches
 from ..ratelimit import BatchSubmitter, JobSubmitter
 from ..settings import Settings
+from ..store import composites
 from ..store import jobs as job_store
 from ..store import limits
 from ..submission import InsufficientBalance, prepare_entries, submit_entries
@@ -223,6 +224,18 @@ def _job_states(engine: Any, workspace_id: str, job_ids: list[str],
 def get_job(job_id: str, workspace: CurrentWorkspace, engine: EngineDep) -> dict[str, Any]:
     with read_tx(engine) as conn:
         return _found(job_store.get_job(conn, workspace_id=workspace.id, job_id=job_id), job_id)
+
+
+@router.get("/{job_id}/children")
+def job_children(job_id: str, workspace: CurrentWorkspace,
+                 engine: EngineDep) -> dict[str, Any]:
+    """A composite job's children (a chain's steps, a conformer search's jobs) in step order:
+    id, step (from 1), job type, state, name, error, energy and core-seconds."""
+    with read_tx(engine) as conn:
+        if job_store.get_job(conn, workspace_id=workspace.id, job_id=job_id) is None:
+            raise _not_found(job_id)
+        return {"jobs": composites.child_summaries(conn, workspace_id=workspace.id,
+                                                   parent_id=job_id)}
 
 
 @router.patch("/{job_id}", response_model=JobPublic)

@@ -65,7 +65,8 @@ def child_summaries(conn: Connection, *, workspace_id: str,
                         .order_by(jobs.c.step, jobs.c.seq))
     return [{"job_id": r.id, "step": (r.step or 0) + 1, "job_type": r.job_type,
              "state": r.state, "name": r.name, "error": r.error,
-             "energy_hartree": (r.result or {}).get("energy_hartree")} for r in rows]
+             "energy_hartree": (r.result or {}).get("energy_hartree"),
+             "core_seconds": (r.result or {}).get("core_seconds")} for r in rows]
 
 
 def finish(conn: Connection, parent_id: str, result: dict[str, Any]) -> None:
