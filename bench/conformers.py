@@ -1,0 +1,173 @@
+"""Conformer search quality and cost, against an exhaustive reference, on flexible drug-like
+molecules (issue 27).
+
+For each molecule, on the embedded platform (``compute_target="local"``, ``use_cache=False``,
+the local controller using every core):
+
+* the search: ``ConformerSearch`` with its defaults; its wall time, the core-seconds of all its
+  child jobs, and the cores' use (core-seconds / (cores x wall time));
+* the reference: ``--reference-candidates`` ETKDG geometries (500 by default; no pruning,
+  another seed) each optimised at GFN2-xTB with the GeometryOptimization defaults, as
+  ordinary jobs; its lowest energy and core-seconds.
+
+It prints, per molecule, the search's lowest energy above the reference's (kcal/mol; the
+target: within 0.3 for at least 18 of 20), the core-seconds of both and their ratio (the
+target: at most 0.2), and the cores' use during the search (the target, for the 10-bond
+molecules: at least 0.9).
+
+The molecules: 20 drugs of the WHO Model List of Essential Medicines and other common drugs
+with 5 to 12 rotatable bonds (RDKit's count), SMILES written from their PubChem structures
+(stereocentres left unassigned: the embedding picks one and the search keeps it).
+
+    python bench/conformers.py                                  # all 20, 500 reference each
+    python bench/conformers.py --molecules 2 --reference-candidates 100     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.baselines import scoped_env
+from bench.molecules import RESULTS_DIR
+
+KCAL_PER_MOL_PER_HARTREE = 627.509474063
+MOLECULES = {  # name: SMILES (rotatable bonds by RDKit)
+    "propranolol": "CC(C)NCC(O)COc1cccc2ccccc12",  # 6
+    "metoprolol": "COCCc1ccc(OCC(O)CNC(C)C)cc1",  # 9
+    "atenolol": "CC(C)NCC(O)COc1ccc(CC(N)=O)cc1",  # 8
+    "venlafaxine": "COc1ccc(C(CN(C)C)C2(O)CCCCC2)cc1",  # 5
+    "lidocaine": "CCN(CC)CC(=O)Nc1c(C)cccc1C",  # 5
+    "procaine": "CCN(CC)CCOC(=O)c1ccc(N)cc1",  # 6
+    "diphenhydramine": "CN(C)CCOC(c1ccccc1)c1ccccc1",  # 6
+    "fluoxetine": "CNCCC(Oc1ccc(C(F)(F)F)cc1)c1ccccc1",  # 6
+    "enalapril": "CCOC(=O)C(CCc1ccccc1)NC(C)C(=O)N1CCCC1C(=O)O",  # 9
+    "tamoxifen": "CCC(=C(c1ccccc1)c1ccc(OCCN(C)C)cc1)c1ccccc1",  # 8
+    "ranitidine": "CNC(=C[N+](=O)[O-])NCCSCc1ccc(CN(C)C)o1",  # 10
+    "pregabalin": "CC(C)CC(CN)CC(=O)O",  # 5
+    "sotalol": "CC(C)NCC(O)c1ccc(NS(C)(=O)=O)cc1",  # 6
+    "pentoxifylline": "CC(=O)CCCCn1c(=O)c2c(ncn2C)n(C)c1=O",  # 5
+    "oseltamivir": "CCCC(CC)OC1C=C(C(=O)OCC)CC(N)C1NC(C)=O",  # 8
+    "ropinirole": "CCCN(CCC)CCc1cccc2c1CC(=O)N2",  # 7
+    "sumatriptan": "CNS(=O)(=O)Cc1ccc2[nH]cc(CCN(C)C)c2c1",  # 6
+    "esmolol": "COC(=O)CCc1ccc(OCC(O)CNC(C)C)cc1",  # 9
+    "bisoprolol": "CC(C)NCC(O)COc1ccc(COCCOC(C)C)cc1",  # 12
+    "acebutolol": "CCCC(=O)Nc1ccc(OCC(O)CNC(C)C)c(C(C)=O)c1",  # 10
+}
+REFERENCE_SEED = 7
+
+
+def reference_geometries(atoms: Any, count: int) -> list[Any]:
+    """``count`` ETKDG geometries of the molecule's graph, unpruned, in its atom order."""
+    from atomiverse_core.drivers.conformers import molecule_graph
+    from rdkit.Chem import AllChem
+
+    mol = molecule_graph(atoms.numbers, atoms.positions, atoms.charge)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = REFERENCE_SEED
+    ids = AllChem.EmbedMultipleConfs(mol, count, params)
+    return [mol.GetConformer(i).GetPositions().tolist() for i in ids]
+
+
+def run_search(atomiverse: Any, atoms: Any, name: str, cores: int) -> dict[str, Any]:
+    from atomiverse.levels import GFN2_XTB
+
+    client = atomiverse.get_default_client()
+    search = atomiverse.ConformerSearch(atoms=atoms, level_of_theory=GFN2_XTB, name=name,
+                                        use_cache=False)
+    started = time.perf_counter()
+    job_id = atomiverse.submit_batch([search.model_dump(mode="json")],
+                                     compute_target="local")["jobs"][0]["job_id"]
+    (record,) = atomiverse.wait_jobs([job_id])
+    wall = time.perf_counter() - started
+    if record["state"] != "done":
+        raise RuntimeError(f"{name}: search {record['state']}: {record.get('error')}")
+    core_seconds = sum(c["core_seconds"] or 0.0 for c in client.job_children(job_id))
+    return {"energy_hartree": record["result"]["energy_hartree"], "wall_seconds": wall,
+            "core_seconds": core_seconds, "cores_used": core_seconds / (cores * wall),
+            "n_conformers": record["result"]["n_unique"],
+            "n_candidates": record["result"]["n_candidates"]}
+
+
+def run_reference(atomiverse: Any, atoms: Any, name: str, count: int) -> dict[str, Any]:
+    from atomiverse.levels import GFN2_XTB
+
+    jobs = [atomiverse.GeometryOptimization(
+        atoms=atomiverse.Atoms(numbers=atoms.numbers, positions=g, charge=atoms.charge),
+        level_of_theory=GFN2_XTB, use_cache=False, name=f"{name} reference {i}")
+        .model_dump(mode="json") for i, g in enumerate(reference_geometries(atoms, count))]
+    ids = [j["job_id"] for j in atomiverse.submit_batch(jobs, compute_target="local")["jobs"]
+           if j["job_id"]]
+    records = atomiverse.wait_jobs(ids)
+    done = [r["result"] for r in records if r["state"] == "done"]
+    return {"energy_hartree": min(r["energy_hartree"] for r in done),
+            "core_seconds": sum(r["core_seconds"] for r in done), "n_done": len(done)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--molecules", type=int, default=len(MOLECULES))
+    p.add_argument("--reference-candidates", type=int, default=500)
+    args = p.parse_args()
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    rows = []
+    with tempfile.TemporaryDirectory() as home, \
+            scoped_env({"ATOMIVERSE_HOME": home, "ATOMIVERSE_BASE_URL": None,
+                        "ATOMIVERSE_API_KEY": None}):
+        import atomiverse
+
+        atomiverse.start_local()
+        try:
+            for name, smiles in list(MOLECULES.items())[:args.molecules]:
+                atoms = atomiverse.Atoms.from_smiles(smiles)
+                search = run_search(atomiverse, atoms, name, cores)
+                ref = run_reference(atomiverse, atoms, name, args.reference_candidates)
+                rows.append(_row(name, search, ref))
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            atomiverse.stop_local()
+    _summary(rows, args.reference_candidates)
+
+
+def _row(name: str, search: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    return {"molecule": name,
+            "above_reference_kcal_per_mol": round(
+                (search["energy_hartree"] - ref["energy_hartree"]) * KCAL_PER_MOL_PER_HARTREE, 3),
+            "search_core_seconds": round(search["core_seconds"], 1),
+            "reference_core_seconds": round(ref["core_seconds"], 1),
+            "core_seconds_ratio": round(search["core_seconds"] / ref["core_seconds"], 3),
+            "search_wall_seconds": round(search["wall_seconds"], 1),
+            "cores_used": round(search["cores_used"], 3),
+            "conformers": search["n_conformers"], "candidates": search["n_candidates"],
+            "reference_optimised": ref["n_done"]}
+
+
+def _summary(rows: list[dict[str, Any]], reference: int) -> None:
+    if not rows:
+        return
+    within = sum(r["above_reference_kcal_per_mol"] <= 0.3 for r in rows)
+    ratio = statistics.median(r["core_seconds_ratio"] for r in rows)
+    print(f"\n{within} of {len(rows)} within 0.3 kcal/mol of the {reference}-candidate "
+          f"reference; median core-seconds ratio {ratio:.3f}; cores used, median "
+          f"{statistics.median(r['cores_used'] for r in rows):.3f}")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"conformers-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
