@@ -90,7 +90,7 @@ def _print_config(*flags, env=None, cwd=None):
     environ = {k: v for k, v in os.environ.items()
                if not k.startswith("ATOMIVERSE_CONTROLLER_") and k != "ATOMIVERSE_API_KEY"}
     return subprocess.run([sys.executable, "-m", "atomiverse_controller", "--print-config",
-                           *flags], env={**environ, **(env or {})}, capture_output=True,
+                           *flags], check=False, env={**environ, **(env or {})}, capture_output=True,
                           text=True, timeout=120, cwd=cwd)
 
 
