@@ -78,3 +78,80 @@ def test_held_results_go_out_once_fewer_than_a_round_of_queued_jobs_remain(tmp_p
     assert not more_coming()  # 1: what is held goes now
     controller.pool.staged_jobs = lambda: 1  # staged behind a running job: not started yet
     assert more_coming()
+
+
+# ----- one settings model: precedence, --print-config, bad values -------------------------
+def _print_config(*flags, env=None, cwd=None):
+    """``atomiverse controller --print-config`` in its own process, as a user runs it."""
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith("ATOMIVERSE_CONTROLLER_") and k != "ATOMIVERSE_API_KEY"}
+    return subprocess.run([sys.executable, "-m", "atomiverse_controller", "--print-config",
+                           *flags], check=False, env={**environ, **(env or {})}, capture_output=True,
+                          text=True, timeout=120, cwd=cwd)
+
+
+def _effective(stdout):
+    """The printed settings as TOML: the output is a config file of its own."""
+    import tomllib
+
+    return tomllib.loads(stdout)
+
+
+def test_each_layer_beats_the_one_below_it(tmp_path, monkeypatch):
+    for var in ("NAME", "SLOTS", "SERVER", "GRACE_SECONDS"):
+        monkeypatch.delenv(f"ATOMIVERSE_CONTROLLER_{var}", raising=False)
+    toml = tmp_path / "controller.toml"
+    toml.write_text('name = "from-file"\nslots = 3\ngrace_seconds = 5\n')
+    assert load_config(None, {}).name.startswith("local-")            # default
+    assert load_config(toml, {}).name == "from-file"                  # file beats default
+    monkeypatch.setenv("ATOMIVERSE_CONTROLLER_NAME", "from-env")
+    assert load_config(toml, {}).name == "from-env"                   # env beats file
+    assert load_config(toml, {"name": "from-flag"}).name == "from-flag"  # flag beats env
+    config = load_config(toml, {"name": "from-flag", "slots": None})  # None: flag not given
+    assert (config.slots, config.grace_seconds) == (3, 5)
+
+
+def test_print_config_shows_the_effective_settings_and_their_sources(tmp_path):
+    toml = tmp_path / "controller.toml"
+    toml.write_text('name = "from-file"\nslots = 3\nserver = "http://file:1"\n')
+    out = _print_config("--config", str(toml), "--slots", "9",
+                        env={"ATOMIVERSE_CONTROLLER_NAME": "from-env"})
+    assert out.returncode == 0, out.stderr
+    settings = _effective(out.stdout)
+    assert (settings["slots"], settings["name"], settings["server"]) == \
+        (9, "from-env", "http://file:1")
+    lines = {line.split(" = ")[0]: line for line in out.stdout.splitlines() if " = " in line}
+    assert lines["slots"].endswith("# flag")
+    assert lines["name"].endswith("# environment ATOMIVERSE_CONTROLLER_NAME")
+    assert lines["server"].endswith(f"# file {toml}")
+    assert lines["warm_workers"].endswith("# default")
+
+
+@pytest.mark.parametrize("where", ["flag", "environment", "file"])
+def test_print_config_never_shows_the_api_key(tmp_path, where):
+    key = "av_Sup3rSecretKeyText_" + where
+    toml = tmp_path / "controller.toml"
+    toml.write_text(f'api_key = "{key}"\n' if where == "file" else "")
+    flags = ["--api-key", key] if where == "flag" else []
+    env = {"ATOMIVERSE_CONTROLLER_API_KEY": key} if where == "environment" else {}
+    out = _print_config("--config", str(toml), *flags, env=env)
+    assert out.returncode == 0, out.stderr
+    assert key not in out.stdout and key not in out.stderr
+    assert _effective(out.stdout)["api_key"] == "********"  # set, and masked
+
+
+def test_a_bad_setting_is_refused_naming_the_field_not_echoing_the_value(tmp_path):
+    out = _print_config(env={"ATOMIVERSE_CONTROLLER_METRICS_PORT": "port-nine-thousand"})
+    assert out.returncode == 2 and out.stdout == ""
+    assert "metrics_port" in out.stderr and "port-nine-thousand" not in out.stderr
+    toml = tmp_path / "bad.toml"
+    toml.write_text("slots = 0\nprefetch = 4\n")  # out of range, and a key that is no setting
+    out = _print_config("--config", str(toml))
+    assert out.returncode == 2
+    assert "slots" in out.stderr and "prefetch:" in out.stderr
+    with pytest.raises(ValidationError, match="claim_wait_seconds"):
+        load_config(None, {"claim_wait_seconds": 61})

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "local controller)")
     p.add_argument("--burst", action="store_true", help="exit when there is no more work")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective settings and where each came from (secrets "
+                        "masked), then exit")
     return p
 
 
@@ -89,14 +93,31 @@ def main(argv: list[str] | None = None) -> int:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None  # the same section: no caller lookup (a stack walk) per record
     warn_if_secret_on_command_line(argv)
-    from .config import load_config
+    from pydantic import ValidationError
+
+    from .config import load_config, render, setting_sources
+
+    flags = {f: getattr(args, f) for f in FLAG_FIELDS}
+    try:
+        config = load_config(args.config, flags)
+    except ValidationError as e:
+        print(f"atomiverse controller: bad settings: {_settings_errors(e)}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        sys.stdout.write(render(config, setting_sources(args.config, flags)))
+        return 0
     from .daemon import Controller
 
-    config = load_config(args.config, {f: getattr(args, f) for f in FLAG_FIELDS})
     controller = Controller(config)
     controller.install_signal_handlers()
     clean = controller.run(burst=args.burst)
     return 0 if clean else 1
+
+
+def _settings_errors(error: Any) -> str:
+    """Each bad setting by name and why, without the value (it may be a secret)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                     for e in error.errors())
 
 
 if __name__ == "__main__":

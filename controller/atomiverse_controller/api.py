@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from atomiverse_core import jsonio
+from atomiverse_core import jsonio, retry
 
 
 class ServerRefused(Exception):
@@ -16,7 +16,12 @@ class ServerRefused(Exception):
 
 
 class ServerUnavailable(Exception):
-    """No answer, or a 5xx/429: try again later."""
+    """No answer, or a 5xx/429: try again later (after ``retry_after_seconds`` if the server
+    said)."""
+
+    def __init__(self, message: str, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class ControllerAPI:
@@ -38,12 +43,13 @@ class ControllerAPI:
         try:
             resp = self._http.post(path, content=content, headers=headers,
                                    timeout=timeout or self._http.timeout)
-        except httpx.HTTPError as e:
+        except retry.TRANSPORT_ERRORS as e:
             raise ServerUnavailable(f"{path}: {type(e).__name__}: {e}") from e
-        if resp.status_code in (401, 403):
+        if retry.refused(resp.status_code):
             raise ServerRefused(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise ServerUnavailable(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
+        wait = retry.retry_after_seconds(resp.headers)
+        if retry.worth_retrying(resp.status_code, wait, safe_to_repeat=True, patient=True):
+            raise ServerUnavailable(f"{path}: HTTP {resp.status_code}: {_detail(resp)}", wait)
         if resp.status_code >= 400:
             raise ValueError(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
         return jsonio.loads(resp.content)

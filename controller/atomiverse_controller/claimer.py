@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable
+
+from atomiverse_core import retry
 
 from .api import ControllerAPI, ServerRefused, ServerUnavailable
 from .ledger import Ledger
@@ -64,25 +65,20 @@ class ClaimLoop(threading.Thread):
         return low, max(self.slots * (1 + per_slot), low)
 
     def run(self) -> None:
-        backoff = 0.5
+        # Jitter keeps a fleet of controllers from retrying in step; a stop ends the wait.
+        claiming = retry.retrying(retry.CLAIM, retry_on=self._claim_failed,
+                                  stop_event=self.stop_event)
         while not self.stop_event.is_set():
             low, high = self.watermarks()
             if not self.ledger.wait_until_below(low + 1, timeout=0.5):
                 continue
-            queued, running = self.ledger.counts()
-            want = high - queued - running
             try:
-                jobs = self.api.claim(max_jobs=max(want, 1), wait_seconds=self.wait_seconds)
-                backoff = 0.5
+                jobs = claiming(self._claim, high)
             except ServerRefused as e:
                 self.on_refused(e)
                 return
-            except (ServerUnavailable, ValueError) as e:
-                log.warning("event=claim_failed controller=%s error=%s", self.controller_name, e)
-                # Jitter keeps a fleet of controllers from retrying in step.
-                self.stop_event.wait(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, 30.0)
-                continue
+            except retry.Stopped:
+                return
             self.last_claim_empty = not jobs
             if jobs:
                 if self.stop_event.is_set():
@@ -100,6 +96,19 @@ class ClaimLoop(threading.Thread):
                 for j in jobs:
                     log.info("event=claimed controller=%s job=%s attempt=%s",
                              self.controller_name, j["job_id"], j["attempt"])
+
+    def _claim(self, high: int) -> list[dict]:
+        """One claim, for as many jobs as it takes to fill the queue up to ``high``."""
+        queued, running = self.ledger.counts()
+        return self.api.claim(max_jobs=max(high - queued - running, 1),
+                              wait_seconds=self.wait_seconds)
+
+    def _claim_failed(self, error: BaseException) -> bool:
+        """The server is away or turned the claim down: wait and claim again."""
+        if not isinstance(error, (ServerUnavailable, ValueError)):
+            return False
+        log.warning("event=claim_failed controller=%s error=%s", self.controller_name, error)
+        return True
 
     def _release(self, jobs: list[dict]) -> None:
         try:

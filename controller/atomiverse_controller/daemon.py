@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from atomiverse_core import sdnotify
+from atomiverse_core import retry, sdnotify
 from atomiverse_core.heap import freeze_startup_heap
 
 from .api import ControllerAPI, ServerRefused, ServerUnavailable, save_token
@@ -121,19 +121,17 @@ class Controller:
         return path.read_text().strip() if path.exists() else None
 
     def _register_with(self, credential: str) -> dict[str, Any]:
-        backoff = 0.5
-        while True:
-            try:
-                return self.api.register(
-                    api_key=credential, name=self.config.name, slots=self.config.slots,
-                    cores_per_job=self.config.cores_per_job, capacity=self.config.capacity,
-                    engines={self.pool.engine_name: self.pool.engine_version,
-                             **self.pool.engines},
-                    holding=self._held_leases())
-            except ServerUnavailable as e:
-                if self._stop.wait(backoff):
-                    raise SystemExit("stopped before the server answered") from e
-                backoff = min(backoff * 2, 10.0)
+        """Register, trying again until the server answers (or we are told to stop)."""
+        registering = retry.retrying(retry.REGISTER, stop_event=self._stop,
+                                     retry_on=lambda e: isinstance(e, ServerUnavailable))
+        try:
+            return registering(lambda: self.api.register(
+                api_key=credential, name=self.config.name, slots=self.config.slots,
+                cores_per_job=self.config.cores_per_job, capacity=self.config.capacity,
+                engines={self.pool.engine_name: self.pool.engine_version, **self.pool.engines},
+                holding=self._held_leases()))
+        except retry.Stopped as e:
+            raise SystemExit("stopped before the server answered") from e
 
     def run(self, burst: bool = False, max_jobs: int | None = None) -> bool:
         """Serve until stopped. ``burst``: stop when there is no more work. Returns True on

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from atomiverse_core import jsonio
+from atomiverse_core import jsonio, retry
 
 from .api import ControllerAPI, ServerRefused, ServerUnavailable
 from .spool import Spool
@@ -32,8 +31,6 @@ MAX_REPORTS_PER_REQUEST = 500
 MIN_REPORT_INTERVAL_SECONDS = 1.0
 # Well under the server's default 64 MiB body limit: optimisation trajectories are large.
 MAX_REPORT_BYTES = 8 * 1024 * 1024
-# Between tries while the server is unreachable (doubled up to this, plus up to 100% jitter).
-MAX_RETRY_SECONDS = 1.0
 
 
 class ReportLoop(threading.Thread):
@@ -134,34 +131,23 @@ class ReportLoop(threading.Thread):
         if len(batch) > 1 and sum(map(_size, batch)) > MAX_REPORT_BYTES:
             self._deliver_halves(batch)
             return
-        backoff = 0.2
-        wire = [_on_the_wire(r) for r in batch]
-        while True:
-            try:
-                out = self.api.complete(wire)
-                break
-            except ServerUnavailable as e:
-                log.warning("event=report_retry controller=%s jobs=%d error=%s",
-                            self.controller_name, len(batch), e)
-                self._spool(batch)
-                # Capped low: the results are waiting, and a server back from an outage
-                # only holds their leases for one lease period after it starts (4 s in the
-                # fault tests): a 5 s cap (up to 10 s with jitter) could sleep through it.
-                threading.Event().wait(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, MAX_RETRY_SECONDS)
-            except ValueError as e:  # a 4xx: the request is wrong, sending it again won't do
-                if len(batch) > 1:  # find the bad report; the others still go (log2 n tries)
-                    self._deliver_halves(batch)
-                    return
-                log.error("event=report_refused controller=%s job=%s error=%s",
-                          self.controller_name, batch[0]["job_id"], e)
-                out = {"accepted": [], "rejected": [r["job_id"] for r in batch]}
-                break
-            except ServerRefused as e:
-                log.error("event=report_refused controller=%s jobs=%d error=%s",
-                          self.controller_name, len(batch), e)
-                out = {"accepted": [], "rejected": [r["job_id"] for r in batch]}
-                break
+        # Until the server takes them: each failed try first puts the results on disk.
+        sending = retry.retrying(retry.REPORT, before_sleep=lambda state: self._retrying(
+            batch, retry.last_failure(state)),
+            retry_on=lambda e: isinstance(e, ServerUnavailable))
+        try:
+            out = sending(self.api.complete, [_on_the_wire(r) for r in batch])
+        except ValueError as e:  # a 4xx: the request is wrong, sending it again won't do
+            if len(batch) > 1:  # find the bad report; the others still go (log2 n tries)
+                self._deliver_halves(batch)
+                return
+            log.error("event=report_refused controller=%s job=%s error=%s",
+                      self.controller_name, batch[0]["job_id"], e)
+            out = {"accepted": [], "rejected": [r["job_id"] for r in batch]}
+        except ServerRefused as e:
+            log.error("event=report_refused controller=%s jobs=%d error=%s",
+                      self.controller_name, len(batch), e)
+            out = {"accepted": [], "rejected": [r["job_id"] for r in batch]}
         for job_id in out["rejected"]:
             log.info("event=report_rejected controller=%s job=%s reason=lease_not_held",
                      self.controller_name, job_id)
@@ -172,6 +158,11 @@ class ReportLoop(threading.Thread):
         with self._idle:
             self._in_flight -= len(batch)
             self._idle.notify_all()
+
+    def _retrying(self, batch: list[dict[str, Any]], error: BaseException | None) -> None:
+        log.warning("event=report_retry controller=%s jobs=%d error=%s",
+                    self.controller_name, len(batch), error)
+        self._spool(batch)
 
 
 def _unmarked(report: dict[str, Any]) -> dict[str, Any]:

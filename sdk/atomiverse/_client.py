@@ -1,15 +1,14 @@
 """The HTTP client: authentication, one retry policy, error mapping, and the job calls.
 
-Retries: connection errors, 408, 502, 503 and 504, with capped exponential backoff and
-jitter; a 429 is retried only when its ``Retry-After`` is short, otherwise raised as
-``RateLimitError`` carrying the wait. A POST is retried only with an idempotency key,
-which stays the same across its retries. Against the embedded server, a connection error
+Retries (``atomiverse_core.retry``, the platform's one policy): connection errors, 408, 502,
+503 and 504, with capped exponential backoff and jitter; a 429 is retried only when its
+``Retry-After`` is short, otherwise raised as ``RateLimitError`` carrying the wait. A POST
+is retried only with an idempotency key, which stays the same across its retries. Against the embedded server, a connection error
 first restarts the server if it is gone (``_embedded.revive``), then sends again."""
 
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
 import time
 import uuid
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self
 
 import httpx2 as httpx
-from atomiverse_core import jsonio
+from atomiverse_core import jsonio, retry
 from atomiverse_core.state import TERMINAL_STATES
 
 from . import _embedded
@@ -26,8 +25,6 @@ from ._exceptions import APIConnectionError, APITimeoutError, error_for_status
 from ._informer import Informer
 from .pagination import JobsPage
 
-RETRY_STATUSES = frozenset({408, 502, 503, 504})
-MAX_SHORT_RETRY_AFTER_SECONDS = 2.0
 WAIT_POLL_SECONDS = 20.0
 # Waiting on many jobs, one answer per ~0.25 s of completions is plenty and spares the
 # server a query per finished job; the last few are answered the moment they finish.
@@ -134,48 +131,46 @@ class Client:
             headers["Content-Type"] = "application/json"
         if retryable is None:
             retryable = method in ("GET", "PUT", "DELETE", "PATCH") or bool(idempotency_key)
-        attempt = 0
+        sending = retry.retrying(retry.CLIENT, attempts=self.max_retries + 1,
+                                 retry_on=lambda e: _worth_another_try(e, retryable))
+        try:
+            resp = sending(self._send, method, path, content=content, params=params,
+                           headers=headers, timeout=timeout or self.timeout,
+                           retryable=retryable, wanted=wanted)
+        except httpx.TimeoutException as e:
+            raise APITimeoutError(f"{method} {path} timed out") from e
+        except retry.TRANSPORT_ERRORS as e:
+            raise APIConnectionError(f"could not reach {self._base_url}: {e}") from e
+        except _ErrorStatus as e:
+            raise _status_error(e.response, e.retry_after_seconds) from None
+        return None if resp.status_code == 204 else jsonio.loads(resp.content)
+
+    def _send(self, method: str, path: str, *, retryable: bool,
+              wanted: Callable[[], bool] | None, **kwargs: Any) -> httpx.Response:
+        """One attempt: the response, or ``_ErrorStatus`` for a 4xx/5xx. A request that
+        finds the embedded server gone restarts it and goes to the new one at once (not a
+        retry: it never reached a server, or the caller said it may be repeated)."""
         while True:
             if wanted is not None and not wanted():
                 raise APIConnectionError(f"{method} {path}: no longer wanted (client closed)")
             http = self._connect()
             try:
-                resp = http.request(method, path, content=content, params=params,
-                                    headers=headers, timeout=timeout or self.timeout)
-            except httpx.TimeoutException as e:
-                if retryable and attempt < self.max_retries:
-                    attempt = self._backoff(attempt)
-                    continue
-                raise APITimeoutError(f"{method} {path} timed out") from e
+                resp = http.request(method, path, **kwargs)
+            except httpx.TimeoutException:
+                raise
             except httpx.TransportError as e:
-                if self._revive_embedded(http):
-                    # A refused connection never reached the old server: always safe to
-                    # send again. A request cut off mid-way may have been applied.
-                    if retryable or isinstance(e, httpx.ConnectError):
-                        continue
-                    raise APIConnectionError(
-                        f"{method} {path}: the embedded server died during the request and "
-                        f"was restarted; it may or may not have been applied") from e
-                if retryable and attempt < self.max_retries:
-                    attempt = self._backoff(attempt)
+                if not self._revive_embedded(http):
+                    raise
+                # A refused connection never reached the old server: always safe to send
+                # again. A request cut off mid-way may have been applied.
+                if retryable or isinstance(e, httpx.ConnectError):
                     continue
-                raise APIConnectionError(f"could not reach {self._base_url}: {e}") from e
+                raise APIConnectionError(
+                    f"{method} {path}: the embedded server died during the request and "
+                    f"was restarted; it may or may not have been applied") from e
             if resp.status_code < 400:
-                return None if resp.status_code == 204 else jsonio.loads(resp.content)
-            retry_after = _retry_after_seconds(resp)
-            if attempt < self.max_retries and (
-                    (retryable and resp.status_code in RETRY_STATUSES)
-                    or (resp.status_code == 429 and retry_after is not None
-                        and retry_after <= MAX_SHORT_RETRY_AFTER_SECONDS)):
-                attempt = self._backoff(attempt, retry_after)
-                continue
-            raise _status_error(resp, retry_after)
-
-    @staticmethod
-    def _backoff(attempt: int, retry_after: float | None = None) -> int:
-        delay = retry_after if retry_after is not None else min(8.0, 0.25 * 2**attempt)
-        time.sleep(delay * (1 + 0.25 * random.random()))
-        return attempt + 1
+                return resp
+            raise _ErrorStatus(resp)
 
     # ----- jobs --------------------------------------------------------------------------
     def submit_batch(self, payloads: Sequence[Any], compute_target: str | None = None, *,
@@ -324,12 +319,21 @@ def _quote(job_id: str) -> str:
     return quote(str(job_id), safe="")
 
 
-def _retry_after_seconds(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+class _ErrorStatus(Exception):
+    """An attempt answered with a 4xx/5xx: retried if the policy says so, else mapped to
+    the SDK's error for that status."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+        self.retry_after_seconds = retry.retry_after_seconds(response.headers)
+
+
+def _worth_another_try(error: BaseException, retryable: bool) -> bool:
+    if isinstance(error, _ErrorStatus):
+        return retry.worth_retrying(error.response.status_code, error.retry_after_seconds,
+                                    safe_to_repeat=retryable, patient=False)
+    return retryable and isinstance(error, retry.TRANSPORT_ERRORS)
 
 
 def _status_error(resp: httpx.Response, retry_after: float | None) -> Exception:

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx2 as httpx
 import psutil
+from atomiverse_core import retry
 from atomiverse_core.localhome import (
     SERVER_RECORD,
     home_path,
@@ -137,16 +138,20 @@ def _running_state(home: Path) -> dict[str, Any] | None:
     if found is None:
         return None
     state, proc = found
-    deadline = time.monotonic() + UNRESPONSIVE_SECONDS
-    while not _healthy(state["url"]):
-        if not still_running(proc):
-            return None
-        if time.monotonic() > deadline:
-            raise EmbeddedServerError(
-                f"the embedded server (pid {proc.pid}, {state['url']}) runs but does not "
-                f"answer; `atomiverse local stop` ends it; see {server_log(home)}")
-        time.sleep(0.2)
-    return state
+    # A server that is starting answers soon; one that never does is reported, not replaced.
+    answer = retry.poll(lambda: _answers_or_gone(state["url"], proc),
+                        timeout_seconds=UNRESPONSIVE_SECONDS, interval_seconds=0.2)
+    if answer is None:
+        raise EmbeddedServerError(
+            f"the embedded server (pid {proc.pid}, {state['url']}) runs but does not "
+            f"answer; `atomiverse local stop` ends it; see {server_log(home)}")
+    return state if answer == "answers" else None
+
+
+def _answers_or_gone(url: str, proc: psutil.Process) -> str | None:
+    if _healthy(url):
+        return "answers"
+    return None if still_running(proc) else "gone"
 
 
 def _start_again(home: Path, timeout: float) -> dict[str, Any]:
@@ -181,17 +186,20 @@ def _start(home: Path, timeout: float) -> dict[str, Any]:
              "--port", str(port), "--log-level", "warning"],
             stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     _launched[proc.pid] = proc
-    deadline = time.monotonic() + timeout
-    while not _healthy(url):
+
+    def started() -> bool | None:
+        if _healthy(url):
+            return True
         if proc.poll() is not None:
             raise exited_while_starting(home, proc.returncode, log_from)
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise EmbeddedServerError(
-                f"the embedded server did not start within {timeout:.0f} s; last lines of "
-                f"{log}:\n{log_tail(log, log_from)}")
-        time.sleep(0.05)
+        return None
+
+    if retry.poll(started, timeout_seconds=timeout, interval_seconds=0.05) is None:
+        proc.kill()
+        proc.wait()
+        raise EmbeddedServerError(
+            f"the embedded server did not start within {timeout:.0f} s; last lines of "
+            f"{log}:\n{log_tail(log, log_from)}")
     state = {**process_record(psutil.Process(proc.pid)), "url": url, "home": str(home),
              "started_at": started_at}
     write_record(home, SERVER_RECORD, state)
@@ -203,17 +211,20 @@ def _wait_for_local_controller(url: str, key: str, since: float, timeout: float)
     from datetime import datetime
 
     name = local_controller_name()
-    deadline = time.monotonic() + timeout
     headers = {"Authorization": f"Bearer {key}"}
-    while time.monotonic() < deadline:
+
+    def registered() -> bool | None:
         r = httpx.get(f"{url}/api/v1/controllers", headers=headers, timeout=5.0)
         for c in r.json().get("controllers", []):
-            registered = datetime.fromisoformat(c["registered_at"]).timestamp()
-            if c["name"] == name and c["status"] == "online" and registered >= since - 1:
-                return
-        time.sleep(0.1)
-    raise APIConnectionError(f"the local controller did not come up within {timeout:.0f} s; "
-                             f"see {atomiverse_home() / 'logs' / 'controller.log'}")
+            at = datetime.fromisoformat(c["registered_at"]).timestamp()
+            if c["name"] == name and c["status"] == "online" and at >= since - 1:
+                return True
+        return None
+
+    if retry.poll(registered, timeout_seconds=timeout, interval_seconds=0.1) is None:
+        raise APIConnectionError(f"the local controller did not come up within "
+                                 f"{timeout:.0f} s; see "
+                                 f"{atomiverse_home() / 'logs' / 'controller.log'}")
 
 
 def stop(timeout: float = 30.0) -> bool:

@@ -20,7 +20,6 @@ While the watch is broken, reads go to the server directly."""
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from atomiverse_core import retry
 from atomiverse_core.state import TERMINAL_STATES
 
 from ._exceptions import NotFoundError
@@ -40,7 +40,6 @@ COALESCE_SECONDS = 0.25
 COALESCE_ABOVE_JOBS = 8
 MAX_WATCHED = 10_000  # unfinished jobs in the watch (the server's limit per request)
 MAX_FINISHED_KEPT = 20_000  # finished records kept; older ones are read again if asked
-MAX_BACKOFF_SECONDS = 5.0
 
 Record = dict[str, Any]
 WatchCall = Callable[[dict[str, str | None], str, float, float], list[Record]]
@@ -280,7 +279,7 @@ class Informer:
                 self._records.pop(job_id, None)
 
     def _broke(self, error: Exception, failures: int) -> None:
-        delay = min(MAX_BACKOFF_SECONDS, 0.25 * 2 ** (failures - 1)) * (1 + random.random() / 4)
+        delay = retry.WATCH.seconds(failures)
         with self._cond:
             self._broken = error
             self._cond.notify_all()

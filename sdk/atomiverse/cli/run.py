@@ -8,13 +8,12 @@ import argparse
 import csv
 import json
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atomiverse_core import jobtypes
+from atomiverse_core import jobtypes, retry
 from atomiverse_core.atoms import Atoms, read_sdf_records, read_xyz_frames
 from atomiverse_core.jobs import Job
 from atomiverse_core.levels import GFN0_XTB, GFN1_XTB, GFN2_XTB, GFNFF, LevelOfTheory
@@ -142,14 +141,15 @@ def _submit(payloads: list[dict[str, Any]], target: str, rows: list[dict[str, An
 def _submit_chunk(chunk: list[dict[str, Any]], target: str) -> dict[str, Any]:
     """A big file is several batches; the server may ask us to slow down between them."""
     key = uuid.uuid4().hex  # the same key across waits: a lost response is not a duplicate
-    while True:
-        try:
-            return _client_jobs.submit_batch(chunk, compute_target=target, idempotency_key=key)
-        except RateLimitError as e:
-            wait = e.retry_after_seconds or 30.0
-            Console(stderr=True).print(f"rate limited: waiting {wait:.0f} s before the next "
-                                       f"batch")
-            time.sleep(wait)
+    waiting = retry.retrying(retry.RATE_LIMITED, before_sleep=_say_rate_limited,
+                             retry_on=lambda e: isinstance(e, RateLimitError))
+    return waiting(_client_jobs.submit_batch, chunk, compute_target=target,
+                   idempotency_key=key)
+
+
+def _say_rate_limited(state: Any) -> None:
+    wait = state.next_action.sleep if state.next_action else 0.0
+    Console(stderr=True).print(f"rate limited: waiting {wait:.0f} s before the next batch")
 
 
 def _wait(job_ids: dict[str, int], rows: list[dict[str, Any]], console: Console) -> None:
