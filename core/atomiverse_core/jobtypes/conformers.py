@@ -13,7 +13,7 @@ five steps, each started when the previous one has finished:
 3. ``select`` (one RDKit job): the distinct ones (same conformer: energies within
    0.1 kcal/mol and heavy-atom RMSD below 0.25 Angstrom after alignment over the molecule's
    symmetries) within ``prescreen_window_kcal_per_mol`` of the lowest, at most
-   ``max_refined``.
+   ``max_refined`` (40).
 4. refine: those optimised at the search's level with the optimiser settings below (the
    GeometryOptimization defaults: fmax 0.001 eV/Angstrom).
 5. ``select`` again, with ``energy_threshold_kcal_per_mol`` and ``rmsd_threshold_angstrom``
@@ -71,7 +71,7 @@ class ConformerSearch(Job):
     """Find the distinct low-energy conformers of ``atoms`` and their Boltzmann weights; see
     the module documentation for the steps. Defaults: ``n_candidates`` None (from the
     rotatable bonds, 10 + 20 per bond, at most 250; at most 1000 if given), prescreen at the
-    search's level to fmax 0.05 eV/Angstrom, at most 20 refined within 5 kcal/mol, the final
+    search's level to fmax 0.05 eV/Angstrom, at most 40 refined within 5 kcal/mol, the final
     ensemble within 6 kcal/mol, weights at 298.15 K."""
 
     job_type: Literal["conformer_search"] = "conformer_search"  # type: ignore[assignment]
@@ -81,7 +81,7 @@ class ConformerSearch(Job):
     prescreen_fmax_ev_per_angstrom: float = Field(default=0.05, gt=0, le=10)
     prescreen_max_steps: int = Field(default=200, ge=1, le=10_000)
     prescreen_window_kcal_per_mol: float = Field(default=5.0, gt=0, le=1000)
-    max_refined: int = Field(default=20, ge=1, le=MAX_CANDIDATES)
+    max_refined: int = Field(default=40, ge=1, le=MAX_CANDIDATES)
     optimizer: Optimizer = DEFAULT_OPTIMIZER
     fmax: Fmax = DEFAULT_FMAX_EV_PER_ANGSTROM
     max_steps: MaxSteps = DEFAULT_MAX_STEPS
@@ -173,7 +173,7 @@ def _prescreen_select(search: Payload, children: list[Child], ok: list[Child]) -
                    rmsd_angstrom=PRESCREEN_RMSD_ANGSTROM,
                    energy_kcal_per_mol=PRESCREEN_ENERGY_KCAL_PER_MOL,
                    window_kcal_per_mol=search.get("prescreen_window_kcal_per_mol", 5.0),
-                   keep=search.get("max_refined", 20))
+                   keep=search.get("max_refined", 40))
 
 
 def _refine(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
