@@ -256,7 +256,7 @@ def ensemble_table(result: Payload) -> Table | None:
 
 def search_note(job: Payload) -> str:
     n = job.get("n_candidates") or "10 + 20 per rotatable bond"
-    return f"{n} candidates, ≤ {job.get('max_refined', 20)} refined"
+    return f"{n} candidates, ≤ {job.get('max_refined', 40)} refined"
 
 
 JOB_TYPE = JobType(
