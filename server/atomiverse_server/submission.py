@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from atomiverse_core import jobtypes
+from atomiverse_core import jobtypes, qcschema
 from atomiverse_core.jobs import Job
 from atomiverse_core.jobtypes import describe_validation_error, parse_job
 from pydantic import ValidationError
@@ -143,6 +143,8 @@ def _check_atom_count_cheaply(payload: dict[str, Any], settings: Settings) -> No
 def validate_job(payload: Any, settings: Settings) -> Job:
     if not isinstance(payload, dict):
         raise EntryRejected("Invalid job payload: job: must be an object")
+    if qcschema.is_atomic_input(payload):  # stored as the job it describes
+        payload = _from_atomic_input(payload, settings)
     _check_atom_count_cheaply(payload, settings)
     try:
         job = parse_job(payload)
@@ -152,6 +154,20 @@ def validate_job(payload: Any, settings: Settings) -> Job:
         raise EntryRejected(f"Invalid job payload: atoms: {len(job.atoms)} atoms is more than "
                             f"the maximum of {settings.max_atoms}")
     return job
+
+
+def _from_atomic_input(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    molecule = data.get("molecule")
+    symbols = molecule.get("symbols") if isinstance(molecule, dict) else None
+    if isinstance(symbols, list) and len(symbols) > settings.max_atoms:
+        raise EntryRejected(f"Invalid job payload: molecule.symbols: {len(symbols)} atoms is "
+                            f"more than the maximum of {settings.max_atoms}")
+    try:
+        return qcschema.payload_from_atomic_input(data)
+    except qcschema.QCSchemaError as e:
+        raise EntryRejected(f"Invalid job payload: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise EntryRejected(f"Invalid job payload: molecule: {e}") from None
 
 
 def job_row(p: Prepared, *, workspace_id: str, route: Route, settings: Settings,
