@@ -13,13 +13,13 @@ from atomiverse.state import State
 PUBLIC_NAMES = [
     "APIConnectionError", "APIStatusError", "APITimeoutError", "AtomiverseError", "Atoms",
     "AuthenticationError", "BadRequestError", "Chain", "Client", "ConflictError",
-    "ConformerSearch", "Frequencies",
-    "GeometryOptimization", "InternalServerError", "Job", "JobsPage", "NotFoundError",
-    "PayloadTooLargeError", "PaymentRequiredError", "PermissionDeniedError", "RateLimitError",
-    "SinglePointEnergy", "State", "UnprocessableEntityError", "__version__", "_client_jobs",
-    "as_completed", "cancel_job", "configure", "delete_job", "get_default_client", "get_job", "iter_jobs",
-    "levels", "list_jobs", "rename_job", "results", "start_local", "state", "status",
-    "stop_local", "submit_batch", "wait_jobs",
+    "ConformerSearch", "Frequencies", "GeometryOptimization", "InternalServerError", "Job",
+    "JobsPage", "NotFoundError", "PayloadTooLargeError", "PaymentRequiredError",
+    "PermissionDeniedError", "RateLimitError", "SinglePointEnergy", "State",
+    "UnprocessableEntityError", "__version__", "_client_jobs", "as_completed", "cancel_job",
+    "configure", "delete_job", "export", "get_default_client", "get_job", "iter_jobs", "levels",
+    "list_jobs", "rename_job", "results", "start_local", "state", "status", "stop_local",
+    "submit_batch", "to_dataframe", "wait_jobs"
 ]
 
 

@@ -62,6 +62,7 @@ _CLIENT_ATTRIBUTES = {
     **dict.fromkeys(("as_completed", "cancel_job", "delete_job", "get_job", "iter_jobs",
                      "list_jobs", "rename_job", "status", "submit_batch", "wait_jobs"),
                     "._client_jobs"),
+    **dict.fromkeys(("to_dataframe", "export"), ".tables"),  # pandas loads on first use
 }
 
 
@@ -154,6 +155,8 @@ __all__ = [
     "status",
     "stop_local",
     "submit_batch",
+    "to_dataframe",
+    "export",
     "wait_jobs",
     # and every job type's input model (the registry's), in their sorted places:
 ]

@@ -7,7 +7,7 @@ import sys
 from importlib.metadata import entry_points
 from typing import Any
 
-from . import local, run
+from . import export, local, run
 
 PLUGGED_COMMANDS = ("server", "admin", "controller")
 
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run.add_parser(sub)
     local.add_parser(sub)
+    export.add_parser(sub)
     sub.add_parser("admin", help="administer a server: workspaces, keys, balances")
     sub.add_parser("server", help="run the job API server (see `atomiverse server --help`)")
     sub.add_parser("controller", help="run a compute controller (see `atomiverse controller "
