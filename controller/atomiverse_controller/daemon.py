@@ -24,7 +24,7 @@ from .ledger import Ledger
 from .lifeline import Lifeline
 from .reporter import ReportLoop
 from .spool import Spool
-from .workers import Outcome, WorkerPool
+from .pool import Outcome, WorkerPool
 
 log = logging.getLogger("atomiverse.controller")
 # Jobs shorter than this (the claim loop's moving average) are staged behind running ones, so
@@ -41,6 +41,7 @@ class Controller:
         self.ledger = Ledger()
         self.pool = WorkerPool(config.slots, engine=config.engine,
                                memory_limit_mb=config.memory_limit_mb,
+                               cores_per_job=config.cores_per_job,
                                idle_seconds=config.worker_idle_seconds or None,
                                keep_warm=config.warm_workers)
         self.reporter = ReportLoop(self.api, name=config.name, spool=Spool(config.spool_dir),
