@@ -22,9 +22,9 @@ from .config import ControllerConfig
 from .heartbeat import Heartbeat
 from .ledger import Ledger
 from .lifeline import Lifeline
+from .pool import Outcome, WorkerPool
 from .reporter import ReportLoop
 from .spool import Spool
-from .pool import Outcome, WorkerPool
 
 log = logging.getLogger("atomiverse.controller")
 # Jobs shorter than this (the claim loop's moving average) are staged behind running ones, so
@@ -167,7 +167,6 @@ class Controller:
         self.claimer.start()
         self.heartbeat = Heartbeat(self.api, self.ledger, name=self.config.name,
                                    interval=self.heartbeat_seconds,
-                                   free_slots=self.pool.free_slots,
                                    on_stop_jobs=self._stop_jobs,
                                    on_refused=self._refused_by_server,
                                    on_drain=self._drain_requested,
