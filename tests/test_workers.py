@@ -317,6 +317,24 @@ def test_unknown_engine_fails_to_start_clearly() -> None:
         WorkerPool(1, engine="orca").start()
 
 
+def test_a_slot_moves_only_along_its_transitions() -> None:
+    from atomiverse_controller.pool.slots import IllegalTransition, Slot, SlotState
+
+    slot = Slot()
+    with pytest.raises(IllegalTransition, match="DOWN to BUSY"):
+        slot.move(SlotState.BUSY)  # a job needs a started worker
+    slot.move(SlotState.STARTING)
+    slot.run("j", None, warming=True)  # handed over before ready: allowed
+    assert (slot.state, slot.deadline) == (SlotState.BUSY, None)  # no walltime while warming
+    with pytest.raises(IllegalTransition, match="BUSY to DORMANT"):
+        slot.move(SlotState.DORMANT)  # only a stopped idle worker goes dormant
+    assert slot.run_staged() is None and slot.state is SlotState.IDLE
+    slot.stopped()
+    slot.move(SlotState.DORMANT)
+    with pytest.raises(IllegalTransition, match="DORMANT to IDLE"):
+        slot.move(SlotState.IDLE)  # it starts again first
+
+
 def test_describe_exit() -> None:
     assert describe_exit(-9, 2000)[0] == "resource"
     assert "memory cap of 2000 MB" in describe_exit(-9, 2000)[1]
