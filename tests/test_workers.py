@@ -346,8 +346,8 @@ def test_describe_exit() -> None:
     tblite_words = ("Fortran runtime error: In file 'type.f90', around line 66: "
                     "Error allocating 12510816 bytes")
     assert describe_exit(1, 60, tblite_words)[0] == "resource"
-    assert describe_exit(1, None) == ("crash", "worker process exited with status 1 while "
-                                               "running the engine")
+    assert describe_exit(1, None) == ("crash", ("worker process exited with status 1 while "
+                                                "running the engine"))
 
 
 def _exhaust_memory() -> bytearray:
