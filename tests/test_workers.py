@@ -131,6 +131,33 @@ def test_memory_cap_leaves_normal_jobs_alone() -> None:
         assert o.ok, o.error
 
 
+def test_cores_per_job_is_the_engines_threads_and_the_billed_core_seconds() -> None:
+    data = payload("C" * 12)
+    with WorkerPool(1, cores_per_job=2) as pool:
+        o = run_one(pool, "two-cores", data)
+        pid = pool.worker_pids()["#0"]
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = dict(kv.split(b"=", 1) for kv in fh.read().split(b"\0") if b"=" in kv)
+        threads = len(os.listdir(f"/proc/{pid}/task"))
+    assert o.ok, o.error
+    assert env[b"OMP_NUM_THREADS"] == b"2"
+    # The main and engine threads, plus the engine's own: one-core workers have none.
+    assert threads > 2
+    result = o.result or {}
+    assert result["core_seconds"] == pytest.approx(2 * result["wall_time_seconds"])
+    direct = get_engine(DEFAULT_ENGINE).compute(data)
+    assert abs(result["energy_hartree"] - direct["energy_hartree"]) < 1e-6
+
+
+def test_one_core_workers_run_no_engine_threads(xtb_pool: WorkerPool) -> None:
+    o = run_one(xtb_pool, "one-core", payload("C" * 12))
+    assert o.ok, o.error
+    pid = xtb_pool.worker_pids()["#0"]
+    assert len(os.listdir(f"/proc/{pid}/task")) == 2  # main and engine thread only
+    result = o.result or {}
+    assert result["core_seconds"] == pytest.approx(result["wall_time_seconds"])
+
+
 # ----- faults (fake engine) ---------------------------------------------------------------------
 @pytest.mark.parametrize(("hook", "signum", "signame"), [
     ("__crash_segfault__", 11, "SIGSEGV"),
@@ -290,6 +317,24 @@ def test_unknown_engine_fails_to_start_clearly() -> None:
         WorkerPool(1, engine="orca").start()
 
 
+def test_a_slot_moves_only_along_its_transitions() -> None:
+    from atomiverse_controller.pool.slots import IllegalTransition, Slot, SlotState
+
+    slot = Slot()
+    with pytest.raises(IllegalTransition, match="DOWN to BUSY"):
+        slot.move(SlotState.BUSY)  # a job needs a started worker
+    slot.move(SlotState.STARTING)
+    slot.run("j", None, warming=True)  # handed over before ready: allowed
+    assert (slot.state, slot.deadline) == (SlotState.BUSY, None)  # no walltime while warming
+    with pytest.raises(IllegalTransition, match="BUSY to DORMANT"):
+        slot.move(SlotState.DORMANT)  # only a stopped idle worker goes dormant
+    assert slot.run_staged() is None and slot.state is SlotState.IDLE
+    slot.stopped()
+    slot.move(SlotState.DORMANT)
+    with pytest.raises(IllegalTransition, match="DORMANT to IDLE"):
+        slot.move(SlotState.IDLE)  # it starts again first
+
+
 def test_describe_exit() -> None:
     assert describe_exit(-9, 2000)[0] == "resource"
     assert "memory cap of 2000 MB" in describe_exit(-9, 2000)[1]
@@ -301,8 +346,32 @@ def test_describe_exit() -> None:
     tblite_words = ("Fortran runtime error: In file 'type.f90', around line 66: "
                     "Error allocating 12510816 bytes")
     assert describe_exit(1, 60, tblite_words)[0] == "resource"
-    assert describe_exit(1, None) == ("crash", "worker process exited with status 1 while "
-                                               "running the engine")
+    assert describe_exit(1, None) == ("crash", ("worker process exited with status 1 while "
+                                                "running the engine"))
+
+
+def _exhaust_memory() -> bytearray:
+    """Ask for a gigabyte under an address-space cap 64 MB above what is in use."""
+    import resource
+
+    with open("/proc/self/statm") as fh:
+        in_use = int(fh.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (in_use + (64 << 20), resource.RLIM_INFINITY))
+    return bytearray(1 << 30)
+
+
+def test_running_out_of_memory_is_retryable_however_it_shows() -> None:
+    """One rule: out of memory is ``resource`` (the server retries it), whether the worker
+    raised MemoryError, an isolated child did, or the worker died saying so, capped or not."""
+    from atomiverse_controller.engines.isolate import run_isolated
+    from atomiverse_controller.pool.exits import exception_failure
+
+    with pytest.raises(MemoryError):  # comes back as itself, so the worker's rule applies
+        run_isolated(_exhaust_memory, label="allocation")
+    assert exception_failure(MemoryError()) == ("resource", "out of memory")
+    assert exception_failure(RuntimeError("no"))[0] == "internal"
+    words = "Error allocating 8 bytes: Cannot allocate memory"
+    assert describe_exit(1, None, words)[0] == describe_exit(1, 100, words)[0] == "resource"
 
 
 def test_memory_cap_fails_the_huge_job_and_the_pool_goes_on() -> None:

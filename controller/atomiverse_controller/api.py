@@ -70,9 +70,8 @@ class ControllerAPI:
                          timeout=wait_seconds + 30.0)
         return out["jobs"]
 
-    def heartbeat(self, running: list[dict[str, str]], free_slots: int) -> dict[str, Any]:
-        return self._post("/api/v1/controllers/heartbeat",
-                          {"running": running, "free_slots": free_slots})
+    def heartbeat(self, running: list[dict[str, str]]) -> dict[str, Any]:
+        return self._post("/api/v1/controllers/heartbeat", {"running": running})
 
     def complete(self, reports: list[dict[str, Any]]) -> dict[str, Any]:
         return self._post("/api/v1/controllers/complete", {"reports": reports})

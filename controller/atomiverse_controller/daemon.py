@@ -22,9 +22,9 @@ from .config import ControllerConfig
 from .heartbeat import Heartbeat
 from .ledger import Ledger
 from .lifeline import Lifeline
+from .pool import Outcome, WorkerPool
 from .reporter import ReportLoop
 from .spool import Spool
-from .workers import Outcome, WorkerPool
 
 log = logging.getLogger("atomiverse.controller")
 # Jobs shorter than this (the claim loop's moving average) are staged behind running ones, so
@@ -41,6 +41,7 @@ class Controller:
         self.ledger = Ledger()
         self.pool = WorkerPool(config.slots, engine=config.engine,
                                memory_limit_mb=config.memory_limit_mb,
+                               cores_per_job=config.cores_per_job,
                                idle_seconds=config.worker_idle_seconds or None,
                                keep_warm=config.warm_workers)
         self.reporter = ReportLoop(self.api, name=config.name, spool=Spool(config.spool_dir),
@@ -164,7 +165,6 @@ class Controller:
         self.claimer.start()
         self.heartbeat = Heartbeat(self.api, self.ledger, name=self.config.name,
                                    interval=self.heartbeat_seconds,
-                                   free_slots=self.pool.free_slots,
                                    on_stop_jobs=self._stop_jobs,
                                    on_refused=self._refused_by_server,
                                    on_drain=self._drain_requested,

@@ -21,14 +21,14 @@ IDLE_HEARTBEAT_SECONDS = 15.0
 
 class Heartbeat:
     def __init__(self, api: ControllerAPI, ledger: Ledger, *, name: str, interval: float,
-                 free_slots: Callable[[], int], on_stop_jobs: Callable[[set[str], str], None],
+                 on_stop_jobs: Callable[[set[str], str], None],
                  on_refused: Callable[[Exception], None], on_drain: Callable[[], None],
                  held: Callable[[], list[dict[str, str]]] | None = None) -> None:
         """``held``: every lease this process holds, the ledger's and those of results not
         yet delivered (default: the ledger's)."""
         self.api, self.ledger, self.controller_name = api, ledger, name
         self.interval = interval
-        self.free_slots, self.on_stop_jobs, self.on_refused = free_slots, on_stop_jobs, on_refused
+        self.on_stop_jobs, self.on_refused = on_stop_jobs, on_refused
         self.on_drain = on_drain
         self.held = held or ledger.leases
         self.last_ok = time.monotonic()
@@ -48,7 +48,7 @@ class Heartbeat:
         if not leases and time.monotonic() - self.last_ok < IDLE_HEARTBEAT_SECONDS:
             return
         try:
-            out = self.api.heartbeat(leases, self.free_slots())
+            out = self.api.heartbeat(leases)
         except ServerRefused as e:
             self.on_refused(e)
             return

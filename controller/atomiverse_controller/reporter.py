@@ -41,14 +41,10 @@ class ReportLoop(threading.Thread):
         self.more_coming = more_coming
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.delivered = 0
-        self._idle = threading.Condition()
-        self._in_flight = 0
         self._arrived = threading.Event()  # a result was handed over
 
     def put(self, report: dict[str, Any], *, spooled: bool = False) -> None:
         report["_spooled"] = spooled
-        with self._idle:
-            self._in_flight += 1
         self.queue.put(report)
         # A holding report loop only needs waking once nothing more is coming; woken for
         # every result, it cost a thread switch per job for nothing.
@@ -87,11 +83,6 @@ class ReportLoop(threading.Thread):
 
     def close(self) -> None:
         self.queue.put(None)
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until every report handed over so far is delivered (or given up)."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def run(self) -> None:
         closing = False
@@ -155,9 +146,6 @@ class ReportLoop(threading.Thread):
         for report in batch:
             if report.get("_spooled"):
                 self.spool.remove(report)
-        with self._idle:
-            self._in_flight -= len(batch)
-            self._idle.notify_all()
 
     def _retrying(self, batch: list[dict[str, Any]], error: BaseException | None) -> None:
         log.warning("event=report_retry controller=%s jobs=%d error=%s",

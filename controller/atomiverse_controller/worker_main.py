@@ -1,23 +1,13 @@
 """Worker process: one engine, one job at a time, until its pipe closes.
 
-Started by :class:`atomiverse_controller.workers.WorkerPool` as
-``python -m atomiverse_controller.worker_main --fd N [--engine NAME] [--memory-limit-mb M]``
-with one end of a socketpair inherited as fd N. Native code runs here, never in the controller,
-so a segfault or abort costs this process and the one job it was running.
+Started by :class:`atomiverse_controller.pool.WorkerPool` as
+``python -m atomiverse_controller.worker_main --fd N [--engine NAME] [--memory-limit-mb M]
+[--cores C]`` with one end of a socketpair inherited as fd N. Native code runs here, never in
+the controller, so a segfault or abort costs this process and the one job it was running.
 
-Protocol: a ``multiprocessing.connection.Connection`` on fd N; every message is one pickle,
-length-prefixed by ``Connection``.
-
-=============== ====================================================================
-direction       message
-=============== ====================================================================
-worker->parent  once: ``{"type": "ready", "engine", "version", "engines", "pid"}``, or
-                ``{"type": "failed", "error": traceback}`` and exit status 1
-parent->worker  ``("job", job_id, payload)``, or ``None``: exit cleanly
-worker->parent  per job: ``{"type": "outcome", "job_id", "ok", "result_json", "error",
-                "error_type", "wall_time_seconds"}``; ``result_json`` is the result
-                already encoded as JSON (bytes), or None
-=============== ====================================================================
+The command line, environment and messages are :mod:`atomiverse_controller.pool.protocol`.
+The engine runs ``--cores`` threads (the controller's ``cores_per_job``), and a job's
+``core_seconds`` is its wall time times that.
 """
 
 from __future__ import annotations
@@ -35,20 +25,14 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-# One thread per worker (slots are the parallelism). Set before any numerical library loads;
-# the pool sets them in our environment too, in case the package __init__ loaded one first.
-THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "OMP_STACKSIZE": "1G",
-}
+from atomiverse_core import jsonio
+
+from .pool import exits, protocol
+
 # xtb keeps large arrays on the stack: a thousand atoms overflow the default 8 MiB. Untouched
 # stack pages cost no memory, so reserve generously.
 ENGINE_THREAD_STACK_BYTES = 1 << 30
-CORES_PER_JOB = 1
 PARENT_CHECK_SECONDS = 2.0
-OWN_TMPDIR_ENV = "ATOMIVERSE_WORKER_TMPDIR"  # set by the pool: this worker's TMPDIR, its own
 TRIM_AFTER_IDLE_SECONDS = 1.0
 _WARM_UP_PAYLOAD = {
     "job_type": "single_point_energy",
@@ -63,11 +47,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to the pool")
     parser.add_argument("--engine", default="", help="engine name; empty: the default engine")
     parser.add_argument("--memory-limit-mb", type=int, default=0, help="0: no cap")
-    return parser.parse_args(argv)
+    parser.add_argument("--cores", type=int, default=1, help="threads the engine runs")
+    args = parser.parse_args(argv)
+    if args.cores < 1:
+        parser.error("--cores must be at least 1")
+    return args
 
 
-def _prepare_process() -> None:
-    os.environ.update(THREAD_ENV)
+def _prepare_process(cores: int) -> None:
+    os.environ.update(protocol.thread_env(cores))
     # Ctrl-C in a terminal is for the controller, which decides what happens to running jobs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
@@ -157,8 +145,10 @@ def _level_requirement(payload: dict[str, Any]) -> str:
     return "" if level is None else level.engine_requirement()
 
 
-def run_job(default_engine: Any, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Compute one payload; never raises. Engine errors carry their message and traceback."""
+def run_job(default_engine: Any, job_id: str, payload: dict[str, Any],
+            cores: int = 1) -> dict[str, Any]:
+    """Compute one payload on ``cores`` threads; never raises. Engine errors carry their
+    message and traceback; how other exceptions count is :func:`exits.exception_failure`."""
     from .engines import EngineError
 
     out: dict[str, Any] = {"type": "outcome", "job_id": job_id, "ok": False, "result": None,
@@ -169,16 +159,14 @@ def run_job(default_engine: Any, job_id: str, payload: dict[str, Any]) -> dict[s
         out.update(ok=True, result=result)
     except EngineError as e:
         out.update(error=f"{e.message}\n\n{traceback.format_exc()}", error_type=e.error_type)
-    except MemoryError:
-        out.update(error=f"out of memory\n\n{traceback.format_exc()}", error_type="resource")
-    except Exception as e:
-        out.update(error=f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}",
-                   error_type="internal")
+    except Exception as e:  # noqa: BLE001 - a job's failure is data; MemoryError too
+        error_type, message = exits.exception_failure(e)
+        out.update(error=f"{message}\n\n{traceback.format_exc()}", error_type=error_type)
     wall = time.perf_counter() - start
     out["wall_time_seconds"] = wall
     if out["result"] is not None:
         out["result"]["wall_time_seconds"] = wall
-        out["result"]["core_seconds"] = wall * CORES_PER_JOB
+        out["result"]["core_seconds"] = wall * cores
     return out
 
 
@@ -186,15 +174,14 @@ def _encoded(out: dict[str, Any]) -> dict[str, Any]:
     """The outcome as sent: the result travels as the JSON the server will receive. The
     controller only passes it on, so it never builds (or unpickles) the result's thousands
     of numbers, and it can hand this worker its next job sooner."""
-    from atomiverse_core import jsonio
-
     result = out.pop("result")
     try:
         out["result_json"] = None if result is None else jsonio.dumps(result)
     except TypeError as e:  # orjson's JSONEncodeError: an engine returned a non-JSON value
         out.update(ok=False, result_json=None, error_type="internal",
                    error=f"result could not be encoded as JSON: {e}")
-    return out
+    return dict(protocol.outcome(out["job_id"], out["ok"], out["result_json"], out["error"],
+                                 out["error_type"], out.get("wall_time_seconds", 0.0)))
 
 
 def _forget_stderr() -> None:
@@ -218,20 +205,19 @@ def _return_free_memory() -> None:
         pass  # not glibc: nothing to trim this way
 
 
-def serve(conn: Connection, engine_name: str, memory_limit_mb: int) -> int:
+def serve(conn: Connection, engine_name: str, memory_limit_mb: int, cores: int = 1) -> int:
     """Warm up, report ready, then answer jobs until the pool says stop or goes away."""
     try:
         engine, engines = _warm_up(engine_name)
         if memory_limit_mb > 0:
             _cap_memory(memory_limit_mb)
-    except BaseException:
-        conn.send({"type": "failed", "error": traceback.format_exc()})
+    except BaseException:  # noqa: BLE001 - the pool reports why this worker cannot start
+        conn.send(protocol.failed(traceback.format_exc()))
         return 1
     from atomiverse_core.heap import freeze_startup_heap
 
     freeze_startup_heap()
-    conn.send({"type": "ready", "engine": engine.name, "version": engine.version(),
-               "engines": engines, "pid": os.getpid()})
+    conn.send(protocol.ready(engine.name, engine.version(), engines, os.getpid()))
     while True:
         try:
             if not conn.poll(TRIM_AFTER_IDLE_SECONDS):
@@ -239,18 +225,18 @@ def serve(conn: Connection, engine_name: str, memory_limit_mb: int) -> int:
             message = conn.recv()
         except (EOFError, OSError):
             return 0
-        if message is None:
+        if message is protocol.STOP:
             return 0
         _, job_id, payload = message
         _forget_stderr()
         try:
-            conn.send(_encoded(run_job(engine, job_id, payload)))
+            conn.send(_encoded(run_job(engine, job_id, payload, cores)))
         except OSError:
             return 0  # the pool went away mid-job
 
 
 def _remove_own_tmpdir() -> None:
-    own = os.environ.get(OWN_TMPDIR_ENV)
+    own = os.environ.get(protocol.OWN_TMPDIR_ENV)
     if own:
         import shutil
 
@@ -259,13 +245,14 @@ def _remove_own_tmpdir() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    _prepare_process()
+    _prepare_process(args.cores)
     conn = Connection(args.fd)
     status: list[int] = []
     # The engine runs in a thread because only a thread's stack size can be chosen from here.
     threading.stack_size(ENGINE_THREAD_STACK_BYTES)
     thread = threading.Thread(
-        target=lambda: status.append(serve(conn, args.engine, args.memory_limit_mb)),
+        target=lambda: status.append(serve(conn, args.engine, args.memory_limit_mb,
+                                           args.cores)),
         name="engine", daemon=True)
     thread.start()
     parent = os.getppid()

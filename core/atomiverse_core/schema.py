@@ -183,7 +183,6 @@ class ControllerRegistered(BaseModel):
     controller_id: str
     name: str
     token: str
-    lease_seconds: float
     heartbeat_seconds: float
 
 
@@ -206,14 +205,12 @@ class ClaimResponse(BaseModel):
 
 class HeartbeatRequest(_Wire):
     running: list[LeaseRef] = Field(default_factory=list, max_length=MAX_LEASES_PER_REQUEST)
-    free_slots: int = 0
 
 
 class HeartbeatResponse(BaseModel):
     cancelled: list[str] = Field(description="Jobs to stop now: cancelled by the user")
     lost: list[str] = Field(description="Jobs whose lease this controller no longer holds")
     drain: bool = Field(default=False, description="Stop claiming, finish, hand back, exit")
-    lease_seconds: float
 
 
 class JobReport(_Wire):

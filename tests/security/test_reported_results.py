@@ -113,10 +113,11 @@ def test_the_reporter_delivers_the_rest_when_one_report_is_refused(server, claim
     loop.put({"job_id": good["job_id"], "lease_id": good["lease_id"], "ok": True,
               "result": _real_result(good)})
     loop.start()
+    loop.close()  # it ends once both reports are delivered or given up
     try:
-        assert loop.flush(timeout=60), "the reporter is still trying to send a refused report"
+        loop.join(timeout=60)
+        assert not loop.is_alive(), "the reporter is still trying to send a refused report"
     finally:
-        loop.close()
         api.close()
     assert loop.delivered == 1
     assert _job(server, key, good["job_id"])["state"] == "done"

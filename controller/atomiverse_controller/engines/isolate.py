@@ -31,7 +31,8 @@ _PR_SET_PDEATHSIG = 1
 
 def run_isolated(fn: Callable[[], T], *, label: str) -> T:
     """``fn()`` in a forked child, in a private temporary directory, standard output muted.
-    Its return value or EngineError comes back; any other exception becomes an internal one."""
+    Its return value, EngineError or MemoryError comes back; any other exception becomes an
+    internal EngineError."""
     read_fd, write_fd = os.pipe()
     parent = os.getpid()
     sys.stdout.flush()
@@ -67,8 +68,8 @@ def _child(fn: Callable[[], Any], write_fd: int, parent: int) -> None:
                 out: tuple[bool, Any] = (True, fn())
             except EngineError as e:
                 out = (False, e)
-            except MemoryError:
-                out = (False, EngineError("out of memory", "internal"))
+            except MemoryError as e:  # the worker counts it, as it does its own
+                out = (False, e)
             except Exception as e:  # noqa: BLE001 - everything else is reported, not raised
                 out = (False, EngineError(f"{type(e).__name__}: {e}", "internal"))
             os.chdir("/")
@@ -83,7 +84,8 @@ def _child(fn: Callable[[], Any], write_fd: int, parent: int) -> None:
 def _single_threaded_openmp() -> None:
     """libgomp is not fork-safe: a child of a process that ran a parallel region with several
     threads waits forever on the next one, for threads it does not have. One thread per team
-    takes the path that needs no pool. (Workers run one thread anyway: OMP_NUM_THREADS=1.)"""
+    takes the path that needs no pool. (So an isolated computation runs one thread, even in a
+    worker of several cores.)"""
     try:
         with open("/proc/self/maps") as fh:
             paths = {line.split()[-1] for line in fh if "libgomp" in line and "/" in line}

@@ -76,7 +76,6 @@ def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep
         notifier.jobs_pending.fire()
         notifier.finished(None)  # some may have failed for good: wake their waiters
     return {"controller_id": ctl.id, "name": ctl.name, "token": token,
-            "lease_seconds": settings.lease_seconds,
             "heartbeat_seconds": settings.heartbeat_seconds}
 
 
@@ -168,7 +167,7 @@ def heartbeat(body: HeartbeatRequest, controller: CurrentController, engine: Eng
             conn, controller=controller,
             running=[(r.job_id, r.lease_id) for r in body.running],
             lease_seconds=settings.lease_seconds)
-    return out | {"lease_seconds": settings.lease_seconds}
+    return out
 
 
 @router.post("/complete", response_model=CompleteResponse)

@@ -1,0 +1,280 @@
+"""The pool of worker processes that run engines, one job per slot, seen from the controller.
+
+Each slot is a ``worker_main`` subprocess in its own session (:mod:`.processes`), talking over
+a socketpair (:mod:`.protocol`). The pool never runs native code itself: a worker that
+segfaults, aborts, is OOM-killed, overruns its walltime or is cancelled is killed with its
+whole process group and replaced, and the pool keeps serving. How a death becomes an error
+type is :mod:`.exits`; a slot's states are :mod:`.slots`.
+
+``poll()`` sleeps in ``multiprocessing.connection.wait`` on the worker sockets plus a self-pipe,
+so an idle pool costs no CPU. ``submit``, ``cancel``, ``wakeup`` and the queries may be called
+from other threads than the one polling; one thread polls, and ``shutdown`` comes after it stopped.
+
+``cores_per_job``: each worker runs its engine with that many threads (OpenMP, BLAS) and
+reports ``core_seconds`` as wall time times that number, which is what the server bills. A
+slot is one job at a time, so the pool uses ``slots * cores_per_job`` cores. (A computation
+xtb runs in a forked child, GFN0-xTB and GFN-FF, runs one thread: libgomp is not fork-safe.)
+
+With ``idle_seconds``, a pool that has run nothing for that long stops all but ``keep_warm``
+workers, so an idle daemon on a many-core node does not hold a warm engine per core. A stopped
+("dormant") slot still counts as free: ``submit`` starts its worker again and hands it the job,
+which runs once the worker is warm (about a second).
+
+Short jobs can be staged: ``stage()`` sends a job to a busy worker's socket behind the one it
+runs, so the worker starts it the moment it finishes instead of waiting a round trip for this
+process to be scheduled and hand it over. At most one per worker. A staged job counts as
+started when the job before it reports. If the worker dies, overruns or is cancelled first,
+the staged job never started: its replacement runs it once warm.
+
+Outcomes: every submitted or staged job yields exactly one :class:`Outcome` from ``poll()``,
+except a job stopped by ``cancel()``, which yields none (the caller asked for it and already
+knows).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Any, Self
+
+from . import protocol
+from .protocol import Outcome
+from .slots import Slot, SlotState, Staged
+from .supervisor import BUSY, DORMANT, IDLE, STARTING, SlotSupervisor
+from .waker import Waker
+
+log = logging.getLogger("atomiverse_controller.workers")
+
+START_TIMEOUT_SECONDS = 120.0
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not start (engine missing, import error, ...); the message says why."""
+
+
+class WorkerPool(SlotSupervisor):
+    """``slots`` worker processes running ``engine`` (None: the worker's default engine) with
+    ``cores_per_job`` threads each."""
+
+    def __init__(self, slots: int, engine: str | None = None,
+                 memory_limit_mb: int | None = None,
+                 start_timeout_seconds: float = START_TIMEOUT_SECONDS,
+                 idle_seconds: float | None = None, keep_warm: int = 1,
+                 cores_per_job: int = 1) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        if keep_warm < 0:
+            raise ValueError("keep_warm must be at least 0")
+        if cores_per_job < 1:
+            raise ValueError("cores_per_job must be at least 1")
+        self.slots, self.cores_per_job = slots, cores_per_job
+        self.idle_seconds, self.keep_warm = idle_seconds, keep_warm
+        self._last_busy = time.monotonic()
+        self.memory_limit_mb = memory_limit_mb
+        self.start_timeout_seconds = start_timeout_seconds
+        self.engine_name: str | None = engine  # resolved by the first worker when None
+        self.engine_version: str | None = None
+        self.engines: dict[str, str] = {}  # what the workers can run: name -> version
+        self._requested_engine = engine or ""
+        self._workers: list[Slot] = []
+        self._retired: list[Connection] = []
+        self._lock = threading.RLock()
+        self._waker = Waker()
+        self._closed = False
+        self._unstarted: list[Outcome] = []  # staged jobs no worker could take over
+        self.staged_total = 0
+
+    # ----- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Spawn every worker and wait until each has warmed up; WorkerStartError if one can't."""
+        with self._lock:
+            if self._workers or self._closed:
+                raise RuntimeError("a WorkerPool starts once")
+            self._workers = [Slot() for _ in range(self.slots)]
+            for worker in self._workers:
+                self._spawn(worker)
+        deadline = time.monotonic() + self.start_timeout_seconds
+        error = None
+        while error is None and self._count(STARTING):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                error = f"not ready after {self.start_timeout_seconds:g} s"
+                break
+            self.poll(remaining)  # returns as soon as any worker reports
+            error = next((w.start_error for w in self._workers if w.start_error), None)
+        if error is not None:
+            self.shutdown(kill=True)
+            raise WorkerStartError(f"worker for engine {self._requested_engine or '(default)'!r} "
+                                   f"failed to start: {error}")
+
+    def shutdown(self, kill: bool = False, timeout: float = 10.0) -> None:
+        """Stop every worker. ``kill=False``: idle workers exit cleanly and running jobs get
+        ``timeout`` seconds to finish (their outcomes are discarded: poll first to keep them);
+        ``kill=True``: SIGKILL now."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            workers, self._workers = self._workers, []
+        if not kill:
+            for w in workers:
+                if w.process is not None:
+                    w.process.send(protocol.STOP)
+            deadline = time.monotonic() + timeout
+            for w in workers:
+                if w.process is not None:
+                    w.process.wait_exit(max(0.0, deadline - time.monotonic()))
+        for w in workers:
+            self._kill(w)
+        self._close_retired()
+        self._waker.close()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(kill=True)
+
+    # ----- jobs --------------------------------------------------------------------------------
+    def free_slots(self) -> int:
+        """Slots that take a job now: warm idle workers, and dormant ones submit restarts."""
+        return self._count(IDLE) + self._count(DORMANT)
+
+    def warm_workers(self) -> int:
+        """Worker processes running (warm or warming up), for ops and tests."""
+        with self._lock:
+            return sum(1 for w in self._workers if w.process is not None)
+
+    def _count(self, state: SlotState) -> int:
+        with self._lock:
+            return sum(1 for w in self._workers if w.state is state)
+
+    def running_jobs(self) -> list[str]:
+        """Jobs that will yield an outcome: running, and staged behind a running one."""
+        with self._lock:
+            running = [w.job_id for w in self._workers if w.state is BUSY and w.job_id]
+            return running + [w.staged.job_id for w in self._workers
+                              if w.staged is not None and not w.staged.cancelled]
+
+    def stageable(self) -> int:
+        """Workers that take a staged job now: busy with a job, none staged yet."""
+        with self._lock:
+            return sum(1 for w in self._workers if w.can_stage)
+
+    def staged_jobs(self) -> int:
+        with self._lock:
+            return sum(1 for w in self._workers if w.staged is not None)
+
+    def worker_pids(self) -> dict[str, int]:
+        """Job id (``#<slot>`` for an idle or starting worker) -> worker pid, for ops and tests."""
+        with self._lock:
+            return {w.job_id or f"#{i}": w.process.pid for i, w in enumerate(self._workers)
+                    if w.process is not None}
+
+    def submit(self, job_id: str, payload: dict[str, Any],
+               walltime_seconds: float | None = None) -> None:
+        """Start a job on a free slot; RuntimeError if there is none. ``walltime_seconds``
+        defaults to the payload's ``walltime_seconds`` (None: no limit)."""
+        if walltime_seconds is None:
+            walltime_seconds = payload.get("walltime_seconds")
+        with self._lock:
+            if job_id in self.running_jobs():
+                raise ValueError(f"job {job_id} is already running")
+            # Warm workers first; a dormant one is started with the job already in its socket.
+            for worker in sorted(self._workers, key=lambda w: w.state is not IDLE):
+                if worker.state not in (IDLE, DORMANT):
+                    continue
+                warming = worker.state is DORMANT
+                if warming:
+                    self._spawn(worker)
+                if self._send(worker, protocol.job(job_id, payload)):
+                    worker.run(job_id, walltime_seconds, warming=warming)
+                    self._last_busy = worker.job_started
+                    return
+                self._replace(worker)  # died while idle; try the next one
+            raise RuntimeError("no free slot")
+
+    def stage(self, job_id: str, payload: dict[str, Any],
+              walltime_seconds: float | None = None) -> bool:
+        """Send a job to a busy worker, to start when its running job ends (see the module
+        docstring). False if no worker can take one (``stageable()`` is 0)."""
+        if walltime_seconds is None:
+            walltime_seconds = payload.get("walltime_seconds")
+        with self._lock:
+            if job_id in self.running_jobs():
+                raise ValueError(f"job {job_id} is already running")
+            for worker in self._workers:
+                if worker.can_stage and self._send(worker, protocol.job(job_id, payload)):
+                    worker.staged = Staged(job_id, payload, walltime_seconds)
+                    self.staged_total += 1
+                    return True
+            return False
+
+    def cancel(self, job_id: str) -> bool:
+        """Kill the worker running ``job_id`` (its whole process group) and start a fresh one;
+        a job staged behind it goes to the fresh one. A staged ``job_id`` is stopped as it
+        starts. The job yields no Outcome. False if the job is not running here."""
+        with self._lock:
+            worker = next((w for w in self._workers if w.state is BUSY and w.job_id == job_id),
+                          None)
+            if worker is None:
+                return self._cancel_staged(job_id)
+            log.info("job %s cancelled: killing worker pid %s", job_id, worker.pid)
+            self._replace(worker)
+        self._waker.nudge()  # a blocked poll must start watching the replacement
+        return True
+
+    def _cancel_staged(self, job_id: str) -> bool:
+        # It is in the worker's socket already; the worker is stopped once it has it.
+        staged = next((w.staged for w in self._workers
+                       if w.staged is not None and w.staged.job_id == job_id), None)
+        if staged is None or staged.cancelled:
+            return False
+        log.info("job %s cancelled while staged: its worker stops when it starts it", job_id)
+        staged.cancelled = True
+        return True
+
+    def wakeup(self) -> None:
+        """Make a blocked ``poll()`` return now (possibly with no outcomes). Thread-safe."""
+        self._waker.wake()
+
+    def poll(self, timeout: float | None = None) -> list[Outcome]:
+        """Outcomes of finished jobs; blocks up to ``timeout`` seconds (None: no limit) until
+        there is at least one. Returns early, possibly with ``[]``, on ``wakeup()``, when a
+        worker reports anything else (e.g. a replacement became ready: free slots changed) and
+        when idle workers were stopped."""
+        end = None if timeout is None else time.monotonic() + timeout
+        outcomes: list[Outcome] = []
+        while True:
+            with self._lock:
+                if self._closed:
+                    return outcomes
+                self._close_retired()
+                outcomes += self._expire_walltimes()
+                outcomes += self._expire_warm_ups()
+                outcomes += self._take_unstarted()
+                self._respawn_due()
+                retired = self._retire_idle()
+                watched = {w.process.conn: w for w in self._workers if w.process is not None}
+                wait_for = self._wait_seconds(end)
+            if outcomes or retired:
+                return outcomes
+            ready = wait([*watched, self._waker.fd], wait_for)
+            woken = self._waker.drain() if self._waker.fd in ready else False
+            heard = False
+            with self._lock:
+                for conn in ready:
+                    worker = watched.get(conn)  # type: ignore[call-overload]
+                    if worker is None or worker.process is None or worker.process.conn is not conn:
+                        continue  # the wakeup pipe, or a worker retired meanwhile
+                    heard = True
+                    if (outcome := self._receive(worker)) is not None:
+                        outcomes.append(outcome)
+                outcomes += self._take_unstarted()
+            if outcomes or woken or heard:
+                return outcomes
+            if end is not None and time.monotonic() >= end:
+                return outcomes
