@@ -25,7 +25,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from atomiverse_core import jsonio
+from atomiverse_core import jobtypes, jsonio
 
 from .pool import exits, protocol
 
@@ -34,12 +34,15 @@ from .pool import exits, protocol
 ENGINE_THREAD_STACK_BYTES = 1 << 30
 PARENT_CHECK_SECONDS = 2.0
 TRIM_AFTER_IDLE_SECONDS = 1.0
-_WARM_UP_PAYLOAD = {
-    "job_type": "single_point_energy",
-    "atoms": {"numbers": [1, 1], "positions": [[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]],
-              "charge": 0, "multiplicity": 1},
-    "level_of_theory": {"method": "gfn2-xtb"},
-}
+_WARM_UP_MOLECULE = {"numbers": [1, 1], "positions": [[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]],
+                     "charge": 0, "multiplicity": 1}
+
+
+def _warm_up_payload() -> dict[str, Any]:
+    """H2 as the registry's first job type (the single point: the cheapest lists first)."""
+    first = jobtypes.all_types()[0]
+    return {"job_type": first.name, "atoms": _WARM_UP_MOLECULE,
+            "level_of_theory": {"method": "gfn2-xtb"}}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -93,7 +96,7 @@ def _warm_up(engine_name: str) -> tuple[Any, dict[str, str]]:
         import ase.optimize  # noqa: F401 - first optimisation should not pay for this import
 
         engines = available_engines()
-    engine.compute(_WARM_UP_PAYLOAD)
+    engine.compute(_warm_up_payload())
     return engine, engines
 
 
