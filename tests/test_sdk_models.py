@@ -11,7 +11,8 @@ from atomiverse.state import State
 
 # The SDK's public names, exactly: a name added or dropped is a decision, made here too.
 PUBLIC_NAMES = [
-    "APIConnectionError", "APIStatusError", "APITimeoutError", "AtomiverseError", "Atoms",
+    "APIConnectionError", "APIStatusError", "APITimeoutError", "AsyncClient", "AtomiverseError",
+    "Atoms",
     "AuthenticationError", "BadRequestError", "Chain", "Client", "ConflictError",
     "ConformerSearch", "Frequencies", "GeometryOptimization", "InternalServerError", "Job",
     "JobsPage", "NotFoundError", "PayloadTooLargeError", "PaymentRequiredError",

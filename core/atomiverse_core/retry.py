@@ -146,6 +146,15 @@ def retrying(backoff: Backoff, *, retry_on: Callable[[BaseException], bool],
         before_sleep=before_sleep)
 
 
+def async_retrying(backoff: Backoff, *, retry_on: Callable[[BaseException], bool],
+                   attempts: int | None = None) -> tenacity.AsyncRetrying:
+    """:func:`retrying` for coroutines (``await policy(fn, *args)``), sleeping with
+    ``asyncio.sleep``."""
+    return tenacity.AsyncRetrying(
+        stop=tenacity.stop_never if attempts is None else tenacity.stop_after_attempt(attempts),
+        wait=_Wait(backoff), retry=tenacity.retry_if_exception(retry_on), reraise=True)
+
+
 def poll(check: Callable[[], T | None], *, timeout_seconds: float,
          interval_seconds: float) -> T | None:
     """Call ``check`` until it returns something (not None): that value, or None once

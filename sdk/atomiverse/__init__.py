@@ -63,6 +63,7 @@ _CLIENT_ATTRIBUTES = {
                      "list_jobs", "rename_job", "status", "submit_batch", "wait_jobs"),
                     "._client_jobs"),
     **dict.fromkeys(("to_dataframe", "export"), ".tables"),  # pandas loads on first use
+    "AsyncClient": "._async_client",
 }
 
 
@@ -155,6 +156,7 @@ __all__ = [
     "status",
     "stop_local",
     "submit_batch",
+    "AsyncClient",
     "to_dataframe",
     "export",
     "wait_jobs",

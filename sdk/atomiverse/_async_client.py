@@ -1,0 +1,182 @@
+"""``AsyncClient``: the client's methods as coroutines, for asyncio services and notebooks
+(Jupyter's running loop): the same models, errors and retry policy as :class:`Client`.
+
+    async with atomiverse.AsyncClient() as client:
+        res = await client.submit_batch(payloads, compute_target="local")
+        async for record in client.as_completed([j["job_id"] for j in res["jobs"]]):
+            print(record["job_id"], record["state"])
+
+``base_url`` and ``api_key``: argument, then ``ATOMIVERSE_BASE_URL``/``ATOMIVERSE_API_KEY``,
+then the embedded server on this machine (started, off the event loop, on first use)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Self
+
+import httpx2 as httpx
+from atomiverse_core import jsonio, retry
+from atomiverse_core.state import TERMINAL_STATES
+
+from . import _embedded
+from ._client import (
+    WAIT_COALESCE_ABOVE_JOBS,
+    WAIT_COALESCE_SECONDS,
+    WAIT_POLL_SECONDS,
+    _entry,
+    _ErrorStatus,
+    _quote,
+    _status_error,
+    _worth_another_try,
+)
+from ._config import NOT_GIVEN, pick
+from ._exceptions import APIConnectionError, APITimeoutError
+
+
+class AsyncClient:
+    def __init__(self, api_key: Any = NOT_GIVEN, base_url: Any = NOT_GIVEN, *,
+                 timeout: float = 60.0, max_retries: int = 3) -> None:
+        self._api_key: str | None = pick(api_key, "ATOMIVERSE_API_KEY")
+        base = pick(base_url, "ATOMIVERSE_BASE_URL")
+        self._base_url: str | None = base.rstrip("/") if base else None
+        self.embedded = self._base_url is None
+        self.timeout, self.max_retries = timeout, max_retries
+        self._http: httpx.AsyncClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connect(self) -> httpx.AsyncClient:
+        async with self._lock:
+            if self._http is None:
+                if self.embedded:
+                    self._base_url, self._api_key = await asyncio.to_thread(
+                        _embedded.ensure_running)
+                headers = {"X-Atomiverse-Local-Controller": _embedded.local_controller_name()}
+                if self._api_key:
+                    headers["Authorization"] = f"Bearer {self._api_key}"
+                self._http = httpx.AsyncClient(base_url=self._base_url or "", headers=headers,
+                                               timeout=self.timeout)
+            return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def request(self, method: str, path: str, *, json: Any = None,
+                      params: dict[str, Any] | None = None,
+                      idempotency_key: str | None = None, timeout: float | None = None,
+                      retryable: bool | None = None) -> Any:
+        """As :meth:`Client.request`: retried by the same policy, errors mapped the same."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        content = None
+        if json is not None:
+            content, headers["Content-Type"] = jsonio.dumps(json), "application/json"
+        if retryable is None:
+            retryable = method in ("GET", "PUT", "DELETE", "PATCH") or bool(idempotency_key)
+        sending = retry.async_retrying(retry.CLIENT, attempts=self.max_retries + 1,
+                                       retry_on=lambda e: _worth_another_try(e, retryable))
+        try:
+            resp = await sending(self._send, method, path, content=content, params=params,
+                                 headers=headers, timeout=timeout or self.timeout)
+        except httpx.TimeoutException as e:
+            raise APITimeoutError(f"{method} {path} timed out") from e
+        except retry.TRANSPORT_ERRORS as e:
+            raise APIConnectionError(f"could not reach {self._base_url}: {e}") from e
+        except _ErrorStatus as e:
+            raise _status_error(e.response, e.retry_after_seconds) from None
+        return None if resp.status_code == 204 else jsonio.loads(resp.content)
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        resp = await (await self._connect()).request(method, path, **kwargs)
+        if resp.status_code >= 400:
+            raise _ErrorStatus(resp)
+        return resp
+
+    # ----- jobs --------------------------------------------------------------------------
+    async def submit_batch(self, payloads: Sequence[Any], compute_target: str | None = None,
+                           *, idempotency_key: str | None = None) -> dict[str, Any]:
+        entries = [_entry(p, compute_target) for p in payloads]
+        return await self.request("POST", "/api/v1/jobs/submit-batch", json={"jobs": entries},
+                                  idempotency_key=idempotency_key or uuid.uuid4().hex)
+
+    async def submit_job(self, payload: Any,
+                         compute_target: str | None = None) -> dict[str, Any]:
+        return await self.request("POST", "/api/v1/jobs", json=_entry(payload, compute_target))
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/api/v1/jobs/{_quote(job_id)}")
+
+    async def job_children(self, job_id: str) -> list[dict[str, Any]]:
+        return (await self.request("GET", f"/api/v1/jobs/{_quote(job_id)}/children"))["jobs"]
+
+    async def list_jobs(self, limit: int = 50, cursor: str | None = None, *,
+                        state: str | None = None, name: str | None = None) -> dict[str, Any]:
+        """One page: ``{"jobs": [...], "has_more": ..., "next_cursor": ...}``."""
+        params = {"limit": limit, "cursor": cursor, "state": state, "name": name}
+        return await self.request("GET", "/api/v1/jobs",
+                                  params={k: v for k, v in params.items() if v is not None})
+
+    async def iter_jobs(self, limit: int = 50,
+                        max_jobs: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every job, newest first, ``limit`` per page."""
+        count, cursor = 0, None
+        while True:
+            page = await self.list_jobs(limit, cursor)
+            for job in page["jobs"]:
+                if max_jobs is not None and count >= max_jobs:
+                    return
+                count += 1
+                yield job
+            if not page["has_more"]:
+                return
+            cursor = page["next_cursor"]
+
+    async def rename_job(self, job_id: str, name: str) -> dict[str, Any]:
+        return await self.request("PATCH", f"/api/v1/jobs/{_quote(job_id)}", json={"name": name})
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/api/v1/jobs/{_quote(job_id)}/cancel")
+
+    async def delete_job(self, job_id: str) -> None:
+        await self.request("DELETE", f"/api/v1/jobs/{_quote(job_id)}")
+
+    async def as_completed(self, job_ids: Sequence[str],
+                           timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Each job's record (``{job_id, state, result, error, ...}``) as soon as it is
+        finished, in the order they finish; ``TimeoutError`` if some are not by ``timeout``
+        seconds. The server holds each request until something finishes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = list(dict.fromkeys(str(j) for j in job_ids))
+        while pending:
+            left = WAIT_POLL_SECONDS if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{len(pending)} jobs were not finished after {timeout} s")
+            body = await self.request("POST", "/api/v1/jobs/wait", json={
+                "job_ids": pending, "timeout_seconds": min(WAIT_POLL_SECONDS, left),
+                "include_result": True,
+                "coalesce_seconds": WAIT_COALESCE_SECONDS
+                if len(pending) > WAIT_COALESCE_ABOVE_JOBS else 0.0},
+                timeout=WAIT_POLL_SECONDS + self.timeout, retryable=True)
+            finished = [j for j in body["jobs"] if j["state"] in TERMINAL_STATES]
+            done = {j["job_id"] for j in finished}
+            pending = [j for j in pending if j not in done]
+            for record in finished:
+                yield record
+
+    async def wait_jobs(self, job_ids: Sequence[str],
+                        timeout: float | None = None) -> list[dict[str, Any]]:
+        """Every job's record once all are finished, in the order given."""
+        done = {r["job_id"]: r async for r in self.as_completed(job_ids, timeout)}
+        return [done[str(j)] for j in job_ids]
+
+
+__all__ = ["AsyncClient"]
