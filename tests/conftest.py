@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,6 +162,22 @@ def restart_server(srv: Server) -> None:
                                      srv.database_url, "--log-level", "warning", *srv.extra],
                                     stdout=log, stderr=log, env=srv.env)
     wait_http(f"{srv.url}/healthz", proc=srv.proc)
+
+
+@contextmanager
+def own_server(home: Path, workspace: str, controller: str,
+               *controller_args: str) -> Iterator[tuple[Server, str]]:
+    """A server of the module's own, a workspace and one running controller in it; all
+    stopped afterwards. Yields the server and the workspace's API key."""
+    srv = start_server(home)
+    try:
+        key = srv.new_workspace(workspace)
+        srv.start_controller(key, controller, *controller_args)
+        yield srv, key
+    finally:
+        for c in srv.controllers:
+            stop_process(c)
+        stop_process(srv.proc)
 
 
 @pytest.fixture(scope="session")

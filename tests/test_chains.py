@@ -10,20 +10,15 @@ import atomiverse
 import httpx2 as httpx
 import pytest
 from atomiverse.levels import GFN2_XTB
-from conftest import restart_server, start_server, stop_process, xtb_reference
+from conftest import own_server, restart_server, start_server, stop_process, xtb_reference
 
 ETHANOL = atomiverse.Atoms.from_smiles("CCO")
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("chains"))
-    key = server.new_workspace("chains")
-    server.start_controller(key, "chain-box", "--slots", "2")
-    yield server, key
-    for c in server.controllers:
-        stop_process(c)
-    stop_process(server.proc)
+    with own_server(tmp_path_factory.mktemp("chains"), "chains", "chain-box", "--slots", "2") as both:
+        yield both
 
 
 @pytest.fixture

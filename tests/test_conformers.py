@@ -16,7 +16,7 @@ import atomiverse
 import numpy as np
 import pytest
 from atomiverse.levels import GFN2_XTB
-from conftest import start_server, stop_process, xtb_reference
+from conftest import own_server, stop_process, xtb_reference
 
 BOLTZMANN_KCAL_PER_MOL_K = 0.0019872042586
 KCAL_PER_MOL_PER_HARTREE = 627.509474063
@@ -24,13 +24,8 @@ KCAL_PER_MOL_PER_HARTREE = 627.509474063
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("conformers"))
-    key = server.new_workspace("conformers")
-    server.start_controller(key, "conf-box", "--slots", "2")
-    yield server, key
-    for c in server.controllers:
-        stop_process(c)
-    stop_process(server.proc)
+    with own_server(tmp_path_factory.mktemp("conformers"), "conformers", "conf-box", "--slots", "2") as both:
+        yield both
 
 
 @pytest.fixture

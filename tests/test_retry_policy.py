@@ -228,7 +228,7 @@ def test_controller_api_sorts_answers_into_try_later_refused_and_wrong(answer, e
         api = ControllerAPI(server.url)
         try:
             with pytest.raises(error) as caught:
-                api.heartbeat([], 1)
+                api.heartbeat([])
         finally:
             api.close()
     if answer[1].get("Retry-After"):

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
 import httpx2 as httpx
-from atomiverse_core import jsonio, retry
+from atomiverse_core import retry
 from atomiverse_core.state import TERMINAL_STATES
 
 from . import _embedded
@@ -27,13 +27,10 @@ from ._client import (
     WAIT_COALESCE_SECONDS,
     WAIT_POLL_SECONDS,
     _entry,
-    _ErrorStatus,
     _quote,
-    _status_error,
-    _worth_another_try,
 )
 from ._config import NOT_GIVEN, pick
-from ._exceptions import APIConnectionError, APITimeoutError
+from ._requests import ErrorStatus, cause, decoded, prepare, sdk_error, worth_another_try
 
 
 class AsyncClient:
@@ -76,29 +73,20 @@ class AsyncClient:
                       idempotency_key: str | None = None, timeout: float | None = None,
                       retryable: bool | None = None) -> Any:
         """As :meth:`Client.request`: retried by the same policy, errors mapped the same."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        content = None
-        if json is not None:
-            content, headers["Content-Type"] = jsonio.dumps(json), "application/json"
-        if retryable is None:
-            retryable = method in ("GET", "PUT", "DELETE", "PATCH") or bool(idempotency_key)
+        content, headers, retryable = prepare(method, json, idempotency_key, retryable)
         sending = retry.async_retrying(retry.CLIENT, attempts=self.max_retries + 1,
-                                       retry_on=lambda e: _worth_another_try(e, retryable))
+                                       retry_on=lambda e: worth_another_try(e, retryable))
         try:
             resp = await sending(self._send, method, path, content=content, params=params,
                                  headers=headers, timeout=timeout or self.timeout)
-        except httpx.TimeoutException as e:
-            raise APITimeoutError(f"{method} {path} timed out") from e
-        except retry.TRANSPORT_ERRORS as e:
-            raise APIConnectionError(f"could not reach {self._base_url}: {e}") from e
-        except _ErrorStatus as e:
-            raise _status_error(e.response, e.retry_after_seconds) from None
-        return None if resp.status_code == 204 else jsonio.loads(resp.content)
+        except (retry.TRANSPORT_ERRORS + (ErrorStatus,)) as e:
+            raise sdk_error(e, method, path, self._base_url) from cause(e)
+        return decoded(resp)
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         resp = await (await self._connect()).request(method, path, **kwargs)
         if resp.status_code >= 400:
-            raise _ErrorStatus(resp)
+            raise ErrorStatus(resp)
         return resp
 
     # ----- jobs --------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from atomiverse_core.state import TERMINAL_STATES
 
 from . import _embedded
 from ._config import NOT_GIVEN, pick
-from ._exceptions import APIConnectionError, APITimeoutError, error_for_status
+from ._exceptions import APIConnectionError
 from ._informer import Informer
+from ._requests import ErrorStatus, cause, decoded, prepare, sdk_error, worth_another_try
 from .pagination import JobsPage
 
 WAIT_POLL_SECONDS = 20.0
@@ -124,30 +125,20 @@ class Client:
         PATCH, and a POST with an idempotency key; a wait or a watch says so). ``wanted``:
         asked before every attempt; once False the request stops (a closed client's watch
         must not open a new connection, or start the embedded server again)."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        content = None
-        if json is not None:
-            content = jsonio.dumps(json)
-            headers["Content-Type"] = "application/json"
-        if retryable is None:
-            retryable = method in ("GET", "PUT", "DELETE", "PATCH") or bool(idempotency_key)
+        content, headers, retryable = prepare(method, json, idempotency_key, retryable)
         sending = retry.retrying(retry.CLIENT, attempts=self.max_retries + 1,
-                                 retry_on=lambda e: _worth_another_try(e, retryable))
+                                 retry_on=lambda e: worth_another_try(e, retryable))
         try:
             resp = sending(self._send, method, path, content=content, params=params,
                            headers=headers, timeout=timeout or self.timeout,
                            retryable=retryable, wanted=wanted)
-        except httpx.TimeoutException as e:
-            raise APITimeoutError(f"{method} {path} timed out") from e
-        except retry.TRANSPORT_ERRORS as e:
-            raise APIConnectionError(f"could not reach {self._base_url}: {e}") from e
-        except _ErrorStatus as e:
-            raise _status_error(e.response, e.retry_after_seconds) from None
-        return None if resp.status_code == 204 else jsonio.loads(resp.content)
+        except (retry.TRANSPORT_ERRORS + (ErrorStatus,)) as e:
+            raise sdk_error(e, method, path, self._base_url) from cause(e)
+        return decoded(resp)
 
     def _send(self, method: str, path: str, *, retryable: bool,
               wanted: Callable[[], bool] | None, **kwargs: Any) -> httpx.Response:
-        """One attempt: the response, or ``_ErrorStatus`` for a 4xx/5xx. A request that
+        """One attempt: the response, or ``ErrorStatus`` for a 4xx/5xx. A request that
         finds the embedded server gone restarts it and goes to the new one at once (not a
         retry: it never reached a server, or the caller said it may be repeated)."""
         while True:
@@ -170,7 +161,7 @@ class Client:
                     f"was restarted; it may or may not have been applied") from e
             if resp.status_code < 400:
                 return resp
-            raise _ErrorStatus(resp)
+            raise ErrorStatus(resp)
 
     # ----- jobs --------------------------------------------------------------------------
     def submit_batch(self, payloads: Sequence[Any], compute_target: str | None = None, *,
@@ -334,34 +325,6 @@ def _quote(job_id: str) -> str:
     from urllib.parse import quote
 
     return quote(str(job_id), safe="")
-
-
-class _ErrorStatus(Exception):
-    """An attempt answered with a 4xx/5xx: retried if the policy says so, else mapped to
-    the SDK's error for that status."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
-        self.retry_after_seconds = retry.retry_after_seconds(response.headers)
-
-
-def _worth_another_try(error: BaseException, retryable: bool) -> bool:
-    if isinstance(error, _ErrorStatus):
-        return retry.worth_retrying(error.response.status_code, error.retry_after_seconds,
-                                    safe_to_repeat=retryable, patient=False)
-    return retryable and isinstance(error, retry.TRANSPORT_ERRORS)
-
-
-def _status_error(resp: httpx.Response, retry_after: float | None) -> Exception:
-    try:
-        body = resp.json()
-        message = body.get("detail") if isinstance(body, dict) else None
-    except ValueError:
-        body, message = resp.text, None
-    if not isinstance(message, str):
-        message = resp.reason_phrase or f"HTTP {resp.status_code}"
-    return error_for_status(resp.status_code, message, body, retry_after)
 
 
 # ----- the default client used by module-level functions ---------------------------------
