@@ -1,9 +1,9 @@
 """The wire schema: request and response bodies of the job API and the controller protocol.
 
-The shared core owns these models; the SDK, the server and the controller import them. Each job
-type's input and result models are its own (:mod:`atomiverse_core.jobtypes`). Units are in the names:
-energies in Hartree, lengths in Angstrom, gradients in Hartree/Bohr, dipoles in e*Bohr,
-times in seconds. Timestamps are ISO 8601 strings in UTC.
+The shared core owns these models; the SDK, the server and the controller import them. Each
+job type's input and result models are its own (:mod:`atomiverse_core.jobtypes`). Units are in
+the names: energies in Hartree, lengths in Angstrom, gradients in Hartree/Bohr, dipoles in
+e*Bohr, times in seconds. Timestamps are ISO 8601 strings in UTC.
 """
 
 from __future__ import annotations

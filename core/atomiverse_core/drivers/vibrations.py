@@ -32,7 +32,8 @@ DEFAULT_PRESSURE_PASCAL = 101_325.0
 DEFAULT_DISPLACEMENT_ANGSTROM = 0.01
 
 
-def frequencies(engine: EngineHarness, molecule: Molecule, payload: dict[str, Any]) -> dict[str, Any]:
+def frequencies(engine: EngineHarness, molecule: Molecule,
+                payload: dict[str, Any]) -> dict[str, Any]:
     """A FrequenciesResult dict."""
     settings = _settings(payload)
     session = engine.open_session(molecule)
@@ -55,7 +56,7 @@ def frequencies(engine: EngineHarness, molecule: Molecule, payload: dict[str, An
     atoms.get_forces()  # the reference point: its properties before any displacement
     energy, gradient = calc.energy_hartree, calc.gradient
     result = engine.point_result(molecule, energy, gradient, session.properties())
-    hessian = _hessian_ev_per_angstrom2(atoms, settings["displacement_angstrom"])
+    hessian = hessian_ev_per_angstrom2(atoms, settings["displacement_angstrom"])
     geometry = _geometry(atoms)
     freqs = harmonic_frequencies_cm1(hessian, atoms, geometry)
     imaginary = [float(f) for f in freqs if f < 0]
@@ -93,7 +94,7 @@ def _settings(payload: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-def _hessian_ev_per_angstrom2(atoms: ase.Atoms, delta: float) -> np.ndarray:
+def hessian_ev_per_angstrom2(atoms: ase.Atoms, delta: float) -> np.ndarray:
     """ASE Vibrations (nfree=2) in a private directory, removed afterwards; symmetrised."""
     from ase.vibrations import Vibrations
 

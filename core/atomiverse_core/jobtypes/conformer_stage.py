@@ -21,11 +21,11 @@ MAX_CANDIDATE_ATOMS = 200_000
 class ConformerStage(Job):
     """One RDKit stage of a conformer search (submitted by the search, not by people).
 
-    ``generate``: up to ``count`` (0: by rotatable bonds) ETKDG candidates from ``atoms`` (seed ``seed``; pruned at
-    ``rmsd_angstrom``). ``select``: of ``candidates_angstrom`` with ``energies_hartree``, the
-    distinct ones (energy within ``energy_kcal_per_mol`` and heavy-atom RMSD below
-    ``rmsd_angstrom``: the same conformer), lowest first, at most ``keep``, within
-    ``window_kcal_per_mol`` of the lowest."""
+    ``generate``: up to ``count`` (0: by rotatable bonds) ETKDG candidates from ``atoms``
+    (seed ``seed``; pruned at ``rmsd_angstrom``). ``select``: of ``candidates_angstrom``
+    with ``energies_hartree``, the distinct ones (energy within ``energy_kcal_per_mol`` and
+    heavy-atom RMSD below ``rmsd_angstrom``: the same conformer), lowest first, at most
+    ``keep``, within ``window_kcal_per_mol`` of the lowest."""
 
     takes_geometry: ClassVar[bool] = False
     yields_geometry: ClassVar[bool] = False
