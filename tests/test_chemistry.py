@@ -35,6 +35,7 @@ from atomiverse.levels import (
 from atomiverse.schema import FrequenciesResult, OptimizationResult, SinglePointResult
 from atomiverse_controller.engines import EngineError, get_engine
 from atomiverse_controller.engines.xtb_python import parameter_dir
+from atomiverse_core.jobtypes import names as job_type_names
 from conftest import DEFAULT_ENGINE, REAL_ENGINES, reference_ase_calculator, xtb_reference
 
 SAME_LIBRARY_HARTREE = 1e-6
@@ -204,8 +205,10 @@ def test_frequencies_is_a_job_type_on_the_wire():
     assert isinstance(parse_job(payload), Frequencies)
     with pytest.raises(ValueError) as err:
         parse_job({**payload, "job_type": "md"})
-    assert describe_validation_error(err.value) == (
-        "job_type: must be one of 'single_point_energy', 'opt', 'frequencies', 'chain'")
+    message = describe_validation_error(err.value)
+    assert message == "job_type: must be one of " + ", ".join(f"'{t}'" for t in job_type_names())
+    assert message.startswith("job_type: must be one of 'single_point_energy', 'opt', "
+                              "'frequencies'")
 
 
 def test_optimiser_defaults_are_the_tight_ones():
