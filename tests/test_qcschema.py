@@ -81,7 +81,7 @@ def test_what_the_platform_does_not_run_is_refused_naming_the_field(client, serv
                                                                     alpha_controller):
     good = json.loads(qcschema.to_atomic_input(_job()).json())
     cases = {"model.method": {**good, "model": {"method": "b3lyp", "basis": "def2-svp"}},
-             "driver": {**good, "driver": "hessian"},
+             "driver": {**good, "driver": "properties"},
              "keywords.accuracy": {**good, "keywords": {"accuracy": 0.1}}}
     res = client.submit_batch(list(cases.values()), compute_target=alpha_controller)
     assert res["failed"] == 3
@@ -91,7 +91,7 @@ def test_what_the_platform_does_not_run_is_refused_naming_the_field(client, serv
                       headers={"Authorization": f"Bearer {workspace_key}"}) as http:
         r = http.post("/api/v1/jobs", json={"job": cases["driver"],
                                             "compute_target": alpha_controller})
-    assert r.status_code == 422 and "driver: 'hessian' is not supported" in r.text
+    assert r.status_code == 422 and "driver: 'properties' is not supported" in r.text
     with pytest.raises(qcschema.QCSchemaError, match="^model.method: "):
         qcschema.from_atomic_input(cases["model.method"])
 
@@ -122,3 +122,19 @@ def test_an_optimisation_is_an_optimization_result(client, alpha_controller):
         xtb_reference(ETHANOL.numbers, record["result"]["final_positions_angstrom"]), abs=1e-6)
     assert len(out.trajectory) == len(record["result"]["trajectory_steps"])
     assert out.keywords["optimizer"] == "ANC-RFO"
+
+
+def test_the_hessian_driver_runs_a_hessian_job(client, alpha_controller):
+    methanol = atomiverse.Atoms.from_smiles("CO")
+    job = atomiverse.SinglePointEnergy(atoms=methanol, level_of_theory=GFN2_XTB,
+                                       use_cache=False)
+    inp = qcschema.to_atomic_input(job, driver="hessian")
+    assert isinstance(qcschema.from_atomic_input(inp), atomiverse.Hessian)
+    res = client.submit_batch([inp], compute_target=alpha_controller)
+    client.wait_jobs([res["jobs"][0]["job_id"]], timeout=120)
+    record = client.get_job(res["jobs"][0]["job_id"])
+    assert record["job_type"] == "hessian"
+    out = qcschema.to_atomic_result(record)
+    assert out.driver == "hessian" and out.return_result.shape == (18, 18)
+    assert np.array_equal(out.return_result, record["result"]["hessian_hartree_per_bohr2"])
+    assert np.array_equal(out.properties.return_hessian, out.return_result)

@@ -4,8 +4,9 @@ wraps it in qcelemental's models.
 
 What maps:
 
-* ``driver``: ``energy`` and ``gradient`` (a single point computes both; ``return_result`` is
-  the one asked for); ``hessian`` is not offered (use a Frequencies job);
+* ``driver``: ``energy`` and ``gradient`` (a single point, which computes both;
+  ``return_result`` is the one asked for) and ``hessian`` (a Hessian job: finite differences of
+  gradients);
 * ``model.method``: ``gfn2-xtb``, ``gfn1-xtb``, ``gfn0-xtb``, ``gfn-ff`` (case-insensitive);
   ``model.basis`` must be empty (the method has its own);
 * ``keywords``: ``solvent`` (a solvent name) and ``solvation_model`` (``gbsa``, the default as
@@ -22,7 +23,7 @@ from typing import Any
 # qcelemental's CODATA 2014 value, the one QCSchema geometries are written with.
 BOHR_ANGSTROM = 0.52917721067
 INPUT_SCHEMA = "qcschema_input"
-DRIVERS = ("energy", "gradient")
+DRIVERS = ("energy", "gradient", "hessian")
 METHODS = ("gfn2-xtb", "gfn1-xtb", "gfn0-xtb", "gfn-ff")
 KEYWORDS = ("solvent", "solvation_model")
 
@@ -36,13 +37,14 @@ def is_atomic_input(data: Any) -> bool:
 
 
 def payload_from_atomic_input(data: dict[str, Any]) -> dict[str, Any]:
-    """A single-point job payload from an AtomicInput dict; QCSchemaError naming the field.
-    (The driver only chooses ``return_result`` when the result is converted back.)"""
-    _driver(data.get("driver"))
+    """A job payload from an AtomicInput dict (a single point; a Hessian for the ``hessian``
+    driver); QCSchemaError naming the field."""
+    driver = _driver(data.get("driver"))
     level = _level(data.get("model"), data.get("keywords") or {})
     atoms = _atoms(data.get("molecule"))
     name = data.get("id") if isinstance(data.get("id"), str) else None
-    return {"job_type": "single_point_energy", "atoms": atoms, "level_of_theory": level,
+    job_type = "hessian" if driver == "hessian" else "single_point_energy"
+    return {"job_type": job_type, "atoms": atoms, "level_of_theory": level,
             "name": name[:120] if name else None}
 
 
@@ -50,7 +52,7 @@ def _driver(driver: Any) -> str:
     driver = getattr(driver, "value", driver)
     if driver not in DRIVERS:
         raise QCSchemaError(f"driver: {driver!r} is not supported (supported: "
-                            f"{', '.join(DRIVERS)}; for a Hessian submit a Frequencies job)")
+                            f"{', '.join(DRIVERS)})")
     return str(driver)
 
 

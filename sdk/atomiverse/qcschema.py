@@ -34,26 +34,29 @@ def _models() -> Any:
     return m
 
 
-def to_atomic_input(job: Job, driver: str = "gradient") -> Any:
-    """The job as a qcelemental ``AtomicInput`` (geometry in Bohr, ``driver`` energy or
-    gradient)."""
+def to_atomic_input(job: Job, driver: str | None = None) -> Any:
+    """The job as a qcelemental ``AtomicInput`` (geometry in Bohr). ``driver``: energy or
+    gradient (default) for a single point; a Hessian job's is hessian."""
+    payload = job.model_dump(mode="json")
     return _models().AtomicInput(**_convert.atomic_input_from_payload(
-        job.model_dump(mode="json"), driver))
+        payload, driver or _driver_of(payload)))
 
 
 def from_atomic_input(model_or_dict: Any) -> Job:
-    """A SinglePointEnergy from an AtomicInput (model or dict); QCSchemaError (a ValueError)
-    naming the field this platform does not support."""
-    data = _as_dict(model_or_dict)
-    payload = _convert.payload_from_atomic_input(data)
-    return input_models()["SinglePointEnergy"].model_validate(payload)
+    """A SinglePointEnergy (a Hessian for the hessian driver) from an AtomicInput (model or
+    dict); QCSchemaError (a ValueError) naming the field this platform does not support."""
+    from atomiverse_core.jobtypes import parse_job
+
+    return parse_job(_convert.payload_from_atomic_input(_as_dict(model_or_dict)))
 
 
-def to_atomic_result(record: dict[str, Any], driver: str = "gradient") -> Any:
+def to_atomic_result(record: dict[str, Any], driver: str | None = None) -> Any:
     """The finished job's record (``get_job``'s: it carries the job's input) as an
     ``AtomicResult``; a failed or cancelled one as a ``FailedOperation`` carrying its error."""
     m = _models()
-    inp = _convert.atomic_input_from_payload(_input_of(record), driver)
+    payload = _input_of(record)
+    driver = driver or _driver_of(payload)
+    inp = _convert.atomic_input_from_payload(payload, driver)
     if record.get("state") != "done":
         return m.FailedOperation(id=record.get("job_id"), input_data=inp, success=False,
                                  error={"error_type": record.get("error_type") or "unknown",
@@ -65,9 +68,13 @@ def to_atomic_result(record: dict[str, Any], driver: str = "gradient") -> Any:
                   "calcinfo_natom": len(gradient)}
     if result.get("dipole_au") is not None:
         properties["scf_dipole_moment"] = result["dipole_au"]
+    returned: Any = result["energy_hartree"] if driver == "energy" else gradient
+    if driver == "hessian":
+        returned = properties["return_hessian"] = np.asarray(
+            result["hessian_hartree_per_bohr2"], dtype=float)
     return m.AtomicResult(
         **inp, id=record.get("job_id"), properties=properties, success=True,
-        return_result=result["energy_hartree"] if driver == "energy" else gradient,
+        return_result=returned,
         provenance=_provenance(result), extras={"atomiverse": _extras(record, result)})
 
 
@@ -104,6 +111,10 @@ def to_optimization_result(record: dict[str, Any]) -> Any:
         final_molecule=final, energies=result["energies_hartree"],
         trajectory=_trajectory(record), success=True, provenance=_provenance(result),
         extras={"atomiverse": _extras(record, result)})
+
+
+def _driver_of(payload: dict[str, Any]) -> str:
+    return "hessian" if "hessian" in payload.get("job_type", "") else "gradient"
 
 
 def _input_of(record: dict[str, Any]) -> dict[str, Any]:
