@@ -106,7 +106,7 @@ def _atoms(molecule: Any) -> dict[str, Any]:
         numbers.append(z)
     positions = [[c * BOHR_ANGSTROM for c in flat[k:k + 3]] for k in range(0, len(flat), 3)]
     return {"numbers": numbers, "positions": positions,
-            "charge": int(round(float(molecule.get("molecular_charge") or 0))),
+            "charge": round(float(molecule.get("molecular_charge") or 0)),
             "multiplicity": int(molecule.get("molecular_multiplicity") or 1)}
 
 
