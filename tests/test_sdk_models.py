@@ -158,3 +158,16 @@ def test_error_carries_status_and_message():
     assert isinstance(error_for_status(404, "x"), atomiverse.NotFoundError)
     rl = error_for_status(429, "slow down", retry_after_seconds=30.0)
     assert isinstance(rl, atomiverse.RateLimitError) and rl.retry_after_seconds == 30.0
+
+
+def test_a_job_renders_as_a_compact_html_table_in_notebooks():
+    job = atomiverse.SinglePointEnergy(atoms=atomiverse.Atoms.from_smiles("CCO"),
+                                       level_of_theory=GFN2_XTB, name="<b>ethanol</b>")
+    html = job._repr_html_()
+    assert "&lt;b&gt;ethanol&lt;/b&gt;" in html and "<b>" not in html  # escaped
+    assert "not submitted" in html and "C2H6O" in html and "Hartree" not in html
+    job._apply({"job_id": "abc123", "state": "done", "name": job.name,
+                "result": {"energy_hartree": -11.39335160, "homo_lumo_gap_ev": 12.3456}})
+    html = job._repr_html_()
+    assert "<td>done</td>" in html and "<td>-11.39335160</td>" in html
+    assert "<td>12.346</td>" in html and "<td>abc123</td>" in html

@@ -192,6 +192,23 @@ class Job(BaseModel):
             if not (missing_ok and getattr(e, "status_code", None) == 404):
                 raise
 
+    def _repr_html_(self) -> str:
+        """A compact table in notebooks: name, type, state, formula, energy, gap, job id."""
+        from html import escape
+
+        result = self.result or {}
+        energy, gap = result.get("energy_hartree"), result.get("homo_lumo_gap_ev")
+        cells = [("name", self.name or ""), ("job type", self.job_type),
+                 ("state", self.state.value if self.state else "not submitted"),
+                 ("formula", self.atoms.formula),
+                 ("energy / Hartree", "" if energy is None else f"{energy:.8f}"),
+                 ("HOMO-LUMO gap / eV", "" if gap is None else f"{gap:.3f}"),
+                 ("job id", self.job_id or ""), ("error", self.error or "")]
+        head = "".join(f"<th>{escape(k)}</th>" for k, v in cells if v)
+        body = "".join(f"<td>{escape(str(v))}</td>" for _, v in cells if v)
+        return (f"<table class='atomiverse-job'><thead><tr>{head}</tr></thead>"
+                f"<tbody><tr>{body}</tr></tbody></table>")
+
     def job_dashboard_url(self) -> str:
         return self._api().dashboard_url(self._require_id("visualize"))
 
