@@ -3,7 +3,8 @@
 State lives under ATOMIVERSE_HOME: ``server.json`` (pid, start time and URL: trusted only
 while that pid still is this home's server, see ``localhome``), ``controller.json`` (the local
 controller, written by the server), ``credentials.json`` (the local API key, mode 0600,
-written by the server), ``restarts.json``, ``logs/``. The server outlives the script that
+written by the server), ``server.secret`` (0600: what the server proves it knows before the
+SDK sends it the key, see ``_embedded_identity``), ``restarts.json``, ``logs/``. The server outlives the script that
 started it, so the next script reuses it; a server that died is started again by the next
 call that finds it gone, in any process (``revive``); ``atomiverse local stop`` ends it."""
 
@@ -39,6 +40,7 @@ from ._embedded_health import (
     note_restart,
     server_log,
 )
+from ._embedded_identity import ServerIdentityError, check_server_identity
 from ._embedded_procs import still_running, stop_home_processes
 from ._exceptions import APIConnectionError
 from .localhome import (
@@ -46,12 +48,13 @@ from .localhome import (
     home_path,
     process_record,
     read_record,
+    server_secret,
     verified_process,
     write_record,
 )
 
-__all__ = ["CrashLoopError", "EmbeddedServerError", "ensure_running", "revive", "status",
-           "stop"]
+__all__ = ["CrashLoopError", "EmbeddedServerError", "ServerIdentityError", "ensure_running",
+           "revive", "status", "stop"]
 
 START_TIMEOUT_SECONDS = 120.0
 # A running server that has not answered /healthz for this long is reported, not replaced.
@@ -146,6 +149,7 @@ def _running_state(home: Path) -> dict[str, Any] | None:
                 f"the embedded server (pid {proc.pid}, {state['url']}) runs but does not "
                 f"answer; `atomiverse local stop` ends it; see {server_log(home)}")
         time.sleep(0.2)
+    check_server_identity(home, state["url"])
     return state
 
 
@@ -170,6 +174,7 @@ def _start(home: Path, timeout: float) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     (home / "logs").mkdir(parents=True, exist_ok=True)
     check_home_can_start(home)
+    server_secret(home)  # before the server starts, so that it proves the same one
     log = server_log(home)
     log_from = log_size(log)
     env = os.environ.copy()
@@ -192,6 +197,12 @@ def _start(home: Path, timeout: float) -> dict[str, Any]:
                 f"the embedded server did not start within {timeout:.0f} s; last lines of "
                 f"{log}:\n{log_tail(log, log_from)}")
         time.sleep(0.05)
+    try:
+        check_server_identity(home, url)
+    except ServerIdentityError:
+        proc.kill()  # whatever answers on its port is not it; ours must not run unseen
+        proc.wait()
+        raise
     state = {**process_record(psutil.Process(proc.pid)), "url": url, "home": str(home),
              "started_at": started_at}
     write_record(home, SERVER_RECORD, state)

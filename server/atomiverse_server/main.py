@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from atomiverse import _sdnotify as sdnotify
 from atomiverse._heap import freeze_startup_heap
+from atomiverse.localhome import server_secret
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -23,7 +24,7 @@ from .bodylimit import BodySizeLimit
 from .db import create_schema, make_engine
 from .fastreads import FastReads
 from .notify import Notifier
-from .routes import account, controllers, jobs, pages, watch
+from .routes import account, controllers, identity, jobs, pages, watch
 from .scheduler import start_scheduler
 from .settings import Settings, get_settings
 
@@ -43,7 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.auth_cache = AuthCache(ttl_seconds=1.0)
         extra = []
         supervisor = None
+        app.state.identity_secret = None
         if settings.embedded:
+            app.state.identity_secret = server_secret(settings.home)
             settings.local_controller_name = (settings.local_controller_name
                                               or embedded.local_controller_name())
             embedded.ensure_local_credentials(engine, settings.home)
@@ -75,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(controllers.router)
     app.include_router(metrics.router)
+    app.include_router(identity.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(packages=[("atomiverse_server", "static")]),
               name="static")
