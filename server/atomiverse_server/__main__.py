@@ -15,7 +15,7 @@ from types import FrameType
 import uvicorn
 from uvicorn.main import STARTUP_FAILURE
 
-from .headertimeout import HEADER_TIMEOUT_SECONDS, with_header_timeout
+from .headertimeout import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, with_header_timeout
 
 TICK_SECONDS = 1.0
 
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT_SECONDS,
                    help="seconds a client has to send a request's headers before the "
                         "connection is closed")
+    p.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_SECONDS,
+                   help="seconds a client has to send a request's body, from the end of its "
+                        "headers, before the connection is closed")
     args = p.parse_args(argv)
 
     from .main import create_app
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
                             access_log=False, timeout_graceful_shutdown=5,
                             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
                             limit_concurrency=args.limit_concurrency, timeout_keep_alive=5,
-                            http=with_header_timeout(args.header_timeout))
+                            http=with_header_timeout(args.header_timeout,
+                                                     args.body_timeout))
     server = _Server(config)
     try:
         server.run()
