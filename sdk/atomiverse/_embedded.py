@@ -70,8 +70,9 @@ def local_controller_name() -> str:
 
 @contextlib.contextmanager
 def _launch_lock(home: Path) -> Iterator[None]:
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".launch.lock", "w") as f:
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # private from the start (issue 23)
+    fd = os.open(home / ".launch.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

@@ -6,8 +6,9 @@ recorded pid still is that process.
 (``create_time``, seconds since the epoch as psutil reports it) and what was started. A pid
 alone proves nothing: after a crash or a reboot it may belong to anything, so a record is
 trusted only while the process with that pid started at the recorded time and its command
-line names this home (as an absolute path: see ``home_path``). Nothing is ever signalled on
-the strength of a pid alone.
+line names this home (as an absolute path: see ``home_path``), and it runs as this user (a
+command line is anyone's to write: another user's process is never this home's). Nothing is
+ever signalled on the strength of a pid alone.
 
 A verified process is still not proof of who answers on the recorded port (while a server
 shuts down, its process lives on after its socket is closed, and another user may listen
@@ -71,15 +72,16 @@ def process_record(proc: psutil.Process, **fields: Any) -> dict[str, Any]:
 
 def verified_process(record: dict[str, Any] | None, *, program: str,
                      home: Path) -> psutil.Process | None:
-    """The live process ``record`` names, if it is still that process: same start time, and a
-    command line that runs ``program`` (a module name) and names ``home``. Else None."""
+    """The live process ``record`` names, if it is still that process: same start time, a
+    command line that runs ``program`` (a module name) and names ``home``, and this user's.
+    Else None."""
     if not record or not isinstance(record.get("pid"), int):
         return None
     try:
         proc = psutil.Process(record["pid"])
         created = proc.create_time()
         cmdline = proc.cmdline()
-        if proc.status() == psutil.STATUS_ZOMBIE:
+        if proc.status() == psutil.STATUS_ZOMBIE or proc.uids().real != os.getuid():
             return None
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None

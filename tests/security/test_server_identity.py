@@ -12,7 +12,6 @@ process check passes and the port belongs to someone else."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import atomiverse
 import httpx2 as httpx
 import pytest
-from atomiverse import _embedded
 from atomiverse._embedded_identity import ServerIdentityError
 from atomiverse.localhome import (
     IDENTITY_PATH,
@@ -29,28 +27,13 @@ from atomiverse.localhome import (
     identity_proof,
     new_nonce,
 )
+from embeddedhome import running_embedded_home
 
 
 @pytest.fixture(scope="module")
 def own_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("identity-home")
-    saved = {k: os.environ.get(k) for k in ("ATOMIVERSE_HOME", "ATOMIVERSE_BASE_URL",
-                                            "ATOMIVERSE_API_KEY")}
-    os.environ["ATOMIVERSE_HOME"] = str(home)
-    os.environ.pop("ATOMIVERSE_BASE_URL", None)
-    os.environ.pop("ATOMIVERSE_API_KEY", None)
-    atomiverse.configure()
-    try:
-        _embedded.ensure_running()
-        yield home.resolve()
-    finally:
-        atomiverse.stop_local()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        atomiverse.configure()
+    with running_embedded_home(tmp_path_factory.mktemp("identity-home")) as home:
+        yield home
 
 
 class Impostor:
