@@ -143,8 +143,15 @@ def _gets(http: httpx.Client) -> tuple[list[float], dict[int, int]]:
     return times, statuses
 
 
-def _open_idle(host: str, port: int) -> list[socket.socket]:
-    return [socket.create_connection((host, port), timeout=10) for _ in range(IDLE_CONNECTIONS)]
+def _open_idle(host: str, port: int, url: str) -> list[socket.socket]:
+    """Open the idle connections and return once the server has taken them all: the kernel
+    completes a connect before the server accepts it, and timing GETs during that burst of
+    accepts would measure the burst, not the idle connections. A request on a connection
+    opened after them is answered only after the server has accepted those before it."""
+    idle = [socket.create_connection((host, port), timeout=10)
+            for _ in range(IDLE_CONNECTIONS)]
+    httpx.get(f"{url}/healthz", timeout=60)
+    return idle
 
 
 def _still_open(socks: list[socket.socket]) -> int:
@@ -172,7 +179,7 @@ def idle_connections_latency(url: str, key: str) -> dict[str, Any]:
             times, got = _gets(http)
             samples["none"] += times
             _merge(statuses["none"], got)
-            idle = _open_idle(host, int(port))
+            idle = _open_idle(host, int(port), url)
             try:
                 times, got = _gets(http)
                 open_at_end.append(_still_open(idle))
@@ -182,7 +189,7 @@ def idle_connections_latency(url: str, key: str) -> dict[str, Any]:
             samples["idle"] += times
             _merge(statuses["idle"], got)
         # A new connection while the idle ones are open: what a new client meets.
-        idle = _open_idle(host, int(port))
+        idle = _open_idle(host, int(port), url)
         try:
             fresh = httpx.get(f"{url}/api/v1/jobs?limit=50", timeout=30,
                               headers={"Authorization": f"Bearer {key}"}).status_code

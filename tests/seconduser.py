@@ -9,6 +9,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +47,14 @@ def call_as(uid: int, gid: int, fn: Callable[..., Any], *args: Any,
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_as_user, args=(uid, gid, send, fn, args))
-    child.start()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns when a process with threads forks (a lock held by another thread
+        # stays held in the child). The child here takes no lock another thread of this
+        # suite holds: it changes uid, opens files and calls the SDK, whose home lock it
+        # cannot even open.
+        warnings.filterwarnings("ignore", r"This process .* is multi-threaded, use of fork",
+                                DeprecationWarning)
+        child.start()
     send.close()
     try:
         if not receive.poll(timeout):
