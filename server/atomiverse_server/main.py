@@ -20,7 +20,7 @@ from starlette.routing import Match
 
 from . import embedded, metrics
 from .authcache import AuthCache
-from .bodylimit import BodySizeLimit
+from .bodylimit import SINGLE_JOB_ROUTE, BodySizeLimit, single_job_limit
 from .db import create_schema, make_engine
 from .fastreads import FastReads
 from .notify import Notifier
@@ -71,7 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       routes={SINGLE_JOB_ROUTE: single_job_limit(settings.max_atoms)})
     app.add_middleware(FastReads, state=app.state)  # outside the body limit: GETs only
     app.include_router(account.router)
     app.include_router(watch.router)
