@@ -21,6 +21,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import httpx2 as httpx
 import pytest
+from seconduser import second_uid_deselection
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,29 +276,39 @@ def _xtb_python_deselection(config: pytest.Config) -> str | None:
             f"tblite)")
 
 
+def _deselections(config: pytest.Config) -> dict[str, str]:
+    """Marker -> why its tests are deselected in this run (markers whose tests run: absent)."""
+    reasons = {"xtb_python": _xtb_python_deselection(config),
+               "second_uid": second_uid_deselection()}
+    return {marker: why for marker, why in reasons.items() if why is not None}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _xtb_python_deselection(config) is None:
-        return
-    deselected = [item for item in items if item.get_closest_marker("xtb_python")]
-    if deselected:
-        items[:] = [item for item in items if not item.get_closest_marker("xtb_python")]
-        config.hook.pytest_deselected(items=deselected)
-    config.stash[_XTB_DESELECTED] = len(deselected)
+    counts = {}
+    for marker in _deselections(config):
+        deselected = [item for item in items if item.get_closest_marker(marker)]
+        if deselected:
+            items[:] = [item for item in items if not item.get_closest_marker(marker)]
+            config.hook.pytest_deselected(items=deselected)
+        counts[marker] = len(deselected)
+    config.stash[_DESELECTED] = counts
 
 
-_XTB_DESELECTED = pytest.StashKey[int]()
+_DESELECTED = pytest.StashKey[dict[str, int]]()
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     why = _xtb_python_deselection(config)
-    return f"xtb-python: {'installed, its tests run' if why is None else why}"
+    uid = second_uid_deselection()
+    return [f"xtb-python: {'installed, its tests run' if why is None else why}",
+            f"second uid: {'running as root, its tests run' if uid is None else uid}"]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    count = config.stash.get(_XTB_DESELECTED, 0)
-    if count:
-        terminalreporter.write_sep("=", f"{count} {_xtb_python_deselection(config)}",
-                                   yellow=True)
+    reasons = _deselections(config)
+    for marker, count in config.stash.get(_DESELECTED, {}).items():
+        if count:
+            terminalreporter.write_sep("=", f"{count} {reasons[marker]}", yellow=True)
 
 
 def reference_ase_calculator():

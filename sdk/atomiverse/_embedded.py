@@ -3,7 +3,8 @@
 State lives under ATOMIVERSE_HOME: ``server.json`` (pid, start time and URL: trusted only
 while that pid still is this home's server, see ``localhome``), ``controller.json`` (the local
 controller, written by the server), ``credentials.json`` (the local API key, mode 0600,
-written by the server), ``restarts.json``, ``logs/``. The server outlives the script that
+written by the server), ``server.secret`` (0600: what the server proves it knows before the
+SDK sends it the key, see ``_embedded_identity``), ``restarts.json``, ``logs/``. The server outlives the script that
 started it, so the next script reuses it; a server that died is started again by the next
 call that finds it gone, in any process (``revive``); ``atomiverse local stop`` ends it."""
 
@@ -29,6 +30,7 @@ from atomiverse_core.localhome import (
     home_path,
     process_record,
     read_record,
+    server_secret,
     verified_process,
     write_record,
 )
@@ -48,11 +50,12 @@ from ._embedded_health import (
     note_restart,
     server_log,
 )
+from ._embedded_identity import ServerIdentityError, check_server_identity
 from ._embedded_procs import still_running, stop_home_processes
 from ._exceptions import APIConnectionError
 
-__all__ = ["CrashLoopError", "EmbeddedServerError", "ensure_running", "revive", "status",
-           "stop"]
+__all__ = ["CrashLoopError", "EmbeddedServerError", "ServerIdentityError", "ensure_running",
+           "revive", "status", "stop"]
 
 START_TIMEOUT_SECONDS = 120.0
 # A running server that has not answered /healthz for this long is reported, not replaced.
@@ -68,8 +71,9 @@ def local_controller_name() -> str:
 
 @contextlib.contextmanager
 def _launch_lock(home: Path) -> Iterator[None]:
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".launch.lock", "w") as f:
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # private from the start (issue 23)
+    fd = os.open(home / ".launch.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -145,7 +149,10 @@ def _running_state(home: Path) -> dict[str, Any] | None:
         raise EmbeddedServerError(
             f"the embedded server (pid {proc.pid}, {state['url']}) runs but does not "
             f"answer; `atomiverse local stop` ends it; see {server_log(home)}")
-    return state if answer == "answers" else None
+    if answer == "gone":
+        return None
+    check_server_identity(home, state["url"])
+    return state
 
 
 def _answers_or_gone(url: str, proc: psutil.Process) -> str | None:
@@ -175,6 +182,7 @@ def _start(home: Path, timeout: float) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     (home / "logs").mkdir(parents=True, exist_ok=True)
     check_home_can_start(home)
+    server_secret(home)  # before the server starts, so that it proves the same one
     log = server_log(home)
     log_from = log_size(log)
     env = os.environ.copy()
@@ -200,6 +208,12 @@ def _start(home: Path, timeout: float) -> dict[str, Any]:
         raise EmbeddedServerError(
             f"the embedded server did not start within {timeout:.0f} s; last lines of "
             f"{log}:\n{log_tail(log, log_from)}")
+    try:
+        check_server_identity(home, url)
+    except ServerIdentityError:
+        proc.kill()  # whatever answers on its port is not it; ours must not run unseen
+        proc.wait()
+        raise
     state = {**process_record(psutil.Process(proc.pid)), "url": url, "home": str(home),
              "started_at": started_at}
     write_record(home, SERVER_RECORD, state)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import socket
 import sys
 from pathlib import Path
@@ -15,9 +16,16 @@ from types import FrameType
 import uvicorn
 from uvicorn.main import STARTUP_FAILURE
 
-from .headertimeout import HEADER_TIMEOUT_SECONDS, with_header_timeout
+from .headertimeout import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, with_header_timeout
 
 TICK_SECONDS = 1.0
+# uvicorn answers 503 to every request, on any connection, while this many connections are
+# open, idle ones included: at 1000, 1000 idle sockets (each held up to the header timeout,
+# and reopened) shut out every client. An idle connection costs a few KiB; the file limit is
+# raised to match (raise_file_limit).
+LIMIT_CONCURRENCY = 4096
+# Descriptors besides connections: database, logs, pipes to the local controller.
+SPARE_FILES = 256
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,11 +43,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-level", default="info")
     p.add_argument("--ssl-certfile", help="TLS certificate (PEM); serve HTTPS directly")
     p.add_argument("--ssl-keyfile", help="TLS private key (PEM, keep it 0600)")
-    p.add_argument("--limit-concurrency", type=int, default=1000,
+    p.add_argument("--limit-concurrency", type=int, default=LIMIT_CONCURRENCY,
                    help="connections beyond this are answered 503 at once")
     p.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT_SECONDS,
                    help="seconds a client has to send a request's headers before the "
                         "connection is closed")
+    p.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_SECONDS,
+                   help="seconds a client has to send a request's body, from the end of its "
+                        "headers, before the connection is closed")
     args = p.parse_args(argv)
 
     from .main import create_app
@@ -61,13 +72,15 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     os.environ.setdefault("ATOMIVERSE_HOME", str(settings.home))
     tighten_home(Path(settings.home))
+    raise_file_limit(args.limit_concurrency + SPARE_FILES)
     app = create_app(settings)
     warn_if_public_without_tls(args.host, tls=bool(args.ssl_certfile))
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             access_log=False, timeout_graceful_shutdown=5,
                             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
                             limit_concurrency=args.limit_concurrency, timeout_keep_alive=5,
-                            http=with_header_timeout(args.header_timeout))
+                            http=with_header_timeout(args.header_timeout,
+                                                     args.body_timeout))
     server = _Server(config)
     try:
         server.run()
@@ -84,6 +97,19 @@ def warn_if_public_without_tls(host: str, *, tls: bool) -> None:
         logging.getLogger("atomiverse_server").warning(
             "listening on %s without TLS: API keys travel in clear text unless a TLS proxy "
             "is in front; pass --ssl-certfile/--ssl-keyfile to serve HTTPS directly", host)
+
+
+def raise_file_limit(wanted: int) -> None:
+    """Raise the soft limit on open files to ``wanted`` (at most the hard limit), so that the
+    connection limit, not EMFILE, is what refuses the connection past it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        logging.getLogger("atomiverse_server").warning(
+            "open files are limited to %d (hard limit): fewer connections than "
+            "--limit-concurrency can be served", hard)
 
 
 def tighten_home(home: Path) -> None:

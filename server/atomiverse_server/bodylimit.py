@@ -1,5 +1,11 @@
 """Refuse request bodies over a size limit before they are read whole: by Content-Length
-at once, and for chunked uploads as soon as the running count passes the limit."""
+at once, and for chunked uploads as soon as the running count passes the limit.
+
+One route has a tighter limit of its own: ``POST /api/v1/jobs`` carries one job of at most
+``max_atoms`` atoms, which needs far less than ``JOB_BYTES_PER_ATOM`` bytes an atom however it
+is formatted. Parsing the JSON is what a huge job costs (a 100 000-atom job is 6 MiB: ~60 ms of
+server CPU in orjson alone, before the atom-count cap can look), and the job rate limit allows
+600 a minute; refused by its size, it costs nothing (issue 23)."""
 
 from __future__ import annotations
 
@@ -14,18 +20,40 @@ class _TooLarge(BaseException):
     pass
 
 
+JOB_BYTES_PER_ATOM = 1024
+JOB_BYTES_OVERHEAD = 64 * 1024
+SINGLE_JOB_ROUTE = ("POST", "/api/v1/jobs")
+
+
+def single_job_limit(max_atoms: int) -> tuple[int, str]:
+    """The body limit of ``POST /api/v1/jobs`` (bytes) and what it is, for the 413."""
+    limit = max_atoms * JOB_BYTES_PER_ATOM + JOB_BYTES_OVERHEAD
+    return limit, (f"the limit of {limit} bytes for one job ({JOB_BYTES_PER_ATOM} bytes an "
+                   f"atom for the maximum of {max_atoms} atoms, and {JOB_BYTES_OVERHEAD} more)")
+
+
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """``routes``: (method, path) -> (limit in bytes, what the limit is), tighter limits for
+    single routes; every other request has ``max_bytes``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 routes: dict[tuple[str, str], tuple[int, str]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.routes = routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, what = self.routes.get(
+            (scope["method"], scope["path"].rstrip("/")),
+            (self.max_bytes, f"the limit of {self.max_bytes} bytes"))
+        if limit > self.max_bytes:
+            limit, what = self.max_bytes, f"the limit of {self.max_bytes} bytes"
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, what)
             return
         seen = 0
         started = False
@@ -35,7 +63,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge
             return message
 
@@ -48,11 +76,10 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, what)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body is larger than the limit of "
-                                     f"{self.max_bytes} bytes"}).encode()
+    async def _refuse(self, send: Send, what: str) -> None:
+        body = json.dumps({"detail": f"request body is larger than {what}"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),

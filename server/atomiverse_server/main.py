@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from atomiverse_core import sdnotify
 from atomiverse_core.heap import freeze_startup_heap
+from atomiverse_core.localhome import server_secret
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -19,11 +20,11 @@ from starlette.routing import Match
 
 from . import embedded, metrics
 from .authcache import AuthCache
-from .bodylimit import BodySizeLimit
+from .bodylimit import SINGLE_JOB_ROUTE, BodySizeLimit, single_job_limit
 from .db import create_schema, make_engine
 from .fastreads import FastReads
 from .notify import Notifier
-from .routes import account, controllers, jobs, pages, watch
+from .routes import account, controllers, identity, jobs, pages, watch
 from .scheduler import start_scheduler
 from .settings import Settings, get_settings
 from .workflows import Advancer
@@ -44,7 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.auth_cache = AuthCache(ttl_seconds=1.0)
         extra = []
         supervisor = None
+        app.state.identity_secret = None
         if settings.embedded:
+            app.state.identity_secret = server_secret(settings.home)
             settings.local_controller_name = (settings.local_controller_name
                                               or embedded.local_controller_name())
             embedded.ensure_local_credentials(engine, settings.home)
@@ -72,13 +75,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       routes={SINGLE_JOB_ROUTE: single_job_limit(settings.max_atoms)})
     app.add_middleware(FastReads, state=app.state)  # outside the body limit: GETs only
     app.include_router(account.router)
     app.include_router(watch.router)
     app.include_router(jobs.router)
     app.include_router(controllers.router)
     app.include_router(metrics.router)
+    app.include_router(identity.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(packages=[("atomiverse_server", "static")]),
               name="static")

@@ -16,7 +16,7 @@ OPERATOR_TOKEN = "metrics-operator-secret-for-this-test"
 @pytest.fixture
 def two_tenants(tmp_path):
     srv = start_server(tmp_path / "home", env_extra={"ATOMIVERSE_METRICS_TOKEN": OPERATOR_TOKEN})
-    keys = {}
+    keys, tokens = {}, {}
     for tenant in ("tenant-a", "tenant-b"):
         keys[tenant] = srv.new_workspace(tenant)
         r = httpx.post(f"{srv.url}/api/v1/controllers/register",
@@ -25,7 +25,8 @@ def two_tenants(tmp_path):
                              "capacity": None, "engines": {"xtb": "6.5.1"},
                              "hostname": "test"})
         r.raise_for_status()
-    yield srv, keys
+        tokens[tenant] = r.json()["token"]
+    yield srv, keys, tokens
     stop_process(srv.proc)
 
 
@@ -46,17 +47,21 @@ def _controllers_named(samples: dict) -> set[str]:
 
 
 def test_anonymous_scrapes_see_totals_not_tenants(two_tenants):
-    srv, _keys = two_tenants
+    srv, _keys, tokens = two_tenants
     text, samples = _scrape(srv.url)
     assert "tenant-" not in text
     assert _controllers_named(samples) == set()
     assert samples[("atomiverse_controller_slots_total", (("kind", "slots"),))] == 6
     # Neither do a wrong token nor a controller token see more.
     assert _controllers_named(_scrape(srv.url, "not-the-token")[1]) == set()
+    assert _controllers_named(_scrape(srv.url, tokens["tenant-a"])[1]) == set()
+    # Nor does any series carry a workspace or a controller label.
+    labels = {name for (_metric, pairs) in samples for name, _value in pairs}
+    assert not labels & {"controller", "workspace", "workspace_id", "tenant"}, labels
 
 
 def test_a_workspace_sees_its_own_controllers_and_the_operator_all(two_tenants):
-    srv, keys = two_tenants
+    srv, keys, _tokens = two_tenants
     assert _controllers_named(_scrape(srv.url, keys["tenant-a"])[1]) == {"tenant-a-secret-box"}
     assert _controllers_named(_scrape(srv.url, OPERATOR_TOKEN)[1]) == {
         "tenant-a-secret-box", "tenant-b-secret-box"}
