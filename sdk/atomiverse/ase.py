@@ -79,7 +79,9 @@ class AtomiverseCalculator(Calculator):  # type: ignore[misc]
         api = self.client or get_default_client()
         record = api.submit_job(payload, compute_target=self.compute_target)
         if record["state"] in ("pending", "running"):  # not answered from the cache
-            record = api.wait_job(record["job_id"], self.timeout)
+            # One long-poll that answers with the result: fewer round trips than a watch.
+            (finished,) = api.wait_jobs([record["job_id"]], self.timeout)
+            record = {**record, **finished}
         self.last_record = record
         return record
 
