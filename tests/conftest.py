@@ -48,6 +48,15 @@ def metric_value(url: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def wait_parked(server_url: str, gauge: str, count: int = 1, timeout: float = 30.0) -> None:
+    """Until the server's ``atomiverse_parked_claims`` or ``atomiverse_parked_waits`` gauge
+    reaches ``count``: the long-polls a test started are parked, not merely sent."""
+    deadline = time.monotonic() + timeout
+    while (value := metric_value(f"{server_url}/metrics", gauge)) is None or value < count:
+        assert time.monotonic() < deadline, f"{gauge} is {value} after {timeout} s, not {count}"
+        time.sleep(0.05)
+
+
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
