@@ -93,8 +93,9 @@ class Server:
 
     def admin(self, *args: str) -> dict:
         out = subprocess.run([PY, "-m", "atomiverse_server.admin", "--database-url",
-                              self.database_url, *args], check=True, capture_output=True,
+                              self.database_url, *args], check=False, capture_output=True,
                              text=True, env=self.env)
+        assert out.returncode == 0, f"admin {args[0]} exited {out.returncode}: {out.stderr[-2000:]}"
         return json.loads(out.stdout)
 
     def new_workspace(self, name: str) -> str:

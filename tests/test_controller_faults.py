@@ -336,6 +336,6 @@ def test_wait_coalesces_a_wave_but_answers_when_its_last_job_is_done(fleet):
         t.join(60)
     assert [which for which, _ in answers] == ["wave", "window"], \
         "the answer waited out its window instead of answering when its last job was done"
-    wave, window = (r.json()["jobs"] for _, r in answers)
-    assert [j["state"] for j in wave] == ["cancelled", "cancelled"]  # one answer, both
-    assert [j["state"] for j in window] == ["cancelled", "pending"]
+    wave, window = ({j["job_id"]: j["state"] for j in r.json()["jobs"]} for _, r in answers)
+    assert wave == {a: "cancelled", b: "cancelled"}  # one answer, both
+    assert window == {a: "cancelled", never: "pending"}
