@@ -53,6 +53,7 @@ def _payload(i: int) -> dict[str, Any]:
             "level_of_theory": {"method": "gfn2-xtb"}}
 
 
+@pytest.mark.slow  # a scale test: 49 s of the fast selection's 10 min under shared load
 @pytest.mark.timeout(600)
 def test_two_servers_eight_controllers_20000_jobs_each_done_once(pg_cluster, tmp_path):  # noqa: F811
     url = pg_cluster.new_database()
