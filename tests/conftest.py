@@ -50,6 +50,15 @@ def metric_value(url: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def wait_parked(server_url: str, gauge: str, count: int = 1, timeout: float = 30.0) -> None:
+    """Until the server's ``atomiverse_parked_claims`` or ``atomiverse_parked_waits`` gauge
+    reaches ``count``: the long-polls a test started are parked, not merely sent."""
+    deadline = time.monotonic() + timeout
+    while (value := metric_value(f"{server_url}/metrics", gauge)) is None or value < count:
+        assert time.monotonic() < deadline, f"{gauge} is {value} after {timeout} s, not {count}"
+        time.sleep(0.05)
+
+
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -86,8 +95,9 @@ class Server:
 
     def admin(self, *args: str) -> dict:
         out = subprocess.run([PY, "-m", "atomiverse_server.admin", "--database-url",
-                              self.database_url, *args], check=True, capture_output=True,
+                              self.database_url, *args], check=False, capture_output=True,
                              text=True, env=self.env)
+        assert out.returncode == 0, f"admin {args[0]} exited {out.returncode}: {out.stderr[-2000:]}"
         return json.loads(out.stdout)
 
     def new_workspace(self, name: str) -> str:

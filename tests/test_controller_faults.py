@@ -9,13 +9,21 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import atomiverse
 import httpx2 as httpx
 import pytest
 from atomiverse.levels import GFN2_XTB
-from conftest import free_port, metric_value, restart_server, start_server, stop_process
+from conftest import (
+    free_port,
+    metric_value,
+    restart_server,
+    start_server,
+    stop_process,
+    wait_parked,
+)
 
 FAST_LEASES = {"ATOMIVERSE_LEASE_SECONDS": "4", "ATOMIVERSE_HEARTBEAT_SECONDS": "1",
                "ATOMIVERSE_SWEEP_SECONDS": "1", "ATOMIVERSE_MANAGED_ENABLED": "true"}
@@ -295,20 +303,39 @@ def test_short_jobs_are_staged_and_each_runs_once(fleet):
 
 
 def test_wait_coalesces_a_wave_but_answers_when_its_last_job_is_done(fleet):
-    """coalesce_seconds holds the answer for the rest of the wave, not for the whole window:
-    a 1-second job and a 3-second job come back together, before a 5-second window that
-    opened when the first finished could have run out."""
+    """coalesce_seconds holds the answer for the rest of the wave, not for the whole window.
+    Two waits are parked: "wave" on jobs A and B (a 5-second window), "window" on A and a job
+    that never finishes (a 4-second window). A finishing opens both windows; B finishes just
+    after, and "wave" answers then, before "window" answers at the end of its window. Had
+    "wave" waited out its own window, which opened at the same moment and is 1 s longer, it
+    would answer second. (The server's own windows are the clock: no wall time asserted.)"""
     srv, key, client = fleet
-    _managed(srv, "waves", "--slots", "2")
-    res = client.submit_batch([_job("__sleep_1__"), _job("__sleep_3__")],
-                             compute_target="managed")
-    ids = [j["job_id"] for j in res["jobs"]]
-    started = time.monotonic()
-    with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as http:
-        r = http.post("/api/v1/jobs/wait", json={"job_ids": ids, "timeout_seconds": 30,
-                                                 "coalesce_seconds": 5})
-    elapsed = time.monotonic() - started
-    assert r.status_code == 200, r.text
-    assert [j["state"] for j in r.json()["jobs"]] == ["done", "done"]  # one answer, both
-    assert elapsed < 5.5, f"held {elapsed:.1f} s: the answer waited out the window"
+    # No controller serves the managed pool: the jobs stay pending until cancelled.
+    res = client.submit_batch([_job(f"w{i}") for i in range(3)], compute_target="managed")
+    a, b, never = (j["job_id"] for j in res["jobs"])
+    answers: list[tuple[str, httpx.Response]] = []
+
+    def wait(which: str, job_ids: list[str], coalesce_seconds: float) -> None:
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key}"},
+                          timeout=60) as http:
+            answers.append((which, http.post("/api/v1/jobs/wait", json={
+                "job_ids": job_ids, "timeout_seconds": 30,
+                "coalesce_seconds": coalesce_seconds})))
+
+    threads = [threading.Thread(target=wait, args=("wave", [a, b], 5)),
+               threading.Thread(target=wait, args=("window", [a, never], 4))]
+    for t in threads:
+        t.start()
+    wait_parked(srv.url, "atomiverse_parked_waits", 2)
+    client.cancel_job(a)
+    # Both woke for A and are parked again, holding their windows; only then B finishes (in
+    # one wake-up with A, "wave" would have nothing left to hold for).
+    wait_parked(srv.url, "atomiverse_parked_waits", 2)
+    client.cancel_job(b)
+    for t in threads:
+        t.join(60)
+    assert [which for which, _ in answers] == ["wave", "window"], \
+        "the answer waited out its window instead of answering when its last job was done"
+    wave, window = ({j["job_id"]: j["state"] for j in r.json()["jobs"]} for _, r in answers)
+    assert wave == {a: "cancelled", b: "cancelled"}  # one answer, both
+    assert window == {a: "cancelled", never: "pending"}

@@ -4,6 +4,8 @@ yet); the same request right after is answered by the fast path. Both must be id
 
 from __future__ import annotations
 
+import uuid
+
 import atomiverse
 import httpx2 as httpx
 import pytest
@@ -22,7 +24,7 @@ def srv(tmp_path_factory):
 def _fresh_key(srv, jobs):
     """A new workspace with ``jobs`` parked on a controller that never claims, and a second
     key of it that the server has not seen yet (so not in its credential cache)."""
-    name = f"fr-{len(jobs)}-{id(jobs)}"
+    name = f"fr-{len(jobs)}-{uuid.uuid4().hex[:12]}"  # not id(jobs): ids are reused
     key = srv.new_workspace(name)
     h = {"Authorization": f"Bearer {key}"}
     assert httpx.post(f"{srv.url}/api/v1/controllers/register", headers=h, json={

@@ -21,7 +21,7 @@ from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
 from atomiverse_server.store import workspaces as workspace_store
 from atomiverse_server.store.controllers import Controller
-from conftest import metric_value, start_server, stop_process
+from conftest import metric_value, start_server, stop_process, wait_parked
 
 LEASE_SECONDS = 60.0
 
@@ -59,7 +59,9 @@ def test_jobs_handed_from_another_thread_reach_the_waiting_poll():
         threading.Thread(target=waiter.hand, args=([{"job_id": "j1"}],)).start()
         assert await asyncio.wait_for(waiter.handed, 10) == [{"job_id": "j1"}]
         waiter.hand([{"job_id": "j2"}])  # a second hand-off cannot overwrite the first
-        await asyncio.sleep(0.01)
+        delivered = loop.create_future()  # the loop runs its callbacks in order: after j2's
+        loop.call_soon_threadsafe(delivered.set_result, None)
+        await delivered
         assert waiter.handed.result() == [{"job_id": "j1"}]
     _on_a_loop(check)
 
@@ -147,7 +149,7 @@ def test_a_submission_hands_its_jobs_to_the_waiting_claim_poll(managed_server):
             f"{srv.url}/api/v1/controllers/claim", headers={"Authorization": f"Bearer {token}"},
             json={"max_jobs": 10, "wait_seconds": 30}, timeout=60).json()))
         poll.start()
-        time.sleep(0.5)  # parked: its first look found nothing
+        wait_parked(srv.url, "atomiverse_parked_claims")  # its first look found nothing
         r = httpx.post(f"{srv.url}/api/v1/jobs/submit-batch",
                        headers={"Authorization": f"Bearer {key}"},
                        json={"jobs": [{"job": job, "compute_target": "managed"}] * 2})

@@ -128,13 +128,15 @@ def test_revoked_key_is_401(server):
     assert r.status_code == 401 and "revoked" in r.json()["detail"]
 
 
-def test_keys_are_stored_only_as_hashes(server, workspace_key):
+def test_keys_are_stored_only_as_hashes(server, workspace_key, alpha_controller):
+    """The workspace's key and a controller's token (alpha_controller's, made by the admin
+    command) appear nowhere in the database."""
     db = server.database_url.removeprefix("sqlite:///")
     with closing(sqlite3.connect(db)) as conn:  # sqlite3's own `with` does not close
         dump = "\n".join(conn.iterdump())
     assert workspace_key not in dump and workspace_key[8:] not in dump
-    token = (server.home / "alpha-box.token").read_text()
-    assert token not in dump
+    token = (server.home / f"{alpha_controller}.token").read_text().strip()
+    assert len(token) >= 20 and token not in dump and token[8:] not in dump
 
 
 def test_controller_cannot_report_another_controllers_job(server, workspace_key, client):

@@ -4,6 +4,7 @@ same as .ci/run's test command."""
 from __future__ import annotations
 
 import re
+import subprocess
 
 from conftest import ROOT
 
@@ -15,11 +16,22 @@ def _quick_start_commands() -> list[str]:
 
 
 def test_quick_start_is_two_lines_and_ci_runs_the_second():
+    """The whole second line, character for character, is the one command .ci/run defines
+    (as bash reads it) and runs, once."""
     commands = _quick_start_commands()
-    assert len(commands) == 2
+    assert len(commands) == 2 and all("\n" not in c for c in commands)
     assert "atomiverse run examples/" in commands[0]
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert f"TEST_COMMAND='{commands[1]}'" in ci
+    ci_path = ROOT / ".ci" / "run"
+    ci = ci_path.read_text()
+    definitions = [line for line in ci.splitlines() if line.startswith("TEST_COMMAND=")]
+    assert definitions == [f"TEST_COMMAND='{commands[1]}'"]
+    as_bash_reads_it = subprocess.run(
+        ["bash", "-c", f'{definitions[0]}\nprintf %s "$TEST_COMMAND"'],
+        capture_output=True, text=True, check=True).stdout
+    assert as_bash_reads_it == commands[1]
+    runs = [line.strip() for line in ci.splitlines() if "$TEST_COMMAND" in line
+            and not line.strip().startswith(("#", "echo "))]
+    assert runs == ['bash -c "$TEST_COMMAND"']
 
 
 def test_ci_runs_the_readme_line_and_nothing_else():

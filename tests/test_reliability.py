@@ -3,6 +3,8 @@ functions, run longer, by bench/reliability.py)."""
 
 from __future__ import annotations
 
+import pytest
+
 from bench.reliability import kill_server_during_submissions, load
 
 
@@ -17,6 +19,7 @@ def test_kill_9_server_mid_submission_loses_nothing(tmp_path):
     assert report["results_left_in_spool"] == 0
 
 
+@pytest.mark.slow  # a load test: 40 s of the fast selection's 10 min under shared load
 def test_load_without_undocumented_errors(tmp_path):
     figures = load(tmp_path, clients=20, controllers=4, seconds=6.0)
     assert figures["unexpected_errors"] == 0, figures["errors"]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from typing import Any
 
 import atomiverse
 import httpx2 as httpx
 import pytest
 from atomiverse.levels import GFN2_XTB
-from conftest import start_server, stop_process, xtb_reference
+from conftest import start_server, stop_process, wait_parked, xtb_reference
 
 
 def _water(name=None):
@@ -125,7 +124,8 @@ def test_shutdown_answers_parked_long_polls(tmp_path):
                        {"max_jobs": 1, "wait_seconds": 60}))]
         for t in threads:
             t.start()
-        time.sleep(1.5)  # both parked, with nothing to answer yet
+        wait_parked(srv.url, "atomiverse_parked_waits")
+        wait_parked(srv.url, "atomiverse_parked_claims")  # both parked, nothing to answer yet
         assert not answers, answers
         srv.proc.send_signal(signal.SIGTERM)
         # uvicorn re-raises the signal it handled once it has shut down cleanly

@@ -80,6 +80,11 @@ class ClaimWaiters:
         for waiter in found:
             waiter.hand([])
 
+    def parked(self) -> int:
+        """How many polls are parked now (the ``atomiverse_parked_claims`` gauge)."""
+        with self._lock:
+            return len(self._parked)
+
     def park(self, waiter: ClaimWaiter) -> None:
         with self._lock:
             self._parked.add(waiter)

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from .db import controllers, jobs, read_tx
 from .deps import workspace_for_bearer
+from .notify import Notifier
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 JOBS_CLAIMED = Counter("atomiverse_jobs_claimed_total", "Jobs leased to controllers",
@@ -88,6 +89,23 @@ class DatabaseCollector:
             yield from (slots, age)
 
 
+class ParkedCollector:
+    """This process's parked long-polls, read at scrape time: totals only, no tenant labels.
+    A test waits for a poll to be parked on these, not for a guessed while."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("atomiverse_parked_claims",
+                                "Controllers' claim polls parked in this process, waiting for "
+                                "work", value=self.notifier.claim_waiters.parked())
+        yield GaugeMetricFamily("atomiverse_parked_waits",
+                                "Job waits and watches parked in this process past their first "
+                                "read, asleep until a job changes or their time runs out",
+                                value=self.notifier.watches.asleep)
+
+
 router = APIRouter(tags=["metrics"])
 
 
@@ -99,6 +117,7 @@ async def metrics(request: Request) -> Response:
     scope = await _scope(request)
     database = CollectorRegistry()
     database.register(DatabaseCollector(request.app.state.engine, scope))
+    database.register(ParkedCollector(request.app.state.notifier))
     text = await run_in_threadpool(generate_latest, database)
     return Response(generate_latest(request.app.state.metrics_registry) + text,
                     media_type=CONTENT_TYPE_LATEST)

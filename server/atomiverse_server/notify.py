@@ -11,8 +11,9 @@ they named, and skips the database when none of them is one it waits for."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from .handoff import ClaimWaiters
 
@@ -129,6 +130,7 @@ class Watches:
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit or 4000
         self.parked = 0
+        self.asleep = 0  # of those, waiting for a signal now (the atomiverse_parked_waits gauge)
         self._by_id: dict[tuple[str, str], asyncio.Event] = {}
 
     def enter(self, workspace_id: str, watch_id: str | None) -> asyncio.Event:
@@ -143,6 +145,15 @@ class Watches:
                 older.set()
             self._by_id[(workspace_id, watch_id)] = superseded
         return superseded
+
+    @contextlib.contextmanager
+    def sleeping(self) -> Iterator[None]:
+        """Around a parked watch's or wait's sleep: past its first read, until it wakes."""
+        self.asleep += 1
+        try:
+            yield
+        finally:
+            self.asleep -= 1
 
     def leave(self, workspace_id: str, watch_id: str | None, mine: asyncio.Event) -> None:
         self.parked -= 1

@@ -197,7 +197,8 @@ async def _wait(body: WaitRequest, workspace_id: str, engine: Engine, notifier: 
             # Encoded here: results are spliced in as stored, not parsed and re-validated.
             return Response(jsonio.dumps({"jobs": states}), media_type="application/json")
         until = coalesce_until if holding else min(deadline, now + notifier.fallback_seconds)
-        await signal.wait(event, until - now)
+        with notifier.watches.sleeping():
+            await signal.wait(event, until - now)
         woken = True
         named, event = signal.named_since(event)
         if named is None or not holding and \

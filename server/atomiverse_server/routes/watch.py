@@ -86,7 +86,8 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
                     or notifier.stopping or gone.done():
                 return changed
             until = hold_until if holding else min(deadline, read_at + notifier.fallback_seconds)
-            await first(signal.wait(event, until - now), superseded.wait(), gone)
+            with notifier.watches.sleeping():
+                await first(signal.wait(event, until - now), superseded.wait(), gone)
             named, event = signal.named_since(event)
             unread = None if named is None or unread is None else unread | (named & ids)
             if holding and time.monotonic() < hold_until:
