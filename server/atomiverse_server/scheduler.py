@@ -36,6 +36,7 @@ def sweep_leases(engine: Engine, settings: Settings, notifier: Notifier,
         log.info("event=lease_expired jobs=%d", n)
         notifier.jobs_pending.fire()
         notifier.finished(None)
+        notifier.children_finished()
     return n
 
 

@@ -75,6 +75,7 @@ def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep
     if ended:
         notifier.jobs_pending.fire()
         notifier.finished(None)  # some may have failed for good: wake their waiters
+        notifier.children_finished()
     return {"controller_id": ctl.id, "name": ctl.name, "token": token,
             "heartbeat_seconds": settings.heartbeat_seconds}
 
@@ -182,6 +183,8 @@ def complete(body: CompleteRequest, controller: CurrentController, engine: Engin
     metrics.JOBS_REPORTED.labels("rejected").inc(len(out["rejected"]))
     if out["finished"] or out["followers_settled"]:
         notifier.finished(None if out["followers_settled"] else out["finished"])
+    if out.pop("children_finished"):
+        notifier.children_finished()
     if out["requeued"]:  # a retryable failure put a job back in the queue
         notifier.jobs_pending.fire()
         notifier.jobs_changed.fire(out["requeued"])

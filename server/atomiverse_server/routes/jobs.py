@@ -261,6 +261,8 @@ def cancel_job(job_id: str, workspace: CurrentWorkspace, engine: EngineDep,
     if before in job_store.ACTIVE:
         # A composite's children were cancelled with it: say so without naming them.
         notifier.finished(None if record["job_type"] in COMPOSITES else [job_id])
+        if record.get("parent_id"):  # a step of a chain: the chain fails, naming it
+            notifier.children_finished()
     return record
 
 

@@ -204,7 +204,7 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
     t = now()
     ids = list(dict.fromkeys(rep["job_id"] for rep in reports))
     q = (sa.select(jobs.c.id, jobs.c.lease_id, jobs.c.workspace_id, jobs.c.compute_target,
-                   jobs.c.attempts, jobs.c.attempt_errors, jobs.c.job_type)
+                   jobs.c.attempts, jobs.c.attempt_errors, jobs.c.job_type, jobs.c.parent_id)
          .where(jobs.c.id.in_(ids), jobs.c.state == "running",
                 jobs.c.claimed_by == controller.id))
     # On PostgreSQL the rows are locked as they are read: a second report of the same attempt
@@ -214,6 +214,7 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
     current = {r.id: r for r in conn.execute(q)}
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     finished: dict[str, Any] = {}
+    children_finished = False
     bill: dict[str, float] = {}
     for rep in reports:
         row = current.get(rep["job_id"])
@@ -232,6 +233,7 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
         if values["state"] != "pending":
             finished[rep["job_id"]] = values.get("result") if values["state"] == "done" \
                 else None
+            children_finished = children_finished or row.parent_id is not None
         accepted.append(rep["job_id"])
     for cols, params in groups.items():
         conn.execute(jobs.update()
@@ -251,7 +253,9 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
     requeued = [r["b_id"] for params in groups.values() for r in params
                 if r.get("b_state") == "pending"]
     return {"accepted": accepted, "rejected": rejected, "requeued": requeued,
-            "finished": list(finished), "followers_settled": bool(finished and leaders)}
+            "finished": list(finished), "followers_settled": bool(finished and leaders),
+            # A composite's child, or jobs that followed one, finished: its parent may move on.
+            "children_finished": children_finished or bool(finished and leaders)}
 
 
 def _checked(rep: dict[str, Any], job_type: str) -> dict[str, Any]:
