@@ -29,9 +29,8 @@ from ..jsonroute import FastJSONRoute
 from ..notify import Notifier, TooManyWatches
 from ..ratelimit import BatchSubmitter, JobSubmitter
 from ..settings import Settings
-from ..store import composites
+from ..store import composites, limits
 from ..store import jobs as job_store
-from ..store import limits
 from ..submission import InsufficientBalance, prepare_entries, submit_entries
 from .errors import USER
 from .watch import MissingJobs, raise_if_missing
