@@ -21,6 +21,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import httpx2 as httpx
 import pytest
+from embeddedhome import embedded_env
 from seconduser import second_uid_deselection
 
 PY = sys.executable
@@ -227,24 +228,8 @@ def embedded_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """ATOMIVERSE_HOME for the embedded default, with no base URL: the SDK starts the
     embedded server and local controller itself. Stopped at the end of the session."""
     home = tmp_path_factory.mktemp("embedded-home")
-    saved = {k: os.environ.get(k) for k in ("ATOMIVERSE_HOME", "ATOMIVERSE_BASE_URL",
-                                            "ATOMIVERSE_API_KEY")}
-    os.environ["ATOMIVERSE_HOME"] = str(home)
-    os.environ.pop("ATOMIVERSE_BASE_URL", None)
-    os.environ.pop("ATOMIVERSE_API_KEY", None)
-    import atomiverse
-
-    atomiverse.configure()
-    try:
+    with embedded_env(home):
         yield home
-    finally:
-        atomiverse.stop_local()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        atomiverse.configure()
 
 
 def xtb_python_installed() -> bool:

@@ -12,10 +12,10 @@ _ENV = ("ATOMIVERSE_HOME", "ATOMIVERSE_BASE_URL", "ATOMIVERSE_API_KEY")
 
 
 @contextlib.contextmanager
-def running_embedded_home(home: Path) -> Iterator[Path]:
-    """Start the embedded server for ``home``; yield the home as the SDK names it."""
+def embedded_env(home: Path) -> Iterator[Path]:
+    """The SDK pointed at ``home``'s embedded server (no base URL, no key, the default client
+    reset); afterwards that server stopped and the environment put back."""
     import atomiverse
-    from atomiverse import _embedded
 
     saved = {k: os.environ.get(k) for k in _ENV}
     os.environ["ATOMIVERSE_HOME"] = str(home)
@@ -23,8 +23,7 @@ def running_embedded_home(home: Path) -> Iterator[Path]:
     os.environ.pop("ATOMIVERSE_API_KEY", None)
     atomiverse.configure()
     try:
-        _embedded.ensure_running()
-        yield home.resolve()
+        yield home
     finally:
         atomiverse.stop_local()
         for k, v in saved.items():
@@ -33,3 +32,13 @@ def running_embedded_home(home: Path) -> Iterator[Path]:
             else:
                 os.environ[k] = v
         atomiverse.configure()
+
+
+@contextlib.contextmanager
+def running_embedded_home(home: Path) -> Iterator[Path]:
+    """Start the embedded server for ``home``; yield the home as the SDK names it."""
+    from atomiverse import _embedded
+
+    with embedded_env(home):
+        _embedded.ensure_running()
+        yield home.resolve()
