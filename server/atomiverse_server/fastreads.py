@@ -54,6 +54,12 @@ class FastReads:
         await self.app(scope, receive, send)
 
     def _answer(self, scope: Scope) -> bytes | None:
+        try:
+            return self._fast_answer(scope)
+        except job_store.Unavailable:
+            return None  # the app's own read says what is wrong (or succeeds on retry)
+
+    def _fast_answer(self, scope: Scope) -> bytes | None:
         path = scope["path"]
         if path == _LIST_PATH:
             params = _list_params(scope["query_string"])

@@ -7,11 +7,16 @@ out a pooled connection, executes, and hands back rows with the same attribute n
 values a Core query gives, so the same functions turn them into records. JSON columns are
 selected as text and decoded here, as the engine's own JSON type would (``jsonio.loads``).
 
-One statement, no transaction of its own: on SQLite the connection is in autocommit mode and
-a single SELECT reads one snapshot; on PostgreSQL the pool rolls back on return."""
+One statement, no transaction of its own, on a connection each thread keeps for these reads
+alone: checking one out of the pool and back (a rollback, and on PostgreSQL a ping) cost more
+than the query. It is in autocommit mode (SQLite's connections are; on PostgreSQL this one is
+set so), so a single SELECT reads one snapshot and no transaction stays open between reads. A
+connection that fails is closed and replaced on the next read; the failure is raised as
+:class:`Unavailable` for the caller to answer the slow way."""
 
 from __future__ import annotations
 
+import threading
 from collections import namedtuple
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +24,10 @@ from typing import Any
 import sqlalchemy as sa
 from atomiverse_core import jsonio
 from sqlalchemy.engine import Engine
+
+
+class Unavailable(Exception):
+    """The database did not answer this read (a restart, a dropped connection)."""
 
 
 class FastQuery:
@@ -39,11 +48,12 @@ class FastQuery:
         self._order = list(compiled.positiontup or ()) if compiled.positional else None
         # Values the dialect adds itself (SQLite writes LIMIT ? OFFSET ? with OFFSET 0).
         self._fixed = {k: v for k, v in compiled.params.items() if v is not None}
+        self._local = threading.local()
 
     def rows(self, **params: Any) -> list[Any]:
         values = {**self._fixed, **params}
         args: Any = values if self._order is None else tuple(values[k] for k in self._order)
-        raw = self._engine.raw_connection()
+        raw = self._connection()
         try:
             cursor = raw.cursor()
             try:
@@ -51,9 +61,23 @@ class FastQuery:
                 fetched = cursor.fetchall()
             finally:
                 cursor.close()
-        finally:
-            raw.close()
+        except Exception as exc:
+            self._local.raw = None
+            raw.invalidate()  # closed, never handed back to the pool in autocommit mode
+            raise Unavailable(str(exc)) from exc
         return [self._row(values) for values in fetched]
+
+    def _connection(self) -> Any:
+        raw = getattr(self._local, "raw", None)
+        if raw is None:
+            try:
+                raw = self._engine.raw_connection()
+            except Exception as exc:
+                raise Unavailable(str(exc)) from exc
+            if self._engine.dialect.name == "postgresql":
+                raw.driver_connection.autocommit = True
+            self._local.raw = raw
+        return raw
 
     def _row(self, values: Sequence[Any]) -> Any:
         if self._json:

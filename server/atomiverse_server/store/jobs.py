@@ -13,8 +13,15 @@ from ..db import controllers, jobs, workspaces
 from ._time import iso, now
 
 # InvalidCursor: the routes catch it as job_store.InvalidCursor.
-from .cursors import InvalidCursor, decode_cursor, encode_cursor  # noqa: F401
-from .fastquery import FastQuery
+from .cursors import (  # noqa: F401
+    InvalidCursor,
+    cursor_key,
+    decode_cursor,
+    decode_with,
+    encode_cursor,
+    encode_with,
+)
+from .fastquery import FastQuery, Unavailable  # noqa: F401  (fastreads catches it)
 
 TERMINAL = ("done", "failed", "cancelled")
 ACTIVE = ("pending", "running")
@@ -70,6 +77,7 @@ class HotReads:
         self._job = FastQuery(engine, JOB_COLUMNS, _one_job,
                               passthrough=frozenset({"payload", "result", "preview"}))
         self._pages: dict[tuple[bool, bool, bool], FastQuery] = {}
+        self._cursor_key: bytes | None = None
 
     def get_job(self, *, workspace_id: str, job_id: str) -> dict[str, Any] | None:
         rows = self._job.rows(ws=workspace_id, id=job_id)
@@ -77,21 +85,22 @@ class HotReads:
 
     def list_jobs(self, *, workspace_id: str, limit: int, cursor: str | None = None,
                   state: str | None = None, name_contains: str | None = None) -> dict[str, Any]:
-        before = None if cursor is None else self._cursors(
-            lambda conn: decode_cursor(conn, workspace_id=workspace_id, cursor=cursor))
+        before = None if cursor is None else decode_with(
+            self._key(), workspace_id=workspace_id, cursor=cursor)
         flags, params = _page_params(workspace_id, limit, before, state, name_contains)
         query = self._pages.get(flags)
         if query is None:
             query = self._pages[flags] = FastQuery(
                 self._engine, SUMMARY_COLUMNS, lambda q: _page_query(q, *flags),
                 passthrough=frozenset({"preview"}))
-        return _page(query.rows(**params), limit, lambda seq: self._cursors(
-            lambda conn: encode_cursor(conn, workspace_id=workspace_id, seq=seq)))
+        return _page(query.rows(**params), limit, lambda seq: encode_with(
+            self._key(), workspace_id=workspace_id, seq=seq))
 
-    def _cursors(self, use: Callable[[Connection], Any]) -> Any:
-        # The cursor key is read from the database once per process (cursors._key).
-        with self._engine.connect() as conn:
-            return use(conn)
+    def _key(self) -> bytes:
+        if self._cursor_key is None:
+            with self._engine.connect() as conn:
+                self._cursor_key = cursor_key(conn)
+        return self._cursor_key
 
 
 def get_jobs(conn: Connection, *, workspace_id: str,
