@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 from atomiverse import Atoms, GeometryOptimization, SinglePointEnergy
 from atomiverse.levels import GFN2_XTB
+from atomiverse_core import retry
 from atomiverse_server import db
-from atomiverse_server.notify import Notifier
 from atomiverse_server.settings import Settings
 from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
@@ -180,10 +180,11 @@ def test_database_from_before_migrations_is_adopted(db_url: str) -> None:
 
 
 # ----- claims ----------------------------------------------------------------------------------
-def test_sqlite_commits_leave_the_log_checkpoint_to_the_scheduler(engine, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_commits_leave_the_log_checkpoint_to_its_own_thread(engine, db_url) -> None:  # type: ignore[no-untyped-def]
     """A commit never copies the log into the database (that costs a request 10-30 ms);
-    ``checkpoint_wal``, run by the scheduler every second, does. A no-op on PostgreSQL."""
-    from atomiverse_server.scheduler import start_scheduler
+    ``checkpoint_wal``, run by the checkpointer thread a moment after writes, does. A no-op on
+    PostgreSQL."""
+    from atomiverse_server.walcheckpoint import WalCheckpointer
 
     ws, (ctl,) = _setup(engine)
     marker = "checkpoint-marker-7f3a"
@@ -199,11 +200,16 @@ def test_sqlite_commits_leave_the_log_checkpoint_to_the_scheduler(engine, db_url
         assert marker.encode() in path.read_bytes()
     with db.read_tx(engine) as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(db.jobs)).scalar() == 50
-    sched = start_scheduler(engine, Settings(), Notifier())
+    checkpointer = WalCheckpointer(engine, delay_seconds=0.0).start()
     try:
-        assert (sched.get_job("checkpoint_wal") is not None) == db_url.startswith("sqlite")
+        assert checkpointer.running == db_url.startswith("sqlite")
+        if db_url.startswith("sqlite"):  # a write wakes it and its checkpoint follows
+            second = "checkpoint-marker-second-91c2"
+            _insert(engine, _rows(ws.id, 5, controller=ctl, start=50, name=second))
+            assert retry.poll(lambda: second.encode() in path.read_bytes() or None,
+                              timeout_seconds=30, interval_seconds=0.05)
     finally:
-        sched.shutdown(wait=False)
+        checkpointer.stop()
 
 
 def test_claims_are_exclusive_under_concurrency(engine) -> None:  # type: ignore[no-untyped-def]

@@ -32,6 +32,8 @@ log = logging.getLogger("atomiverse.controller")
 # millisecond a job on a loaded machine, 2% of a 25 ms single point. Longer jobs gain nothing
 # measurable, and a job staged behind a long one could wait while another slot sits idle.
 STAGE_JOBS_SHORTER_THAN_SECONDS = 0.25
+# The idle dispatch loop's backstop wake-up: every event it waits for wakes it anyway.
+IDLE_POLL_SECONDS = 30.0
 
 
 class Controller:
@@ -194,7 +196,7 @@ class Controller:
         while not self._kill.is_set():
             if not self._stop.is_set():
                 self._fill_free_slots()
-            outcomes = self.pool.poll(timeout=1.0)
+            outcomes = self.pool.poll(timeout=self._poll_seconds(burst, idle_since))
             if outcomes and not self._stop.is_set():
                 # The freed worker gets its next job before we log and queue the result.
                 self._fill_free_slots()
@@ -214,6 +216,18 @@ class Controller:
                 log.info("event=idle_exit controller=%s idle_seconds=%.0f", self.config.name,
                          limit)
                 return
+
+    def _poll_seconds(self, burst: bool, idle_since: float) -> float:
+        """How long the dispatch loop may sleep. A claim, a stop and a worker's outcome wake
+        it at once; with nothing held, a sleep of a second would only wake an idle
+        controller for nothing (issue 22), so it sleeps until the idle exit is due."""
+        queued, running = self.ledger.counts()
+        if queued or running or burst or self._stop.is_set():
+            return 1.0
+        limit = self.config.exit_when_idle_seconds
+        if not limit:
+            return IDLE_POLL_SECONDS
+        return max(0.05, min(IDLE_POLL_SECONDS, idle_since + limit - time.monotonic()))
 
     def _fill_free_slots(self) -> None:
         while self.pool.free_slots() > 0:

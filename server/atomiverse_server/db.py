@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -186,6 +187,8 @@ SQLITE_BACKSTOP_CHECKPOINT_PAGES = 10_000  # about 40 MB of log
 
 
 _writes = 0  # write transactions that changed something, in this process; see checkpoint_wal
+# Set by each of them: the WAL checkpointer sleeps on it, so an idle server wakes for nothing.
+wrote = threading.Event()
 _writes_at_checkpoint = -1
 
 
@@ -238,6 +241,8 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
             yield conn
         if before is None or driver.total_changes != before:
             _writes += 1
+            if not wrote.is_set():
+                wrote.set()
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from .notify import Notifier
 from .routes import account, controllers, identity, jobs, pages, watch
 from .scheduler import start_scheduler
 from .settings import Settings, get_settings
+from .walcheckpoint import WalCheckpointer
 from .workflows import Advancer
 
 
@@ -55,8 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             supervisor = embedded.LocalControllerSupervisor(
                 settings, settings.public_url or "http://127.0.0.1:8000")
             supervisor.ensure_running()
-            extra.append((supervisor.ensure_running, 5.0))
+            # A backstop: the supervisor's watch thread restarts the controller at once.
+            extra.append((supervisor.ensure_running, 30.0))
         scheduler = start_scheduler(engine, settings, notifier, extra)
+        checkpointer = app.state.wal_checkpointer = WalCheckpointer(engine).start()
         advancer = Advancer(engine, settings, notifier)
         advancer.start()
         freeze_startup_heap()
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             sdnotify.notify("STOPPING=1")
             scheduler.shutdown(wait=False)
+            await asyncio.to_thread(checkpointer.stop)
             await asyncio.to_thread(advancer.stop)
             if supervisor is not None:
                 await asyncio.to_thread(supervisor.stop)

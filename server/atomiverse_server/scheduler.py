@@ -10,7 +10,7 @@ from collections.abc import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
-from .db import checkpoint_wal, read_tx, write_tx
+from .db import read_tx, write_tx
 from .notify import Notifier
 from .settings import Settings
 from .store import controllers as controller_store
@@ -18,7 +18,6 @@ from .store import jobs as job_store
 from .store import limits
 
 log = logging.getLogger("atomiverse.server.scheduler")
-WAL_CHECKPOINT_SECONDS = 1.0
 
 
 def sweep_leases(engine: Engine, settings: Settings, notifier: Notifier,
@@ -75,9 +74,6 @@ def start_scheduler(engine: Engine, settings: Settings, notifier: Notifier,
                   max_instances=1, coalesce=True)
     sched.add_job(forget_old_idempotency_keys, "interval", hours=1, args=(engine,),
                   id="forget_idempotency_keys", max_instances=1, coalesce=True)
-    if engine.dialect.name == "sqlite":
-        sched.add_job(checkpoint_wal, "interval", seconds=WAL_CHECKPOINT_SECONDS,
-                      args=(engine,), id="checkpoint_wal", max_instances=1, coalesce=True)
     for i, (fn, seconds) in enumerate(extra):
         sched.add_job(fn, "interval", seconds=seconds, id=f"extra_{i}", max_instances=1,
                       coalesce=True)

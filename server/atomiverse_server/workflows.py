@@ -3,9 +3,10 @@ children is pending or running, its job type's ``advance`` says what comes next 
 submit, a result, a failure), and this module does it in one transaction.
 
 Nothing about a composite's progress lives in memory: its children's rows are its state. A
-pass over the composites that wait for their ``advance`` runs whenever jobs finish, and at
-least every ``sweep_seconds``, so a step that finished while the server was down, or on
-another server process, is picked up all the same. Two processes never advance one
+pass over the composites that wait for their ``advance`` runs whenever jobs finish in this
+process, at start-up, and at least every ``RECHECK_SECONDS``, so a step that finished while
+the server was down, or on another server process that died before advancing it, is picked
+up all the same. Two processes never advance one
 composite twice: the parent's row is locked (PostgreSQL) or the write transactions are one at
 a time (SQLite), and the parent is re-checked inside the transaction.
 """
@@ -31,6 +32,9 @@ log = logging.getLogger("atomiverse.server.workflows")
 # A composite whose children are all answered from the cache at once advances again at once;
 # no composite type needs more rounds than this in one transaction.
 MAX_ROUNDS_PER_ADVANCE = 50
+# The backstop pass; every finish here wakes the thread at once. Rare: an idle server's
+# periodic wake-ups are most of what it costs (issue 22).
+RECHECK_SECONDS = 30.0
 
 
 def advance(conn: Connection, parent_id: str, settings: Settings
@@ -94,7 +98,8 @@ def advance_new(conn: Connection, parent_ids: list[str], settings: Settings
 
 class Advancer:
     """The pass over waiting composites, in a thread of its own: woken when jobs finish
-    (``Notifier.finished``), and every ``sweep_seconds`` in any case."""
+    (``Notifier.children_finished``: every finish, lease sweep and cancel in this process),
+    and every :data:`RECHECK_SECONDS` in any case, for what happened while no server ran."""
 
     def __init__(self, engine: Engine, settings: Settings, notifier: Notifier) -> None:
         self.engine, self.settings, self.notifier = engine, settings, notifier
@@ -119,7 +124,7 @@ class Advancer:
                 self.run_once()
             except Exception:  # the next finish or sweep tries again
                 log.exception("event=composite_pass_failed")
-            wake.wait(self.settings.sweep_seconds)
+            wake.wait(max(RECHECK_SECONDS, self.settings.sweep_seconds))
 
     def run_once(self) -> int:
         """One pass; returns how many composites it advanced."""
