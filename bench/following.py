@@ -268,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                     report["modes"][f"{mode}/{kind}"] = run_mode(
                         atomiverse, pool, mode, kind, molecules[:n], args.pairs, ctx)
             if dashboard is not None:
+                # The pages stay open with nothing happening: what showing them costs.
+                report["idle_pages_open"] = idle_cpu(home, args.idle_seconds,
+                                                     browser_pids=dashboard.pids)
                 dashboard.close()
                 dashboard = None
             report["per_request"] = per_request_cpu(client, args.requests)
@@ -292,6 +295,11 @@ def _print_costs(report: dict[str, Any]) -> None:
     if idle:
         print(f"  idle, embedded server + local controller: {idle['percent_of_core']:.3f}% of "
               f"one core over {idle['seconds']:.0f} s")
+    pages = report.get("idle_pages_open")
+    if pages:
+        print(f"  idle with /jobs and one /job page open: server + controller "
+              f"{pages['percent_of_core']:.3f}% of one core, Chromium "
+              f"{pages['browser_percent_of_core']:.3f}% over {pages['seconds']:.0f} s")
     parked = report.get("parked_claims")
     if parked:
         print(f"  {parked['controllers']} controllers parked on claim: server "

@@ -52,21 +52,31 @@ def per_request_cpu(client: Any, n: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def idle_cpu(home: str, seconds: float, settle_seconds: float = 3.0) -> dict[str, float]:
-    """Percent of one core used by the embedded server and everything under it."""
+def idle_cpu(home: str, seconds: float, settle_seconds: float = 3.0,
+             browser_pids: list[int] = ()) -> dict[str, float]:
+    """Percent of one core used by the embedded server and everything under it; with
+    ``browser_pids`` (pages of the dashboard left open), the browser's share apart."""
     server = _server(home)
     time.sleep(settle_seconds)  # the last job's bookkeeping and replies, not idle yet
     procs = [server, *server.children(recursive=True)]
-    before = {p.pid: _cpu(p) for p in procs}
+    browser = [psutil.Process(pid) for pid in browser_pids if psutil.pid_exists(pid)]
+    before = {p.pid: _cpu(p) for p in procs + browser}
     time.sleep(seconds)  # the measurement itself: nothing to wait for
+    out = {"percent_of_core": 100 * _used(procs, before) / seconds, "seconds": seconds,
+           "processes": len(procs)}
+    if browser_pids:
+        out["browser_percent_of_core"] = 100 * _used(browser, before) / seconds
+    return out
+
+
+def _used(procs: list[psutil.Process], before: dict[int, float]) -> float:
     used = 0.0
     for p in procs:
         try:
             used += _cpu(p) - before[p.pid]
         except psutil.NoSuchProcess:  # a worker retired meanwhile: its time is lost, small
             continue
-    return {"percent_of_core": 100 * used / seconds, "seconds": seconds,
-            "processes": len(procs)}
+    return used
 
 
 def _free_port() -> int:

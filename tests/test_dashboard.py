@@ -252,6 +252,37 @@ def test_jobs_list_follows_its_jobs_in_place(page, server, client, workspace_key
     assert page.text_content(row) == "done" and client.get_job(job_id)["state"] == "done"
 
 
+def test_jobs_list_shows_a_new_submission_when_the_watch_says_so(page, server, client,
+                                                                 workspace_key):
+    """No timer re-reads the list: the page's watch names the newest job it shows, the
+    server answers ``newer`` once a later one is submitted, and only then is the list
+    fetched again (in place)."""
+    late = "dash-list-newer"
+    _register(server, workspace_key, late)
+    _submit(client, _sp(name="shown first", use_cache=False), late)
+    watches: list[dict[str, Any]] = []
+    page.on("request", lambda r: watches.append(r.post_data_json)
+            if r.url.endswith("/api/v1/jobs/watch") else None)
+    page.goto(f"{server.url}/jobs")
+    newest = page.get_attribute("#jobs-live tr[data-job-id]", "data-job-id")
+    page.wait_for_function("() => true")  # the page's script has run
+    page.evaluate("window.__sameDocument = true")
+    new_id = _submit(client, _sp(name="submitted while the page is open", use_cache=False), late)
+    page.wait_for_selector(f"#jobs-live tr[data-job-id='{new_id}']", timeout=UI_TIMEOUT_MS)
+    assert page.evaluate("window.__sameDocument") is True  # the list, not the page, reloaded
+    assert page.get_attribute("#jobs-live tr[data-job-id]", "data-job-id") == new_id
+    assert any(w and w.get("newest_seen") == newest for w in watches), watches
+    # The server's side of it: a watch naming the newest job answers newer=true at once
+    # after a submission, and newer=false when its time runs out with nothing new.
+    headers = {"Authorization": f"Bearer {workspace_key}"}
+    quiet = httpx.post(f"{server.url}/api/v1/jobs/watch", headers=headers, timeout=30,
+                       json={"jobs": {}, "newest_seen": new_id, "timeout_seconds": 0.2}).json()
+    assert quiet == {"jobs": [], "newer": False}
+    stale = httpx.post(f"{server.url}/api/v1/jobs/watch", headers=headers, timeout=30,
+                       json={"jobs": {}, "newest_seen": newest, "timeout_seconds": 20}).json()
+    assert stale == {"jobs": [], "newer": True}
+
+
 def test_cancel_a_running_job_from_the_page(page, server, client, alpha_controller):
     slow = atomiverse.GeometryOptimization(
         atoms=_cluster(6), level_of_theory=GFN2_XTB, fmax=1e-4, max_steps=10000,

@@ -138,6 +138,10 @@ class WatchRequest(_Wire):
     brief: bool = Field(default=False, description=(
         "Answer {job_id, state, version, billed_core_seconds} per changed job instead of its "
         "full record (a page that only shows states)"))
+    newest_seen: str | None = Field(default=None, max_length=64, description=(
+        "The newest job a page shows: the watch also answers, with newer=true, as soon as "
+        "the workspace has a job submitted after it (or it was deleted); \"\" when the page "
+        "shows none: then as soon as there is any"))
 
 
 class WatchResponse(BaseModel):
@@ -145,6 +149,8 @@ class WatchResponse(BaseModel):
     call returns as soon as there is one, or empty when the timeout runs out."""
 
     jobs: list[dict[str, Any]]
+    newer: bool = Field(default=False, description=(
+        "Jobs were submitted after ``newest_seen`` (only with ``newest_seen``)"))
 
 
 class WaitResponse(BaseModel):

@@ -90,6 +90,7 @@ class Notifier:
         self.jobs_pending = Signal()  # new claimable work
         self.jobs_finished = Signal()  # some job reached a terminal state
         self.jobs_changed = Signal()  # some job changed state (any: started, requeued, ...)
+        self.jobs_submitted = Signal()  # new jobs stored; names the workspaces, not the jobs
         self.claim_waiters = ClaimWaiters()  # claim polls parked here, for hand-offs
         self.watches = Watches(max_watches)  # job watches and waits parked here, bounded
         # A composite job (a chain) may move on when one of its children finishes: wakes
@@ -118,6 +119,7 @@ class Notifier:
         self.jobs_pending.bind(loop)
         self.jobs_finished.bind(loop)
         self.jobs_changed.bind(loop)
+        self.jobs_submitted.bind(loop)
 
 
 class TooManyWatches(Exception):

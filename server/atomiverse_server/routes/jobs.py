@@ -78,7 +78,7 @@ def submit_batch(body: BatchRequest, workspace: BatchSubmitter, engine: EngineDe
         if earlier is None:
             raise
         return earlier
-    _announce_new_work(engine, settings, notifier, claimable | started)
+    _announce_new_work(engine, settings, notifier, claimable | started, workspace.id)
     if finished:
         notifier.finished(finished)
     return response
@@ -113,15 +113,16 @@ def submit_job(body: JobSubmitRequest, workspace: JobSubmitter, engine: EngineDe
                                        job_id=result["job_id"])
     except InsufficientBalance as e:
         raise HTTPException(402, str(e)) from None
-    _announce_new_work(engine, settings, notifier, claimable | started)
+    _announce_new_work(engine, settings, notifier, claimable | started, workspace.id)
     if finished:
         notifier.finished(finished)
     return record  # type: ignore[return-value]
 
 
 def _announce_new_work(engine: Engine, settings: Settings, notifier: Notifier,
-                       claimable: frozenset[str | None]) -> None:
+                       claimable: frozenset[str | None], workspace_id: str) -> None:
     handoff.announce_new_work(engine, settings.lease_seconds, notifier, claimable)
+    notifier.jobs_submitted.fire([workspace_id])  # pages showing the newest jobs (watch)
 
 
 @router.get("", response_model=JobsPage)

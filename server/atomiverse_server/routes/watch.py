@@ -8,7 +8,11 @@ the full record of every job whose version differs, as soon as there is one.
 Between database reads the watch sleeps on the in-process change signal, which names the jobs
 that changed: a signal naming none of the watched jobs costs no read. Every
 ``fallback_seconds`` it reads anyway (another server process on the same database may have
-changed them)."""
+changed them).
+
+A page showing the newest jobs also names the newest one it shows (``newest_seen``): the watch
+then answers ``newer: true`` as soon as the workspace has a later job, so the page fetches
+itself again on a submission, not on a timer."""
 
 from __future__ import annotations
 
@@ -47,27 +51,32 @@ async def watch_jobs(body: WatchRequest, workspace: CurrentWorkspace, engine: En
     except TooManyWatches as e:
         raise HTTPException(429, str(e), headers={"Retry-After": "1"}) from None
     try:
-        changed = await _wait_for_change(body, workspace.id, engine, notifier, request,
-                                         superseded)
+        changed, newer = await _wait_for_change(body, workspace.id, engine, notifier, request,
+                                                superseded)
         records = await run_in_threadpool(_records, engine, workspace.id, changed, body.brief)
     except MissingJobs as e:
         return e.response()
     finally:
         notifier.watches.leave(workspace.id, body.watch_id, superseded)
     # Encoded here: results are passed through as stored, not re-validated.
-    return Response(jsonio.dumps({"jobs": records}), media_type="application/json")
+    answer: dict[str, Any] = {"jobs": records}
+    if body.newest_seen is not None:
+        answer["newer"] = newer
+    return Response(jsonio.dumps(answer), media_type="application/json")
 
 
 async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine,
                            notifier: Notifier, request: Request,
-                           superseded: asyncio.Event) -> list[str]:
+                           superseded: asyncio.Event) -> tuple[list[str], bool]:
+    """The watched jobs that changed, and whether jobs newer than ``newest_seen`` exist."""
     deadline = time.monotonic() + body.timeout_seconds
-    signal = notifier.jobs_changed
-    event = signal.snapshot()
+    signal, submitted = notifier.jobs_changed, notifier.jobs_submitted
+    event, submitted_event = signal.snapshot(), submitted.snapshot()
     ids = set(body.jobs)
-    if not ids:  # nothing can change; such a watch only ends an older one of its id
-        return []
-    versions = await run_in_threadpool(_versions, engine, workspace_id, list(ids))
+    if not ids and body.newest_seen is None:
+        return [], False  # nothing can change; such a watch only ends an older one of its id
+    versions, newer = await run_in_threadpool(_read, engine, workspace_id, ids,
+                                              body.newest_seen)
     raise_if_missing(ids, versions)
     read_at = time.monotonic()
     gone = asyncio.ensure_future(until_disconnected(request))
@@ -82,19 +91,25 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
                 # dozens of times a second, and each answer costs a request both ways.
                 hold_until = hold_until or min(deadline, now + body.coalesce_seconds)
             holding = hold_until is not None and now < hold_until
-            if changed and not holding or now >= deadline or superseded.is_set() \
-                    or notifier.stopping or gone.done():
-                return changed
+            if (changed or newer) and not holding or now >= deadline \
+                    or superseded.is_set() or notifier.stopping or gone.done():
+                return changed, newer
             until = hold_until if holding else min(deadline, read_at + notifier.fallback_seconds)
             with notifier.watches.sleeping():
-                await first(signal.wait(event, until - now), superseded.wait(), gone)
+                await first(signal.wait(event, until - now), superseded.wait(), gone,
+                            *([submitted.wait(submitted_event, until - now)]
+                              if body.newest_seen is not None else []))
             named, event = signal.named_since(event)
             unread = None if named is None or unread is None else unread | (named & ids)
-            if holding and time.monotonic() < hold_until:
+            workspaces, submitted_event = submitted.named_since(submitted_event)
+            new_jobs = body.newest_seen is not None and (
+                workspaces is None or workspace_id in workspaces)
+            if holding and time.monotonic() < hold_until and not new_jobs:
                 continue  # read once when the hold ends, not on every change meanwhile
-            if unread is None or unread or time.monotonic() - read_at >= \
+            if new_jobs or unread is None or unread or time.monotonic() - read_at >= \
                     notifier.fallback_seconds:
-                versions = await run_in_threadpool(_versions, engine, workspace_id, list(ids))
+                versions, newer = await run_in_threadpool(_read, engine, workspace_id, ids,
+                                                          body.newest_seen)
                 read_at, unread = time.monotonic(), set()
     finally:
         gone.cancel()
@@ -131,9 +146,15 @@ def raise_if_missing(asked: set[str], found: Any) -> None:
         raise MissingJobs(missing)
 
 
-def _versions(engine: Engine, workspace_id: str, job_ids: list[str]) -> dict[str, str]:
+def _read(engine: Engine, workspace_id: str, job_ids: set[str],
+          newest_seen: str | None) -> tuple[dict[str, str], bool]:
+    """The watched jobs' versions, and whether the workspace has jobs after ``newest_seen``."""
     with read_tx(engine) as conn:
-        return job_store.job_versions(conn, workspace_id=workspace_id, job_ids=job_ids)
+        versions = job_store.job_versions(conn, workspace_id=workspace_id,
+                                          job_ids=list(job_ids)) if job_ids else {}
+        newer = newest_seen is not None and job_store.has_newer(
+            conn, workspace_id=workspace_id, job_id=newest_seen)
+    return versions, newer
 
 
 def _records(engine: Engine, workspace_id: str, job_ids: list[str],

@@ -1,14 +1,14 @@
 // The jobs list: molecule thumbnails, and the first page follows its jobs: a watch
 // (POST /api/v1/jobs/watch, a long-poll, brief answers) over the pending and running jobs it
-// shows, whose answers update those rows' states and the counts in place. The whole page is
-// fetched again only every FULL_REFRESH_MS (new submissions), not on every change: a page
-// re-rendered with its thumbnails every few seconds cost the browser half a core.
+// shows, whose answers update those rows' states and the counts in place. The same watch
+// names the newest job shown and answers newer=true once a later one is submitted: only then
+// is the whole page fetched again. Nothing runs on a timer (issue 22): a page re-rendered
+// with its thumbnails every few seconds cost the browser half a core.
 "use strict";
 
 (() => {
   const WATCH_SECONDS = 25;
   const COALESCE_SECONDS = 1;
-  const FULL_REFRESH_MS = 30000;
   const RETRY_MS = 5000;
   const ACTIVE = new Set(["pending", "running"]);
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -66,34 +66,36 @@
     }
   }
 
+  function newestShown(live) {
+    return live.querySelector("tr[data-job-id]")?.dataset.jobId || ""; // "": none shown
+  }
+
+  async function refresh() {
+    const fresh = await Atomiverse.refreshFragment("jobs-live");
+    if (fresh) thumbnails(fresh);
+  }
+
   async function follow() {
-    let lastFull = Date.now();
+    let stale = false; // hidden meanwhile: fetch the page again when shown
     for (;;) {
-      let live = document.getElementById("jobs-live");
+      const live = document.getElementById("jobs-live");
       if (!live || live.dataset.firstPage !== "yes") return;
-      const jobs = activeJobs(live);
-      const visible = document.visibilityState === "visible";
-      try {
-        if (Object.keys(jobs).length && visible) {
-          const out = await Atomiverse.api("POST", "/api/v1/jobs/watch", {
-            jobs, timeout_seconds: WATCH_SECONDS, coalesce_seconds: COALESCE_SECONDS,
-            brief: true });
-          apply(live, out.jobs);
-        } else {
-          await sleep(Math.max(0, lastFull + FULL_REFRESH_MS - Date.now()));
-        }
-      } catch (e) {
-        await sleep(RETRY_MS); // the server is restarting, or a shown job was deleted
-        lastFull = 0;
-      }
-      if (Date.now() - lastFull < FULL_REFRESH_MS || document.visibilityState !== "visible") {
+      if (document.visibilityState !== "visible") {
+        stale = true;
+        await new Promise((r) => document.addEventListener("visibilitychange", r, { once: true }));
         continue;
       }
       try {
-        const fresh = await Atomiverse.refreshFragment("jobs-live");
-        if (fresh) { thumbnails(fresh); live = fresh; }
-      } catch (e) { await sleep(RETRY_MS); }
-      lastFull = Date.now();
+        if (stale) { stale = false; await refresh(); continue; }
+        const out = await Atomiverse.api("POST", "/api/v1/jobs/watch", {
+          jobs: activeJobs(live), newest_seen: newestShown(live), timeout_seconds: WATCH_SECONDS,
+          coalesce_seconds: COALESCE_SECONDS, brief: true });
+        apply(live, out.jobs);
+        if (out.newer) await refresh();
+      } catch (e) {
+        await sleep(RETRY_MS); // the server is restarting, or a shown job was deleted
+        stale = true;
+      }
     }
   }
 

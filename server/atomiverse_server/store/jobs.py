@@ -148,6 +148,20 @@ def job_versions(conn: Connection, *, workspace_id: str,
     return out
 
 
+def has_newer(conn: Connection, *, workspace_id: str, job_id: str) -> bool:
+    """Whether the workspace has a job submitted after this one (True if it is gone); with
+    ``job_id`` empty (none seen), whether it has any job."""
+    if not job_id:
+        return conn.execute(sa.select(jobs.c.seq).where(
+            jobs.c.workspace_id == workspace_id).limit(1)).first() is not None
+    seq = conn.execute(sa.select(jobs.c.seq).where(jobs.c.workspace_id == workspace_id,
+                                                   jobs.c.id == job_id)).scalar()
+    if seq is None:
+        return True
+    return conn.execute(sa.select(jobs.c.seq).where(
+        jobs.c.workspace_id == workspace_id, jobs.c.seq > seq).limit(1)).first() is not None
+
+
 def _public(row: Row[Any]) -> dict[str, Any]:
     return summary(row) | {
         "compute_target": row.compute_target,
