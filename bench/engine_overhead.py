@@ -107,6 +107,7 @@ def main() -> None:
     import multiprocessing
 
     from atomiverse_controller.workers import WorkerPool
+
     from bench.molecules import benchmark_molecules
 
     molecules = benchmark_molecules(args.n)
