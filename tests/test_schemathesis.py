@@ -49,7 +49,7 @@ def test_api_conforms_to_its_schema(tmp_path):
              # (at most 60) runs out: that is what they are for, not slowness.
              "--max-response-time", "65",
              "--suppress-health-check", "all", "--no-color"],
-            capture_output=True, text=True, timeout=600)
+            capture_output=True, text=True, timeout=600, check=False)
         report = out.stdout + out.stderr
         assert out.returncode == 0, report[-6000:]
         assert "5xx" not in report.split("SUMMARY")[-1] or "0 failures" in report
