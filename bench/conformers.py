@@ -19,7 +19,15 @@ The molecules: 20 drugs of the WHO Model List of Essential Medicines and other c
 with 5 to 12 rotatable bonds (RDKit's count), SMILES written from their PubChem structures
 (stereocentres left unassigned: the embedding picks one and the search keeps it).
 
+The references are kept, one file a molecule, in ``bench/reference/conformers/`` (committed:
+about 25 core-hours in all, more than one sitting of a 2-core machine): a run uses the stored
+reference of a molecule when one exists for the same SMILES, candidate count and seed, and
+stores each one it computes as soon as it has it, so the set fills over several runs and a
+change to the search is measured again without recomputing them. Each file keeps the lowest
+conformer's geometry, so its energy can be checked against the engine directly.
+
     python bench/conformers.py                                  # all 20, 500 reference each
+    python bench/conformers.py --reference-only --only ranitidine     # fill in one reference
     python bench/conformers.py --molecules 2 --reference-candidates 100     # a quick look
 """
 
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +74,7 @@ MOLECULES = {  # name: SMILES (rotatable bonds by RDKit)
     "acebutolol": "CCCC(=O)Nc1ccc(OCC(O)CNC(C)C)c(C(C)=O)c1",  # 10
 }
 REFERENCE_SEED = 7
+REFERENCE_DIR = ROOT / "bench" / "reference" / "conformers"
 
 
 def reference_geometries(atoms: Any, count: int) -> list[Any]:
@@ -110,8 +120,36 @@ def run_reference(atomiverse: Any, atoms: Any, name: str, count: int) -> dict[st
            if j["job_id"]]
     records = atomiverse.wait_jobs(ids)
     done = [r["result"] for r in records if r["state"] == "done"]
-    return {"energy_hartree": min(r["energy_hartree"] for r in done),
-            "core_seconds": sum(r["core_seconds"] for r in done), "n_done": len(done)}
+    lowest = min(done, key=lambda r: r["energy_hartree"])
+    return {"energy_hartree": lowest["energy_hartree"],
+            "core_seconds": sum(r["core_seconds"] for r in done), "n_done": len(done),
+            "numbers": list(atoms.numbers),
+            "lowest_positions_angstrom": lowest["final_positions_angstrom"]}
+
+
+def _reference_file(name: str, count: int) -> Path:
+    return REFERENCE_DIR / f"{name}-{count}.json"
+
+
+def stored_reference(name: str, smiles: str, count: int) -> dict[str, Any] | None:
+    """The stored reference of this molecule, if it was made from the same SMILES, candidate
+    count and seed."""
+    path = _reference_file(name, count)
+    if not path.exists():
+        return None
+    ref = json.loads(path.read_text())
+    same = (ref.get("smiles"), ref.get("candidates"), ref.get("seed")) == \
+        (smiles, count, REFERENCE_SEED)
+    return ref if same else None
+
+
+def store_reference(name: str, smiles: str, count: int, ref: dict[str, Any]) -> None:
+    REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                            capture_output=True, check=False).stdout.strip()
+    record = {"molecule": name, "smiles": smiles, "candidates": count,
+              "seed": REFERENCE_SEED, "commit": commit, **ref}
+    _reference_file(name, count).write_text(json.dumps(record, indent=1) + "\n")
 
 
 def main() -> None:
@@ -119,7 +157,11 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--molecules", type=int, default=len(MOLECULES))
     p.add_argument("--reference-candidates", type=int, default=500)
+    p.add_argument("--only", nargs="+", choices=list(MOLECULES), help="these molecules")
+    p.add_argument("--reference-only", action="store_true",
+                   help="compute and store missing references, run no search")
     args = p.parse_args()
+    chosen = args.only or list(MOLECULES)[:args.molecules]
     import os
 
     cores = len(os.sched_getaffinity(0))
@@ -131,10 +173,18 @@ def main() -> None:
 
         atomiverse.start_local()
         try:
-            for name, smiles in list(MOLECULES.items())[:args.molecules]:
+            for name in chosen:
+                smiles, count = MOLECULES[name], args.reference_candidates
                 atoms = atomiverse.Atoms.from_smiles(smiles)
+                ref = stored_reference(name, smiles, count)
+                if ref is None:
+                    ref = run_reference(atomiverse, atoms, name, count)
+                    store_reference(name, smiles, count, ref)
+                if args.reference_only:
+                    print(f"{name}: reference {ref['energy_hartree']:.8f} Hartree, "
+                          f"{ref['core_seconds']:.0f} core-seconds", flush=True)
+                    continue
                 search = run_search(atomiverse, atoms, name, cores)
-                ref = run_reference(atomiverse, atoms, name, args.reference_candidates)
                 rows.append(_row(name, search, ref))
                 print(json.dumps(rows[-1]), flush=True)
         finally:
