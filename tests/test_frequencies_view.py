@@ -5,24 +5,25 @@ spectrum, mode selector animating the 3D view, downloads) in a real headless Chr
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import atomiverse
+import atomiverse.qcschema
 import httpx2 as httpx
 import numpy as np
 import pytest
 from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 from atomiverse.levels import GFN2_XTB
 from atomiverse_controller.engines import get_engine
+from atomiverse_core.qcschema import BOHR_ANGSTROM
 from browser import chromium, screenshot
 from conftest import DEFAULT_ENGINE
+from test_dashboard import UI_TIMEOUT_MS, _open_signed_in
 
 pytestmark = pytest.mark.timeout(300)
-UI_TIMEOUT_MS = 60_000
 ACETIC_ACID = "CC(=O)O"
 
 
@@ -119,3 +120,145 @@ def test_ir_intensities_and_modes_match_the_xtb_program(tmp_path):
             continue  # a near-degenerate pair may mix differently
         cosine = abs(np.vdot(modes[k], theirs)) / np.linalg.norm(theirs)
         assert cosine > 0.98, (k, xtb_freqs[k], cosine)
+
+
+# ----- the dashboard's frequencies view -----------------------------------------------------
+MODE_STATE_JS = "() => window.atomiverseMode ? {index: window.atomiverseMode.index, " \
+                "frame: window.atomiverseMode.frame} : null"
+COORDS_JS = "() => window.atomiverseViewer.getModel().selectedAtoms({}).map(a => [a.x, a.y, a.z])"
+
+
+@pytest.fixture(scope="module")
+def page(server, workspace_key):
+    with chromium() as browser:
+        p = _open_signed_in(browser, server, workspace_key)
+        yield p
+        p.context.close()
+    assert not p.errors, p.errors
+
+
+@pytest.fixture(scope="module")
+def formaldehyde_job(server, workspace_key, alpha_controller):
+    """A finished frequencies job (optimised first) and its record from the API."""
+    client = atomiverse.Client(api_key=workspace_key, base_url=server.url)
+    try:
+        job = atomiverse.Frequencies(atoms=atomiverse.Atoms.from_smiles("C=O"),
+                                     level_of_theory=GFN2_XTB, optimize_first=True,
+                                     symmetry_number=2, name="formaldehyde frequencies")
+        job_id = client.submit_job(job.model_dump(), compute_target=alpha_controller)["job_id"]
+        (done,) = client.wait_jobs([job_id], timeout=120)
+        assert done["state"] == "done", done
+        return client.get_job(job_id)
+    finally:
+        client.close()
+
+
+def _open(page: Any, server: Any, job_id: str) -> None:
+    page.goto(f"{server.url}/job?job_id={job_id}")
+    page.wait_for_selector("#viewer[data-ready=yes]", state="attached", timeout=UI_TIMEOUT_MS)
+
+
+def _mode_frame_coords(page: Any, index: int) -> tuple[int, np.ndarray]:
+    """The viewer's coordinates at a frame of mode ``index`` other than the resting one."""
+    page.wait_for_function(
+        f"() => window.atomiverseMode && window.atomiverseMode.index === {index} && "
+        "window.atomiverseMode.frame % 12 !== 0", timeout=UI_TIMEOUT_MS)
+    both = page.evaluate(f"() => [({MODE_STATE_JS})(), ({COORDS_JS})()]")
+    return both[0]["frame"], np.array(both[1])
+
+
+def test_table_spectrum_and_mode_selector(page, server, formaldehyde_job):
+    record = formaldehyde_job
+    result = record["result"]
+    freqs, ir = result["frequencies_cm1"], result["ir_intensities_km_per_mol"]
+    modes = np.array(result["normal_modes_angstrom"])
+    base = np.array(result["final_positions_angstrom"])
+    assert len(freqs) == len(ir) == 6 and modes.shape == (6, 4, 3)
+    _open(page, server, record["job_id"])
+
+    rows = page.locator("#modes-table tbody tr")
+    assert rows.count() == len(freqs)
+    for k in range(len(freqs)):
+        cells = rows.nth(k).locator("td")
+        assert float(cells.nth(1).inner_text()) == pytest.approx(freqs[k], abs=0.051)
+        assert float(cells.nth(2).inner_text()) == pytest.approx(ir[k], abs=0.0051)
+
+    sticks = page.locator("#ir-spectrum .ir-stick")
+    assert sticks.count() == len(freqs)  # all real at the minimum
+    tops = [float(sticks.nth(k).get_attribute("y2")) for k in range(len(freqs))]
+    strongest = int(np.argmax(ir))
+    assert int(sticks.nth(int(np.argmin(tops))).get_attribute("data-mode")) == strongest
+    curve = page.get_attribute("#ir-spectrum .ir-curve", "points").split()
+    assert len(curve) == 800
+    # The broadened curve peaks where the strongest stick stands (x decreases with wavenumber).
+    peak_x = min(curve, key=lambda p: float(p.split(",")[1])).split(",")[0]
+    assert float(peak_x) == pytest.approx(float(sticks.nth(strongest).get_attribute("x1")),
+                                          abs=2.0)
+    screenshot(page, "dashboard-frequencies")
+
+    # A row animates its mode: every frame is the geometry displaced along that mode.
+    assert page.evaluate(MODE_STATE_JS) is None and page.is_hidden("#mode-bar")
+    rows.nth(strongest).click()
+    first_frame, coords = _mode_frame_coords(page, strongest)
+    shift = (coords - base).ravel()
+    assert np.linalg.norm(shift) > 0.01
+    cosine = abs(shift @ modes[strongest].ravel()) / np.linalg.norm(shift)
+    assert cosine > 0.999
+    page.wait_for_function(f"() => window.atomiverseMode.frame !== {first_frame} && "
+                           "window.atomiverseMode.frame % 12 !== 0", timeout=UI_TIMEOUT_MS)
+    assert page.is_visible("#mode-bar") and f"{strongest + 1}:" in page.inner_text("#mode-label")
+    assert "current" in (rows.nth(strongest).get_attribute("class") or "")
+
+    # A stick selects another mode; Stop puts the molecule back.
+    other = (strongest + 1) % len(freqs)
+    sticks.nth(other).click(force=True)
+    _, coords = _mode_frame_coords(page, other)
+    shift = (coords - base).ravel()
+    assert abs(shift @ modes[other].ravel()) / np.linalg.norm(shift) > 0.999
+    page.click("#mode-stop")
+    page.wait_for_function("() => window.atomiverseMode === null", timeout=UI_TIMEOUT_MS)
+    assert page.is_hidden("#mode-bar")
+    assert np.allclose(np.array(page.evaluate(COORDS_JS)), base, atol=1e-4)
+
+
+def test_download_buttons_return_the_structure_and_the_qcschema_record(page, server,
+                                                                       formaldehyde_job,
+                                                                       workspace_key):
+    record = formaldehyde_job
+    result = record["result"]
+    _open(page, server, record["job_id"])
+    with page.expect_download() as xyz_download:
+        page.click("#download-xyz")
+    xyz = Path(xyz_download.value.path()).read_text()
+    assert xyz_download.value.suggested_filename == f"{record['job_id']}.xyz"
+    lines = xyz.splitlines()
+    assert int(lines[0]) == 4 and "formaldehyde frequencies" in lines[1]
+    assert f"energy_hartree={result['energy_hartree']:.10f}" in lines[1]
+    assert [chemical_symbols[z] for z in record["job"]["atoms"]["numbers"]] == \
+        [line.split()[0] for line in lines[2:]]
+    assert np.allclose([[float(c) for c in line.split()[1:]] for line in lines[2:]],
+                       result["final_positions_angstrom"], atol=1e-9)
+
+    with page.expect_download() as json_download:
+        page.click("#download-json")
+    data = json.loads(Path(json_download.value.path()).read_text())
+    ours = atomiverse.qcschema.to_atomic_result(record)
+    assert data["schema_name"] == "qcschema_output" and data["success"] is True
+    assert data["properties"]["return_energy"] == result["energy_hartree"]
+    assert np.array_equal(np.ravel(data["return_result"]), np.ravel(ours.return_result))
+    # qcelemental keeps 8 decimals of Bohr; the frequencies' geometry, not the input's.
+    assert np.allclose(np.array(data["molecule"]["geometry"]).reshape(-1, 3) * BOHR_ANGSTROM,
+                       result["final_positions_angstrom"], atol=1e-8)
+    extras = data["extras"]["atomiverse"]
+    assert extras["frequencies_cm1"] == result["frequencies_cm1"]
+    assert extras["ir_intensities_km_per_mol"] == result["ir_intensities_km_per_mol"]
+    assert extras["normal_modes_angstrom"] == result["normal_modes_angstrom"]
+
+    # Authenticated like the other job routes: no key, no file; another workspace's key, no job.
+    url = f"{server.url}/api/v1/jobs/{record['job_id']}/download.json"
+    assert httpx.get(url).status_code == 401
+    other = server.new_workspace("freq-view-other")
+    assert httpx.get(url, headers={"Authorization": f"Bearer {other}"}).status_code == 404
+    ok = httpx.get(url.replace(".json", ".xyz"),
+                   headers={"Authorization": f"Bearer {workspace_key}"})
+    assert ok.status_code == 200 and ok.text == xyz

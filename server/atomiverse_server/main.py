@@ -24,7 +24,7 @@ from .bodylimit import SINGLE_JOB_ROUTE, BodySizeLimit, single_job_limit
 from .db import create_schema, make_engine
 from .fastreads import FastReads
 from .notify import Notifier
-from .routes import account, controllers, identity, jobs, pages, watch
+from .routes import account, controllers, downloads, identity, jobs, pages, watch
 from .scheduler import start_scheduler
 from .settings import Settings, get_settings
 from .workflows import Advancer
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(account.router)
     app.include_router(watch.router)
     app.include_router(jobs.router)
+    app.include_router(downloads.router)
     app.include_router(controllers.router)
     app.include_router(metrics.router)
     app.include_router(identity.router)
