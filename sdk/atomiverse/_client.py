@@ -256,13 +256,22 @@ class Client:
             self._informer.forget(job_id)
 
     def wait_jobs(self, job_ids: Sequence[str], timeout: float | None = None,
-                  on_progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
+                  on_progress: ProgressCallback | None = None, *,
+                  progress: bool | None = None) -> list[dict[str, Any]]:
         """Block until every job is terminal; return ``{job_id, state, result, error, ...}``
         in the order given. The server holds each request open until something finishes,
-        so waiting costs a request per completion wave, not a poll per job."""
+        so waiting costs a request per completion wave, not a poll per job.
+
+        ``on_progress(finished, total)`` is called as jobs finish. In Jupyter, without one, a
+        progress bar shows in the cell's output (``progress=False``: none; ``True``: also for
+        a single job, which gets none by default)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         done: dict[str, dict[str, Any]] = {}
         pending = list(dict.fromkeys(job_ids))
+        if on_progress is None and (progress or (progress is None and len(pending) > 1)):
+            from ._notebook import notebook_progress
+
+            on_progress = notebook_progress(len(pending))
         while pending:
             left = WAIT_POLL_SECONDS if deadline is None else deadline - time.monotonic()
             if left <= 0:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from atomiverse_core import sdnotify
+from atomiverse_core.assets import VENDOR_DIR
 from atomiverse_core.heap import freeze_startup_heap
 from atomiverse_core.localhome import server_secret
 from fastapi import FastAPI, Request
@@ -86,6 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(identity.router)
     app.include_router(pages.router)
+    # 3Dmol.js lives with the core: the notebooks' 3D view (atomiverse_core.notebook) uses it
+    # too. Mounted first: the /static mount would otherwise answer for /static/vendor.
+    app.mount("/static/vendor", StaticFiles(directory=VENDOR_DIR), name="vendor")
     app.mount("/static", StaticFiles(packages=[("atomiverse_server", "static")]),
               name="static")
     return app
