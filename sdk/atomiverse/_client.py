@@ -175,6 +175,24 @@ class Client:
     def submit_job(self, payload: Any, compute_target: str | None = None) -> dict[str, Any]:
         return self.request("POST", "/api/v1/jobs", json=_entry(payload, compute_target))
 
+    def run_job(self, payload: Any, compute_target: str | None = None,
+                timeout: float | None = None) -> dict[str, Any]:
+        """Submit one job and return its record once it is finished, result included: one
+        request that submits and waits (``POST /api/v1/jobs/run``), then ``wait_jobs`` if
+        the job outlasts that request's wait. For one job whose result is needed at once
+        (the ASE calculator); batches go through :meth:`submit_batch`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wait = WAIT_POLL_SECONDS if timeout is None else max(0.0, min(WAIT_POLL_SECONDS,
+                                                                      timeout))
+        record = self.request("POST", "/api/v1/jobs/run", json=_entry(payload, compute_target),
+                              params={"timeout_seconds": wait},
+                              timeout=wait + self.timeout)  # a submission: never sent twice
+        if record["state"] in TERMINAL_STATES:
+            return record
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        (finished,) = self.wait_jobs([record["job_id"]], left, progress=False)
+        return {**record, **finished}
+
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's record, for loops that follow jobs: answered from this client's watch
         where it can be (see ``atomiverse._informer``). A finished job is answered at once

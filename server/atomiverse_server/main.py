@@ -25,7 +25,7 @@ from .bodylimit import SINGLE_JOB_ROUTE, BodySizeLimit, single_job_limit
 from .db import create_schema, make_engine
 from .fastreads import FastReads
 from .notify import Notifier
-from .routes import account, controllers, downloads, identity, jobs, pages, watch
+from .routes import account, controllers, downloads, identity, jobs, pages, run, watch
 from .scheduler import start_scheduler
 from .settings import Settings, get_settings
 from .workflows import Advancer
@@ -77,10 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
-                       routes={SINGLE_JOB_ROUTE: single_job_limit(settings.max_atoms)})
+                       routes={SINGLE_JOB_ROUTE: single_job_limit(settings.max_atoms),
+                               ("POST", run.RUN_PATH): single_job_limit(settings.max_atoms)})
     app.add_middleware(FastReads, state=app.state)  # outside the body limit: GETs only
     app.include_router(account.router)
     app.include_router(watch.router)
+    app.include_router(run.router)  # before jobs': /run is no job id
     app.include_router(jobs.router)
     app.include_router(downloads.router)
     app.include_router(controllers.router)
