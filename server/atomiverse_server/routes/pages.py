@@ -54,6 +54,7 @@ _env.globals.update(HARTREE_EV=HARTREE_EV, HARTREE_KCAL=HARTREE_KCAL,
 _LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_\-.~?=&%+]*$")
 _FORM_MAX_BYTES = 8192
 _PREVIEW_ATOMS = 300  # the list's thumbnails drop hydrogens above this, and stop there
+PAGE_MODES_MAX_ATOMS = 150  # a frequencies page animates its modes up to this: ~2 MB of JSON
 
 
 def _render(request: Request, template: str, session: Session | None, status: int = 200,
@@ -310,7 +311,7 @@ def _viewer_data(record: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
             "final": r.get("final_positions_angstrom"),
             "trajectory": r.get("trajectory_positions_angstrom"),
             "energies": r.get("energies_hartree"),
-            "modes": r.get("normal_modes_angstrom"), "frequencies": r.get("frequencies_cm1")}
+            "modes": _page_modes(r), "frequencies": r.get("frequencies_cm1")}
     kind = jobtypes.find(record["job_type"])
     if kind is not None and kind.frame_noun and r:  # alternatives (conformers), not a path
         frames = kind.frames(r)
@@ -330,4 +331,11 @@ def _vibrations(r: dict[str, Any]) -> dict[str, Any] | None:
     return {"rows": [{"mode": k, "freq": f, "intensity": ir[k] if ir else None}
                      for k, f in enumerate(freqs)],
             "spectrum": ir_spectrum(freqs, ir) if ir else None,
-            "animated": bool(r.get("normal_modes_angstrom"))}
+            "animated": _page_modes(r) is not None}
+
+
+def _page_modes(r: dict[str, Any]) -> list[Any] | None:
+    """The normal modes the page carries for its viewer: none above PAGE_MODES_MAX_ATOMS
+    (9 N^2 numbers in the page; the download and the API still have them)."""
+    modes = r.get("normal_modes_angstrom")
+    return modes if modes and len(modes[0]) <= PAGE_MODES_MAX_ATOMS else None
