@@ -13,12 +13,12 @@ from typing import Annotated, Any
 
 from atomiverse_core import jsonio
 from atomiverse_core.schema import JobPublic, JobSubmitRequest, WaitRequest
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ..deps import EngineDep, NotifierDep, SettingsDep
 from ..jsonroute import FastJSONRoute
-from ..notify import TooManyWatches
+from ..notify import Notifier, TooManyWatches
 from ..ratelimit import JobSubmitter
 from ..store import jobs as job_store
 from .errors import USER
@@ -35,24 +35,32 @@ MAX_WAIT_SECONDS = 60.0
 async def run_job(body: JobSubmitRequest, workspace: JobSubmitter, engine: EngineDep,
                   settings: SettingsDep, notifier: NotifierDep, request: Request,
                   timeout_seconds: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 20.0,
-                  local_controller: LocalControllerHeader = None) -> dict[str, Any]:
+                  local_controller: LocalControllerHeader = None) -> Response:
     """Submit one job (as ``POST /api/v1/jobs``) and answer when it is finished, with its
     result, or after ``timeout_seconds`` with the record as it then is."""
     record = await run_in_threadpool(submit_job, body, workspace, engine, settings, notifier,
                                      local_controller)
-    if record["state"] in job_store.TERMINAL or timeout_seconds == 0:
-        return record
+    if record["state"] not in job_store.TERMINAL and timeout_seconds > 0:
+        record = await _finished(record, timeout_seconds, workspace.id, engine, notifier,
+                                 request)
+    # Encoded here, as the fast reads do: the stored result is not validated again.
+    return Response(jsonio.dumps(record), status_code=201, media_type="application/json")
+
+
+async def _finished(record: dict[str, Any], timeout_seconds: float, workspace_id: str,
+                    engine: Any, notifier: Notifier, request: Request) -> dict[str, Any]:
+    """The record once the job is finished, or as it is when the wait runs out."""
     try:
-        parked = notifier.watches.enter(workspace.id, None)
+        parked = notifier.watches.enter(workspace_id, None)
     except TooManyWatches:
         return record  # submitted all the same: the client waits on with /wait
     try:
         answer = await _wait(WaitRequest(job_ids=[record["job_id"]],
                                          timeout_seconds=timeout_seconds, include_result=True),
-                             workspace.id, engine, notifier, request)
+                             workspace_id, engine, notifier, request)
     except MissingJobs:
         return record  # deleted meanwhile: as it was submitted
     finally:
-        notifier.watches.leave(workspace.id, None, parked)
+        notifier.watches.leave(workspace_id, None, parked)
     (state,) = jsonio.loads(answer.body)["jobs"]
     return {**record, **state}
