@@ -7,7 +7,9 @@ library called directly in this process, one thread, a new calculator per geomet
 platform's workers do for each job (xtb-python where it is installed, else tblite), and through
 ``AtomiverseCalculator(compute_target="local")`` on the embedded platform. Pairs alternate
 (direct, platform; platform, direct; ...); the printed figure is the median over pairs of
-(platform - direct) wall time per call, in ms, with both medians.
+(platform - direct) wall time per call, in ms, with both medians, and the platform runs' CPU
+per call in each process (client, server, controller, workers; psutil's user + system), which
+a shared machine's load disturbs less than wall time.
 
     python bench/ase_calculator.py                 # 30 calls a run, 4 pairs
     python bench/ase_calculator.py --calls 100 --pairs 6 --smiles CCO
@@ -16,6 +18,7 @@ platform's workers do for each job (xtb-python where it is installed, else tblit
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -28,6 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.baselines import ONE_THREAD_ENV, scoped_env
+from bench.cpu_per_batch import _children_cpu, _cpu
 
 
 def geometries(smiles: str, calls: int, seed: int = 7) -> list[Any]:
@@ -109,23 +113,41 @@ def main() -> None:
             scoped_env({"ATOMIVERSE_HOME": home, "ATOMIVERSE_BASE_URL": None,
                         "ATOMIVERSE_API_KEY": None, **ONE_THREAD_ENV}):
         import atomiverse
+        import psutil
         from atomiverse.ase import AtomiverseCalculator
         from atomiverse.levels import GFN2_XTB
 
         atomiverse.start_local()
+        cpu_per_call: list[tuple[float, ...]] = []
         try:
+            server = psutil.Process(json.loads((Path(home) / "server.json").read_text())["pid"])
+            controller = psutil.Process(
+                json.loads((Path(home) / "controller.json").read_text())["pid"])
+
+            def cpu_now() -> tuple[float, ...]:
+                return (time.process_time(), _cpu(server), _cpu(controller),
+                        _children_cpu(controller))
+
             # Not counted: the local controller's and the client's first jobs (connections,
             # the workers' first sessions) cost more than any later call.
             time_calls(geometries(args.smiles, 10, seed=99),
                        AtomiverseCalculator(GFN2_XTB, compute_target="local"))
             runs: list[tuple[float, float]] = []
             for pair in range(args.pairs):
-                # A new trajectory per pair: the platform must not answer from its cache.
-                frames = geometries(args.smiles, args.calls + pair)[pair:]
+                # A new trajectory per pair (its own velocities): the platform must not answer
+                # from its cache. (The same run shifted by a step, as before, repeated every
+                # geometry but one of the previous pair's, so from the second pair on nearly
+                # every call was a cache hit.)
+                frames = geometries(args.smiles, args.calls, seed=1000 + pair)
                 platform = AtomiverseCalculator(GFN2_XTB, compute_target="local")
                 order = [("direct", DirectEngine()), ("platform", platform)]
-                timed = {name: time_calls(frames, calc)
-                         for name, calc in (order if pair % 2 == 0 else order[::-1])}
+                timed = {}
+                for name, calc in (order if pair % 2 == 0 else order[::-1]):
+                    before = cpu_now()
+                    timed[name] = time_calls(frames, calc)
+                    if name == "platform":
+                        cpu_per_call.append(tuple((b - a) / len(frames) for a, b in
+                                                  zip(before, cpu_now(), strict=True)))
                 runs.append((timed["direct"], timed["platform"]))
                 print(f"pair {pair + 1}: direct {timed['direct'] * 1e3:.2f} ms/call, platform "
                       f"{timed['platform'] * 1e3:.2f} ms/call", flush=True)
@@ -136,6 +158,11 @@ def main() -> None:
           f"{statistics.median(a for a, _ in runs) * 1e3:.2f} ms/call, platform "
           f"{statistics.median(b for _, b in runs) * 1e3:.2f} ms/call; the platform's own "
           f"cost {extra:.2f} ms a call (median of pairs)")
+    medians = [statistics.median(c[k] for c in cpu_per_call) * 1e3 for k in range(4)]
+    print("platform CPU a call (median of pairs): " + ", ".join(
+        f"{who} {ms:.2f} ms" for who, ms in zip(("client", "server", "controller", "workers"),
+                                                 medians, strict=True))
+          + f"; total {sum(medians):.2f} ms")
 
 
 if __name__ == "__main__":

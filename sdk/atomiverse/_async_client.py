@@ -160,10 +160,21 @@ class AsyncClient:
             for record in finished:
                 yield record
 
-    async def wait_jobs(self, job_ids: Sequence[str],
-                        timeout: float | None = None) -> list[dict[str, Any]]:
-        """Every job's record once all are finished, in the order given."""
-        done = {r["job_id"]: r async for r in self.as_completed(job_ids, timeout)}
+    async def wait_jobs(self, job_ids: Sequence[str], timeout: float | None = None, *,
+                        progress: bool | None = None) -> list[dict[str, Any]]:
+        """Every job's record once all are finished, in the order given; in Jupyter with a
+        progress bar, as :meth:`Client.wait_jobs`."""
+        total = len(set(map(str, job_ids)))
+        bar = None
+        if progress or (progress is None and total > 1):
+            from ._notebook import notebook_progress
+
+            bar = notebook_progress(total)
+        done: dict[str, dict[str, Any]] = {}
+        async for record in self.as_completed(job_ids, timeout):
+            done[record["job_id"]] = record
+            if bar is not None:
+                bar(len(done), total)
         return [done[str(j)] for j in job_ids]
 
 

@@ -175,6 +175,24 @@ class Client:
     def submit_job(self, payload: Any, compute_target: str | None = None) -> dict[str, Any]:
         return self.request("POST", "/api/v1/jobs", json=_entry(payload, compute_target))
 
+    def run_job(self, payload: Any, compute_target: str | None = None,
+                timeout: float | None = None) -> dict[str, Any]:
+        """Submit one job and return its record once it is finished, result included: one
+        request that submits and waits (``POST /api/v1/jobs/run``), then ``wait_jobs`` if
+        the job outlasts that request's wait. For one job whose result is needed at once
+        (the ASE calculator); batches go through :meth:`submit_batch`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wait = WAIT_POLL_SECONDS if timeout is None else max(0.0, min(WAIT_POLL_SECONDS,
+                                                                      timeout))
+        record = self.request("POST", "/api/v1/jobs/run", json=_entry(payload, compute_target),
+                              params={"timeout_seconds": wait},
+                              timeout=wait + self.timeout)  # a submission: never sent twice
+        if record["state"] in TERMINAL_STATES:
+            return record
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        (finished,) = self.wait_jobs([record["job_id"]], left, progress=False)
+        return {**record, **finished}
+
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's record, for loops that follow jobs: answered from this client's watch
         where it can be (see ``atomiverse._informer``). A finished job is answered at once
@@ -256,13 +274,22 @@ class Client:
             self._informer.forget(job_id)
 
     def wait_jobs(self, job_ids: Sequence[str], timeout: float | None = None,
-                  on_progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
+                  on_progress: ProgressCallback | None = None, *,
+                  progress: bool | None = None) -> list[dict[str, Any]]:
         """Block until every job is terminal; return ``{job_id, state, result, error, ...}``
         in the order given. The server holds each request open until something finishes,
-        so waiting costs a request per completion wave, not a poll per job."""
+        so waiting costs a request per completion wave, not a poll per job.
+
+        ``on_progress(finished, total)`` is called as jobs finish. In Jupyter, without one, a
+        progress bar shows in the cell's output (``progress=False``: none; ``True``: also for
+        a single job, which gets none by default)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         done: dict[str, dict[str, Any]] = {}
         pending = list(dict.fromkeys(job_ids))
+        if on_progress is None and (progress or (progress is None and len(pending) > 1)):
+            from ._notebook import notebook_progress
+
+            on_progress = notebook_progress(len(pending))
         while pending:
             left = WAIT_POLL_SECONDS if deadline is None else deadline - time.monotonic()
             if left <= 0:

@@ -20,15 +20,20 @@ def submit_batch(payloads: Sequence[Any], compute_target: str | None = None, *,
 
 
 def wait_jobs(job_ids: Sequence[str], timeout: float | None = None,
-              on_progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
+              on_progress: ProgressCallback | None = None, *,
+              progress: bool | None = None) -> list[dict[str, Any]]:
     """Block until every job is finished (done, failed or cancelled); returns their
     states and results in the order given. The cheapest way to follow a batch::
 
         ids = [j["job_id"] for j in atomiverse.submit_batch(payloads)["jobs"] if j["job_id"]]
         for record in atomiverse.wait_jobs(ids):
             print(record["job_id"], record["state"], record["result"])
+
+    In Jupyter a progress bar shows in the cell's output while it waits (``progress=False``:
+    none); see :meth:`Client.wait_jobs`.
     """
-    return get_default_client().wait_jobs(job_ids, timeout=timeout, on_progress=on_progress)
+    return get_default_client().wait_jobs(job_ids, timeout=timeout, on_progress=on_progress,
+                                          progress=progress)
 
 
 def as_completed(job_ids: Sequence[str],

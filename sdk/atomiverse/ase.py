@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 import numpy as np
 from ase.calculators.calculator import Calculator, CalculatorError, all_changes
 from ase.units import Bohr, Hartree
-from atomiverse_core.atoms import Atoms
 from atomiverse_core.jobtypes import input_models
 from atomiverse_core.levels import GFN2_XTB, LevelOfTheory
 
@@ -48,10 +47,13 @@ class AtomiverseCalculator(Calculator):  # type: ignore[misc]
         self.timeout = timeout
         self.job_options = job_options
         self.last_record: dict[str, Any] | None = None  # the last job's record, as returned
-        # Checked now, not at the first calculation: a bad option names itself here.
-        self._model = input_models()[_SINGLE_POINT]
-        self._model.model_validate({"atoms": {"numbers": [1, 1], "positions": [
-            [0, 0, 0], [0, 0, 0.74]]}, "level_of_theory": level_of_theory, **job_options})
+        # Checked now, not at the first calculation: a bad option names itself here. The
+        # payload of every calculation is this one with the atoms replaced: validating the
+        # model again each call cost a third of the client's CPU a call, and the server
+        # checks every job it is sent (a bad geometry comes back as a 422 naming the field).
+        self._template = input_models()[_SINGLE_POINT].model_validate(
+            {"atoms": {"numbers": [1, 1], "positions": [[0, 0, 0], [0, 0, 0.74]]},
+             "level_of_theory": level_of_theory, **job_options}).model_dump(mode="json")
 
     def calculate(self, atoms: Any = None, properties: Any = ("energy",),
                   system_changes: Any = all_changes) -> None:
@@ -60,12 +62,10 @@ class AtomiverseCalculator(Calculator):  # type: ignore[misc]
         if structure.pbc.any():
             raise CalculatorError("AtomiverseCalculator computes molecules only: these atoms "
                                   f"have periodic boundary conditions (pbc={structure.pbc})")
-        job = self._model(atoms=Atoms(
-            numbers=structure.numbers.tolist(), positions=structure.positions.tolist(),
-            charge=int(structure.info.get("charge", self.charge)),
-            multiplicity=int(structure.info.get("multiplicity", self.multiplicity))),
-            level_of_theory=self.level_of_theory, **self.job_options)
-        record = self._compute(job.model_dump(mode="json"))
+        record = self._compute({**self._template, "atoms": {
+            "numbers": structure.numbers.tolist(), "positions": structure.positions.tolist(),
+            "charge": int(structure.info.get("charge", self.charge)),
+            "multiplicity": int(structure.info.get("multiplicity", self.multiplicity))}})
         if record["state"] != "done":
             raise CalculatorError(f"job {record['job_id']} {record['state']}: "
                                   f"{record.get('error')}")
@@ -77,11 +77,8 @@ class AtomiverseCalculator(Calculator):  # type: ignore[misc]
 
     def _compute(self, payload: dict[str, Any]) -> dict[str, Any]:
         api = self.client or get_default_client()
-        record = api.submit_job(payload, compute_target=self.compute_target)
-        if record["state"] in ("pending", "running"):  # not answered from the cache
-            # One long-poll that answers with the result: fewer round trips than a watch.
-            (finished,) = api.wait_jobs([record["job_id"]], self.timeout)
-            record = {**record, **finished}
+        # One request that submits and waits for the result (or finds it in the cache).
+        record = api.run_job(payload, compute_target=self.compute_target, timeout=self.timeout)
         self.last_record = record
         return record
 

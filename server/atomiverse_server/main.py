@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from atomiverse_core import sdnotify
+from atomiverse_core.assets import VENDOR_DIR
 from atomiverse_core.heap import freeze_startup_heap
 from atomiverse_core.localhome import server_secret
 from fastapi import FastAPI, Request
@@ -24,7 +25,7 @@ from .bodylimit import SINGLE_JOB_ROUTE, BodySizeLimit, single_job_limit
 from .db import create_schema, make_engine
 from .fastreads import FastReads
 from .notify import Notifier
-from .routes import account, controllers, identity, jobs, pages, watch
+from .routes import account, controllers, downloads, identity, jobs, pages, run, watch
 from .scheduler import start_scheduler
 from .settings import Settings, get_settings
 from .walcheckpoint import WalCheckpointer
@@ -80,15 +81,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
-                       routes={SINGLE_JOB_ROUTE: single_job_limit(settings.max_atoms)})
+                       routes={SINGLE_JOB_ROUTE: single_job_limit(settings.max_atoms),
+                               ("POST", run.RUN_PATH): single_job_limit(settings.max_atoms)})
     app.add_middleware(FastReads, state=app.state)  # outside the body limit: GETs only
     app.include_router(account.router)
     app.include_router(watch.router)
+    app.include_router(run.router)  # before jobs': /run is no job id
     app.include_router(jobs.router)
+    app.include_router(downloads.router)
     app.include_router(controllers.router)
     app.include_router(metrics.router)
     app.include_router(identity.router)
     app.include_router(pages.router)
+    # 3Dmol.js lives with the core: the notebooks' 3D view (atomiverse_core.notebook) uses it
+    # too. Mounted first: the /static mount would otherwise answer for /static/vendor.
+    app.mount("/static/vendor", StaticFiles(directory=VENDOR_DIR), name="vendor")
     app.mount("/static", StaticFiles(packages=[("atomiverse_server", "static")]),
               name="static")
     return app

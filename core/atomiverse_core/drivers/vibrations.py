@@ -1,6 +1,7 @@
-"""The frequency driver: a finite-difference Hessian (ASE ``Vibrations``: central differences of
-analytic gradients, 6N + 1 evaluations on one session), translations and rotations projected
-out, harmonic frequencies, and ideal-gas RRHO thermochemistry (ASE ``IdealGasThermo``).
+"""The frequency driver: a finite-difference Hessian and dipole derivatives (central
+differences of analytic gradients and dipoles, 6N + 1 evaluations on one session: see
+``infrared``), translations and rotations projected out, harmonic frequencies with their normal
+modes and IR intensities, and ideal-gas RRHO thermochemistry (ASE ``IdealGasThermo``).
 
 Imaginary frequencies are reported as negative numbers. For the thermochemistry, imaginary
 modes smaller than IMAGINARY_AS_REAL_CM1 are taken as real (numerical noise of soft modes; the
@@ -18,6 +19,13 @@ import numpy as np
 from ase.units import Hartree
 
 from .contract import EngineError, Molecule
+from .infrared import (
+    MODES_MAX_ATOMS,
+    cartesian_modes,
+    displaced_gradients_and_dipoles,
+    ir_intensities_km_per_mol,
+    stored_modes,
+)
 from .optimize import SessionCalculator, opt_settings, run_optimizer
 
 if TYPE_CHECKING:
@@ -56,17 +64,25 @@ def frequencies(engine: EngineHarness, molecule: Molecule,
     atoms.get_forces()  # the reference point: its properties before any displacement
     energy, gradient = calc.energy_hartree, calc.gradient
     result = engine.point_result(molecule, energy, gradient, session.properties())
-    hessian = hessian_ev_per_angstrom2(atoms, settings["displacement_angstrom"])
+    hessian, dipole_derivatives = displaced_gradients_and_dipoles(
+        session, atoms.get_positions(), settings["displacement_angstrom"])
     geometry = _geometry(atoms)
-    freqs = harmonic_frequencies_cm1(hessian, atoms, geometry)
+    freqs, modes = normal_modes(hessian, atoms, geometry)
+    masses = atoms.get_masses()
     imaginary = [float(f) for f in freqs if f < 0]
     if imaginary:
         warnings.append(f"{len(imaginary)} imaginary mode(s) "
                         f"({', '.join(f'{f:.1f}' for f in imaginary)} cm^-1): not a minimum")
+    stored = stored_modes(cartesian_modes(modes, masses), len(atoms))
+    if stored is None:
+        warnings.append(f"normal modes are not stored above {MODES_MAX_ATOMS} atoms")
     result.update(result_extra)
     result.update(
         final_positions_angstrom=np.asarray(positions).tolist(),
         frequencies_cm1=[float(f) for f in freqs],
+        ir_intensities_km_per_mol=ir_intensities_km_per_mol(
+            dipole_derivatives, modes, masses).tolist(),
+        normal_modes_angstrom=stored,
         imaginary_frequencies_cm1=imaginary,
         n_imaginary=len(imaginary),
         geometry=geometry,
@@ -113,7 +129,14 @@ def _geometry(atoms: ase.Atoms) -> str:
 
 
 def harmonic_frequencies_cm1(hessian: np.ndarray, atoms: ase.Atoms, geometry: str) -> np.ndarray:
-    """3N-6 (linear 3N-5, monatomic 0) frequencies in cm^-1, ascending, imaginary negative.
+    """3N-6 (linear 3N-5, monatomic 0) frequencies in cm^-1, ascending, imaginary negative."""
+    return normal_modes(hessian, atoms, geometry)[0]
+
+
+def normal_modes(hessian: np.ndarray, atoms: ase.Atoms,
+                 geometry: str) -> tuple[np.ndarray, np.ndarray]:
+    """Frequencies (cm^-1, ascending, imaginary negative) and the matching orthonormal
+    eigenvectors of the mass-weighted Hessian as columns, (3N, 3N-6).
 
     The mass-weighted Hessian is diagonalised in the complement of the translations and
     rigid rotations about the centre of mass, so those come out exactly, not as noise."""
@@ -124,12 +147,13 @@ def harmonic_frequencies_cm1(hessian: np.ndarray, atoms: ase.Atoms, geometry: st
     h_mw = hessian * np.outer(inv_sqrt_m, inv_sqrt_m)
     basis = _internal_basis(atoms, geometry)
     if basis.shape[1] == 0:
-        return np.zeros(0)
-    eigenvalues = np.linalg.eigvalsh(basis.T @ h_mw @ basis)  # eV / (Angstrom^2 amu)
+        return np.zeros(0), np.zeros((3 * len(atoms), 0))
+    eigenvalues, vectors = np.linalg.eigh(basis.T @ h_mw @ basis)  # eV / (Angstrom^2 amu)
     # hbar * sqrt(k/m) in eV, then cm^-1 (ASE's own conversion in VibrationsData).
     to_ev = units._hbar * 1e10 / np.sqrt(units._e * units._amu)
     freqs = np.sign(eigenvalues) * np.sqrt(np.abs(eigenvalues)) * to_ev / units.invcm
-    return np.sort(freqs)
+    order = np.argsort(freqs)
+    return freqs[order], (basis @ vectors)[:, order]
 
 
 def _internal_basis(atoms: ase.Atoms, geometry: str) -> np.ndarray:
@@ -183,4 +207,4 @@ def thermochemistry(atoms: ase.Atoms, freqs_cm1: np.ndarray, energy_hartree: flo
             "symmetry_number": settings["symmetry_number"]}
 
 
-__all__ = ["frequencies", "harmonic_frequencies_cm1", "thermochemistry"]
+__all__ = ["frequencies", "harmonic_frequencies_cm1", "normal_modes", "thermochemistry"]

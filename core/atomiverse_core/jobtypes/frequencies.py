@@ -55,6 +55,13 @@ class FrequenciesResult(SinglePointResult):
 
     final_positions_angstrom: list[Vector3]
     frequencies_cm1: list[float] = Field(description="3N-6 (linear: 3N-5) modes, ascending")
+    ir_intensities_km_per_mol: list[float] | None = Field(
+        default=None, description="IR intensity of each mode (double harmonic, from "
+        "finite differences of the dipole), in the order of frequencies_cm1")
+    normal_modes_angstrom: list[list[Vector3]] | None = Field(
+        default=None, description="Per mode, each atom's Cartesian displacement (the mode "
+        "normalised to unit length, Angstrom), in the order of frequencies_cm1; None above "
+        "300 atoms (they grow as 9 N^2 numbers)")
     imaginary_frequencies_cm1: list[float]
     n_imaginary: int
     zero_point_energy_hartree: float

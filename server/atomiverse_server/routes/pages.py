@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlencode
 import jinja2
 import markupsafe
 from atomiverse_core import jobtypes
+from atomiverse_core.qcschema_results import MAPPED_JOB_TYPES
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Engine
@@ -20,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import embedded
 from ..db import read_tx, write_tx
 from ..deps import SESSION_COOKIE, EngineDep, PageSession, check_csrf, same_origin
+from ..plots import HARTREE_KCAL, energy_plot, ir_spectrum
 from ..result_check import result_problem
 from ..store import composites
 from ..store import jobs as job_store
@@ -37,7 +39,6 @@ _env.filters["formula"] = lambda formula: markupsafe.Markup("").join(
 
 STATES = ("pending", "running", "done", "failed", "cancelled")
 JOB_TYPES = {t.name: t.title for t in jobtypes.all_types()}
-HARTREE_KCAL = 627.509474063
 HARTREE_EV = 27.211386245988
 AU_DEBYE = 2.541746473
 _SECURITY_HEADERS = {
@@ -48,10 +49,12 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-_env.globals.update(HARTREE_EV=HARTREE_EV, HARTREE_KCAL=HARTREE_KCAL)
+_env.globals.update(HARTREE_EV=HARTREE_EV, HARTREE_KCAL=HARTREE_KCAL,
+                    QCSCHEMA_TYPES=MAPPED_JOB_TYPES)
 _LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_\-.~?=&%+]*$")
 _FORM_MAX_BYTES = 8192
 _PREVIEW_ATOMS = 300  # the list's thumbnails drop hydrogens above this, and stop there
+PAGE_MODES_MAX_ATOMS = 150  # a frequencies page animates its modes up to this: ~2 MB of JSON
 
 
 def _render(request: Request, template: str, session: Session | None, status: int = 200,
@@ -216,8 +219,8 @@ def job_page(request: Request, session: PageSession, engine: EngineDep,
                    table=_result_table(record, result),
                    level=_level(record["job"].get("level_of_theory")),
                    numbers=_result_numbers(record, result), atoms=_atom_rows(record, result),
-                   plot=_energy_plot(energies) if len(energies) > 0 else None,
-                   viewer=_viewer_data(record, result),
+                   plot=energy_plot(energies) if len(energies) > 0 else None,
+                   viewer=_viewer_data(record, result), vib=_vibrations(result),
                    duration=_duration(record["started_at"], record["finished_at"]))
 
 
@@ -307,7 +310,8 @@ def _viewer_data(record: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
     data = {"symbols": symbols, "input": atoms.get("positions") or [],
             "final": r.get("final_positions_angstrom"),
             "trajectory": r.get("trajectory_positions_angstrom"),
-            "energies": r.get("energies_hartree")}
+            "energies": r.get("energies_hartree"),
+            "modes": _page_modes(r), "frequencies": r.get("frequencies_cm1")}
     kind = jobtypes.find(record["job_type"])
     if kind is not None and kind.frame_noun and r:  # alternatives (conformers), not a path
         frames = kind.frames(r)
@@ -316,36 +320,22 @@ def _viewer_data(record: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _nice_step(span: float, target: int) -> float:
-    raw = span / max(target, 1)
-    magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
-    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+def _vibrations(r: dict[str, Any]) -> dict[str, Any] | None:
+    """A frequencies result's modes for the table, and its IR spectrum where it has
+    intensities (results stored before they were computed have none)."""
+    freqs = r.get("frequencies_cm1")
+    if not freqs:
+        return None
+    ir = r.get("ir_intensities_km_per_mol")
+    ir = ir if ir and len(ir) == len(freqs) else None
+    return {"rows": [{"mode": k, "freq": f, "intensity": ir[k] if ir else None}
+                     for k, f in enumerate(freqs)],
+            "spectrum": ir_spectrum(freqs, ir) if ir else None,
+            "animated": _page_modes(r) is not None}
 
 
-def _energy_plot(energies: list[float]) -> dict[str, Any]:
-    """An SVG line plot of E - E(final) in kcal/mol per optimiser step: one point per step."""
-    width, height, left, right, top, bottom = 640, 260, 64, 16, 14, 40
-    final = energies[-1]
-    rel = [(e - final) * HARTREE_KCAL for e in energies]
-    lo, hi = min(min(rel), 0.0), max(max(rel), 1e-6)
-    ystep = _nice_step(hi - lo, 5)
-    lo, hi = math.floor(lo / ystep) * ystep, math.ceil(hi / ystep) * ystep
-    n = len(energies)
-    xmax = max(n - 1, 1)
-    xstep = max(1, int(_nice_step(xmax, 8)))
-
-    def x(i: float) -> float:
-        return round(left + (width - left - right) * i / xmax, 2)
-
-    def y(v: float) -> float:
-        return round(top + (height - top - bottom) * (hi - v) / (hi - lo), 2)
-
-    points = [{"x": x(i), "y": y(v), "step": i, "energy": f"{energies[i]:.10f}",
-               "rel": f"{v:+.3f}"} for i, v in enumerate(rel)]
-    yticks = [{"y": y(lo + k * ystep), "label": f"{lo + k * ystep:g}"}
-              for k in range(round((hi - lo) / ystep) + 1)]
-    xticks = [{"x": x(i), "label": str(i)} for i in range(0, n, xstep)]
-    return {"width": width, "height": height, "left": left, "right": width - right,
-            "top": top, "bottom": height - bottom, "points": points, "yticks": yticks,
-            "xticks": xticks, "path": " ".join(f"{p['x']},{p['y']}" for p in points),
-            "radius": 3.0 if n <= 80 else 2.0 if n <= 300 else 1.2}
+def _page_modes(r: dict[str, Any]) -> list[Any] | None:
+    """The normal modes the page carries for its viewer: none above PAGE_MODES_MAX_ATOMS
+    (9 N^2 numbers in the page; the download and the API still have them)."""
+    modes = r.get("normal_modes_angstrom")
+    return modes if modes and len(modes[0]) <= PAGE_MODES_MAX_ATOMS else None

@@ -1,5 +1,6 @@
-// The job page: the 3D viewer (3Dmol.js) with the optimisation path, live state while the
-// job is pending or running, and the rename / cancel / delete buttons (JSON API + CSRF token).
+// The job page: the 3D viewer (3Dmol.js) with the optimisation path and a frequencies job's
+// animated normal modes, live state while the job is pending or running, and the rename /
+// cancel / delete buttons (JSON API + CSRF token).
 "use strict";
 
 (() => {
@@ -10,6 +11,9 @@
   const PLAY_SECONDS = 3;
   const PLAY_MIN_MS = 40;
   const LARGE = 250; // atoms: above this, cheaper styles so the page stays responsive
+  const MODE_FRAMES = 24; // one period of a normal mode
+  const MODE_PERIOD_MS = 1200;
+  const MODE_SWING = 0.3; // Angstrom: the largest displacement of any atom in the animation
 
   const STYLES = {
     ballstick: (n) => ({ stick: { radius: 0.13, colorscheme: "Jmol" },
@@ -18,7 +22,8 @@
     sphere: (n) => ({ sphere: { colorscheme: "Jmol" } }),
   };
 
-  let state = { viewer: null, frames: [], frame: 0, timer: null, data: null, polling: false };
+  let state = { viewer: null, frames: [], frame: 0, timer: null, data: null, polling: false,
+                mode: null };
 
   const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -127,6 +132,79 @@
     state.timer = requestAnimationFrame(step);
   }
 
+  // ----- normal modes ----------------------------------------------------------------------
+  // One period of mode k about the geometry the frequencies were computed at: sin-shaped
+  // displacements along the stored (unit-length) mode, scaled to MODE_SWING at its largest.
+  function modeFrames(base, mode) {
+    let largest = 0;
+    for (const d of mode) largest = Math.max(largest, Math.hypot(d[0], d[1], d[2]));
+    const scale = largest > 0 ? MODE_SWING / largest : 0;
+    const frames = [];
+    for (let k = 0; k < MODE_FRAMES; k++) {
+      const s = scale * Math.sin((2 * Math.PI * k) / MODE_FRAMES);
+      frames.push(base.map((p, i) => [0, 1, 2].map((c) => p[c] + s * mode[i][c])));
+    }
+    return frames;
+  }
+
+  function markMode(k) {
+    for (const el of document.querySelectorAll("#modes-table tr[data-mode], #ir-spectrum .ir-stick")) {
+      el.classList.toggle("current", Number(el.dataset.mode) === k);
+    }
+    const bar = $("#mode-bar");
+    if (bar) bar.hidden = k === null;
+    const label = $("#mode-label");
+    const f = k === null ? null : state.data.frequencies[k];
+    if (label && f !== null) label.textContent = `${k + 1}: ${f < 0 ? `${(-f).toFixed(1)}i` : f.toFixed(1)} cm⁻¹`;
+  }
+
+  function animateMode(k) {
+    const { viewer, data } = state;
+    if (!viewer || !Array.isArray(data.modes) || !data.modes[k]) return;
+    stop();
+    stopMode(false);
+    const base = data.final && data.final.length === data.input.length ? data.final : data.input;
+    viewer.getModel().setCoordinates(modeFrames(base, data.modes[k]), "array");
+    const mode = { index: k, frame: 0, started: performance.now(), timer: null };
+    state.mode = mode;
+    window.atomiverseMode = mode; // for the tests and the curious
+    markMode(k);
+    const tick = async () => {
+      if (state.mode !== mode) return;
+      const elapsed = (performance.now() - mode.started) / MODE_PERIOD_MS;
+      mode.frame = Math.floor(elapsed * MODE_FRAMES) % MODE_FRAMES;
+      await viewer.setFrame(mode.frame);
+      viewer.render();
+      if (state.mode === mode) mode.timer = requestAnimationFrame(tick);
+    };
+    mode.timer = requestAnimationFrame(tick);
+  }
+
+  // Back to the path (or the single geometry) the viewer showed before the mode.
+  function stopMode(restore = true) {
+    const mode = state.mode;
+    if (!mode) return;
+    cancelAnimationFrame(mode.timer);
+    state.mode = null;
+    window.atomiverseMode = null;
+    markMode(null);
+    if (restore && state.viewer) {
+      state.viewer.getModel().setCoordinates(state.frames, "array");
+      if (state.frames.length > 1) { showFrame(state.frame); return; }
+      Promise.resolve(state.viewer.setFrame(0)).then(() => state.viewer.render());
+    }
+  }
+
+  function bindModeControls(root) {
+    for (const el of root.querySelectorAll("#modes-table tr[data-mode], #ir-spectrum .ir-stick")) {
+      el.addEventListener("click", () => {
+        const k = Number(el.dataset.mode);
+        if (state.mode && state.mode.index === k) stopMode(); else animateMode(k);
+      });
+    }
+    $("#mode-stop", root)?.addEventListener("click", () => stopMode());
+  }
+
   async function initViewer(root) {
     const el = $("#viewer", root);
     const dataEl = $("#viewer-data", root);
@@ -164,16 +242,17 @@
     $("#viewer-reset", root)?.addEventListener("click", () => {
       if (state.viewer) { state.viewer.zoomTo(); state.viewer.render(); }
     });
-    $("#play-btn", root)?.addEventListener("click", play);
-    $("#frame-slider", root)?.addEventListener("input", (e) => { stop(); showFrame(Number(e.target.value)); });
+    $("#play-btn", root)?.addEventListener("click", () => { stopMode(); play(); });
+    $("#frame-slider", root)?.addEventListener("input", (e) => { stopMode(); stop(); showFrame(Number(e.target.value)); });
     for (const b of root.querySelectorAll("[data-goto]")) {
-      b.addEventListener("click", () => { stop(); showFrame(b.dataset.goto === "first" ? 0 : state.frames.length - 1); });
+      b.addEventListener("click", () => { stopMode(); stop(); showFrame(b.dataset.goto === "first" ? 0 : state.frames.length - 1); });
     }
     if (state.data && state.data.trajectory) {
       for (const c of root.querySelectorAll("#energy-plot .step-point")) {
-        c.addEventListener("click", () => { stop(); showFrame(Number(c.dataset.step)); });
+        c.addEventListener("click", () => { stopMode(); stop(); showFrame(Number(c.dataset.step)); });
       }
     }
+    bindModeControls(root);
   }
 
   // ----- actions -----------------------------------------------------------------------

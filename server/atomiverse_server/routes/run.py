@@ -1,0 +1,66 @@
+"""``POST /api/v1/jobs/run``: submit one job and wait for it in the same request, answering
+with its record once it is finished (or, when ``timeout_seconds`` runs out first, as it then
+is: the client waits on with ``/wait``).
+
+The same submission as ``POST /api/v1/jobs`` (its rate limit, checks and body limit) and the
+same wait as ``POST /api/v1/jobs/wait``. It is for callers that submit one job and need its
+result before anything else, as the ASE calculator does for every energy and force: one
+round trip a calculation instead of two (a request, its authentication and a read saved)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from atomiverse_core import jsonio
+from atomiverse_core.schema import JobPublic, JobSubmitRequest, WaitRequest
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from ..deps import EngineDep, NotifierDep, SettingsDep
+from ..jsonroute import FastJSONRoute
+from ..notify import Notifier, TooManyWatches
+from ..ratelimit import JobSubmitter
+from ..store import jobs as job_store
+from .errors import USER
+from .jobs import LocalControllerHeader, _wait, submit_job
+from .watch import MissingJobs
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER,
+                   route_class=FastJSONRoute)  # the credential before the body
+RUN_PATH = "/api/v1/jobs/run"
+MAX_WAIT_SECONDS = 60.0
+
+
+@router.post("/run", response_model=JobPublic, status_code=201)
+async def run_job(body: JobSubmitRequest, workspace: JobSubmitter, engine: EngineDep,
+                  settings: SettingsDep, notifier: NotifierDep, request: Request,
+                  timeout_seconds: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 20.0,
+                  local_controller: LocalControllerHeader = None) -> Response:
+    """Submit one job (as ``POST /api/v1/jobs``) and answer when it is finished, with its
+    result, or after ``timeout_seconds`` with the record as it then is."""
+    record = await run_in_threadpool(submit_job, body, workspace, engine, settings, notifier,
+                                     local_controller)
+    if record["state"] not in job_store.TERMINAL and timeout_seconds > 0:
+        record = await _finished(record, timeout_seconds, workspace.id, engine, notifier,
+                                 request)
+    # Encoded here, as the fast reads do: the stored result is not validated again.
+    return Response(jsonio.dumps(record), status_code=201, media_type="application/json")
+
+
+async def _finished(record: dict[str, Any], timeout_seconds: float, workspace_id: str,
+                    engine: Any, notifier: Notifier, request: Request) -> dict[str, Any]:
+    """The record once the job is finished, or as it is when the wait runs out."""
+    try:
+        parked = notifier.watches.enter(workspace_id, None)
+    except TooManyWatches:
+        return record  # submitted all the same: the client waits on with /wait
+    try:
+        answer = await _wait(WaitRequest(job_ids=[record["job_id"]],
+                                         timeout_seconds=timeout_seconds, include_result=True),
+                             workspace_id, engine, notifier, request)
+    except MissingJobs:
+        return record  # deleted meanwhile: as it was submitted
+    finally:
+        notifier.watches.leave(workspace_id, None, parked)
+    (state,) = jsonio.loads(answer.body)["jobs"]
+    return {**record, **state}
