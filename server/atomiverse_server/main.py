@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from . import embedded, metrics
+from . import dberrors, embedded, metrics
 from .authcache import AuthCache
 from .bodylimit import SINGLE_JOB_ROUTE, BodySizeLimit, single_job_limit
 from .db import create_schema, make_engine
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for database_failure in dberrors.CONNECTION_ERRORS:  # 503, or 507 for a full disk
+        app.add_exception_handler(database_failure, dberrors.database_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        routes={SINGLE_JOB_ROUTE: single_job_limit(settings.max_atoms)})
     app.add_middleware(FastReads, state=app.state)  # outside the body limit: GETs only
