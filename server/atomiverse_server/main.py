@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from . import dberrors, embedded, metrics
+from . import dberrors, embedded, metrics, pgnotify
 from .authcache import AuthCache
 from .bodylimit import SINGLE_JOB_ROUTE, BodySizeLimit, single_job_limit
 from .db import create_schema, make_engine
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings, settings.public_url or "http://127.0.0.1:8000")
             supervisor.ensure_running()
             extra.append((supervisor.ensure_running, 5.0))
+        bridge = pgnotify.start_bridge(engine, notifier)  # other server processes' signals
         scheduler = start_scheduler(engine, settings, notifier, extra)
         advancer = Advancer(engine, settings, notifier)
         advancer.start()
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             sdnotify.notify("STOPPING=1")
             scheduler.shutdown(wait=False)
+            if bridge is not None:
+                await asyncio.to_thread(bridge.stop)
             await asyncio.to_thread(advancer.stop)
             if supervisor is not None:
                 await asyncio.to_thread(supervisor.stop)

@@ -58,7 +58,7 @@ class PendingWatch:
         with read_tx(self.engine) as conn:
             now = job_store.pending_signature(conn)
         if self._seen is not None and now != self._seen:
-            self.notifier.jobs_pending.fire()
+            self.notifier.jobs_pending.fire_here()  # the others read the database too
         self._seen = now
 
 
