@@ -15,7 +15,6 @@ from conftest import (
     PY,
     launch_server,
     stop_process,
-    wait_for_controller,
     wait_http,
     wait_parked,
     xtb_reference,
