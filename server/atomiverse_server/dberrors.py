@@ -4,7 +4,7 @@ client does not retry a 500) but
 * 503 with ``Retry-After`` when the database cannot be reached (restarting, a connection cut,
   the pool's connections all gone): the SDK and the controllers try again, and the pool's
   pre-ping (``db.make_engine``) reconnects on the next checkout;
-* 507 when SQLite reports its disk full: nothing of the request was stored (its transaction
+* 507 when SQLite or PostgreSQL reports its disk full: nothing of the request was stored (its transaction
   rolled back), jobs accepted earlier are intact, and the client is told why.
 
 The cheaper, earlier refusal of new work on a nearly full disk is ``diskspace``."""
@@ -25,9 +25,14 @@ DISK_FULL_RETRY_AFTER_SECONDS = 60
 CONNECTION_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError)
 
 
+PG_DISK_FULL = "53100"  # SQLSTATE disk_full
+
+
 def disk_full(error: BaseException) -> bool:
-    """SQLite's SQLITE_FULL ("database or disk is full")."""
+    """SQLite's SQLITE_FULL ("database or disk is full"), PostgreSQL's disk_full."""
     orig = getattr(error, "orig", error)
+    if getattr(orig, "sqlstate", None) == PG_DISK_FULL:
+        return True
     return isinstance(orig, sqlite3.OperationalError) and (
         getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
         or "disk is full" in str(orig))
