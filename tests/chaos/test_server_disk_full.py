@@ -120,3 +120,21 @@ def test_disk_nearly_full_refuses_new_batches_and_damages_nothing(small_disk, tm
         client.close()
         stop_process(controller)
         stop_process(srv.proc)
+
+
+def test_a_full_disk_is_told_from_a_database_that_is_away():
+    # The driver's own exceptions, as SQLAlchemy wraps them: PostgreSQL's disk_full (53100)
+    # and SQLite's SQLITE_FULL are a 507; a restart or a refused connection, a 503.
+    import psycopg
+    import sqlalchemy.exc as sa_exc
+    from atomiverse_server.dberrors import disk_full
+
+    def wrapped(orig: Exception) -> sa_exc.OperationalError:
+        return sa_exc.OperationalError("INSERT ...", {}, orig)
+
+    full = sqlite3.OperationalError("database or disk is full")
+    assert disk_full(wrapped(psycopg.errors.DiskFull("could not extend file")))
+    assert disk_full(wrapped(full))
+    assert not disk_full(wrapped(psycopg.errors.AdminShutdown("terminating connection")))
+    assert not disk_full(wrapped(psycopg.OperationalError("connection refused")))
+    assert not disk_full(wrapped(sqlite3.OperationalError("database is locked")))
