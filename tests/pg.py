@@ -102,6 +102,7 @@ class PostgresCluster:
     bindir: Path | None = None
     user: pwd.struct_passwd | None = None
     created: list[str] = field(default_factory=list)
+    options: str = ""  # pg_ctl start -o: port, socket directory, settings
     _stopped: bool = False
 
     def _with_db(self, name: str) -> str:
@@ -129,6 +130,22 @@ class PostgresCluster:
         self.admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if name in self.created:
             self.created.remove(name)
+
+    def stop_fast(self) -> None:
+        """``pg_ctl stop -m fast``: every session is disconnected, the server shuts down
+        cleanly; :meth:`start_again` brings it back on the same port with the same data."""
+        if self.base_dir is None:
+            raise PostgresUnavailable(f"{ENV_URL} names a server these tests did not start: "
+                                      f"they cannot stop and start it")
+        _run_as(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.base_dir / "data"),
+                            "-m", "fast", "-w", "-t", "60", "stop"])
+
+    def start_again(self) -> None:
+        assert self.base_dir is not None and self.bindir is not None
+        _run_as(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.base_dir / "data"),
+                            "-l", str(self.base_dir / "server.log"), "-o", self.options, "-w",
+                            "-t", "60", "start"])
+        _wait_ready(self)
 
     def stop(self) -> None:
         if self._stopped:
@@ -199,6 +216,7 @@ def start_cluster(*, durable: bool = False, settings: dict[str, str] | None = No
                        check=False)
         if proc.returncode == 0:
             cluster.url = f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres"
+            cluster.options = opts
             _wait_ready(cluster)
             return cluster
         log = base / "server.log"

@@ -14,7 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atomiverse controller", description=__doc__)
     p.add_argument("--config", type=Path, help="TOML file (default /etc/atomiverse/"
                                                "controller.toml if present)")
-    p.add_argument("--server", help="job API server URL")
+    p.add_argument("--server", help="job API server URL; several server processes of one "
+                                    "deployment: comma-separated, tried in turn")
     p.add_argument("--name", help="controller name jobs are routed to (default local-HOST)")
     p.add_argument("--api-key", help="workspace API key, used once to register (visible in "
                                      "ps: prefer --api-key-file or ATOMIVERSE_API_KEY)")
@@ -62,7 +63,10 @@ def drain_main(argv: list[str]) -> int:
                    not os.environ.get("ATOMIVERSE_BASE_URL"))
     p.add_argument("--api-key", default=os.environ.get("ATOMIVERSE_API_KEY"))
     args = p.parse_args(argv)
-    r = httpx.post(f"{args.server.rstrip('/')}/api/v1/controllers/{args.name}/drain",
+    from atomiverse_core.servers import parse_urls
+
+    server = parse_urls(args.server)[0]  # any of a deployment's servers will do
+    r = httpx.post(f"{server}/api/v1/controllers/{args.name}/drain",
                    headers={"Authorization": f"Bearer {args.api_key}"}, timeout=30)
     print(r.json().get("detail") or f"{args.name}: draining")
     return 0 if r.status_code == 200 else 1

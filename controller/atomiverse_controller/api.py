@@ -1,4 +1,7 @@
-"""The controller's side of the controller protocol, over HTTP."""
+"""The controller's side of the controller protocol, over HTTP. Given several server URLs
+(one deployment's server processes on one database), a request that finds its server gone
+(no connection, 502, 503, 504) raises ``ServerUnavailable`` as before, and the next attempt,
+whenever the caller's retry policy makes it, goes to the next URL."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 
 import httpx2 as httpx
 from atomiverse_core import jsonio, retry
+from atomiverse_core.servers import FAILOVER_STATUSES, ServerList
 
 
 class ServerRefused(Exception):
@@ -25,10 +29,15 @@ class ServerUnavailable(Exception):
 
 
 class ControllerAPI:
-    def __init__(self, server: str, *, timeout: float = 30.0) -> None:
-        self.server = server.rstrip("/")
-        self._http = httpx.Client(base_url=self.server, timeout=timeout)
+    def __init__(self, server: str | list[str], *, timeout: float = 30.0) -> None:
+        self.servers = ServerList(server)
+        self._http = httpx.Client(timeout=timeout)
         self.token: str | None = None
+
+    @property
+    def server(self) -> str:
+        """The server URL in use now."""
+        return self.servers.current
 
     def close(self) -> None:
         self._http.close()
@@ -40,11 +49,15 @@ class ControllerAPI:
         if body is not None:
             content = jsonio.dumps(body)
             headers["Content-Type"] = "application/json"
+        server = self.servers.current
         try:
-            resp = self._http.post(path, content=content, headers=headers,
+            resp = self._http.post(server + path, content=content, headers=headers,
                                    timeout=timeout or self._http.timeout)
         except retry.TRANSPORT_ERRORS as e:
-            raise ServerUnavailable(f"{path}: {type(e).__name__}: {e}") from e
+            self.servers.failed(server)
+            raise ServerUnavailable(f"{server}{path}: {type(e).__name__}: {e}") from e
+        if resp.status_code in FAILOVER_STATUSES:
+            self.servers.failed(server)
         if retry.refused(resp.status_code):
             raise ServerRefused(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
         wait = retry.retry_after_seconds(resp.headers)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from pydantic import Field, SecretStr
+from atomiverse_core.servers import parse_urls
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -38,7 +39,10 @@ def physical_cores() -> int:
 class ControllerConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
-    server: str = "http://127.0.0.1:8000"
+    server: str = Field(default="http://127.0.0.1:8000", description=(
+        "The job API server's URL; several server processes of one deployment as a "
+        "comma-separated list (a list in the TOML file): the controller uses one and moves to "
+        "the next when it stops answering"))
     name: str = Field(default_factory=lambda: f"local-{socket.gethostname()}")
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
@@ -78,6 +82,16 @@ class ControllerConfig(BaseSettings):
         if file is None:
             return init_settings, env_settings
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, file)
+
+    @field_validator("server", mode="before")
+    @classmethod
+    def _server_urls(cls, value: Any) -> str:
+        # A TOML list, or a comma-separated string (flag, environment): kept as one string,
+        # so that the environment source takes it as text, not JSON.
+        return ",".join(parse_urls(value))
+
+    def server_urls(self) -> list[str]:
+        return parse_urls(self.server)
 
     def resolved_api_key(self) -> str | None:
         if self.api_key:

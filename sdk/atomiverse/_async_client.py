@@ -7,7 +7,9 @@
             print(record["job_id"], record["state"])
 
 ``base_url`` and ``api_key``: argument, then ``ATOMIVERSE_BASE_URL``/``ATOMIVERSE_API_KEY``,
-then the embedded server on this machine (started, off the event loop, on first use)."""
+then the embedded server on this machine (started, off the event loop, on first use). Several
+server URLs (comma-separated, or a list) are used as :class:`Client` uses them: the next one
+after a server stops answering."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any, Self
 
 import httpx2 as httpx
 from atomiverse_core import retry
+from atomiverse_core.servers import ServerList, should_fail_over
 from atomiverse_core.state import TERMINAL_STATES
 
 from . import _embedded
@@ -38,8 +41,9 @@ class AsyncClient:
                  timeout: float = 60.0, max_retries: int = 3) -> None:
         self._api_key: str | None = pick(api_key, "ATOMIVERSE_API_KEY")
         base = pick(base_url, "ATOMIVERSE_BASE_URL")
-        self._base_url: str | None = base.rstrip("/") if base else None
-        self.embedded = self._base_url is None
+        self._servers = ServerList(base) if base else None
+        self._base_url: str | None = self._servers.current if self._servers else None
+        self.embedded = self._servers is None
         self.timeout, self.max_retries = timeout, max_retries
         self._http: httpx.AsyncClient | None = None
         self._lock = asyncio.Lock()
@@ -84,9 +88,16 @@ class AsyncClient:
         return decoded(resp)
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        resp = await (await self._connect()).request(method, path, **kwargs)
-        if resp.status_code >= 400:
-            raise ErrorStatus(resp)
+        http = await self._connect()
+        server = self._servers.current if self._servers else ""
+        try:
+            resp = await http.request(method, server + path, **kwargs)
+            if resp.status_code >= 400:
+                raise ErrorStatus(resp)
+        except (httpx.TransportError, ErrorStatus) as e:
+            if self._servers is not None and should_fail_over(e):
+                self._base_url = self._servers.failed(server)  # the next try goes there
+            raise
         return resp
 
     # ----- jobs --------------------------------------------------------------------------

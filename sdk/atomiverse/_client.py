@@ -3,8 +3,12 @@
 Retries (``atomiverse_core.retry``, the platform's one policy): connection errors, 408, 502,
 503 and 504, with capped exponential backoff and jitter; a 429 is retried only when its
 ``Retry-After`` is short, otherwise raised as ``RateLimitError`` carrying the wait. A POST
-is retried only with an idempotency key, which stays the same across its retries. Against the embedded server, a connection error
-first restarts the server if it is gone (``_embedded.revive``), then sends again."""
+is retried only with an idempotency key, which stays the same across its retries; a connection
+refused is always retried (the request never reached a server). Given several server URLs
+(``"http://a:8000,http://b:8000"`` or a list), a request that finds its server gone or without
+its database (no connection, 502, 503, 504) is retried on the next one
+(``atomiverse_core.servers``). Against the embedded server, a connection error first restarts
+the server if it is gone (``_embedded.revive``), then sends again."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any, Self
 
 import httpx2 as httpx
 from atomiverse_core import jsonio, retry
+from atomiverse_core.servers import ServerList, should_fail_over
 from atomiverse_core.state import TERMINAL_STATES
 
 from . import _embedded
@@ -37,18 +42,21 @@ ProgressCallback = Callable[[int, int], None]
 
 
 class Client:
-    """A connection to one Atomiverse server.
+    """A connection to an Atomiverse deployment.
 
     ``base_url`` and ``api_key``: argument, then ``ATOMIVERSE_BASE_URL`` /
     ``ATOMIVERSE_API_KEY``, then the embedded server on this machine (started on first use).
+    ``base_url`` may name several server processes of one deployment (a comma-separated
+    string or a list): requests go to one and move to the next when it stops answering.
     """
 
     def __init__(self, api_key: Any = NOT_GIVEN, base_url: Any = NOT_GIVEN, *,
                  timeout: float = 60.0, max_retries: int = 3) -> None:
         self._api_key: str | None = pick(api_key, "ATOMIVERSE_API_KEY")
         base = pick(base_url, "ATOMIVERSE_BASE_URL")
-        self._base_url: str | None = base.rstrip("/") if base else None
-        self.embedded = self._base_url is None
+        self._servers = ServerList(base) if base else None
+        self._base_url: str | None = self._servers.current if self._servers else None
+        self.embedded = self._servers is None
         self.timeout = timeout
         self.max_retries = max_retries
         self._http: httpx.Client | None = None
@@ -82,7 +90,7 @@ class Client:
             # End the watch parked on the server now, not at its timeout (a newer watch
             # with the same id does); best effort: closing must not wait on a dead server.
             with contextlib.suppress(httpx.HTTPError):
-                self._http.post("/api/v1/jobs/watch", content=jsonio.dumps(
+                self._http.post(f"{self._base_url}/api/v1/jobs/watch", content=jsonio.dumps(
                     {"jobs": {}, "watch_id": self._informer.watch_id, "timeout_seconds": 0}),
                     headers={"Content-Type": "application/json"}, timeout=2.0)
             # Let its thread see the answer and stop before the connection goes: a thread
@@ -145,12 +153,15 @@ class Client:
             if wanted is not None and not wanted():
                 raise APIConnectionError(f"{method} {path}: no longer wanted (client closed)")
             http = self._connect()
+            server = self._servers.current if self._servers else ""
             try:
-                resp = http.request(method, path, **kwargs)
-            except httpx.TimeoutException:
+                resp = http.request(method, server + path, **kwargs)
+            except httpx.TimeoutException as e:
+                self._fail_over(server, e)
                 raise
             except httpx.TransportError as e:
                 if not self._revive_embedded(http):
+                    self._fail_over(server, e)
                     raise
                 # A refused connection never reached the old server: always safe to send
                 # again. A request cut off mid-way may have been applied.
@@ -161,7 +172,15 @@ class Client:
                     f"was restarted; it may or may not have been applied") from e
             if resp.status_code < 400:
                 return resp
-            raise ErrorStatus(resp)
+            error = ErrorStatus(resp)
+            self._fail_over(server, error)
+            raise error
+
+    def _fail_over(self, server: str, error: Exception) -> None:
+        """The next attempt goes to the next server given, if ``error`` says this one cannot
+        serve now (the retry policy decides whether there is a next attempt)."""
+        if self._servers is not None and should_fail_over(error):
+            self._base_url = self._servers.failed(server)
 
     # ----- jobs --------------------------------------------------------------------------
     def submit_batch(self, payloads: Sequence[Any], compute_target: str | None = None, *,

@@ -14,6 +14,8 @@
         ├── PaymentRequiredError    402
         ├── RateLimitError          429 (``retry_after_seconds`` says how long to wait)
         └── InternalServerError     5xx
+            └── InsufficientStorageError 507: the server's disk is (nearly) full; it refuses
+                                        new jobs, keeps those it accepted; try again later
 """
 
 from __future__ import annotations
@@ -95,6 +97,18 @@ class InternalServerError(APIStatusError):
     pass
 
 
+class InsufficientStorageError(InternalServerError):
+    """The server refused new work because its disk is (nearly) full. Nothing of this
+    request was stored; jobs accepted earlier are safe. Try again once its operator has freed
+    space (``retry_after_seconds``: the server's suggestion, if it gave one)."""
+
+    status_code = 507
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.retry_after_seconds = retry_after_seconds
+
+
 _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -112,8 +126,9 @@ def error_for_status(
     status_code: int, message: str, body: Any = None, retry_after_seconds: float | None = None
 ) -> APIStatusError:
     """Pick the exception class for an error response."""
-    if status_code == 429:
-        return RateLimitError(
+    if status_code in (429, 507):
+        special = RateLimitError if status_code == 429 else InsufficientStorageError
+        return special(
             message, status_code=status_code, body=body, retry_after_seconds=retry_after_seconds
         )
     cls = _BY_STATUS.get(status_code)

@@ -55,9 +55,13 @@ class ErrorStatus(Exception):
 
 
 def worth_another_try(error: BaseException, retryable: bool) -> bool:
+    """A refused connection is always worth another try (the request reached no server; the
+    next try may go to another one); other failures as the policy says."""
     if isinstance(error, ErrorStatus):
         return retry.worth_retrying(error.response.status_code, error.retry_after_seconds,
                                     safe_to_repeat=retryable, patient=False)
+    if isinstance(error, httpx.ConnectError):
+        return True
     return retryable and isinstance(error, retry.TRANSPORT_ERRORS)
 
 

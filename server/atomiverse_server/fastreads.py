@@ -44,7 +44,12 @@ class FastReads:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
-            body = self._answer(scope)
+            try:
+                body = self._answer(scope)
+            except Exception:  # noqa: BLE001  (the driver's own errors: this runs below SQLAlchemy)
+                # The database failed (restarting?): the app reads again, and answers a
+                # failure in its one format (503 with Retry-After, dberrors).
+                body = None
             if body is not None:
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-type", b"application/json"),

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from . import embedded, metrics
+from . import dberrors, embedded, metrics, pgnotify
 from .authcache import AuthCache
 from .bodylimit import SINGLE_JOB_ROUTE, BodySizeLimit, single_job_limit
 from .db import create_schema, make_engine
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             supervisor.ensure_running()
             # A backstop: the supervisor's watch thread restarts the controller at once.
             extra.append((supervisor.ensure_running, 30.0))
+        bridge = pgnotify.start_bridge(engine, notifier)  # other server processes' signals
         scheduler = start_scheduler(engine, settings, notifier, extra)
         checkpointer = app.state.wal_checkpointer = WalCheckpointer(engine).start()
         advancer = Advancer(engine, settings, notifier)
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sdnotify.notify("STOPPING=1")
             scheduler.shutdown(wait=False)
             await asyncio.to_thread(checkpointer.stop)
+            if bridge is not None:
+                await asyncio.to_thread(bridge.stop)
             await asyncio.to_thread(advancer.stop)
             if supervisor is not None:
                 await asyncio.to_thread(supervisor.stop)
@@ -80,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for database_failure in dberrors.CONNECTION_ERRORS:  # 503, or 507 for a full disk
+        app.add_exception_handler(database_failure, dberrors.database_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        routes={SINGLE_JOB_ROUTE: single_job_limit(settings.max_atoms),
                                ("POST", run.RUN_PATH): single_job_limit(settings.max_atoms)})

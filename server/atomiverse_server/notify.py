@@ -1,8 +1,9 @@
 """Wake long-polls when something they wait for may have happened.
 
-In-process events make one server fast; waiters also re-check the database every
-``fallback_seconds`` so that several server processes on one database still see each
-other's changes.
+In-process events make one server fast. Several server processes on one PostgreSQL database
+pass their signals to each other (``pgnotify``: LISTEN/NOTIFY, through the ``relay`` of each
+signal); waiters also re-check the database every ``fallback_seconds``, in case a
+notification was lost with a connection.
 
 A signal may say *which* jobs changed. Its events form a chain (each fired event points to
 the next), so a waiter that was busy while several signals fired still learns every job
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .handoff import ClaimWaiters
 
@@ -25,10 +26,16 @@ class _Event(asyncio.Event):
         self.next: _Event | None = None
 
 
-class Signal:
-    """A broadcast signal usable from worker threads and awaited on the event loop."""
+Relay = Callable[[str, "frozenset[str] | None"], None]
 
-    def __init__(self) -> None:
+
+class Signal:
+    """A broadcast signal usable from worker threads and awaited on the event loop.
+    ``relay`` (set by ``pgnotify``): also tells the other server processes, by ``name``."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.relay: Relay | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: _Event | None = None
 
@@ -37,7 +44,17 @@ class Signal:
         self._event = _Event()
 
     def fire(self, job_ids: Iterable[str] | None = None) -> None:
-        """Wake every waiter; ``job_ids``: the jobs this is about, if known."""
+        """Wake every waiter, here and in the other server processes; ``job_ids``: the
+        jobs this is about, if known."""
+        ids = None if job_ids is None else frozenset(job_ids)
+        self.fire_here(ids)
+        relay = self.relay
+        if relay is not None:
+            relay(self.name, ids)
+
+    def fire_here(self, job_ids: Iterable[str] | None = None) -> None:
+        """Wake the waiters of this process only (what another process told us, or what
+        this one learnt from the database, which the others read too)."""
         loop, event = self._loop, self._event
         if loop is None or event is None or loop.is_closed():
             return
@@ -87,10 +104,12 @@ class Notifier:
                  max_watches: int | None = None) -> None:
         if fallback_seconds is not None:
             self.fallback_seconds = fallback_seconds
-        self.jobs_pending = Signal()  # new claimable work
-        self.jobs_finished = Signal()  # some job reached a terminal state
-        self.jobs_changed = Signal()  # some job changed state (any: started, requeued, ...)
-        self.jobs_submitted = Signal()  # new jobs stored; names the workspaces, not the jobs
+        self.jobs_pending = Signal("pending")  # new claimable work
+        self.jobs_finished = Signal("finished")  # some job reached a terminal state
+        # some job changed state (any: started, requeued, ...)
+        self.jobs_changed = Signal("changed")
+        # new jobs stored; names the workspaces, not the jobs (pages' watches)
+        self.jobs_submitted = Signal("submitted")
         self.claim_waiters = ClaimWaiters()  # claim polls parked here, for hand-offs
         self.watches = Watches(max_watches)  # job watches and waits parked here, bounded
         # A composite job (a chain) may move on when one of its children finishes: wakes
@@ -101,8 +120,21 @@ class Notifier:
     def finished(self, job_ids: Iterable[str] | None) -> None:
         """Jobs reached a terminal state (``None``: some jobs, which ones unknown)."""
         ids = None if job_ids is None else list(job_ids)
-        self.jobs_finished.fire(ids)
-        self.jobs_changed.fire(ids)
+        self.jobs_finished.fire(ids)  # relayed once: the others fire both, as here
+        self.jobs_changed.fire_here(ids)
+
+    def signals(self) -> dict[str, Signal]:
+        """The signals passed between server processes, by name."""
+        return {s.name: s for s in (self.jobs_pending, self.jobs_finished, self.jobs_changed,
+                                    self.jobs_submitted)}
+
+    def heard(self, name: str, job_ids: frozenset[str] | None) -> None:
+        """Another server process fired signal ``name``: wake the waiters here."""
+        signal = self.signals().get(name)
+        if signal is not None:
+            signal.fire_here(job_ids)
+        if signal is self.jobs_finished:
+            self.jobs_changed.fire_here(job_ids)
 
     def children_finished(self) -> None:
         """Some job that is a composite's child reached a terminal state."""
@@ -112,8 +144,9 @@ class Notifier:
         """The server is shutting down: long-polls answer now. Left parked, they would hold
         the shutdown for its whole grace period and then be cancelled mid-request."""
         self.stopping = True
-        self.jobs_pending.fire()
-        self.finished(None)
+        self.jobs_pending.fire_here()  # this process's polls only: the others go on
+        self.jobs_finished.fire_here()
+        self.jobs_changed.fire_here()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.jobs_pending.bind(loop)

@@ -2,7 +2,8 @@
 refused with 429 only after every job in it had been checked (~5 s of server CPU for a large
 one), and requests refused as invalid did not count at all (issue 23). As route dependencies
 these run after authentication and before FastAPI validates the body, so every authenticated
-submission counts, valid or not."""
+submission counts, valid or not. Before them, the cheapest check of all: a server whose disk is
+nearly full takes no new work (``diskspace``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from .db import write_tx
 from .deps import CurrentWorkspace, EngineDep, SettingsDep
+from .diskspace import refuse_new_work_if_disk_nearly_full
 from .store import limits
 from .store.workspaces import Workspace
 
@@ -33,6 +35,7 @@ def _take(engine: Engine, kind: str, workspace_id: str, per_minute: int,
 
 async def _enforce(kind: str, workspace: Workspace, engine: Engine, settings: Any,
                    per_minute: int, replay_key: str | None = None) -> Workspace:
+    refuse_new_work_if_disk_nearly_full(settings)
     # One user on one machine: the embedded server has no one to share with.
     if settings.embedded:
         return workspace

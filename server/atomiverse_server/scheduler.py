@@ -1,16 +1,20 @@
-"""Periodic server work on APScheduler: take back expired leases, checkpoint SQLite's log,
-keep the local controller alive."""
+"""Periodic server work on APScheduler: take back expired leases, re-check pending work,
+forget old idempotency keys, keep the local controller alive (SQLite's log is checkpointed
+by ``walcheckpoint``, after writes)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from .db import read_tx, write_tx
+from .dberrors import CONNECTION_ERRORS
 from .notify import Notifier
 from .settings import Settings
 from .store import controllers as controller_store
@@ -54,7 +58,7 @@ class PendingWatch:
         with read_tx(self.engine) as conn:
             now = job_store.pending_signature(conn)
         if self._seen is not None and now != self._seen:
-            self.notifier.jobs_pending.fire()
+            self.notifier.jobs_pending.fire_here()  # the others read the database too
         self._seen = now
 
 
@@ -63,16 +67,32 @@ def forget_old_idempotency_keys(engine: Engine) -> None:
         limits.forget_old_responses(conn)
 
 
+def _through_outages(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``fn``, saying in one line (not a traceback a second) that it could not reach the
+    database: while the database restarts every periodic job fails; the next run retries."""
+    @functools.wraps(fn)
+    def run(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except CONNECTION_ERRORS as e:
+            log.warning("event=database_unavailable job=%s error=%s", name,
+                        type(getattr(e, "orig", None) or e).__name__)
+            return None
+    return run
+
+
 def start_scheduler(engine: Engine, settings: Settings, notifier: Notifier,
                     extra: list[tuple[Callable[[], object], float]] = ()) -> BackgroundScheduler:
     sched = BackgroundScheduler(daemon=True)
-    sched.add_job(sweep_leases, "interval", seconds=settings.sweep_seconds,
+    sched.add_job(_through_outages(sweep_leases, "sweep_leases"), "interval",
+                  seconds=settings.sweep_seconds,
                   args=(engine, settings, notifier, time.time()), id="sweep_leases",
                   max_instances=1, coalesce=True)
-    sched.add_job(PendingWatch(engine, notifier), "interval",
+    sched.add_job(_through_outages(PendingWatch(engine, notifier), "pending_watch"), "interval",
                   seconds=settings.resolved_recheck_seconds(), id="pending_watch",
                   max_instances=1, coalesce=True)
-    sched.add_job(forget_old_idempotency_keys, "interval", hours=1, args=(engine,),
+    sched.add_job(_through_outages(forget_old_idempotency_keys, "forget_idempotency_keys"),
+                  "interval", hours=1, args=(engine,),
                   id="forget_idempotency_keys", max_instances=1, coalesce=True)
     for i, (fn, seconds) in enumerate(extra):
         sched.add_job(fn, "interval", seconds=seconds, id=f"extra_{i}", max_instances=1,

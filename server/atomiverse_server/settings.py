@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     max_atoms: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024,
                                 description="Largest request body accepted, bytes")
+    min_free_disk_mb: float = Field(default=100.0, ge=0, description=(
+        "New jobs are refused (507) while the disk holding the SQLite database has less "
+        "than this many MB free, so that what was accepted can still finish; 0: no check. "
+        "Not checked for PostgreSQL"))
     batch_rate_per_minute: int = Field(default=2, ge=1)
     job_rate_per_minute: int = Field(default=600, ge=1)
 

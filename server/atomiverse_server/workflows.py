@@ -22,6 +22,7 @@ from atomiverse_core.jobtypes.spec import Fail, Finish, Spawn
 from sqlalchemy.engine import Connection, Engine
 
 from .db import read_tx, write_tx
+from .dberrors import CONNECTION_ERRORS
 from .handoff import announce_new_work
 from .notify import Notifier
 from .settings import Settings
@@ -122,6 +123,9 @@ class Advancer:
             wake.clear()
             try:
                 self.run_once()
+            except CONNECTION_ERRORS as e:  # the database restarting: one line, not a trace
+                log.warning("event=database_unavailable job=composites error=%s",
+                            type(getattr(e, "orig", None) or e).__name__)
             except Exception:  # the next finish or sweep tries again
                 log.exception("event=composite_pass_failed")
             wake.wait(max(RECHECK_SECONDS, self.settings.sweep_seconds))

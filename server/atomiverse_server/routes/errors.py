@@ -15,6 +15,8 @@ _DESCRIPTIONS = {
     413: "Batch or body too large",
     422: "Invalid request: `detail` names the field and the reason",
     429: "Rate limited: see the Retry-After header",
+    503: "The server cannot reach its database just now: retry after Retry-After seconds",
+    507: "The server's disk is (nearly) full: no new jobs are accepted until space is freed",
 }
 
 
@@ -22,5 +24,5 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
-USER = errors(400, 401, 404, 409, 413, 422, 429, 402)
-CONTROLLER = errors(400, 401, 404, 413, 422)
+USER = errors(400, 401, 404, 409, 413, 422, 429, 402, 503, 507)
+CONTROLLER = errors(400, 401, 404, 413, 422, 503, 507)
