@@ -80,7 +80,7 @@ class SlurmCluster:
     def _start_munge(self) -> None:
         key = self.root / "munge" / "munge.key"
         r = subprocess.run([_require("mungekey"), "--create", "--keyfile", str(key)],
-                           capture_output=True, text=True)
+                           check=False, capture_output=True, text=True)
         if r.returncode != 0:
             raise SlurmUnavailable(f"mungekey --create failed: {r.stderr.strip()}")
         key.chmod(0o400)
@@ -129,10 +129,9 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
 """)
 
     def _spawn(self, argv: list[str], name: str) -> None:
-        log = open(self.root / "log" / f"{name}.out", "ab")
-        self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                           env=self.env, start_new_session=True))
-        log.close()
+        with open(self.root / "log" / f"{name}.out", "ab") as log:
+            self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                               env=self.env, start_new_session=True))
 
     def _wait(self, what: str, ready, daemon: str) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + START_SECONDS
@@ -153,7 +152,8 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
         return r.returncode == 0 and r.stdout.strip().rstrip("*") in ("idle", "mixed")
 
     def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=30)
+        return subprocess.run(argv, check=False, capture_output=True, text=True, env=self.env,
+                              timeout=30)
 
     # ----- use -----------------------------------------------------------------------------
     def jobs(self) -> dict[str, str]:

@@ -16,6 +16,7 @@ from typing import Any
 from atomiverse_core import retry, sdnotify
 from atomiverse_core.heap import freeze_startup_heap
 
+from . import allocation
 from .api import ControllerAPI, ServerRefused, ServerUnavailable, save_token
 from .claimer import ClaimLoop
 from .config import ControllerConfig
@@ -130,7 +131,7 @@ class Controller:
                 api_key=credential, name=self.config.name, slots=self.config.slots,
                 cores_per_job=self.config.cores_per_job, capacity=self.config.capacity,
                 engines={self.pool.engine_name: self.pool.engine_version, **self.pool.engines},
-                holding=self._held_leases()))
+                holding=self._held_leases(), pool=self.config.pool))
         except retry.Stopped as e:
             raise SystemExit("stopped before the server answered") from e
 
@@ -191,7 +192,15 @@ class Controller:
     # ----- dispatch ----------------------------------------------------------------------
     def _dispatch_until_stopped(self, burst: bool, max_jobs: int | None) -> None:
         idle_since = time.monotonic()
+        drain_at = allocation.drain_time(allocation.allocation_end(),
+                                         self.config.stop_before_end_seconds)
+        if drain_at is not None:
+            log.info("event=allocation_end controller=%s stop_claiming_in_seconds=%.0f",
+                     self.config.name, drain_at - time.time())
         while not self._kill.is_set():
+            if drain_at is not None and time.time() >= drain_at and not self._stop.is_set():
+                log.info("event=allocation_ending controller=%s action=drain", self.config.name)
+                self.request_stop()
             if not self._stop.is_set():
                 self._fill_free_slots()
             outcomes = self.pool.poll(timeout=1.0)

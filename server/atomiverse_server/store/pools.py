@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..db import controllers, jobs
-from ._time import iso
+from ._time import iso, now
 
 
 def free_slots(conn: Connection, member: Any) -> int:
@@ -36,7 +36,9 @@ def pool_state(conn: Connection, pool: Any) -> dict[str, Any]:
         .outerjoin(held, held.c.claimed_by == controllers.c.id)
         .where(controllers.c.pool_id == pool.id)
         .order_by(controllers.c.name)).all()
+    t = now()  # the server's clock only: a scaler with a skewed clock still reads liveness
     return {"name": pool.name, "pending": pending,
             "members": [{"name": r.name, "status": r.status, "slots": r.slots,
                          "running": r.running, "hostname": r.hostname,
-                         "last_seen_at": iso(r.last_seen_at)} for r in rows]}
+                         "last_seen_at": iso(r.last_seen_at),
+                         "seen_seconds_ago": max(t - r.last_seen_at, 0.0)} for r in rows]}
