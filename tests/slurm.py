@@ -163,6 +163,15 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
             raise SlurmUnavailable(f"squeue failed: {r.stderr.strip()}")
         return dict(line.split() for line in r.stdout.splitlines() if line.strip())
 
+    def final_state(self, job_id: str) -> str | None:
+        """The state slurmctld remembers for a job (COMPLETED, TIMEOUT, CANCELLED, ...; kept
+        MinJobAge seconds after it ends)."""
+        r = self._run(["scontrol", "show", "job", "--oneliner", job_id])
+        for field in r.stdout.split():
+            if field.startswith("JobState="):
+                return field.split("=", 1)[1]
+        return None
+
     def scancel(self, job_id: str) -> None:
         r = self._run(["scancel", job_id])
         if r.returncode != 0:

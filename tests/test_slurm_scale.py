@@ -198,6 +198,58 @@ def test_scale_runs_a_batch_through_slurm_allocations_and_loses_nothing_to_scanc
         log.close()
 
 
+@pytest.mark.slow  # one allocation lives about 15 s
+@pytest.mark.timeout(200)
+def test_a_controller_stops_claiming_before_its_allocation_ends(
+        slurm: SlurmCluster, hpc_server: tuple[Server, Path], tmp_path: Path) -> None:
+    """Walltime 1 minute, stop 50 s before the end: the controller reads the end from SLURM,
+    drains at about 10 s, exits on its own (COMPLETED, not TIMEOUT) holding nothing; the idle
+    timeout (120 s) is not what ends it."""
+    srv, key_file = hpc_server
+    site = write_site(tmp_path / "site.toml", srv, key_file, target="short",
+                      walltime="00:01:00", stop_before_end_seconds=50, grace_seconds=5,
+                      longest_job_seconds=5, idle_timeout_seconds=120, max_nodes=1)
+    env = {**srv.env, "SLURM_CONF": str(slurm.conf)}
+    log = open(tmp_path / "scale.log", "ab")  # noqa: SIM115 (the process outlives this line)
+    scale = subprocess.Popen([PY, "-m", "atomiverse_controller.scale", str(site)],
+                             stdout=log, stderr=log, env=env)
+    scripts = tmp_path / "scale" / "scripts"
+
+    def explain() -> str:
+        outs = "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-2500:]}"
+                         for f in sorted(scripts.glob("*.std*")))
+        return f"squeue: {slurm.jobs()}\n{(tmp_path / 'scale.log').read_text()[-3000:]}\n{outs}"
+
+    try:
+        wait_until("the pool", lambda: (tmp_path / "scale" / "pool.token").exists(), 30, explain)
+        numbers, positions = molecules(1)[0]
+        auth = {"Authorization": f"Bearer {key_file.read_text()}"}
+        r = httpx.post(f"{srv.url}/api/v1/jobs/submit-batch", headers=auth, timeout=60, json={
+            "jobs": [{"compute_target": "short", "job": {
+                "job_type": "single_point_energy", "use_cache": False,
+                "atoms": {"numbers": numbers, "positions": positions},
+                "level_of_theory": {"method": "gfn2-xtb"}}}]})
+        job_id = r.json()["jobs"][0]["job_id"]
+        allocation = wait_until("an allocation", lambda: next(iter(slurm.jobs()), None), 60,
+                                explain)
+        wait_until("the allocation to end", lambda: allocation not in slurm.jobs(), 90, explain)
+        assert slurm.final_state(allocation) == "COMPLETED", explain()
+        member_log = "".join(f.read_text() for f in scripts.glob("*.stderr"))
+        assert "event=allocation_ending" in member_log and "event=idle_exit" not in member_log
+        assert "event=stopped" in member_log, member_log[-2000:]
+        job = httpx.get(f"{srv.url}/api/v1/jobs/{job_id}", headers=auth, timeout=30).json()
+        assert job["state"] == "done"
+        assert abs(job["result"]["energy_hartree"] - xtb_reference(numbers, positions)) \
+            < TOL_HARTREE
+        members = httpx.get(f"{srv.url}/api/v1/controllers", headers=auth,
+                            timeout=30).json()["controllers"]
+        mine = [m for m in members if m["name"] == f"short.{allocation}"]
+        assert mine and mine[0]["status"] == "offline" and mine[0]["running"] == 0, members
+    finally:
+        stop_process(scale)
+        log.close()
+
+
 # ----- bad input: named, before anything is submitted ---------------------------------------
 def _no_allocation_asked(slurm: SlurmCluster) -> None:
     assert slurm.jobs() == {}
