@@ -33,6 +33,8 @@ log = logging.getLogger("atomiverse.controller")
 # millisecond a job on a loaded machine, 2% of a 25 ms single point. Longer jobs gain nothing
 # measurable, and a job staged behind a long one could wait while another slot sits idle.
 STAGE_JOBS_SHORTER_THAN_SECONDS = 0.25
+# How long a stopping controller waits for its claim loop's last poll (ended by deregister).
+CLAIMER_JOIN_SECONDS = 10.0
 
 
 class Controller:
@@ -306,12 +308,21 @@ class Controller:
                 self.api.release(handed_back)
                 log.info("event=released controller=%s jobs=%d", self.config.name,
                          len(handed_back))
-            self.api.deregister()
+            self.api.deregister()  # also ends the claim loop's last poll, empty-handed
+            self._join_claimer()
         except (ServerUnavailable, ServerRefused, ValueError) as e:
             log.warning("event=deregister_failed controller=%s error=%s", self.config.name, e)
             return False
         log.info("event=stopped controller=%s completed=%d", self.config.name, self.completed)
         return True
+
+    def _join_claimer(self) -> None:
+        """A claim answered while stopping is handed back by the claim loop itself: wait
+        for it, or those jobs stay leased to an exited process until their lease runs out."""
+        if self.claimer is not None and self.claimer.is_alive():
+            self.claimer.join(timeout=CLAIMER_JOIN_SECONDS)
+            if self.claimer.is_alive():
+                log.warning("event=claim_still_open controller=%s", self.config.name)
 
     def _finish_running_within_grace(self) -> None:
         deadline = time.monotonic() + self.config.grace_seconds

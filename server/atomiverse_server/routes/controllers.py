@@ -239,7 +239,12 @@ def release(body: Annotated[list[LeaseRef], Body(max_length=MAX_LEASES_PER_REQUE
 
 
 @router.post("/deregister")
-def deregister(controller: CurrentController, engine: EngineDep) -> dict[str, str]:
+def deregister(controller: CurrentController, engine: EngineDep,
+               notifier: NotifierDep) -> dict[str, str]:
     with write_tx(engine) as conn:
         controller_store.set_status(conn, controller_id=controller.id, status="offline")
+    # Its last claim poll, still parked here, must not take jobs for a process that is
+    # exiting: they stayed leased to nobody until the lease ran out (a scancelled SLURM
+    # allocation's controller, issue 29).
+    notifier.claim_waiters.evict(controller.id)
     return {"status": "offline"}
