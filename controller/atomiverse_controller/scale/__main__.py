@@ -88,6 +88,11 @@ def _serve(site: SiteConfig) -> int:
         site.scheduler, site.max_nodes, site.slots_per_node)
     try:
         scaler.run()
+    except ServerRefused as e:
+        print(f"atomiverse scale: the server refused the pool's token ({e}); remove "
+              f"{site.directory / 'pool.token'} to register again with the key",
+              file=sys.stderr)
+        return 1
     finally:
         scaler.release_queued()
         api.close()

@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api import ControllerAPI
+from atomiverse_core import retry
+
+from ..api import ControllerAPI, ServerUnavailable
 from .provider import controller_script
 from .site import SiteConfig
 
@@ -117,9 +119,16 @@ class Scaler:
 
     # ----- the loop ----------------------------------------------------------------------
     def run(self) -> None:
+        """Poll until stopped. The server away or a scheduler command failing is waited out
+        (the claim backoff); a refused pool token ends the loop (ServerRefused)."""
+        stepping = retry.retrying(retry.CLAIM, retry_on=self._worth_retrying,
+                                  stop_event=self.stop_event)
         last = None
         while not self.stop_event.is_set():
-            snap = self.step()
+            try:
+                snap = stepping(self.step)
+            except retry.Stopped:
+                return
             summary = (snap.pending, snap.live_members, snap.held, len(self.allocations))
             if summary != last:
                 log.info("event=pool pending=%d members=%d held=%d running_slots=%d "
@@ -127,6 +136,14 @@ class Scaler:
                          snap.running_slots, len(self.allocations))
                 last = summary
             self.stop_event.wait(self.site.poll_seconds)
+
+    def _worth_retrying(self, error: BaseException) -> bool:
+        from parsl.providers.errors import ExecutionProviderException
+
+        if isinstance(error, (ServerUnavailable, ExecutionProviderException)):
+            log.warning("event=step_failed error=%s: %s", type(error).__name__, error)
+            return True
+        return False
 
     def stop(self) -> None:
         self.stop_event.set()
