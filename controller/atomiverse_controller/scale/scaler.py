@@ -64,8 +64,12 @@ class Scaler:
         live = [m for m in state["members"] if m["status"] == "online"
                 and m["seen_seconds_ago"] < self.live_seconds]
         running_ids = {a.job_id for a in self.allocations.values() if a.state == "RUNNING"}
-        registered = {m["name"].rsplit(".", 1)[-1] for m in live}
-        starting = len(running_ids - registered)
+        if self.site.scheduler == "slurm":
+            # A member is named TARGET.SLURM_JOB_ID: the allocations without one are starting.
+            registered = {m["name"].rsplit(".", 1)[-1] for m in live}
+            starting = len(running_ids - registered)
+        else:  # a local process knows no allocation id of Parsl's: count instead
+            starting = max(len(running_ids) - len(live), 0)
         queued = sum(a.state in ("PENDING", "HELD") for a in self.allocations.values())
         return Snapshot(pending=state["pending"], live_members=len(live),
                         running_slots=sum(m["slots"] for m in live),
