@@ -105,8 +105,9 @@ def test_joining_a_pool_is_checked_and_named(srv: Server) -> None:
 
 def test_a_deregistered_members_parked_poll_takes_nothing(srv: Server) -> None:
     key = srv.new_workspace("pools-exit")
-    token(srv, key, "batch", slots=4)
+    pool = token(srv, key, "batch", slots=4)
     member = token(srv, key, "batch.7", slots=1, pool="batch")
+    assert [m["name"] for m in pool_state(srv, pool)["members"]] == ["batch.7"]
     answer: list[list[dict[str, Any]]] = []
     poll = threading.Thread(target=lambda: answer.append(claim(srv, member, 1, wait=20)))
     poll.start()
@@ -114,6 +115,7 @@ def test_a_deregistered_members_parked_poll_takes_nothing(srv: Server) -> None:
     r = httpx.post(f"{srv.url}/api/v1/controllers/deregister", timeout=30,
                    headers={"Authorization": f"Bearer {member}"})
     assert r.status_code == 200
+    assert pool_state(srv, pool)["members"] == []  # gone: listed no more
     job_id = submit(srv, key, "batch", 1)[0]
     poll.join(30)
     assert answer == [[]]  # the exiting process is handed nothing to lose
