@@ -161,6 +161,7 @@ def test_scale_runs_a_batch_through_slurm_allocations_and_loses_nothing_to_scanc
         first_running_seconds = time.monotonic() - submitted_at
         victim = running[0]["name"].rsplit(".", 1)[1]
         assert slurm.jobs().get(victim) == "RUNNING", explain()
+        pending_at_cancel = watch.http.get("/api/v1/controllers/pool").json()["pending"]
         slurm.scancel(victim)  # mid-batch: its controller drains; what it held comes back
 
         def all_done() -> list[dict[str, Any]] | None:
@@ -184,12 +185,14 @@ def test_scale_runs_a_batch_through_slurm_allocations_and_loses_nothing_to_scanc
                    if c["name"].startswith(f"{TARGET}.")]
         assert members and all(m["status"] == "offline" and m["running"] == 0
                                for m in members), members
-        assert len(members) >= 2, f"the scancelled allocation was not replaced: {members}"
+        if pending_at_cancel >= 8:  # seconds of work left for one slot: room to replace it
+            assert len(members) >= 3, f"the scancelled allocation was not replaced: {members}"
         assert watch.max_ratio <= 1.0 and watch.max_member_excess <= 0, \
             f"over-claim: held/slots reached {watch.max_ratio}"
         assert watch.max_members >= 1
         print(f"\nfirst running allocation holding jobs {first_running_seconds:.1f} s after "
-              f"submission; allocations used {len(members)}; max over-claim ratio "
+              f"submission; {pending_at_cancel} pending at the scancel; allocations used "
+              f"{len(members)}; max over-claim ratio "
               f"{watch.max_ratio:.2f}; attempts "
               f"{sorted(j['attempts'] for j in jobs)}")
     finally:
