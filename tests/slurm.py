@@ -173,9 +173,24 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
         return None
 
     def scancel(self, job_id: str) -> None:
+        """End a job as an admin would: SIGTERM to its processes, SIGKILL after KillWait."""
         r = self._run(["scancel", job_id])
         if r.returncode != 0:
             raise RuntimeError(f"scancel {job_id} failed: {r.stderr.strip()}")
+
+    def kill_job_processes(self, job_id: str) -> int:
+        """SIGKILL every process of a running job at once, as a node failure ends them (SLURM
+        treats ``scancel --signal=KILL`` as a plain cancel: SIGTERM first). Returns how many."""
+        killed = 0
+        for proc in psutil.process_iter(["environ"]):
+            try:
+                env = proc.info["environ"] or {}
+                if env.get("SLURM_JOB_ID") == job_id and env.get("SLURM_CONF") == str(self.conf):
+                    proc.kill()
+                    killed += 1
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return killed
 
     def logs(self) -> str:
         out = []

@@ -103,11 +103,13 @@ def _pool_to_join(conn: Any, registrant: Workspace | Controller, pool: str | Non
 
 
 @router.get("/pool")
-def pool_state(controller: CurrentController, engine: EngineDep) -> dict[str, Any]:
+def pool_state(controller: CurrentController, engine: EngineDep,
+               settings: SettingsDep) -> dict[str, Any]:
     """With a pool's controller token: its pending jobs and its members (slots, jobs held),
-    what ``atomiverse scale`` sizes the batch scheduler's allocations by."""
+    what ``atomiverse scale`` sizes the batch scheduler's allocations by. A member not heard
+    from for a lease period is gone (its jobs are back in the queue)."""
     with read_tx(engine) as conn:
-        return pools.pool_state(conn, controller)
+        return pools.pool_state(conn, controller, seen_within_seconds=settings.lease_seconds)
 
 
 def _is_embedded_local_controller(settings: Settings, registrant: Workspace, name: str) -> bool:

@@ -26,10 +26,11 @@ def free_slots(conn: Connection, member: Any) -> int:
 MAX_MEMBERS_LISTED = 10_000
 
 
-def pool_state(conn: Connection, pool: Any) -> dict[str, Any]:
-    """Pending jobs routed to the pool, and each member not gone (online or draining) with
-    the jobs it holds. Members that deregistered (one per allocation, over months) are left
-    out: they hold nothing and run nothing."""
+def pool_state(conn: Connection, pool: Any, *, seen_within_seconds: float) -> dict[str, Any]:
+    """Pending jobs routed to the pool, and each member not gone (online or draining, and
+    heard from within ``seen_within_seconds``) with the jobs it holds. Members that
+    deregistered (one per allocation, over months) or died unheard (their leases have run
+    out) are left out: they hold nothing and run nothing."""
     pending = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
         jobs.c.state == "pending", jobs.c.controller_id == pool.id,
         jobs.c.cached_from.is_(None))).scalar_one()
@@ -40,7 +41,8 @@ def pool_state(conn: Connection, pool: Any) -> dict[str, Any]:
                   controllers.c.hostname, controllers.c.last_seen_at,
                   sa.func.coalesce(held.c.n, 0).label("running"))
         .outerjoin(held, held.c.claimed_by == controllers.c.id)
-        .where(controllers.c.pool_id == pool.id, controllers.c.status != "offline")
+        .where(controllers.c.pool_id == pool.id, controllers.c.status != "offline",
+               controllers.c.last_seen_at >= now() - seen_within_seconds)
         .order_by(controllers.c.name).limit(MAX_MEMBERS_LISTED)).all()
     t = now()  # the server's clock only: a scaler with a skewed clock still reads liveness
     return {"name": pool.name, "pending": pending,
