@@ -268,6 +268,35 @@ def test_a_controller_stops_claiming_before_its_allocation_ends(
         log.close()
 
 
+def test_allocations_that_cannot_start_a_controller_stop_the_scaler_with_the_reason(
+        slurm: SlurmCluster, hpc_server: tuple[Server, Path], tmp_path: Path) -> None:
+    srv, key_file = hpc_server
+    site = write_site(tmp_path / "site.toml", srv, key_file, target="broken", max_nodes=1,
+                      controller_command="/nonexistent/atomiverse-controller")
+    auth = {"Authorization": f"Bearer {key_file.read_text()}"}
+    env = {**srv.env, "SLURM_CONF": str(slurm.conf)}
+    with open(tmp_path / "scale.log", "ab") as log:
+        scale = subprocess.Popen([PY, "-m", "atomiverse_controller.scale", str(site)],
+                                 stdout=log, stderr=log, env=env)
+    try:
+        wait_until("the pool", lambda: (tmp_path / "scale" / "pool.token").exists(), 30)
+        numbers, positions = molecules(1)[0]
+        r = httpx.post(f"{srv.url}/api/v1/jobs/submit-batch", headers=auth, timeout=60, json={
+            "jobs": [{"compute_target": "broken", "job": {
+                "job_type": "single_point_energy", "use_cache": False,
+                "atoms": {"numbers": numbers, "positions": positions},
+                "level_of_theory": {"method": "gfn2-xtb"}}}]})
+        job_id = r.json()["jobs"][0]["job_id"]
+        assert scale.wait(120) == 1
+        out = (tmp_path / "scale.log").read_text()
+        assert "3 allocations in a row ended before their controller registered" in out
+        assert "check controller_command and worker_init" in out and ".stderr" in out
+        assert slurm.jobs() == {}
+        httpx.post(f"{srv.url}/api/v1/jobs/{job_id}/cancel", headers=auth, timeout=30)
+    finally:
+        stop_process(scale)
+
+
 # ----- bad input: named, before anything is submitted ---------------------------------------
 def _no_allocation_asked(slurm: SlurmCluster) -> None:
     assert slurm.jobs() == {}

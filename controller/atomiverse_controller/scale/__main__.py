@@ -65,7 +65,7 @@ def _serve(site: SiteConfig) -> int:
     from ..api import ServerRefused, ServerUnavailable
     from .pool import register_pool
     from .provider import check_partition, make_provider
-    from .scaler import Scaler
+    from .scaler import AllocationsFail, Scaler
 
     key = _api_key(site)
     provider = make_provider(site)
@@ -88,6 +88,9 @@ def _serve(site: SiteConfig) -> int:
         site.scheduler, site.max_nodes, site.slots_per_node)
     try:
         scaler.run()
+    except AllocationsFail as e:
+        print(f"atomiverse scale: {e}", file=sys.stderr)
+        return 1
     except ServerRefused as e:
         print(f"atomiverse scale: the server refused the pool's token ({e}); remove "
               f"{site.directory / 'pool.token'} to register again with the key",

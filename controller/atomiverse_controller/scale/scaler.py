@@ -26,6 +26,15 @@ log = logging.getLogger("atomiverse.scale")
 # A member not heard from in this many heartbeats is not counted as running capacity (its
 # allocation was killed; its leases run out and its jobs return to the queue).
 LIVE_HEARTBEATS = 3
+# Allocations in a row that ended before their controller registered: the controller cannot
+# start there (a wrong controller_command or worker_init); stop asking instead of looping.
+MAX_START_FAILURES = 3
+MAX_LOG_READ_BYTES = 1 << 20  # the registration is among a controller's first lines
+
+
+class AllocationsFail(RuntimeError):
+    """Allocations keep ending before their controller registers; the message says where
+    their output is."""
 
 
 @dataclass
@@ -56,13 +65,14 @@ class Scaler:
         self.allocations: dict[str, Allocation] = {}
         self.stop_event = threading.Event()
         self.submitted_total = 0
+        self.start_failures = 0
 
     # ----- one poll ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
         state = self.api.pool_state()
-        self._refresh_allocations()
         live = [m for m in state["members"] if m["status"] == "online"
                 and m["seen_seconds_ago"] < self.live_seconds]
+        self._refresh_allocations()
         running_ids = {a.job_id for a in self.allocations.values() if a.state == "RUNNING"}
         if self.site.scheduler == "slurm":
             # A member is named TARGET.SLURM_JOB_ID: the allocations without one are starting.
@@ -98,10 +108,27 @@ class Scaler:
             if status.terminal:
                 log.info("event=allocation_ended job=%s state=%s", job_id, status.state.name)
                 del self.allocations[job_id]
+                self._check_started(job_id, status)
             elif status.state.name != alloc.state:
                 log.info("event=allocation_state job=%s state=%s after_seconds=%.1f", job_id,
                          status.state.name, time.time() - alloc.submitted_at)
                 alloc.state = status.state.name
+
+    def _check_started(self, job_id: str, status: Any) -> None:
+        """An allocation that ended without its controller registering (the controller logs
+        ``event=registered`` to the allocation's stderr, in the work directory) failed to
+        start one."""
+        if _registered(status.stderr_path):
+            self.start_failures = 0
+            return
+        self.start_failures += 1
+        log.warning("event=allocation_without_controller job=%s stderr=%s", job_id,
+                    status.stderr_path)
+        if self.start_failures >= MAX_START_FAILURES:
+            raise AllocationsFail(
+                f"{self.start_failures} allocations in a row ended before their controller "
+                f"registered: check controller_command and worker_init; the last one's "
+                f"output is in {status.stderr_path}")
 
     def _submit(self, count: int, snap: Snapshot) -> None:
         log.info("event=scale_up pending=%d free_slots=%d queued=%d starting=%d submit=%d",
@@ -158,3 +185,11 @@ class Scaler:
         self._refresh_allocations()
         if any(a.state in ("PENDING", "HELD") for a in self.allocations.values()):
             self._cancel_queued()
+
+
+def _registered(stderr_path: str | None) -> bool:
+    try:
+        with open(stderr_path or "", "rb") as f:
+            return b"event=registered" in f.read(MAX_LOG_READ_BYTES)
+    except OSError:
+        return False
