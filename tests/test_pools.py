@@ -129,3 +129,40 @@ def test_the_pool_endpoint_needs_a_controller_token(srv: Server, tmp_path: Path)
     r = httpx.get(f"{srv.url}/api/v1/controllers/pool", timeout=30,
                   headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 401
+
+
+def test_a_submission_to_a_pool_is_handed_to_its_members_parked_polls_only() -> None:
+    import asyncio
+
+    from atomiverse_server.handoff import ClaimWaiter, ClaimWaiters
+    from atomiverse_server.store.controllers import Controller
+
+    def ctl(cid: str, pool_id: str | None = None, managed: bool = False) -> Controller:
+        return Controller(cid, "ws", f"n-{cid}", 1, 1, 100, {}, managed, "online", pool_id)
+
+    async def check() -> None:
+        loop = asyncio.get_running_loop()
+        member = ClaimWaiter(ctl("m1", pool_id="p1"), 1, loop)
+        plain = ClaimWaiter(ctl("c2"), 1, loop)
+        managed = ClaimWaiter(ctl("c3", managed=True), 1, loop)
+        waiters = ClaimWaiters()
+        for w in (member, plain, managed):
+            waiters.park(w)
+        assert waiters.take(frozenset({None})) == [managed]  # no pool is the managed pool
+        assert waiters.take(frozenset({"p1"})) == [member]
+        assert waiters.take(frozenset({"p1", "m1", None})) == []
+
+    asyncio.run(check())
+
+
+def test_a_members_parked_poll_is_handed_the_pools_new_jobs(srv: Server) -> None:
+    key = srv.new_workspace("pools-handoff")
+    token(srv, key, "farm", slots=2)
+    member = token(srv, key, "farm.3", slots=1, pool="farm")
+    answer: list[list[dict[str, Any]]] = []
+    poll = threading.Thread(target=lambda: answer.append(claim(srv, member, 1, wait=20)))
+    poll.start()
+    wait_parked(srv.url, "atomiverse_parked_claims")
+    job_id = submit(srv, key, "farm", 1)[0]
+    poll.join(30)
+    assert [j["job_id"] for j in answer[0]] == [job_id]
