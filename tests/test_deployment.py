@@ -51,9 +51,24 @@ def test_dockerfile_is_one_slim_non_root_image_with_a_health_check():
     assert 'ENTRYPOINT ["atomiverse"]' in text and 'CMD ["server"' in text
 
 
-def test_slurm_example_uses_exit_when_idle():
+def test_slurm_example_is_what_atomiverse_scale_prints(tmp_path):
+    """The docs' site file is valid and its batch script is the one `--dry-run` prints now
+    (the job name's timestamp aside)."""
     text = (ROOT / "docs" / "deployment.md").read_text()
-    assert "#SBATCH" in text and "--exit-when-idle" in text
+    section = text[text.index("## An HPC site"):text.index("## Docker")]
+    site = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    shown = re.search(r"```bash\n(#!/bin/bash\n.*?)```", section, re.S).group(1)
+    (tmp_path / "hpc.toml").write_text(site)
+    out = subprocess.run([sys.executable, "-m", "atomiverse_controller.scale",
+                          str(tmp_path / "hpc.toml"), "--dry-run"], check=False,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+    def unstamped(script: str) -> str:
+        return re.sub(r"atomiverse\.hpc\.[0-9.]+", "atomiverse.hpc.TIME", script).strip()
+
+    assert unstamped(out.stdout) == unstamped(shown)
+    assert "--exit-when-idle" in shown and "--stop-before-end" in shown
 
 
 def test_controller_exits_when_idle(server, workspace_key):

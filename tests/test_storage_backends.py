@@ -165,6 +165,7 @@ def test_database_from_before_migrations_is_adopted(db_url: str) -> None:
             conn.exec_driver_sql("DROP INDEX ix_jobs_parent")  # revision 0006
             conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN parent_id")
             conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN step")
+            conn.exec_driver_sql("ALTER TABLE controllers DROP COLUMN pool_id")  # revision 0007
             conn.exec_driver_sql("CREATE INDEX ix_jobs_claim ON jobs (state, controller_id, seq)")
             for table in ("idempotency_keys", "rate_limits",  # revision 0003
                           "sessions", "server_secrets"):  # revision 0005

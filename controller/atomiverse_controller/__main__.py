@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-with-pid", type=int, metavar="PID",
                    help="exit within seconds of process PID ending (the embedded server's "
                         "local controller)")
+    p.add_argument("--pool", help="join this pool (registered by `atomiverse scale`)")
+    p.add_argument("--prefetch-per-slot", type=int, metavar="N",
+                   help="jobs held queued per slot beyond the running ones (default 32; 0: "
+                        "claim only for free slots)")
+    p.add_argument("--stop-before-end", dest="stop_before_end_seconds", type=float,
+                   metavar="SECONDS", help="in a batch allocation: stop claiming this long "
+                                           "before it ends, finish or hand back, exit")
     p.add_argument("--burst", action="store_true", help="exit when there is no more work")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--print-config", action="store_true",
@@ -50,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 FLAG_FIELDS = ("server", "name", "api_key", "api_key_file", "token_file", "slots",
                "cores_per_job", "capacity", "engine", "memory_limit_mb", "grace_seconds",
                "exit_when_idle_seconds", "worker_idle_seconds", "warm_workers", "spool_dir",
-               "metrics_port", "exit_with_pid")
+               "metrics_port", "exit_with_pid", "pool", "prefetch_per_slot",
+               "stop_before_end_seconds")
 
 
 def drain_main(argv: list[str]) -> int:

@@ -69,11 +69,14 @@ class ControllerAPI:
 
     def register(self, *, api_key: str, name: str, slots: int, cores_per_job: int,
                  capacity: int | None, engines: dict[str, str],
-                 holding: list[dict[str, str]]) -> dict[str, Any]:
-        out = self._post("/api/v1/controllers/register", {
-            "name": name, "slots": slots, "cores_per_job": cores_per_job, "capacity": capacity,
-            "engines": engines, "hostname": socket.gethostname(), "holding": holding},
-            auth=api_key)
+                 holding: list[dict[str, str]] | None,
+                 pool: str | None = None) -> dict[str, Any]:
+        body = {"name": name, "slots": slots, "cores_per_job": cores_per_job,
+                "capacity": capacity, "engines": engines, "hostname": socket.gethostname(),
+                "holding": holding}
+        if pool is not None:
+            body["pool"] = pool
+        out = self._post("/api/v1/controllers/register", body, auth=api_key)
         self.token = out["token"]
         return out
 
@@ -82,6 +85,21 @@ class ControllerAPI:
                          {"max_jobs": max_jobs, "wait_seconds": wait_seconds},
                          timeout=wait_seconds + 30.0)
         return out["jobs"]
+
+    def pool_state(self) -> dict[str, Any]:
+        """With the pool's own token: its pending jobs and members (``atomiverse scale``)."""
+        try:
+            resp = self._http.get("/api/v1/controllers/pool",
+                                  headers={"Authorization": f"Bearer {self.token}"})
+        except retry.TRANSPORT_ERRORS as e:
+            raise ServerUnavailable(f"/api/v1/controllers/pool: {type(e).__name__}: {e}") from e
+        if retry.refused(resp.status_code):
+            raise ServerRefused(f"/api/v1/controllers/pool: HTTP {resp.status_code}: "
+                                f"{_detail(resp)}")
+        if resp.status_code >= 400:
+            raise ServerUnavailable(f"/api/v1/controllers/pool: HTTP {resp.status_code}: "
+                                    f"{_detail(resp)}")
+        return jsonio.loads(resp.content)
 
     def heartbeat(self, running: list[dict[str, str]]) -> dict[str, Any]:
         return self._post("/api/v1/controllers/heartbeat", {"running": running})

@@ -70,7 +70,9 @@ class ClaimLoop(threading.Thread):
                                   stop_event=self.stop_event)
         while not self.stop_event.is_set():
             low, high = self.watermarks()
-            if not self.ledger.wait_until_below(low + 1, timeout=0.5):
+            # Without prefetch (low == high == slots) claim only for a free slot: holding one
+            # job more than the slots would keep it from an idle controller of the pool.
+            if not self.ledger.wait_until_below(min(low + 1, high), timeout=0.5):
                 continue
             try:
                 jobs = claiming(self._claim, high)

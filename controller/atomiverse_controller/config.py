@@ -66,6 +66,14 @@ class ControllerConfig(BaseSettings):
     warm_workers: int = Field(default=1, ge=0, description="Workers kept warm while idle")
     spool_dir: Path = Field(default_factory=lambda: Path.home() / ".atomiverse" / "spool")
     metrics_port: int | None = None
+    pool: str | None = Field(
+        default=None, description="Join this pool (a controller of that name in the same "
+        "workspace, registered by `atomiverse scale`): claim its jobs too, never more than "
+        "free slots")
+    stop_before_end_seconds: float | None = Field(
+        default=None, gt=0, description="In a batch scheduler's allocation: stop claiming "
+        "this long before it ends (SLURM_JOB_END_TIME or squeue), finish or hand back the "
+        "rest, and exit")
     exit_with_pid: int | None = Field(
         default=None, ge=1, description="Exit when this process ends (the embedded server "
         "passes its own pid: its local controller must not outlive it)")

@@ -16,6 +16,7 @@ from typing import Any
 from atomiverse_core import retry, sdnotify
 from atomiverse_core.heap import freeze_startup_heap
 
+from . import allocation
 from .api import ControllerAPI, ServerRefused, ServerUnavailable, save_token
 from .claimer import ClaimLoop
 from .config import ControllerConfig
@@ -34,6 +35,8 @@ log = logging.getLogger("atomiverse.controller")
 STAGE_JOBS_SHORTER_THAN_SECONDS = 0.25
 # The idle dispatch loop's backstop wake-up: every event it waits for wakes it anyway.
 IDLE_POLL_SECONDS = 30.0
+# How long a stopping controller waits for its claim loop's last poll (ended by deregister).
+CLAIMER_JOIN_SECONDS = 10.0
 
 
 class Controller:
@@ -132,7 +135,7 @@ class Controller:
                 api_key=credential, name=self.config.name, slots=self.config.slots,
                 cores_per_job=self.config.cores_per_job, capacity=self.config.capacity,
                 engines={self.pool.engine_name: self.pool.engine_version, **self.pool.engines},
-                holding=self._held_leases()))
+                holding=self._held_leases(), pool=self.config.pool))
         except retry.Stopped as e:
             raise SystemExit("stopped before the server answered") from e
 
@@ -193,10 +196,18 @@ class Controller:
     # ----- dispatch ----------------------------------------------------------------------
     def _dispatch_until_stopped(self, burst: bool, max_jobs: int | None) -> None:
         idle_since = time.monotonic()
+        drain_at = allocation.drain_time(allocation.allocation_end(),
+                                         self.config.stop_before_end_seconds)
+        if drain_at is not None:
+            log.info("event=allocation_end controller=%s stop_claiming_in_seconds=%.0f",
+                     self.config.name, drain_at - time.time())
         while not self._kill.is_set():
+            if drain_at is not None and time.time() >= drain_at and not self._stop.is_set():
+                log.info("event=allocation_ending controller=%s action=drain", self.config.name)
+                self.request_stop()
             if not self._stop.is_set():
                 self._fill_free_slots()
-            outcomes = self.pool.poll(timeout=self._poll_seconds(burst, idle_since))
+            outcomes = self.pool.poll(timeout=self._poll_seconds(burst, idle_since, drain_at))
             if outcomes and not self._stop.is_set():
                 # The freed worker gets its next job before we log and queue the result.
                 self._fill_free_slots()
@@ -217,17 +228,21 @@ class Controller:
                          limit)
                 return
 
-    def _poll_seconds(self, burst: bool, idle_since: float) -> float:
+    def _poll_seconds(self, burst: bool, idle_since: float, drain_at: float | None) -> float:
         """How long the dispatch loop may sleep. A claim, a stop and a worker's outcome wake
         it at once; with nothing held, a sleep of a second would only wake an idle
-        controller for nothing (issue 22), so it sleeps until the idle exit is due."""
+        controller for nothing (issue 22), so it sleeps until the idle exit or the
+        allocation's drain is due."""
         queued, running = self.ledger.counts()
         if queued or running or burst or self._stop.is_set():
             return 1.0
+        seconds = IDLE_POLL_SECONDS
         limit = self.config.exit_when_idle_seconds
-        if not limit:
-            return IDLE_POLL_SECONDS
-        return max(0.05, min(IDLE_POLL_SECONDS, idle_since + limit - time.monotonic()))
+        if limit:
+            seconds = min(seconds, idle_since + limit - time.monotonic())
+        if drain_at is not None:
+            seconds = min(seconds, drain_at - time.time())
+        return max(0.05, seconds)
 
     def _fill_free_slots(self) -> None:
         while self.pool.free_slots() > 0:
@@ -311,12 +326,21 @@ class Controller:
                 self.api.release(handed_back)
                 log.info("event=released controller=%s jobs=%d", self.config.name,
                          len(handed_back))
-            self.api.deregister()
+            self.api.deregister()  # also ends the claim loop's last poll, empty-handed
+            self._join_claimer()
         except (ServerUnavailable, ServerRefused, ValueError) as e:
             log.warning("event=deregister_failed controller=%s error=%s", self.config.name, e)
             return False
         log.info("event=stopped controller=%s completed=%d", self.config.name, self.completed)
         return True
+
+    def _join_claimer(self) -> None:
+        """A claim answered while stopping is handed back by the claim loop itself: wait
+        for it, or those jobs stay leased to an exited process until their lease runs out."""
+        if self.claimer is not None and self.claimer.is_alive():
+            self.claimer.join(timeout=CLAIMER_JOIN_SECONDS)
+            if self.claimer.is_alive():
+                log.warning("event=claim_still_open controller=%s", self.config.name)
 
     def _finish_running_within_grace(self) -> None:
         deadline = time.monotonic() + self.config.grace_seconds

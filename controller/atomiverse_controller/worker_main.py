@@ -61,6 +61,10 @@ def _prepare_process(cores: int) -> None:
     os.environ.update(protocol.thread_env(cores))
     # Ctrl-C in a terminal is for the controller, which decides what happens to running jobs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # So is SIGTERM: a batch scheduler (scancel, an allocation's end) and systemd send it to
+    # every process of the job at once; a worker that died of it failed its job as a crash
+    # while its controller was draining. The controller stops workers with SIGKILL.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_STACK, (hard, hard))

@@ -183,6 +183,10 @@ class ControllerRegister(_Wire):
         description="The leases this process holds (running jobs, spooled results). The "
                     "controller's other leases belonged to an earlier process and end now. "
                     "None: say nothing, end nothing")
+    pool: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Join this pool: a controller of that name in the same workspace, whose "
+                    "jobs this one claims too, never more at once than its free slots")
 
 
 class ControllerRegistered(BaseModel):

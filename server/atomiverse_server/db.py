@@ -48,6 +48,9 @@ controllers = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, default="online"),
     sa.Column("registered_at", sa.Float, nullable=False),
     sa.Column("last_seen_at", sa.Float, nullable=False),
+    # A member of a pool (controllers a batch scheduler starts: `atomiverse scale`) also
+    # claims the jobs routed to the pool's controller, this id; None: no pool.
+    sa.Column("pool_id", sa.String(32)),
     sa.UniqueConstraint("workspace_id", "name", name="uq_controller_name"),
 )
 

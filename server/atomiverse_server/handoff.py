@@ -104,6 +104,8 @@ class ClaimWaiters:
         poll is taken by one submitter only."""
         with self._lock:
             found = [w for w in self._parked if w.controller.id in claimable
+                     # a pool's members claim its jobs (None in claimable is the managed pool)
+                     or (w.controller.pool_id is not None and w.controller.pool_id in claimable)
                      or (None in claimable and w.controller.serves_managed)]
             for waiter in found:
                 waiter.taken = True

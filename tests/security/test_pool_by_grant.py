@@ -66,17 +66,18 @@ def test_an_upgrade_takes_pool_members_by_name_out_of_the_pool(tmp_path):
     """A database where an intruder already joined by name: migration 0005 ends that."""
     import sqlalchemy as sa
     from atomiverse_server import db
-    from atomiverse_server.store import controllers as controller_store
     from atomiverse_server.store import workspaces as workspace_store
 
     engine = db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     db.migrate(engine, "0004")
     with db.write_tx(engine) as conn:
-        for owner in ("local", "intruder"):
+        for i, owner in enumerate(("local", "intruder")):
             ws = workspace_store.create_workspace(conn, name=owner)
-            controller_store.register_controller(
-                conn, workspace_id=ws.id, name=LOCAL_NAME, slots=1, cores_per_job=1,
-                capacity=1, engines={}, hostname="", serves_managed=True)
+            # The columns of revision 0004 only: today's register_controller writes later ones.
+            conn.execute(db.controllers.insert().values(
+                id=f"c{i}", workspace_id=ws.id, name=LOCAL_NAME, token_hash=f"h{i}", slots=1,
+                cores_per_job=1, capacity=1, engines={}, hostname="", serves_managed=True,
+                status="online", registered_at=0.0, last_seen_at=0.0))
     db.migrate(engine)
     with db.read_tx(engine) as conn:
         members = dict(conn.execute(

@@ -1,4 +1,5 @@
-"""The ``atomiverse`` command: ``run`` (the main job), ``local``, ``server``, ``controller``."""
+"""The ``atomiverse`` command: ``run`` (the main job), ``local``, ``server``, ``controller``,
+``scale``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from . import export, local, run
 
-PLUGGED_COMMANDS = ("server", "admin", "controller")
+PLUGGED_COMMANDS = ("server", "admin", "controller", "scale")
 
 
 def plugged_command(name: str) -> Any:
@@ -36,5 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("server", help="run the job API server (see `atomiverse server --help`)")
     sub.add_parser("controller", help="run a compute controller (see `atomiverse controller "
                                       "--help`)")
+    sub.add_parser("scale", help="start and stop controllers with a batch scheduler's "
+                                 "allocations (see `atomiverse scale --help`)")
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

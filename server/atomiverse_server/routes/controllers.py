@@ -36,6 +36,7 @@ from ..jsonroute import FastJSONRoute
 from ..notify import Notifier
 from ..settings import Settings
 from ..store import controllers as controller_store
+from ..store import pools
 from ..store.controllers import Controller
 from ..store.workspaces import Workspace
 from .errors import CONTROLLER
@@ -55,6 +56,7 @@ def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep
     new token. With a controller token: the same controller comes back, token unchanged."""
     capacity = body.capacity or body.slots * DEFAULT_CAPACITY_PER_SLOT
     with write_tx(engine) as conn:
+        pool_id = _pool_to_join(conn, registrant, body.pool, body.name)
         if isinstance(registrant, Controller):
             ctl = controller_store.refresh_controller(
                 conn, controller_id=registrant.id, slots=body.slots,
@@ -66,7 +68,7 @@ def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep
             ctl, token = controller_store.register_controller(
                 conn, workspace_id=registrant.id, name=body.name, slots=body.slots,
                 cores_per_job=body.cores_per_job, capacity=capacity, engines=body.engines,
-                hostname=body.hostname, serves_managed=serves_managed)
+                hostname=body.hostname, serves_managed=serves_managed, pool_id=pool_id)
         ended = 0 if body.holding is None else controller_store.end_leases_not_held(
             conn, controller=ctl, holding={ref.lease_id for ref in body.holding},
             max_attempts=settings.max_attempts)
@@ -78,6 +80,36 @@ def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep
         notifier.children_finished()
     return {"controller_id": ctl.id, "name": ctl.name, "token": token,
             "heartbeat_seconds": settings.heartbeat_seconds}
+
+
+def _pool_to_join(conn: Any, registrant: Workspace | Controller, pool: str | None,
+                  name: str) -> str | None:
+    """The pool controller a registration joins: one of the same workspace (the workspace's
+    key is the grant), itself no member of a pool. A controller coming back with its own token
+    stays in the pool it joined."""
+    if isinstance(registrant, Controller):
+        return registrant.pool_id
+    if pool is None:
+        return None
+    if pool == name:
+        raise HTTPException(422, "pool: a controller cannot be a member of its own pool")
+    ctl = controller_store.controller_by_name(conn, workspace_id=registrant.id, name=pool)
+    if ctl is None:
+        raise HTTPException(422, f"pool: no controller named {pool!r} in this workspace "
+                                 "(`atomiverse scale` registers it)")
+    if ctl.pool_id is not None:
+        raise HTTPException(422, f"pool: {pool!r} is itself a member of a pool")
+    return ctl.id
+
+
+@router.get("/pool")
+def pool_state(controller: CurrentController, engine: EngineDep,
+               settings: SettingsDep) -> dict[str, Any]:
+    """With a pool's controller token: its pending jobs and its members (slots, jobs held),
+    what ``atomiverse scale`` sizes the batch scheduler's allocations by. A member not heard
+    from for a lease period is gone (its jobs are back in the queue)."""
+    with read_tx(engine) as conn:
+        return pools.pool_state(conn, controller, seen_within_seconds=settings.lease_seconds)
 
 
 def _is_embedded_local_controller(settings: Settings, registrant: Workspace, name: str) -> bool:
@@ -209,7 +241,12 @@ def release(body: Annotated[list[LeaseRef], Body(max_length=MAX_LEASES_PER_REQUE
 
 
 @router.post("/deregister")
-def deregister(controller: CurrentController, engine: EngineDep) -> dict[str, str]:
+def deregister(controller: CurrentController, engine: EngineDep,
+               notifier: NotifierDep) -> dict[str, str]:
     with write_tx(engine) as conn:
         controller_store.set_status(conn, controller_id=controller.id, status="offline")
+    # Its last claim poll, still parked here, must not take jobs for a process that is
+    # exiting: they stayed leased to nobody until the lease ran out (a scancelled SLURM
+    # allocation's controller, issue 29).
+    notifier.claim_waiters.evict(controller.id)
     return {"status": "offline"}

@@ -14,6 +14,7 @@ from .. import security
 from ..db import CLAIM_ORDER, controllers, is_postgres, jobs, workspaces
 from ..result_check import result_problem
 from . import jobs as job_store
+from . import pools
 from ._time import iso, now
 
 # Failures that say nothing about the job itself: the attempt is worth repeating.
@@ -31,22 +32,24 @@ class Controller:
     engines: dict[str, str]
     serves_managed: bool
     status: str
+    pool_id: str | None = None  # a pool member also claims the pool's jobs
 
 
 def _controller(row: Any) -> Controller:
     return Controller(row.id, row.workspace_id, row.name, row.slots, row.cores_per_job,
-                      row.capacity, row.engines, row.serves_managed, row.status)
+                      row.capacity, row.engines, row.serves_managed, row.status, row.pool_id)
 
 
 def register_controller(conn: Connection, *, workspace_id: str, name: str, slots: int,
                         cores_per_job: int, capacity: int, engines: dict[str, str],
-                        hostname: str, serves_managed: bool) -> tuple[Controller, str]:
+                        hostname: str, serves_managed: bool,
+                        pool_id: str | None = None) -> tuple[Controller, str]:
     """Register (or re-register) a controller by name; returns it and a fresh token."""
     token = security.new_controller_token()
     values = dict(token_hash=security.hash_secret(token), slots=slots,
                   cores_per_job=cores_per_job, capacity=capacity, engines=engines,
                   hostname=hostname, serves_managed=serves_managed, status="online",
-                  last_seen_at=now(), registered_at=now())
+                  last_seen_at=now(), registered_at=now(), pool_id=pool_id)
     existing = conn.execute(sa.select(controllers.c.id).where(
         controllers.c.workspace_id == workspace_id, controllers.c.name == name)).first()
     if existing:
@@ -136,6 +139,13 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     if controller.status == "draining":
         return []
     routed = jobs.c.controller_id == controller.id
+    if controller.pool_id is not None:
+        routed = jobs.c.controller_id.in_([controller.id, controller.pool_id])
+        # A member holds no more than it runs: the pool's other members (and allocations
+        # about to start) get the rest, instead of waiting behind this one's queue.
+        max_jobs = min(max_jobs, pools.free_slots(conn, controller))
+        if max_jobs <= 0:
+            return []
     if controller.serves_managed:
         routed = sa.or_(routed, sa.and_(jobs.c.controller_id.is_(None),
                                         jobs.c.compute_target == "managed"))
