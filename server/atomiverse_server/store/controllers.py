@@ -159,10 +159,10 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     bulk.update_jobs(conn, [{"b_id": c["job_id"], "b_lease_id": c["lease_id"],
                              "b_state": "pending"} for c in claimed],
                      match=("id", "state"),
-                     values={"state": sa.literal("running"),
-                             "claimed_by": sa.literal(controller.id), "lease_id": None,
-                             "lease_expires_at": sa.literal(t + lease_seconds),
-                             "attempts": jobs.c.attempts + 1, "started_at": sa.literal(t)})
+                     values={"state": bulk.SameValue("running"),
+                             "claimed_by": bulk.SameValue(controller.id), "lease_id": None,
+                             "lease_expires_at": bulk.SameValue(t + lease_seconds),
+                             "attempts": "attempts + 1", "started_at": bulk.SameValue(t)})
     conn.execute(controllers.update().where(controllers.c.id == controller.id)
                  .values(last_seen_at=t))
     return claimed
@@ -241,7 +241,7 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
         bulk.update_jobs(conn, params, match=("id", "lease_id"),
                          # Every completion ends the lease: matched on it, then cleared.
                          values={**dict.fromkeys(c for c in cols if c != "lease_id"),
-                                 "lease_id": sa.null()})
+                                 "lease_id": "NULL"})
     for workspace_id, core_seconds in bill.items():
         _bill(conn, workspace_id=workspace_id, core_seconds=core_seconds,
               rate=managed_rate_per_core_hour)
