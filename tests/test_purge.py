@@ -1,6 +1,7 @@
 """``atomiverse admin purge``: old finished jobs are archived and deleted in chunks while a
 batch runs on the same database; the batch is not held up, loses nothing and runs each job
-once. Real server and controller processes (the FAKE instant engine), SQLite."""
+once. Real server and controller processes (the FAKE instant engine), SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import time
 from datetime import UTC, datetime
 
 import httpx2 as httpx
+import pytest
 import sqlalchemy as sa
 from atomiverse_server import db
 from conftest import PY, start_server, stop_process
+from pg import pg_cluster  # noqa: F401  (fixture)
 
-OLD, RUNNING = 200, 300
+OLD, RUNNING = 200, 200
 
 
 def _entries(n: int, prefix: str, name: str | None = None) -> list[dict]:
@@ -42,8 +45,11 @@ def _wait_done(engine: sa.Engine, ids: list[str], timeout: float = 120.0) -> Non
         time.sleep(0.1)
 
 
-def test_purge_archives_old_jobs_in_chunks_while_a_batch_runs(tmp_path):
-    srv = start_server(tmp_path / "srv")
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_purge_archives_old_jobs_in_chunks_while_a_batch_runs(backend, tmp_path, request):
+    url = request.getfixturevalue("pg_cluster").new_database() if backend == "postgresql" \
+        else None
+    srv = start_server(tmp_path / "srv", database_url=url)
     engine = db.make_engine(srv.database_url)
     key = srv.new_workspace("lab")
     c = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
@@ -54,9 +60,9 @@ def test_purge_archives_old_jobs_in_chunks_while_a_batch_runs(tmp_path):
         old = [j["job_id"] for j in r.json()["jobs"]]
         _wait_done(engine, old)
         cutoff = datetime.now(UTC).isoformat()
-        # The running batch: each job sleeps 50 ms on one of two slots, 7.5 s in all.
+        # The running batch: each job sleeps 0.1 s on one of two slots, 10 s in all.
         r = c.post("/api/v1/jobs/submit-batch",
-                   json={"jobs": _entries(RUNNING, "new", name="__sleep_0.05__")})
+                   json={"jobs": _entries(RUNNING, "new", name="__sleep_0.1__")})
         assert r.status_code == 200 and r.json()["failed"] == 0, r.text[:300]
         new = [j["job_id"] for j in r.json()["jobs"]]
         archive = tmp_path / "archive.jsonl"
