@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -246,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    # SIGTERM (as from ``timeout``) unwinds like Ctrl-C: the server, the controllers and the
+    # PostgreSQL cluster are stopped by the ``finally`` blocks instead of left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     cluster = None
     if args.backend == "postgresql":
