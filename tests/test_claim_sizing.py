@@ -3,6 +3,8 @@ short jobs come in big claims and long ones are not hoarded from other controlle
 
 from __future__ import annotations
 
+import threading
+
 from atomiverse_controller.claimer import CLAIM_HORIZON_SECONDS, INITIAL_PER_SLOT, ClaimLoop
 from atomiverse_controller.ledger import Ledger
 
@@ -46,3 +48,37 @@ def test_prefetch_zero_holds_one_job_per_slot_and_no_queue():
     loop.observe(0.01)
     assert loop.per_slot() == 0
     assert loop.watermarks() == (2, 2)
+
+
+class RecordingAPI:
+    """A FAKE server for the claim loop alone: records each claim's ``max_jobs`` and answers
+    with that many jobs."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+        self.claimed = threading.Event()
+
+    def claim(self, *, max_jobs: int, wait_seconds: float) -> list[dict]:
+        self.asked.append(max_jobs)
+        self.claimed.set()
+        return [{"job_id": f"j{len(self.asked)}-{i}", "lease_id": "l", "attempt": 1}
+                for i in range(max_jobs)]
+
+
+def test_a_controller_with_every_slot_busy_claims_nothing():
+    api, ledger = RecordingAPI(), Ledger()
+    loop = ClaimLoop(api, ledger, name="t", slots=2, prefetch_per_slot=0, wait_seconds=0,
+                     on_claimed=lambda: None, on_refused=lambda e: None)
+    loop.observe(0.01)
+    ledger.add_claimed([{"job_id": "a", "lease_id": "l"}, {"job_id": "b", "lease_id": "l"}])
+    running = [ledger.next_queued(), ledger.next_queued()]  # both slots busy
+    loop.start()
+    try:
+        # The loop looks at least twice (it wakes every 0.5 s) and must not claim.
+        assert not api.claimed.wait(1.2), f"claimed with no free slot: {api.asked}"
+        ledger.finish(running[0]["job_id"])  # a slot frees: one job, no more
+        assert api.claimed.wait(10)
+    finally:
+        loop.stop()
+        loop.join(5)
+    assert api.asked[0] == 1

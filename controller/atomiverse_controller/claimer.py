@@ -74,6 +74,11 @@ class ClaimLoop(threading.Thread):
             # job more than the slots would keep it from an idle controller of the pool.
             if not self.ledger.wait_until_below(min(low + 1, high), timeout=0.5):
                 continue
+            if self._wanted(high) <= 0:
+                # Every slot busy and the queue full (``low == high``, as with no prefetch):
+                # nothing is claimed until a job finishes, not even one.
+                self.ledger.wait_until_below(high, timeout=0.5)
+                continue
             try:
                 jobs = claiming(self._claim, high)
             except ServerRefused as e:
@@ -101,9 +106,14 @@ class ClaimLoop(threading.Thread):
 
     def _claim(self, high: int) -> list[dict]:
         """One claim, for as many jobs as it takes to fill the queue up to ``high``."""
+        wanted = self._wanted(high)
+        if wanted <= 0:  # jobs were added meanwhile (a retry after a failed claim)
+            return []
+        return self.api.claim(max_jobs=wanted, wait_seconds=self.wait_seconds)
+
+    def _wanted(self, high: int) -> int:
         queued, running = self.ledger.counts()
-        return self.api.claim(max_jobs=max(high - queued - running, 1),
-                              wait_seconds=self.wait_seconds)
+        return high - queued - running
 
     def _claim_failed(self, error: BaseException) -> bool:
         """The server is away or turned the claim down: wait and claim again."""

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .db import create_schema, current_revision, make_engine, migrate, read_tx, write_tx
+from .purge import DEFAULT_CHUNK, PURGEABLE, purge
 from .settings import Settings
 from .store import controllers as controller_store
 from .store import workspaces as workspace_store
@@ -41,9 +43,32 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--token-file", help="also write the token here (mode 0600)")
     lc = sub.add_parser("list-controllers", help="controllers of a workspace, free slots")
     lc.add_argument("workspace")
+    pg = sub.add_parser("purge", help="delete (and archive) old finished jobs in chunks")
+    pg.add_argument("--state", action="append", required=True, choices=PURGEABLE,
+                    help="done, failed or cancelled (repeat for several)")
+    pg.add_argument("--before", required=True, type=_utc_timestamp,
+                    help="jobs finished before this UTC date or time (2026-01-31, "
+                         "2026-01-31T12:00:00)")
+    pg.add_argument("--workspace", help="only this workspace (default: all)")
+    pg.add_argument("--archive", type=Path, help="append the jobs to this JSON-lines file "
+                    "(0600) before deleting them")
+    pg.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="jobs per transaction")
+    pg.add_argument("--pause-seconds", type=float, default=0.0,
+                    help="pause between chunks, to leave the database to the server")
     m = sub.add_parser("migrate", help="bring the database schema up to date (alembic upgrade)")
     m.add_argument("--revision", default="head", help="target revision (default: head)")
     return p
+
+
+def _utc_timestamp(text: str) -> float:
+    """An ISO date or date-time, read as UTC unless it names its offset."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {text!r}") from e
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +131,18 @@ def _dispatch(args: argparse.Namespace, engine) -> int:  # type: ignore[no-untyp
 
             write_private(Path(args.token_file), token)
         print(json.dumps({"controller": ctl.name, "token": token}))
+    elif args.command == "purge":
+        workspace_id = None
+        if args.workspace:
+            with read_tx(engine) as conn:
+                workspace_id = _workspace(conn, args.workspace).id
+        try:
+            out = purge(engine, states=args.state, before=args.before,
+                        workspace_id=workspace_id, archive=args.archive, chunk=args.chunk,
+                        pause_seconds=args.pause_seconds)
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
+        print(json.dumps(out))
     elif args.command == "list-controllers":
         with read_tx(engine) as conn:
             rows = controller_store.list_controllers(conn, workspace_id=_workspace(

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from .. import security
 from ..db import CLAIM_ORDER, controllers, is_postgres, jobs, workspaces
 from ..result_check import result_problem
+from . import bulk
 from . import jobs as job_store
 from . import pools
 from ._time import iso, now
@@ -165,12 +166,13 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     claimed = [{"job_id": row.id, "lease_id": security.new_id(), "attempt": row.attempts + 1,
                 "job": jsonio.raw(row.payload), "walltime_seconds": row.walltime_seconds}
                for row in rows]
-    conn.execute(jobs.update()
-                 .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == "pending")
-                 .values(state="running", claimed_by=controller.id,
-                         lease_id=sa.bindparam("b_lease"), lease_expires_at=t + lease_seconds,
-                         attempts=jobs.c.attempts + 1, started_at=t),
-                 [{"b_id": c["job_id"], "b_lease": c["lease_id"]} for c in claimed])
+    bulk.update_jobs(conn, [{"b_id": c["job_id"], "b_lease_id": c["lease_id"],
+                             "b_state": "pending"} for c in claimed],
+                     match=("id", "state"),
+                     values={"state": bulk.SameValue("running"),
+                             "claimed_by": bulk.SameValue(controller.id), "lease_id": None,
+                             "lease_expires_at": bulk.SameValue(t + lease_seconds),
+                             "attempts": "attempts + 1", "started_at": bulk.SameValue(t)})
     conn.execute(controllers.update().where(controllers.c.id == controller.id)
                  .values(last_seen_at=t))
     return claimed
@@ -235,8 +237,8 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
         rep = _checked(rep, row.job_type)
         values = _completion_values(rep, row, t, max_attempts)
         groups.setdefault(tuple(sorted(values)), []).append(
-            {"b_id": rep["job_id"], "b_lease": rep["lease_id"],
-             **{f"b_{k}": v for k, v in values.items()}})
+            {**{f"b_{k}": v for k, v in values.items()},
+             "b_id": rep["job_id"], "b_lease_id": rep["lease_id"]})
         if values.get("state") == "done" and row.compute_target == "managed":
             bill[row.workspace_id] = bill.get(row.workspace_id, 0.0) \
                 + values["billed_core_seconds"]
@@ -246,11 +248,10 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
             children_finished = children_finished or row.parent_id is not None
         accepted.append(rep["job_id"])
     for cols, params in groups.items():
-        conn.execute(jobs.update()
-                     .where(jobs.c.id == sa.bindparam("b_id"),
-                            jobs.c.lease_id == sa.bindparam("b_lease"))
-                     .values({c: sa.bindparam(f"b_{c}", type_=jobs.c[c].type) for c in cols}),
-                     params)
+        bulk.update_jobs(conn, params, match=("id", "lease_id"),
+                         # Every completion ends the lease: matched on it, then cleared.
+                         values={**dict.fromkeys(c for c in cols if c != "lease_id"),
+                                 "lease_id": "NULL"})
     for workspace_id, core_seconds in bill.items():
         _bill(conn, workspace_id=workspace_id, core_seconds=core_seconds,
               rate=managed_rate_per_core_hour)
