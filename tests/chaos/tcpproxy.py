@@ -64,6 +64,10 @@ class TCPProxy:
     async def _shutdown(self) -> None:
         self._server.close()
         self._drop_all()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._loop.call_soon(self._loop.stop)
 
     async def _set(self, mode: str) -> None:
