@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 import atomiverse
 import psutil
@@ -25,11 +26,14 @@ FAST_LEASES = {"ATOMIVERSE_LEASE_SECONDS": "4", "ATOMIVERSE_HEARTBEAT_SECONDS": 
 # Linear alkanes of 14-26 carbons: GFN2-xTB single points of a tenth to a quarter second
 # each here, long enough for a fault to land while jobs run, short enough for a quick batch.
 CARBONS = range(14, 27)
+# 38-41 carbons: a second or more each, so a controller holds its claim for several leases
+# and lives on its heartbeats.
+LONG_CARBONS = range(38, 42)
 
 
-def alkane_jobs(count: int) -> list[dict]:
+def alkane_jobs(count: int, carbons: range = CARBONS) -> list[dict]:
     return [atomiverse.SinglePointEnergy(
-        atoms=atomiverse.Atoms.from_smiles("C" * CARBONS[i % len(CARBONS)]),
+        atoms=atomiverse.Atoms.from_smiles("C" * carbons[i % len(carbons)]),
         level_of_theory=GFN2_XTB, name=f"chaos-{i}", use_cache=False).model_dump()
         for i in range(count)]
 
@@ -85,6 +89,12 @@ class Fleet:
         return metric_value(f"{self.srv.url}/metrics", "atomiverse_jobs_reported_total",
                             outcome=outcome) or 0.0
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.client.close()
         for c in self.srv.controllers:
@@ -93,13 +103,6 @@ class Fleet:
                 c.kill()
                 c.wait()
         stop_process(self.srv.proc)
-
-
-@pytest.fixture
-def fleet(tmp_path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path / "srv")
-    yield f
-    f.close()
 
 
 def assert_each_done_once(fleet: Fleet, ids: list[str], jobs: list[dict]) -> list[dict]:

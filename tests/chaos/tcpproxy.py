@@ -13,6 +13,7 @@ import asyncio
 import socket
 import struct
 import threading
+from typing import Self
 
 CHUNK_BYTES = 64 * 1024
 
@@ -27,7 +28,7 @@ class TCPProxy:
         self._thread = threading.Thread(target=self._run, name="tcpproxy", daemon=True)
         self.port = 0
 
-    def __enter__(self) -> TCPProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         self._ready.wait(10)
         return self

@@ -15,11 +15,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from controller_faults import (  # noqa: F401  (fleet: a fixture)
+from controller_faults import (
     Fleet,
     alkane_jobs,
     assert_each_done_once,
-    fleet,
     job_lines,
     wait_for,
 )
@@ -42,8 +41,9 @@ def _spooled(fleet: Fleet, name: str) -> list:
     pytest.param(300.0, "blackhole", id="5min-silent", marks=pytest.mark.slow),
 ])
 def test_cut_longer_than_the_lease_jobs_run_elsewhere_spool_delivered_after(
-        fleet, cut_seconds, mode):
-    with TCPProxy("127.0.0.1", int(fleet.srv.url.rsplit(":", 1)[1])) as proxy:
+        tmp_path, cut_seconds, mode):
+    with Fleet(tmp_path / "srv") as fleet, \
+            TCPProxy("127.0.0.1", int(fleet.srv.url.rsplit(":", 1)[1])) as proxy:
         fleet.controller("islander", server_url=proxy.url)
         jobs = alkane_jobs(JOBS)
         ids = fleet.submit(jobs)

@@ -6,6 +6,7 @@ once. Needs root (mount), which the suite has."""
 
 from __future__ import annotations
 
+import pytest
 from controller_faults import Fleet, alkane_jobs, assert_each_done_once, fill, tmpfs, wait_for
 from tcpproxy import TCPProxy
 
@@ -23,7 +24,7 @@ def test_full_spool_disk_keeps_results_in_memory_and_delivers_them(tmp_path):
             filler = fill(disk)
             jobs = alkane_jobs(JOBS)
             ids = fleet.submit(jobs)
-            log = lambda: fleet.srv.controller_log("cramped")  # noqa: E731
+            log = lambda: fleet.srv.controller_log("cramped")
             wait_for(lambda: log().count("event=claimed") == JOBS, what="all jobs claimed")
             proxy.cut("reset")
             wait_for(lambda: "event=spool_full" in log(), what="the full disk noticed")
@@ -42,6 +43,7 @@ def test_full_spool_disk_keeps_results_in_memory_and_delivers_them(tmp_path):
         fleet.close()
 
 
+@pytest.mark.slow
 def test_full_spool_disk_results_delivered_from_memory_when_the_server_returns_first(
         tmp_path):
     fleet = Fleet(tmp_path / "srv", env_extra={"ATOMIVERSE_LEASE_SECONDS": "120"})
@@ -53,7 +55,7 @@ def test_full_spool_disk_results_delivered_from_memory_when_the_server_returns_f
             fill(disk)
             jobs = alkane_jobs(JOBS)
             ids = fleet.submit(jobs)
-            log = lambda: fleet.srv.controller_log("cramped")  # noqa: E731
+            log = lambda: fleet.srv.controller_log("cramped")
             wait_for(lambda: log().count("event=claimed") == JOBS, what="all jobs claimed")
             proxy.cut("reset")
             wait_for(lambda: "event=spool_full" in log() and
