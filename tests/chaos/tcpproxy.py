@@ -65,10 +65,13 @@ class TCPProxy:
     async def _shutdown(self) -> None:
         self._server.close()
         self._drop_all()
+        # Their connections aborted, the copying tasks end by themselves; a straggler is
+        # cancelled (cancelling all of them first made asyncio log each as an error).
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, stragglers = await asyncio.wait(tasks, timeout=5)
+            for task in stragglers:
+                task.cancel()
         self._loop.call_soon(self._loop.stop)
 
     async def _set(self, mode: str) -> None:

@@ -38,7 +38,8 @@ def _spooled(fleet: Fleet, name: str) -> list:
 
 @pytest.mark.parametrize(("cut_seconds", "mode"), [
     pytest.param(FAST_CUT_SECONDS, "reset", id="15s-refused"),
-    pytest.param(300.0, "blackhole", id="5min-silent", marks=pytest.mark.slow),
+    pytest.param(300.0, "blackhole", id="5min-silent",
+                 marks=[pytest.mark.slow, pytest.mark.timeout(1200)]),
 ])
 def test_cut_longer_than_the_lease_jobs_run_elsewhere_spool_delivered_after(
         tmp_path, cut_seconds, mode):
