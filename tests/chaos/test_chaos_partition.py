@@ -82,6 +82,9 @@ def test_cut_longer_than_the_lease_jobs_run_elsewhere_spool_delivered_after(
                 assert job["attempts"] == 1
 
 
+# Slow: test_chaos_spool_full.py's everyday test also delivers spooled results after a cut
+# and checks them accepted in their first attempt.
+@pytest.mark.slow
 def test_cut_shorter_than_the_lease_spooled_results_are_accepted_after(tmp_path):
     fleet = Fleet(tmp_path / "srv", env_extra={"ATOMIVERSE_LEASE_SECONDS": "120"})
     try:
