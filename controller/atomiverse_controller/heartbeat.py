@@ -1,13 +1,18 @@
-"""The heartbeat, on APScheduler: renews the leases of every job held, independent of
-job progress, and learns which jobs were cancelled or are no longer ours."""
+"""The heartbeat: renews the leases of every job held, independent of job progress, and
+learns which jobs were cancelled or are no longer ours.
+
+Timed by the monotonic clock alone, on a thread of its own. It ran on APScheduler, whose
+interval trigger schedules by the wall clock: a controller whose clock was stepped back
+five minutes (NTP, a VM resumed) sent no heartbeat for five minutes and lost every lease
+(tests/chaos/test_chaos_clock.py). Leases are the server's clock's business; the
+controller only needs "about every ``interval`` seconds"."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from .api import ControllerAPI, ServerRefused, ServerUnavailable
 from .ledger import Ledger
@@ -32,16 +37,23 @@ class Heartbeat:
         self.on_drain = on_drain
         self.held = held or ledger.leases
         self.last_ok = time.monotonic()
-        self._sched = BackgroundScheduler(daemon=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> None:
-        self._sched.add_job(self.beat, "interval", seconds=self.interval, id="heartbeat",
-                            max_instances=1, coalesce=True)
-        self._sched.start()
+        self._thread.start()
 
     def stop(self) -> None:
-        if self._sched.running:
-            self._sched.shutdown(wait=False)
+        self._stop.set()
+
+    def _run(self) -> None:
+        """A beat every ``interval`` seconds from the end of the last: one at a time, and a
+        slow server (or a paused process) does not queue up beats to fire in a burst."""
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # a bug in one beat must not end the renewals
+                log.exception("event=heartbeat_error controller=%s", self.controller_name)
 
     def beat(self) -> None:
         leases = self.held()

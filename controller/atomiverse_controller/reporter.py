@@ -42,6 +42,7 @@ class ReportLoop(threading.Thread):
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.delivered = 0
         self._arrived = threading.Event()  # a result was handed over
+        self._spool_failing = False  # the last spool write failed (full disk)
 
     def put(self, report: dict[str, Any], *, spooled: bool = False) -> None:
         report["_spooled"] = spooled
@@ -61,12 +62,28 @@ class ReportLoop(threading.Thread):
                      len(reports))
         return len(reports)
 
-    def _spool(self, batch: list[dict[str, Any]]) -> None:
-        """Keep results the server could not take on disk, so a restart still delivers."""
+    def _spool(self, batch: list[dict[str, Any]]) -> bool:
+        """Keep results the server could not take on disk, so a restart still delivers.
+        When the disk refuses (full), they stay in memory, still sent at every retry, and
+        the write is tried again with the next retry; False until all are on disk."""
         for report in batch:
-            if not report.get("_spooled"):
+            if report.get("_spooled"):
+                continue
+            try:
                 self.spool.put(_decoded(_unmarked(report)))
-                report["_spooled"] = True
+            except OSError as e:
+                if not self._spool_failing:
+                    log.error("event=spool_full controller=%s dir=%s error=%s action="
+                              "results_kept_in_memory_and_spooling_retried",
+                              self.controller_name, self.spool.dir, e)
+                self._spool_failing = True
+                return False
+            report["_spooled"] = True
+        if self._spool_failing:
+            log.warning("event=spool_writable controller=%s dir=%s", self.controller_name,
+                        self.spool.dir)
+            self._spool_failing = False
+        return True
 
     def spool_undelivered(self) -> int:
         """At shutdown: whatever is still queued goes to disk for the next start."""
@@ -78,7 +95,11 @@ class ReportLoop(threading.Thread):
                 break
             if item is not None:
                 pending.append(item)
-        self._spool(pending)
+        if not self._spool(pending):
+            unwritten = sum(not r.get("_spooled") for r in pending)
+            log.error("event=results_dropped controller=%s jobs=%d reason=spool_full "
+                      "consequence=their_leases_expire_and_the_jobs_run_again",
+                      self.controller_name, unwritten)
         return len(pending)
 
     def close(self) -> None:

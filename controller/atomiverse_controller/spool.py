@@ -22,13 +22,19 @@ class Spool:
         return self.dir / f"{report['job_id']}.{report['lease_id']}.json"
 
     def put(self, report: dict[str, Any]) -> None:
+        """Write ``report`` durably, or raise OSError (a full disk: ENOSPC) leaving no
+        partial file behind to be mistaken for a result or to keep the space taken."""
         path = self._path(report)
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(report, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(report, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def remove(self, report: dict[str, Any]) -> None:
         self._path(report).unlink(missing_ok=True)
