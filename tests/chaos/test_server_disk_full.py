@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import atomiverse
 import pytest
 from conftest import start_server, stop_process, wait_for_controller
+from controller_faults import tmpfs
 from serverfaults import check_each_done_once, count_jobs, start_controller, xtb_jobs
 
 DISK_MB = 48
@@ -33,14 +33,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.fail("this test mounts a tmpfs, which needs root (CI runs as root)",
                     pytrace=False)
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m,mode=0700", "tmpfs",
-                    str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", f"{DISK_MB}m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def leave_free(filler: Path, free_mb: float) -> None:
