@@ -88,11 +88,15 @@ class ControllerAPI:
 
     def pool_state(self) -> dict[str, Any]:
         """With the pool's own token: its pending jobs and members (``atomiverse scale``)."""
+        server = self.servers.current
         try:
-            resp = self._http.get("/api/v1/controllers/pool",
+            resp = self._http.get(server + "/api/v1/controllers/pool",
                                   headers={"Authorization": f"Bearer {self.token}"})
         except retry.TRANSPORT_ERRORS as e:
+            self.servers.failed(server)
             raise ServerUnavailable(f"/api/v1/controllers/pool: {type(e).__name__}: {e}") from e
+        if resp.status_code in FAILOVER_STATUSES:
+            self.servers.failed(server)
         if retry.refused(resp.status_code):
             raise ServerRefused(f"/api/v1/controllers/pool: HTTP {resp.status_code}: "
                                 f"{_detail(resp)}")
