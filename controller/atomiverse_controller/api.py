@@ -42,6 +42,19 @@ class ControllerAPI:
     def close(self) -> None:
         self._http.close()
 
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request to the server in use; a server that does not answer (or answers that
+        it cannot) is marked failed, so the next request goes to the next URL."""
+        server = self.servers.current
+        try:
+            resp = self._http.request(method, server + path, **kwargs)
+        except retry.TRANSPORT_ERRORS as e:
+            self.servers.failed(server)
+            raise ServerUnavailable(f"{server}{path}: {type(e).__name__}: {e}") from e
+        if resp.status_code in FAILOVER_STATUSES:
+            self.servers.failed(server)
+        return resp
+
     def _post(self, path: str, body: Any, *, auth: str | None = None,
               timeout: float | None = None) -> Any:
         headers = {"Authorization": f"Bearer {auth or self.token}"}
@@ -49,15 +62,8 @@ class ControllerAPI:
         if body is not None:
             content = jsonio.dumps(body)
             headers["Content-Type"] = "application/json"
-        server = self.servers.current
-        try:
-            resp = self._http.post(server + path, content=content, headers=headers,
-                                   timeout=timeout or self._http.timeout)
-        except retry.TRANSPORT_ERRORS as e:
-            self.servers.failed(server)
-            raise ServerUnavailable(f"{server}{path}: {type(e).__name__}: {e}") from e
-        if resp.status_code in FAILOVER_STATUSES:
-            self.servers.failed(server)
+        resp = self._send("POST", path, content=content, headers=headers,
+                          timeout=timeout or self._http.timeout)
         if retry.refused(resp.status_code):
             raise ServerRefused(f"{path}: HTTP {resp.status_code}: {_detail(resp)}")
         wait = retry.retry_after_seconds(resp.headers)
@@ -88,15 +94,8 @@ class ControllerAPI:
 
     def pool_state(self) -> dict[str, Any]:
         """With the pool's own token: its pending jobs and members (``atomiverse scale``)."""
-        server = self.servers.current
-        try:
-            resp = self._http.get(server + "/api/v1/controllers/pool",
-                                  headers={"Authorization": f"Bearer {self.token}"})
-        except retry.TRANSPORT_ERRORS as e:
-            self.servers.failed(server)
-            raise ServerUnavailable(f"/api/v1/controllers/pool: {type(e).__name__}: {e}") from e
-        if resp.status_code in FAILOVER_STATUSES:
-            self.servers.failed(server)
+        resp = self._send("GET", "/api/v1/controllers/pool",
+                          headers={"Authorization": f"Bearer {self.token}"})
         if retry.refused(resp.status_code):
             raise ServerRefused(f"/api/v1/controllers/pool: HTTP {resp.status_code}: "
                                 f"{_detail(resp)}")
