@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT
 
 
+@pytest.mark.slow  # a whole benchmark run, direct pool and platform
 @pytest.mark.xtb_python  # the benchmark's "direct" baseline is xtb-python itself
 def test_quick_throughput_run_writes_its_json(tmp_path):
     out = tmp_path / "throughput.json"

@@ -122,6 +122,7 @@ def test_a_batch_holds_chains_and_plain_jobs(client):
     assert opt["job"]["atoms"]["positions"] == sp["job"]["atoms"]["positions"]
 
 
+@pytest.mark.slow  # a fault test: the server restarted mid-chain
 def test_a_chain_survives_a_server_restart(tmp_path):
     server = start_server(tmp_path / "restart")
     key = server.new_workspace("restart")

@@ -25,6 +25,8 @@ from conftest import (
     wait_parked,
 )
 
+pytestmark = pytest.mark.slow  # fault tests: controllers killed, paused, drained mid-batch
+
 FAST_LEASES = {"ATOMIVERSE_LEASE_SECONDS": "4", "ATOMIVERSE_HEARTBEAT_SECONDS": "1",
                "ATOMIVERSE_SWEEP_SECONDS": "1", "ATOMIVERSE_MANAGED_ENABLED": "true"}
 

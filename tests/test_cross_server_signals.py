@@ -10,6 +10,7 @@ import json
 import subprocess
 
 import httpx2 as httpx
+import pytest
 from atomiverse import Atoms
 from conftest import (
     PY,
@@ -20,6 +21,8 @@ from conftest import (
     xtb_reference,
 )
 from pg import pg_cluster  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow  # several servers on one PostgreSQL
 
 # The servers' re-check and the controller's claim poll (its environment is the servers').
 SLOW_FALLBACKS = {"ATOMIVERSE_RECHECK_SECONDS": "600",

@@ -24,6 +24,8 @@ import pytest
 from atomiverse.levels import GFN2_XTB
 from conftest import xtb_reference
 
+pytestmark = pytest.mark.slow  # fault tests: the embedded server killed under a running script
+
 TOL_HARTREE = 1e-6
 SMILES = ["O", "CCO", "CCN", "CC(=O)O", "c1ccccc1", "CCOC", "CC#N", "NCCO"]
 # Optimisations long enough (seconds each) that the server dies with most of them pending.

@@ -30,6 +30,8 @@ from conftest import (
 )
 from pg import pg_cluster  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.slow  # scale tests: many controllers on PostgreSQL
+
 N_JOBS = 20_000
 BATCH = 1000
 N_SERVERS = 2

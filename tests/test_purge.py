@@ -17,6 +17,8 @@ from atomiverse_server import db
 from conftest import PY, start_server, stop_process
 from pg import pg_cluster  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.slow  # purges while a batch runs
+
 OLD, RUNNING = 200, 200
 
 

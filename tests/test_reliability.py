@@ -7,6 +7,8 @@ import pytest
 
 from bench.reliability import kill_server_during_submissions, load
 
+pytestmark = pytest.mark.slow  # fault and load tests
+
 
 def test_kill_9_server_mid_submission_loses_nothing(tmp_path):
     report = kill_server_during_submissions(tmp_path, clients=3, batch_size=40,

@@ -15,7 +15,10 @@ import sys
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 from conftest import start_server, stop_process
+
+pytestmark = pytest.mark.slow  # a fuzzer: hundreds of generated requests
 
 
 def _one_parked_job(url: str, key: str) -> None:

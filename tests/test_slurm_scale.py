@@ -20,6 +20,8 @@ import pytest
 from conftest import PY, Server, start_server, stop_process, xtb_reference
 from slurm import PARTITION, SlurmCluster, SlurmUnavailable
 
+pytestmark = pytest.mark.slow  # scheduler tests: real SLURM allocations
+
 TOL_HARTREE = 1e-6
 N_JOBS = 24
 TARGET = "cluster"

@@ -500,6 +500,7 @@ def _payload(i: int) -> dict[str, Any]:
             "level_of_theory": {"method": "gfn2-xtb"}}
 
 
+@pytest.mark.slow  # several servers: two processes and a batch of real jobs
 def test_two_server_processes_on_one_database_act_as_one(db_url: str, tmp_path: Path) -> None:
     """Controllers talking to either server process, all claiming the same queue."""
     eng = db.make_engine(db_url)

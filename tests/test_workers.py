@@ -374,6 +374,7 @@ def test_running_out_of_memory_is_retryable_however_it_shows() -> None:
     assert describe_exit(1, None, words)[0] == describe_exit(1, 100, words)[0] == "resource"
 
 
+@pytest.mark.slow  # a fault test: a job that eats memory until its cap
 def test_memory_cap_fails_the_huge_job_and_the_pool_goes_on() -> None:
     import time
 

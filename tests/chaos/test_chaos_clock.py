@@ -23,6 +23,8 @@ from controller_faults import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow  # the fault suite: real processes broken mid-batch
+
 JOBS = 12
 STEPPED_JOBS = 8  # claimed at once, held for several leases after the step
 FIVE_MINUTES = 300.0

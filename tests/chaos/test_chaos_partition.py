@@ -24,6 +24,8 @@ from controller_faults import (
 )
 from tcpproxy import TCPProxy
 
+pytestmark = pytest.mark.slow  # the fault suite: real processes broken mid-batch
+
 JOBS = 24
 FAST_CUT_SECONDS = 15.0
 

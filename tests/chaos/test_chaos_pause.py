@@ -5,6 +5,7 @@ attempt), never committed a second time."""
 
 from __future__ import annotations
 
+import pytest
 from controller_faults import (
     Fleet,
     alkane_jobs,
@@ -14,6 +15,8 @@ from controller_faults import (
     resume,
     wait_for,
 )
+
+pytestmark = pytest.mark.slow  # the fault suite: real processes broken mid-batch
 
 JOBS = 24
 

@@ -10,6 +10,8 @@ import pytest
 from controller_faults import Fleet, alkane_jobs, assert_each_done_once, fill, tmpfs, wait_for
 from tcpproxy import TCPProxy
 
+pytestmark = pytest.mark.slow  # the fault suite: real processes broken mid-batch
+
 JOBS = 6
 
 

@@ -20,6 +20,8 @@ from pg import PostgresCluster, PostgresUnavailable, start_cluster
 from serverfaults import Submitter, check_each_done_once, start_controller, wait_for, xtb_jobs
 from test_several_servers import BATCH, two_servers_one_database
 
+pytestmark = pytest.mark.slow  # the fault suite: real processes broken mid-batch
+
 
 @pytest.fixture(scope="module")
 def own_cluster() -> Iterator[PostgresCluster]:

@@ -22,6 +22,8 @@ from conftest import start_server, stop_process, wait_for_controller
 from controller_faults import tmpfs
 from serverfaults import check_each_done_once, count_jobs, start_controller, xtb_jobs
 
+pytestmark = pytest.mark.slow  # the fault suite: real processes broken mid-batch
+
 DISK_MB = 48
 THRESHOLD_MB = 4  # ATOMIVERSE_MIN_FREE_DISK_MB in this test
 MB = 1024 * 1024

@@ -22,6 +22,8 @@ from serverfaults import (
     xtb_jobs,
 )
 
+pytestmark = pytest.mark.slow  # the fault suite: real processes broken mid-batch
+
 BATCH = 6
 
 
