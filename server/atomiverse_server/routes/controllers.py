@@ -146,6 +146,12 @@ async def claim(body: ClaimRequest, controller: CurrentController, engine: Engin
                 request: Request) -> Response:
     """Long-poll: returns as soon as there is work for this controller, or empty-handed
     after ``wait_seconds``. While it waits, a submission may claim for it (``handoff``)."""
+    return await answer_claim(body, controller, engine, settings, notifier, request)
+
+
+async def answer_claim(body: ClaimRequest, controller: Controller, engine: Any,
+                       settings: Settings, notifier: Notifier, request: Request) -> Response:
+    """The claim route's answer; also ``fastwrites``'s, which reaches it without FastAPI."""
     deadline = time.monotonic() + body.wait_seconds
     generation = notifier.claim_waiters.generation(controller.id)
     while True:
@@ -206,6 +212,13 @@ def heartbeat(body: HeartbeatRequest, controller: CurrentController, engine: Eng
 @router.post("/complete", response_model=CompleteResponse)
 def complete(body: CompleteRequest, controller: CurrentController, engine: EngineDep,
              settings: SettingsDep, notifier: NotifierDep) -> dict[str, Any]:
+    return record_reports(body, controller, engine, settings, notifier)
+
+
+def record_reports(body: CompleteRequest, controller: Controller, engine: Any,
+                   settings: Settings, notifier: Notifier) -> dict[str, Any]:
+    """The complete route's work (in a worker thread); also ``fastwrites``'s. Answers more
+    than ``CompleteResponse`` holds: the route's response model keeps its two fields."""
     with write_tx(engine) as conn:
         out = controller_store.complete_jobs(
             conn, controller=controller, reports=[dict(r) for r in body.reports],

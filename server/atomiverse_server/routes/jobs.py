@@ -165,10 +165,15 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
 
 
 async def _wait(body: WaitRequest, workspace_id: str, engine: Engine, notifier: Notifier,
-                request: Request) -> Response:
+                request: Request, *, known: list[dict[str, Any]] | None = None,
+                since: Any = None) -> Response:
+    """``known``: the jobs' records as the caller has just read them, with ``since``, the
+    finish signal's event taken before that read (``/run``: before its submission): the
+    first read is then skipped, and the answer is read afresh once anything happened or the
+    time is up."""
     deadline = time.monotonic() + body.timeout_seconds
     signal = notifier.jobs_finished
-    event = signal.snapshot()
+    event = signal.snapshot() if since is None else since
 
     async def read() -> list[dict[str, Any]]:
         nonlocal read_at
@@ -177,11 +182,15 @@ async def _wait(body: WaitRequest, workspace_id: str, engine: Engine, notifier: 
                                        body.include_result)
 
     read_at = 0.0
-    states = await read()
-    raise_if_missing(set(body.job_ids), {s["job_id"] for s in states})
+    if known is None:
+        states = await read()
+        raise_if_missing(set(body.job_ids), {s["job_id"] for s in states})
+    else:
+        states, read_at = known, time.monotonic()
     active = _active(states)
     coalesce_until: float | None = None
-    woken = stale = False
+    woken = False
+    stale = known is not None  # a record, not job_states' answer: always read for the answer
     while True:
         finished = len(states) - len(active)
         now = time.monotonic()
