@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notifier.bind(asyncio.get_running_loop())
         app.state.settings, app.state.engine, app.state.notifier = settings, engine, notifier
         app.state.metrics_registry = metrics.build_registry(engine)
-        app.state.auth_cache = AuthCache(ttl_seconds=1.0)
+        app.state.auth_cache = AuthCache(ttl_seconds=settings.auth_cache_seconds)
         extra = []
         supervisor = None
         app.state.identity_secret = None

@@ -141,6 +141,6 @@ def build_registry(engine: Engine) -> CollectorRegistry:
     """This process's counters; the database's gauges are collected per scrape, scoped to the
     credential that asks (``engine`` is kept for callers' sake)."""
     registry = CollectorRegistry()
-    for metric in (JOBS_CLAIMED, JOBS_HANDED_OFF, JOBS_REPORTED, CLAIM_LATENCY):
+    for metric in (JOBS_CLAIMED, JOBS_HANDED_OFF, JOBS_REPORTED, CLAIM_LATENCY, FAST_ANSWERS):
         registry.register(metric)
     return registry
