@@ -139,21 +139,16 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     (``db.CLAIM_ORDER``). A draining controller gets nothing new."""
     if controller.status == "draining":
         return []
-    routed = jobs.c.controller_id == controller.id
     if controller.pool_id is not None:
-        routed = jobs.c.controller_id.in_([controller.id, controller.pool_id])
         # A member holds no more than it runs: the pool's other members (and allocations
         # about to start) get the rest, instead of waiting behind this one's queue.
         max_jobs = min(max_jobs, pools.free_slots(conn, controller))
         if max_jobs <= 0:
             return []
-    if controller.serves_managed:
-        routed = sa.or_(routed, sa.and_(jobs.c.controller_id.is_(None),
-                                        jobs.c.compute_target == "managed"))
     # The payload goes out as stored (JSON text spliced into the answer), never parsed here.
     q = (sa.select(jobs.c.id, sa.cast(jobs.c.payload, sa.Text).label("payload"),
                    jobs.c.attempts, jobs.c.walltime_seconds)
-         .where(jobs.c.state == "pending", routed, jobs.c.cached_from.is_(None))
+         .where(claimable(controller.id, controller.pool_id, controller.serves_managed))
          .order_by(*CLAIM_ORDER).limit(max_jobs))
     if is_postgres(conn.engine):
         q = q.with_for_update(skip_locked=True)
@@ -176,6 +171,19 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     conn.execute(controllers.update().where(controllers.c.id == controller.id)
                  .values(last_seen_at=t))
     return claimed
+
+
+def claimable(controller_id: Any, pool_id: Any, serves_managed: bool) -> Any:
+    """The jobs a controller claims: pending, not following a cached leader, routed to it,
+    to its pool (``pool_id``, if a member) or to the managed pool (if it serves it). The ids
+    are values or bind parameters (``claimcheck``)."""
+    routed = jobs.c.controller_id == controller_id
+    if pool_id is not None:
+        routed = jobs.c.controller_id.in_([controller_id, pool_id])
+    if serves_managed:
+        routed = sa.or_(routed, sa.and_(jobs.c.controller_id.is_(None),
+                                        jobs.c.compute_target == "managed"))
+    return sa.and_(jobs.c.state == "pending", routed, jobs.c.cached_from.is_(None))
 
 
 # ----- heartbeat --------------------------------------------------------------------------
