@@ -84,9 +84,17 @@ def controller_for_token(conn: Connection, *, token: str) -> Controller | None:
     return _controller(row)
 
 
+# Statements of the hot paths (every submission, claim and report), built once: constructing
+# a Core statement costs more than SQLAlchemy's cached run of it.
+_BY_NAME = sa.select(controllers).where(controllers.c.workspace_id == sa.bindparam("ws"),
+                                        controllers.c.name == sa.bindparam("name"))
+_SEEN = controllers.update().where(controllers.c.id == sa.bindparam("ctl")) \
+    .values(last_seen_at=sa.bindparam("seen_at"))
+_claim_queries: dict[tuple[bool, bool, bool], sa.Select] = {}
+
+
 def controller_by_name(conn: Connection, *, workspace_id: str, name: str) -> Controller | None:
-    row = conn.execute(sa.select(controllers).where(controllers.c.workspace_id == workspace_id,
-                                                    controllers.c.name == name)).first()
+    row = conn.execute(_BY_NAME, {"ws": workspace_id, "name": name}).first()
     return _controller(row) if row else None
 
 
@@ -145,14 +153,9 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
         max_jobs = min(max_jobs, pools.free_slots(conn, controller))
         if max_jobs <= 0:
             return []
-    # The payload goes out as stored (JSON text spliced into the answer), never parsed here.
-    q = (sa.select(jobs.c.id, sa.cast(jobs.c.payload, sa.Text).label("payload"),
-                   jobs.c.attempts, jobs.c.walltime_seconds)
-         .where(claimable(controller.id, controller.pool_id, controller.serves_managed))
-         .order_by(*CLAIM_ORDER).limit(max_jobs))
-    if is_postgres(conn.engine):
-        q = q.with_for_update(skip_locked=True)
-    rows = conn.execute(q).all()
+    rows = conn.execute(_claim_query(controller, is_postgres(conn.engine)),
+                        {"ctl": controller.id, "pool": controller.pool_id,
+                         "max_jobs": max_jobs}).all()
     if not rows:
         return []
     t = now()
@@ -168,9 +171,26 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
                              "claimed_by": bulk.SameValue(controller.id), "lease_id": None,
                              "lease_expires_at": bulk.SameValue(t + lease_seconds),
                              "attempts": "attempts + 1", "started_at": bulk.SameValue(t)})
-    conn.execute(controllers.update().where(controllers.c.id == controller.id)
-                 .values(last_seen_at=t))
+    conn.execute(_SEEN, {"ctl": controller.id, "seen_at": t})
     return claimed
+
+
+def _claim_query(controller: Controller, postgres: bool) -> sa.Select:
+    """The pending jobs this controller claims, oldest batch first, each batch's costliest
+    jobs first (``db.CLAIM_ORDER``); built once per kind of controller."""
+    shape = (controller.pool_id is not None, controller.serves_managed, postgres)
+    q = _claim_queries.get(shape)
+    if q is None:
+        # The payload goes out as stored (JSON text spliced into the answer), never parsed.
+        q = (sa.select(jobs.c.id, sa.cast(jobs.c.payload, sa.Text).label("payload"),
+                       jobs.c.attempts, jobs.c.walltime_seconds)
+             .where(claimable(sa.bindparam("ctl"), sa.bindparam("pool") if shape[0] else None,
+                              controller.serves_managed))
+             .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs")))
+        if postgres:
+            q = q.with_for_update(skip_locked=True)
+        _claim_queries[shape] = q
+    return q
 
 
 def claimable(controller_id: Any, pool_id: Any, serves_managed: bool) -> Any:
