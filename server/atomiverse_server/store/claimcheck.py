@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..db import jobs
-from .controllers import Controller, claimable
+from .claimsql import claimable
+from .controllers import Controller
 from .fastquery import FastQuery, Unavailable
 
 
