@@ -270,3 +270,27 @@ def test_a_body_over_the_limit_is_refused_by_its_size(srv):
                            headers={**t.h, "Content-Type": "application/json"})
             assert r.status_code == 413, r.text
             assert "larger than the limit" in r.json()["detail"]
+
+
+def test_the_job_rate_limit_holds_on_the_fast_path(tmp_path):
+    """Every /run counts against the workspace's job rate, whichever path answers it, and
+    the refusal is the app's 429 (Retry-After, one detail line)."""
+    s = start_server(tmp_path / "limited", env_extra={"ATOMIVERSE_JOB_RATE_PER_MINUTE": "2",
+                                                      "ATOMIVERSE_AUTH_CACHE_SECONDS": "60"})
+    try:
+        t = Tenant(s)
+        before = _fast_answers(s)
+        first, second = t.run("one", {"timeout_seconds": 0, **APP}), \
+            t.run("two", {"timeout_seconds": 0})
+        assert first.status_code == second.status_code == 201
+        refused_fast, refused_app = t.run("three", {"timeout_seconds": 0}), \
+            t.run("four", {"timeout_seconds": 0, **APP})
+        assert _counted(s, before) == {"run": 2}  # the accepted one and the refusal
+        for r in (refused_fast, refused_app):
+            assert r.status_code == 429, r.text
+            assert int(r.headers["retry-after"]) >= 1
+            assert r.json()["detail"].startswith("Rate limit: at most 2 job submissions")
+        listed = httpx.get(f"{s.url}/api/v1/jobs", headers=t.h).json()["jobs"]
+        assert sorted(j["name"] for j in listed) == ["one", "two"]
+    finally:
+        stop_process(s.proc)
