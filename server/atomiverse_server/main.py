@@ -24,6 +24,7 @@ from .authcache import AuthCache
 from .bodylimit import SINGLE_JOB_ROUTE, BodySizeLimit, single_job_limit
 from .db import create_schema, make_engine
 from .fastreads import FastReads
+from .fastwrites import FastWrites, too_deep
 from .notify import Notifier
 from .routes import account, controllers, downloads, identity, jobs, pages, run, watch
 from .scheduler import start_scheduler
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notifier.bind(asyncio.get_running_loop())
         app.state.settings, app.state.engine, app.state.notifier = settings, engine, notifier
         app.state.metrics_registry = metrics.build_registry(engine)
-        app.state.auth_cache = AuthCache(ttl_seconds=1.0)
+        app.state.auth_cache = AuthCache(ttl_seconds=settings.auth_cache_seconds)
         extra = []
         supervisor = None
         app.state.identity_secret = None
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for database_failure in dberrors.CONNECTION_ERRORS:  # 503, or 507 for a full disk
         app.add_exception_handler(database_failure, dberrors.database_error)
+    # Inside the body limit: the bodies it reads are counted there.
+    app.add_middleware(FastWrites, state=app.state)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        routes={SINGLE_JOB_ROUTE: single_job_limit(settings.max_atoms),
                                ("POST", run.RUN_PATH): single_job_limit(settings.max_atoms)})
@@ -121,7 +124,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _too_deep(_request: Request, _exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=400, content={"detail": "body: JSON nested too deeply"})
+    return too_deep()
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -34,6 +34,9 @@ JOBS_HANDED_OFF = Counter("atomiverse_jobs_handed_off_total",
                           "them (included in atomiverse_jobs_claimed_total)", registry=REGISTRY)
 JOBS_REPORTED = Counter("atomiverse_jobs_reported_total", "Results accepted from controllers",
                         ["outcome"], registry=REGISTRY)
+FAST_ANSWERS = Counter("atomiverse_fast_answers_total", "Submit-and-wait, claim and report "
+                       "requests answered below FastAPI (fastwrites), by route", ["route"],
+                       registry=REGISTRY)
 CLAIM_LATENCY = Histogram("atomiverse_claim_seconds", "Time to answer a claim that found work",
                           registry=REGISTRY,
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
@@ -138,6 +141,6 @@ def build_registry(engine: Engine) -> CollectorRegistry:
     """This process's counters; the database's gauges are collected per scrape, scoped to the
     credential that asks (``engine`` is kept for callers' sake)."""
     registry = CollectorRegistry()
-    for metric in (JOBS_CLAIMED, JOBS_HANDED_OFF, JOBS_REPORTED, CLAIM_LATENCY):
+    for metric in (JOBS_CLAIMED, JOBS_HANDED_OFF, JOBS_REPORTED, CLAIM_LATENCY, FAST_ANSWERS):
         registry.register(metric)
     return registry

@@ -54,9 +54,15 @@ async def _batch_submitter(workspace: CurrentWorkspace, engine: EngineDep,
                           settings.batch_rate_per_minute, replay_key)
 
 
+async def within_job_rate(workspace: Workspace, engine: Engine, settings: Any) -> Workspace:
+    """The workspace, if it may submit one more job now (else 429, or 507 for a full disk):
+    the route's dependency, and ``fastwrites``'s check before it submits."""
+    return await _enforce("job", workspace, engine, settings, settings.job_rate_per_minute)
+
+
 async def _job_submitter(workspace: CurrentWorkspace, engine: EngineDep,
                          settings: SettingsDep) -> Workspace:
-    return await _enforce("job", workspace, engine, settings, settings.job_rate_per_minute)
+    return await within_job_rate(workspace, engine, settings)
 
 
 # The workspace of a submission that is within its rate limit (checked before the body).

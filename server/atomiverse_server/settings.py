@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         "database. Default: 1 s; 10 s when embedded, where no other server process can "
         "write (the launch lock)"))
     default_walltime_seconds: float = Field(default=24 * 3600.0, gt=0)
+    auth_cache_seconds: float = Field(default=1.0, gt=0, le=60, description=(
+        "How long a credential looked up is remembered (authcache): a revoked key or a "
+        "drained controller is heard of within this time on every server process"))
 
     def resolved_recheck_seconds(self) -> float:
         if self.recheck_seconds is not None:

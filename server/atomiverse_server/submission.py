@@ -96,9 +96,11 @@ class Router:
                                     "compute_target='local' or a controller name")
             pool = controller_store.managed_pool(self.conn)
             return Route(MANAGED, None, engines=pool.engines, cores_per_job=pool.cores_per_job)
-        name = self._local_name() if target == "local" else target
-        ctl = controller_store.controller_by_name(self.conn, workspace_id=self.workspace_id,
-                                                  name=name)
+        ctl = self._local_controller() if target == "local" else None
+        if ctl is None:
+            name = self._local_name() if target == "local" else target
+            ctl = controller_store.controller_by_name(self.conn, workspace_id=self.workspace_id,
+                                                      name=name)
         if ctl is None:
             if target == "local":
                 raise EntryRejected("No local controller is registered for this workspace: "
@@ -113,10 +115,15 @@ class Router:
         route = self._routes.get(None) or self._routes.get(MANAGED)
         return route.cores_per_job if isinstance(route, Route) else 1
 
+    def _local_controller(self) -> Any:
+        """The controller the client names as its local one, if this workspace has it."""
+        if not self.local_controller:
+            return None
+        return controller_store.controller_by_name(self.conn, workspace_id=self.workspace_id,
+                                                   name=self.local_controller)
+
     def _local_name(self) -> str:
-        if self.local_controller and controller_store.controller_by_name(
-                self.conn, workspace_id=self.workspace_id, name=self.local_controller):
-            return self.local_controller
+        """'local' without a controller of the client's naming: the server's own."""
         return self.settings.local_controller_name or (self.local_controller or "local")
 
 

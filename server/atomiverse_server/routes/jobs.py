@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from atomiverse_core import jobtypes, jsonio
@@ -166,22 +167,45 @@ async def wait_jobs(body: WaitRequest, workspace: CurrentWorkspace, engine: Engi
 
 async def _wait(body: WaitRequest, workspace_id: str, engine: Engine, notifier: Notifier,
                 request: Request) -> Response:
+    states = await wait_states(body, workspace_id, engine, notifier, request)
+    # Encoded here: results are spliced in as stored, not parsed and re-validated.
+    return Response(jsonio.dumps({"jobs": states}), media_type="application/json")
+
+
+Reader = Callable[[], Awaitable[list[dict[str, Any]]]]
+
+
+async def wait_states(body: WaitRequest, workspace_id: str, engine: Engine,
+                      notifier: Notifier, request: Request, *,
+                      known: list[dict[str, Any]] | None = None, since: Any = None,
+                      reader: Reader | None = None) -> list[dict[str, Any]]:
+    """The jobs' states once one is finished or the wait is over (``/wait``'s answer).
+    ``known``: the jobs' records as the caller has just read them, with ``since``, the finish
+    signal's event taken before that read (``/run``: before its submission): the first read
+    is then skipped, and the answer is read afresh once anything happened or the time is
+    up. ``reader``: how to read them instead of :func:`job_store.job_states` in a thread."""
     deadline = time.monotonic() + body.timeout_seconds
     signal = notifier.jobs_finished
-    event = signal.snapshot()
+    event = signal.snapshot() if since is None else since
 
     async def read() -> list[dict[str, Any]]:
         nonlocal read_at
         read_at = time.monotonic()
+        if reader is not None:
+            return await reader()
         return await run_in_threadpool(_job_states, engine, workspace_id, body.job_ids,
                                        body.include_result)
 
     read_at = 0.0
-    states = await read()
-    raise_if_missing(set(body.job_ids), {s["job_id"] for s in states})
+    if known is None:
+        states = await read()
+        raise_if_missing(set(body.job_ids), {s["job_id"] for s in states})
+    else:
+        states, read_at = known, time.monotonic()
     active = _active(states)
     coalesce_until: float | None = None
-    woken = stale = False
+    woken = False
+    stale = known is not None  # a record, not job_states' answer: always read for the answer
     while True:
         finished = len(states) - len(active)
         now = time.monotonic()
@@ -192,10 +216,7 @@ async def _wait(body: WaitRequest, workspace_id: str, engine: Engine, notifier: 
         holding = coalesce_until is not None and now < coalesce_until and bool(active)
         if notifier.stopping or await request.is_disconnected() or not holding and (
                 not body.job_ids or now >= deadline or finished):
-            if stale:
-                states = await read()
-            # Encoded here: results are spliced in as stored, not parsed and re-validated.
-            return Response(jsonio.dumps({"jobs": states}), media_type="application/json")
+            return await read() if stale else states
         until = coalesce_until if holding else min(deadline, now + notifier.fallback_seconds)
         with notifier.watches.sleeping():
             await signal.wait(event, until - now)

@@ -34,9 +34,9 @@ def update_jobs(conn: Connection, rows: Sequence[dict[str, Any]], *, match: Sequ
     if not rows:
         return 0
     if not is_postgres(conn.engine):
-        stmt = jobs.update().where(*(jobs.c[c] == sa.bindparam(f"b_{c}") for c in match)) \
-            .values({c: _sqlite_value(c, expr) for c, expr in values.items()})
-        return conn.execute(stmt, list(rows)).rowcount
+        same = {f"s_{c}": e.value for c, e in values.items() if isinstance(e, SameValue)}
+        return conn.execute(_sqlite_update(match, values),
+                            [{**r, **same} for r in rows] if same else list(rows)).rowcount
     per_row = list(dict.fromkeys([*match, *(c for c, e in values.items() if e is None)]))
     # One array parameter per column, whatever the number of rows: the statement's text
     # depends only on the columns, so PostgreSQL and the driver see few distinct statements.
@@ -52,6 +52,24 @@ def update_jobs(conn: Connection, rows: Sequence[dict[str, Any]], *, match: Sequ
     return conn.execute(sa.text(sql), params).rowcount
 
 
+_sqlite_updates: dict[tuple[Any, ...], Any] = {}
+
+
+def _sqlite_update(match: Sequence[str], values: dict[str, Any]) -> Any:
+    """The UPDATE for these columns, built once per shape (the callers have a few): building
+    a Core statement cost more than SQLAlchemy's cached run of it, on every claim and report."""
+    shape = (tuple(match), tuple((c, "row" if e is None else "same" if isinstance(e, SameValue)
+                                  else e) for c, e in values.items()))
+    stmt = _sqlite_updates.get(shape)
+    if stmt is None:
+        if len(_sqlite_updates) >= 64:  # not expected: bounded all the same
+            _sqlite_updates.clear()
+        stmt = _sqlite_updates[shape] = jobs.update() \
+            .where(*(jobs.c[c] == sa.bindparam(f"b_{c}") for c in match)) \
+            .values({c: _sqlite_value(c, expr) for c, expr in values.items()})
+    return stmt
+
+
 class SameValue:
     """A value set on every row of :func:`update_jobs`."""
 
@@ -63,7 +81,7 @@ def _sqlite_value(column: str, expr: Any) -> Any:
     if expr is None:
         return sa.bindparam(f"b_{column}", type_=jobs.c[column].type)
     if isinstance(expr, SameValue):
-        return sa.literal(expr.value, type_=jobs.c[column].type)
+        return sa.bindparam(f"s_{column}", type_=jobs.c[column].type)
     return sa.text(expr)
 
 

@@ -11,11 +11,12 @@ from atomiverse_core import jsonio
 from sqlalchemy.engine import Connection
 
 from .. import security
-from ..db import CLAIM_ORDER, controllers, is_postgres, jobs, workspaces
+from ..db import controllers, is_postgres, jobs, workspaces
 from ..result_check import result_problem
 from . import bulk
 from . import jobs as job_store
 from . import pools
+from .claimsql import claim_query
 from ._time import iso, now
 
 # Failures that say nothing about the job itself: the attempt is worth repeating.
@@ -84,9 +85,16 @@ def controller_for_token(conn: Connection, *, token: str) -> Controller | None:
     return _controller(row)
 
 
+# Statements of the hot paths (every submission, claim and report), built once: constructing
+# a Core statement costs more than SQLAlchemy's cached run of it.
+_BY_NAME = sa.select(controllers).where(controllers.c.workspace_id == sa.bindparam("ws"),
+                                        controllers.c.name == sa.bindparam("name"))
+_SEEN = controllers.update().where(controllers.c.id == sa.bindparam("ctl")) \
+    .values(last_seen_at=sa.bindparam("seen_at"))
+
+
 def controller_by_name(conn: Connection, *, workspace_id: str, name: str) -> Controller | None:
-    row = conn.execute(sa.select(controllers).where(controllers.c.workspace_id == workspace_id,
-                                                    controllers.c.name == name)).first()
+    row = conn.execute(_BY_NAME, {"ws": workspace_id, "name": name}).first()
     return _controller(row) if row else None
 
 
@@ -139,25 +147,16 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     (``db.CLAIM_ORDER``). A draining controller gets nothing new."""
     if controller.status == "draining":
         return []
-    routed = jobs.c.controller_id == controller.id
     if controller.pool_id is not None:
-        routed = jobs.c.controller_id.in_([controller.id, controller.pool_id])
         # A member holds no more than it runs: the pool's other members (and allocations
         # about to start) get the rest, instead of waiting behind this one's queue.
         max_jobs = min(max_jobs, pools.free_slots(conn, controller))
         if max_jobs <= 0:
             return []
-    if controller.serves_managed:
-        routed = sa.or_(routed, sa.and_(jobs.c.controller_id.is_(None),
-                                        jobs.c.compute_target == "managed"))
-    # The payload goes out as stored (JSON text spliced into the answer), never parsed here.
-    q = (sa.select(jobs.c.id, sa.cast(jobs.c.payload, sa.Text).label("payload"),
-                   jobs.c.attempts, jobs.c.walltime_seconds)
-         .where(jobs.c.state == "pending", routed, jobs.c.cached_from.is_(None))
-         .order_by(*CLAIM_ORDER).limit(max_jobs))
-    if is_postgres(conn.engine):
-        q = q.with_for_update(skip_locked=True)
-    rows = conn.execute(q).all()
+    rows = conn.execute(claim_query(controller.pool_id is not None, controller.serves_managed,
+                                    is_postgres(conn.engine)),
+                        {"ctl": controller.id, "pool": controller.pool_id,
+                         "max_jobs": max_jobs}).all()
     if not rows:
         return []
     t = now()
@@ -173,8 +172,7 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
                              "claimed_by": bulk.SameValue(controller.id), "lease_id": None,
                              "lease_expires_at": bulk.SameValue(t + lease_seconds),
                              "attempts": "attempts + 1", "started_at": bulk.SameValue(t)})
-    conn.execute(controllers.update().where(controllers.c.id == controller.id)
-                 .values(last_seen_at=t))
+    conn.execute(_SEEN, {"ctl": controller.id, "seen_at": t})
     return claimed
 
 
@@ -207,6 +205,18 @@ def heartbeat(conn: Connection, *, controller: Controller, running: list[tuple[s
     return {"cancelled": cancelled, "lost": lost, "drain": drain}
 
 
+# Built once, as _BY_NAME: the jobs a report names that this controller holds, and which of
+# those finished jobs others wait on (pending jobs following them).
+_HELD = (sa.select(jobs.c.id, jobs.c.lease_id, jobs.c.workspace_id, jobs.c.compute_target,
+                   jobs.c.attempts, jobs.c.attempt_errors, jobs.c.job_type, jobs.c.parent_id)
+         .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.state == "running",
+                jobs.c.claimed_by == sa.bindparam("ctl")))
+_HELD_FOR_UPDATE = _HELD.with_for_update()
+_LEADERS = (sa.select(jobs.c.cached_from).distinct()
+            .where(jobs.c.cached_from.in_(sa.bindparam("ids", expanding=True)),
+                   jobs.c.state == "pending"))
+
+
 # ----- complete ---------------------------------------------------------------------------
 def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dict[str, Any]],
                   max_attempts: int, managed_rate_per_core_hour: float) -> dict[str, Any]:
@@ -215,15 +225,10 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
     accepted, rejected = [], []
     t = now()
     ids = list(dict.fromkeys(rep["job_id"] for rep in reports))
-    q = (sa.select(jobs.c.id, jobs.c.lease_id, jobs.c.workspace_id, jobs.c.compute_target,
-                   jobs.c.attempts, jobs.c.attempt_errors, jobs.c.job_type, jobs.c.parent_id)
-         .where(jobs.c.id.in_(ids), jobs.c.state == "running",
-                jobs.c.claimed_by == controller.id))
     # On PostgreSQL the rows are locked as they are read: a second report of the same attempt
     # (or the sweep) racing this one from another transaction waits, then no longer matches.
-    if is_postgres(conn.engine):
-        q = q.with_for_update()
-    current = {r.id: r for r in conn.execute(q)}
+    q = _HELD_FOR_UPDATE if is_postgres(conn.engine) else _HELD
+    current = {r.id: r for r in conn.execute(q, {"ids": ids, "ctl": controller.id})}
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     finished: dict[str, Any] = {}
     children_finished = False
@@ -256,9 +261,7 @@ def complete_jobs(conn: Connection, *, controller: Controller, reports: list[dic
         _bill(conn, workspace_id=workspace_id, core_seconds=core_seconds,
               rate=managed_rate_per_core_hour)
     if finished:
-        leaders = conn.execute(sa.select(jobs.c.cached_from).distinct()
-                               .where(jobs.c.cached_from.in_(list(finished)),
-                                      jobs.c.state == "pending")).scalars().all()
+        leaders = conn.execute(_LEADERS, {"ids": list(finished)}).scalars().all()
         for leader in leaders:
             job_store.settle_followers(conn, leader_id=leader, t=t, result=finished[leader])
     requeued = [r["b_id"] for params in groups.values() for r in params

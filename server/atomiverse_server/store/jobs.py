@@ -61,9 +61,12 @@ def _one_job(q: sa.Select) -> sa.Select:
                                           jobs.c.id == sa.bindparam("id"))
 
 
+# Built once: constructing a Core statement costs more than SQLAlchemy's cached run of it.
+_GET_JOB = _one_job(sa.select(*JOB_COLUMNS))
+
+
 def get_job(conn: Connection, *, workspace_id: str, job_id: str) -> dict[str, Any] | None:
-    row = conn.execute(_one_job(sa.select(*JOB_COLUMNS)),
-                       {"ws": workspace_id, "id": job_id}).first()
+    row = conn.execute(_GET_JOB, {"ws": workspace_id, "id": job_id}).first()
     return None if row is None else _public(row)
 
 
@@ -316,13 +319,16 @@ def delete_job(conn: Connection, *, workspace_id: str, job_id: str) -> str | Non
     return row.state
 
 
+_OUTSTANDING = (sa.select(jobs.c.controller_id, sa.func.count())
+                .where(jobs.c.controller_id.in_(sa.bindparam("ids", expanding=True)),
+                       jobs.c.state.in_(ACTIVE), jobs.c.cached_from.is_(None))
+                .group_by(jobs.c.controller_id))  # built once, as _GET_JOB
+
+
 def outstanding_by_controller(conn: Connection, *, controller_ids: Sequence[str]) -> dict[str, int]:
     if not controller_ids:
         return {}
-    rows = conn.execute(sa.select(jobs.c.controller_id, sa.func.count())
-                        .where(jobs.c.controller_id.in_(controller_ids),
-                               jobs.c.state.in_(ACTIVE), jobs.c.cached_from.is_(None))
-                        .group_by(jobs.c.controller_id)).all()
+    rows = conn.execute(_OUTSTANDING, {"ids": list(controller_ids)}).all()
     return {r[0]: r[1] for r in rows}
 
 

@@ -1,0 +1,218 @@
+"""The three requests of every calculation a waiting client runs, answered below FastAPI.
+
+An ASE calculator's energy-and-forces call is one ``POST /api/v1/jobs/run`` from the client,
+the local controller's ``POST /api/v1/controllers/claim`` that the submission hands the job to,
+and its ``POST /api/v1/controllers/complete``. Through FastAPI's middleware, routing,
+dependency solving and parameter validation each cost the server about as much CPU as the
+work itself (issue 28: a calculation's own cost was 20-30 ms, most of it the server's).
+
+Here they reach the routes' own functions (``run.submit_and_wait``, ``controllers.answer_claim``
+and ``controllers.record_reports``) straight from the ASGI scope when everything about them is
+ordinary: one Bearer credential of the right kind that the auth cache already knows (``deps``
+filled it on an earlier request of this client, less than a second ago) and no cookie, no or
+the expected query parameter, a JSON body that parses and fits the route's model. The
+credential is checked before the body is read, and this middleware sits inside
+``BodySizeLimit``, so a body is refused by its size as before. Anything else goes on to the app
+unchanged (a body already read is handed to it again), which answers it as it always has: a
+malformed or invalid body gets its 422 from the app, in the app's one format. Errors raised by
+the work itself (a 402, a 429, a database away) are answered as the app's handlers answer
+them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from atomiverse_core import jsonio
+from atomiverse_core.schema import ClaimRequest, CompleteRequest, JobSubmitRequest
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import dberrors, metrics
+from .authcache import AuthCache
+from .ratelimit import within_job_rate
+from .routes import controllers, run
+from .security import API_KEY_PREFIX, CONTROLLER_TOKEN_PREFIX
+
+CLAIM_PATH = "/api/v1/controllers/claim"
+COMPLETE_PATH = "/api/v1/controllers/complete"
+# What the run route's Query(ge=0, le=60) takes, written plainly; anything else (1e1, " 5",
+# 61) goes to the route, which names the field in its 422.
+_TIMEOUT = re.compile(r"[0-9]{1,2}(\.[0-9]{1,6})?")
+_LOCAL_CONTROLLER = b"x-atomiverse-local-controller"
+_MAX_LOCAL_CONTROLLER = 100  # the header's max_length on the route (routes/jobs.py)
+Handler = Callable[[Any, Any, Scope, Receive], Awaitable[Response | None]]
+
+
+class FastWrites:
+    def __init__(self, app: ASGIApp, state: Any) -> None:
+        self.app = app
+        self._state = state  # the FastAPI app's state: engine, notifier, auth cache, once started
+        self._routes: dict[str, tuple[str, Handler]] = {
+            run.RUN_PATH: (API_KEY_PREFIX, self._run),
+            CLAIM_PATH: (CONTROLLER_TOKEN_PREFIX, self._claim),
+            COMPLETE_PATH: (CONTROLLER_TOKEN_PREFIX, self._complete),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self._routes.get(scope["path"]) if scope["type"] == "http" \
+            and scope["method"] == "POST" else None
+        who = None if route is None else self._credential(scope, route[0])
+        if route is None or who is None or not _json_content(scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)  # counted by BodySizeLimit, outside this
+        if body is None:
+            return  # the client went away while sending
+        response = await self._answer(route[1], who, body, scope, receive)
+        if response is None:  # not ordinary: the app answers, from the same body
+            await self.app(scope, _replaying(body, receive), send)
+            return
+        metrics.FAST_ANSWERS.labels(scope["path"].rsplit("/", 1)[-1]).inc()
+        await response(scope, receive, send)
+
+    def _credential(self, scope: Scope, prefix: str) -> Any:
+        """Who sent this, if its one Bearer credential is of ``prefix``'s kind and cached."""
+        cache: AuthCache | None = getattr(self._state, "auth_cache", None)
+        secret = _bearer(scope["headers"])
+        if cache is None or secret is None or not secret.startswith(prefix):
+            return None
+        kind = "controller" if prefix == CONTROLLER_TOKEN_PREFIX else "workspace"
+        found, who = cache.lookup(kind, secret)
+        return who if found else None
+
+    async def _answer(self, handler: Handler, who: Any, body: bytes, scope: Scope,
+                      receive: Receive) -> Response | None:
+        try:
+            return await handler(who, body, scope, receive)
+        except HTTPException as e:  # the work refused (402, 429, 507): the app's format
+            return await http_exception_handler(Request(scope, receive), e)
+        except dberrors.CONNECTION_ERRORS as e:  # 503 or 507, as the app's handler answers
+            return await dberrors.database_error(Request(scope, receive), e)
+        except RecursionError:  # a job nested past what its checks can walk
+            return too_deep()
+
+    async def _run(self, workspace: Any, body: bytes, scope: Scope,
+                   receive: Receive) -> Response | None:
+        timeout = _timeout_seconds(scope["query_string"])
+        local_controller = _one_header(scope["headers"], _LOCAL_CONTROLLER)
+        request = _parsed(body, JobSubmitRequest)
+        if timeout is None or local_controller is False or request is None:
+            return None
+        state = self._state
+        # As the route's dependency: the disk and the rate limit before the job is looked at.
+        workspace = await within_job_rate(workspace, state.engine, state.settings)
+        return await run.submit_and_wait(request, workspace, state.engine, state.settings,
+                                         state.notifier, Request(scope, receive), timeout,
+                                         local_controller)
+
+    async def _claim(self, controller: Any, body: bytes, scope: Scope,
+                     receive: Receive) -> Response | None:
+        request = _parsed(body, ClaimRequest)
+        if request is None or scope["query_string"]:
+            return None
+        state = self._state
+        return await controllers.answer_claim(request, controller, state.engine,
+                                              state.settings, state.notifier,
+                                              Request(scope, receive))
+
+    async def _complete(self, controller: Any, body: bytes, scope: Scope,
+                        receive: Receive) -> Response | None:
+        request = _parsed(body, CompleteRequest)
+        if request is None or scope["query_string"]:
+            return None
+        state = self._state
+        out = await run_in_threadpool(controllers.record_reports, request, controller,
+                                      state.engine, state.settings, state.notifier)
+        # The route's response model: these two fields only.
+        return Response(jsonio.dumps({"accepted": out["accepted"], "rejected": out["rejected"]}),
+                        media_type="application/json")
+
+
+def too_deep() -> JSONResponse:
+    """The answer to a body nested too deeply to handle (the app's handler's too)."""
+    return JSONResponse(status_code=400, content={"detail": "body: JSON nested too deeply"})
+
+
+def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The credential of the one ``Authorization: Bearer`` header, split as FastAPI's
+    ``HTTPBearer`` splits it; None with a cookie (sessions and CSRF are the app's)."""
+    found = None
+    for name, value in headers:
+        if name == b"authorization":
+            if found is not None:
+                return None  # two: let the app decide
+            found = value
+        elif name == b"cookie":
+            return None
+    if found is None:
+        return None
+    scheme, _, secret = found.decode("latin-1").partition(" ")
+    return secret if scheme.lower() == "bearer" and secret else None
+
+
+def _json_content(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A body FastAPI reads as JSON: no content type, or plain ``application/json``."""
+    types = [value for name, value in headers if name == b"content-type"]
+    return not types or types == [b"application/json"]
+
+
+def _one_header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> str | None | bool:
+    """The header's value, None without it, False if it is there twice or too long."""
+    values = [value for name, value in headers if name == wanted]
+    if not values:
+        return None
+    if len(values) > 1 or len(values[0]) > _MAX_LOCAL_CONTROLLER:
+        return False
+    return values[0].decode("latin-1")
+
+
+def _timeout_seconds(query: bytes) -> float | None:
+    """``timeout_seconds`` (default 20) if that is the only parameter and plainly valid."""
+    if not query:
+        return run.DEFAULT_WAIT_SECONDS
+    try:
+        pairs = parse_qsl(query.decode("ascii"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        return None
+    if len(pairs) != 1 or pairs[0][0] != "timeout_seconds" \
+            or not _TIMEOUT.fullmatch(pairs[0][1]):
+        return None
+    value = float(pairs[0][1])
+    return value if value <= run.MAX_WAIT_SECONDS else None
+
+
+def _parsed(body: bytes, model: Any) -> Any:
+    """The body as the route's model, or None (not JSON to orjson, NaN, too deep, invalid):
+    the app then answers, naming what is wrong."""
+    try:
+        return model.model_validate(jsonio.loads(body))
+    except (ValueError, RecursionError):  # orjson's and pydantic's errors are ValueErrors
+        return None
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """``receive`` with the body already read in front, for the app."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed

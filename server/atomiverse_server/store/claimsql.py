@@ -1,0 +1,46 @@
+"""The SQL of a claim: which jobs a controller claims, and the statement that leases them,
+built once per kind of controller (a pool's member or not, serving the managed pool or not;
+the database). Constructing a Core statement cost more than SQLAlchemy's cached run of it,
+on every claim. ``claimcheck`` asks the same question without a write transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..db import CLAIM_ORDER, jobs
+
+_claim_queries: dict[tuple[bool, bool, bool], sa.Select] = {}
+
+
+def claimable(controller_id: Any, pool_id: Any, serves_managed: bool) -> Any:
+    """The jobs a controller claims: pending, not following a cached leader, routed to it,
+    to its pool (``pool_id``, if a member) or to the managed pool (if it serves it). The ids
+    are values or bind parameters."""
+    routed = jobs.c.controller_id == controller_id
+    if pool_id is not None:
+        routed = jobs.c.controller_id.in_([controller_id, pool_id])
+    if serves_managed:
+        routed = sa.or_(routed, sa.and_(jobs.c.controller_id.is_(None),
+                                        jobs.c.compute_target == "managed"))
+    return sa.and_(jobs.c.state == "pending", routed, jobs.c.cached_from.is_(None))
+
+
+def claim_query(in_pool: bool, serves_managed: bool, postgres: bool) -> sa.Select:
+    """The pending jobs a controller claims, oldest batch first, each batch's costliest jobs
+    first (``db.CLAIM_ORDER``). Parameters: ``ctl`` (its id), ``pool`` (its pool's id, for a
+    member) and ``max_jobs``."""
+    shape = (in_pool, serves_managed, postgres)
+    q = _claim_queries.get(shape)
+    if q is None:
+        # The payload goes out as stored (JSON text spliced into the answer), never parsed.
+        q = (sa.select(jobs.c.id, sa.cast(jobs.c.payload, sa.Text).label("payload"),
+                       jobs.c.attempts, jobs.c.walltime_seconds)
+             .where(claimable(sa.bindparam("ctl"), sa.bindparam("pool") if in_pool else None,
+                              serves_managed))
+             .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs")))
+        if postgres:
+            q = q.with_for_update(skip_locked=True)
+        _claim_queries[shape] = q
+    return q
