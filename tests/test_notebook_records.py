@@ -53,6 +53,7 @@ atomiverse.records.JobRecords(completed)""",
  type(next(atomiverse.iter_jobs(limit=2))).__name__]""",
     "many": "atomiverse.records.JobRecords(list(records) * 20)",
     "page": "atomiverse.list_jobs(limit=2)",
+    "summary": "next(atomiverse.iter_jobs(limit=1))  # the newest: one of the three",
     "async": """async with atomiverse.AsyncClient() as client:
     async_records = await client.wait_jobs(ids, progress=False)
     async_record = await client.get_job(ids[0])
@@ -159,6 +160,17 @@ def test_lists_render_as_one_table_a_row_a_job(executed, server_records):
     assert many.count("<tr>") == 1 + MAX_ROWS + 1 and f"... {60 - MAX_ROWS} more jobs" in many
     page = _html(executed, "page")
     assert page.count("<tr>") == 1 + 2 and "more on the next page" in page
+
+
+def test_a_summary_shows_its_preview(executed, server_records):
+    html = _html(executed, "summary")  # iter_jobs: no result, the preview's structure
+    (shown,) = [r for r in server_records if f"<td>{r['job_id']}</td>" in html]
+    assert f"<td>{shown['molecule_preview']['formula']}</td>" in html
+    (data,) = VIEW_DATA.findall(html)
+    xyz = json.loads(data)["xyz"].splitlines()
+    assert "input geometry" in html and int(xyz[0]) == len(shown["job"]["atoms"]["numbers"])
+    assert np.allclose([[float(c) for c in row.split()[1:]] for row in xyz[2:]],
+                       shown["molecule_preview"]["positions"], atol=1e-6)
 
 
 def test_submit_batch_renders_its_counts_and_jobs(executed, server_records):

@@ -150,11 +150,14 @@ def _time(value: Any) -> str:
 # ----- the structure ------------------------------------------------------------------------
 def _view(r: Mapping[str, Any]) -> str:
     """The 3D view of the structure the result refers to: the final geometry, or the input's
-    where the result has none (a single point); "" if the record carries no atoms."""
+    where the result has none (a single point, an unfinished job, a summary); "" if the record
+    carries no atoms."""
     atoms = _mapping(_mapping(r.get("job")).get("atoms"))
+    preview = _mapping(r.get("molecule_preview"))  # a summary's (iter_jobs) only structure
     final = _mapping(r.get("result")).get("final_positions_angstrom")
-    symbols = _symbols(_mapping(r.get("molecule_preview")).get("symbols"), atoms.get("numbers"))
-    positions = _positions(final) or _positions(atoms.get("positions"))
+    symbols = _symbols(preview.get("symbols"), atoms.get("numbers"))
+    positions = (_positions(final) or _positions(atoms.get("positions"))
+                 or _positions(preview.get("positions")))
     if symbols is None or positions is None or len(symbols) != len(positions):
         return ""
     return structure_view(symbols, positions,
