@@ -21,7 +21,7 @@ PUBLIC_NAMES = [
     "PermissionDeniedError", "RateLimitError", "SinglePointEnergy", "State",
     "UnprocessableEntityError", "__version__", "_client_jobs", "as_completed", "cancel_job",
     "configure", "delete_job", "export", "get_default_client", "get_job", "iter_jobs", "levels",
-    "list_jobs", "rename_job", "results", "start_local", "state", "status", "stop_local",
+    "list_jobs", "records", "rename_job", "results", "start_local", "state", "status", "stop_local",
     "submit_batch", "to_dataframe", "wait_jobs"
 ]
 

@@ -196,9 +196,7 @@ class Job(BaseModel):
         """A compact table in notebooks (name, type, state, formula, energy, gap, job id) and
         a 3D view of the structure (the final geometry once there is one) with the bundled
         3Dmol.js, where the notebook runs scripts (:mod:`atomiverse_core.notebook`)."""
-        from html import escape
-
-        from .notebook import structure_view
+        from .notebook import html_table, structure_view
 
         result = self.result or {}
         energy, gap = result.get("energy_hartree"), result.get("homo_lumo_gap_ev")
@@ -208,13 +206,12 @@ class Job(BaseModel):
                  ("energy / Hartree", "" if energy is None else f"{energy:.8f}"),
                  ("HOMO-LUMO gap / eV", "" if gap is None else f"{gap:.3f}"),
                  ("job id", self.job_id or ""), ("error", self.error or "")]
-        head = "".join(f"<th>{escape(k)}</th>" for k, v in cells if v)
-        body = "".join(f"<td>{escape(str(v))}</td>" for _, v in cells if v)
+        table = html_table([k for k, _ in cells], [[str(v) for _, v in cells]],
+                           css_class="atomiverse-job")
         final = result.get("final_positions_angstrom")
         view = structure_view(self.atoms.symbols, final or self.atoms.positions,
                               "final geometry" if final else "input geometry")
-        return (f"<table class='atomiverse-job'><thead><tr>{head}</tr></thead>"
-                f"<tbody><tr>{body}</tr></tbody></table>{view}")
+        return table + view
 
     def job_dashboard_url(self) -> str:
         return self._api().dashboard_url(self._require_id("visualize"))

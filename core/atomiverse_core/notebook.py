@@ -1,5 +1,6 @@
-"""Jobs in Jupyter: a 3D view of a structure with the bundled 3Dmol.js (``vendor/3dmol``, the
-copy the dashboard serves), for :meth:`Job._repr_html_`.
+"""Jobs in Jupyter: a compact table and a 3D view of a structure with the bundled 3Dmol.js
+(``vendor/3dmol``, the copy the dashboard serves), for :meth:`Job._repr_html_` and the SDK's
+job records (``atomiverse.records``).
 
 No network: the library goes inline, once per kernel (the first view's output carries it, about
 540 kB; later views use the ``$3Dmol`` it defined in the page). It runs with ``define``,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from functools import cache
 from html import escape
 from typing import Any
@@ -56,7 +58,8 @@ def structure_view(symbols: list[str], positions: list[Any], caption: str = "") 
     if not symbols or len(symbols) != len(positions) or len(symbols) > VIEW_MAX_ATOMS:
         return ""
     view_id = f"atomiverse-view-{uuid.uuid4().hex}"
-    data = json.dumps({"id": view_id, "xyz": _xyz(symbols, positions)}).replace("</", "<\\/")
+    # No "<" at all inside the script ("</script", "<!--"): JSON reads \u003c as "<".
+    data = json.dumps({"id": view_id, "xyz": _xyz(symbols, positions)}).replace("<", "\\u003c")
     script = f"""<script>(function () {{
   var d = {data}, waited = 0;
   function draw() {{
@@ -87,4 +90,19 @@ def structure_view(symbols: list[str], positions: list[Any], caption: str = "") 
             f"</div>{note}{script}")
 
 
-__all__ = ["VIEW_MAX_ATOMS", "library_script", "structure_view"]
+def html_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, css_class: str,
+               more: str = "") -> str:
+    """A table with a header row and one row per entry of ``rows``, every text escaped; a
+    column empty in every row is left out. ``more``: a last row spanning the table ("... 40
+    more jobs")."""
+    keep = [i for i in range(len(columns)) if any(row[i] for row in rows)]
+    head = "".join(f"<th>{escape(columns[i])}</th>" for i in keep)
+    body = "".join("<tr>" + "".join(f"<td>{escape(row[i])}</td>" for i in keep) + "</tr>"
+                   for row in rows)
+    if more:
+        body += f"<tr><td colspan='{max(len(keep), 1)}'>{escape(more)}</td></tr>"
+    return (f"<table class='{escape(css_class)}'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
+__all__ = ["VIEW_MAX_ATOMS", "html_table", "library_script", "structure_view"]

@@ -19,7 +19,7 @@ from atomiverse_core.jobs import Job
 from atomiverse_core.jobs import use_default_client as _use_default_client
 from atomiverse_core.state import State
 
-from . import atoms, jobs, levels, results, schema, state  # noqa: F401  (atomiverse.atoms, ...)
+from . import atoms, jobs, levels, records, results, schema, state  # noqa: F401
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -152,6 +152,7 @@ __all__ = [
     "levels",
     "list_jobs",
     "rename_job",
+    "records",
     "results",
     "start_local",
     "state",

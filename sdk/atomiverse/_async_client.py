@@ -34,6 +34,7 @@ from ._client import (
 )
 from ._config import NOT_GIVEN, pick
 from ._requests import ErrorStatus, cause, decoded, prepare, sdk_error, worth_another_try
+from .records import as_record, as_records, batch_result
 
 
 class AsyncClient:
@@ -104,25 +105,30 @@ class AsyncClient:
     async def submit_batch(self, payloads: Sequence[Any], compute_target: str | None = None,
                            *, idempotency_key: str | None = None) -> dict[str, Any]:
         entries = [_entry(p, compute_target) for p in payloads]
-        return await self.request("POST", "/api/v1/jobs/submit-batch", json={"jobs": entries},
-                                  idempotency_key=idempotency_key or uuid.uuid4().hex)
+        return batch_result(await self.request(
+            "POST", "/api/v1/jobs/submit-batch", json={"jobs": entries},
+            idempotency_key=idempotency_key or uuid.uuid4().hex))
 
     async def submit_job(self, payload: Any,
                          compute_target: str | None = None) -> dict[str, Any]:
-        return await self.request("POST", "/api/v1/jobs", json=_entry(payload, compute_target))
+        return as_record(await self.request("POST", "/api/v1/jobs",
+                                            json=_entry(payload, compute_target)))
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
-        return await self.request("GET", f"/api/v1/jobs/{_quote(job_id)}")
+        return as_record(await self.request("GET", f"/api/v1/jobs/{_quote(job_id)}"))
 
     async def job_children(self, job_id: str) -> list[dict[str, Any]]:
-        return (await self.request("GET", f"/api/v1/jobs/{_quote(job_id)}/children"))["jobs"]
+        return as_records((await self.request(
+            "GET", f"/api/v1/jobs/{_quote(job_id)}/children"))["jobs"])
 
     async def list_jobs(self, limit: int = 50, cursor: str | None = None, *,
                         state: str | None = None, name: str | None = None) -> dict[str, Any]:
-        """One page: ``{"jobs": [...], "has_more": ..., "next_cursor": ...}``."""
+        """One page: ``{"jobs": [...], "has_more": ..., "next_cursor": ...}``, its jobs a
+        :class:`~atomiverse.records.JobRecords`."""
         params = {"limit": limit, "cursor": cursor, "state": state, "name": name}
-        return await self.request("GET", "/api/v1/jobs",
+        page = await self.request("GET", "/api/v1/jobs",
                                   params={k: v for k, v in params.items() if v is not None})
+        return {**page, "jobs": as_records(page["jobs"])}
 
     async def iter_jobs(self, limit: int = 50,
                         max_jobs: int | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -140,10 +146,11 @@ class AsyncClient:
             cursor = page["next_cursor"]
 
     async def rename_job(self, job_id: str, name: str) -> dict[str, Any]:
-        return await self.request("PATCH", f"/api/v1/jobs/{_quote(job_id)}", json={"name": name})
+        return as_record(await self.request("PATCH", f"/api/v1/jobs/{_quote(job_id)}",
+                                            json={"name": name}))
 
     async def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return await self.request("POST", f"/api/v1/jobs/{_quote(job_id)}/cancel")
+        return as_record(await self.request("POST", f"/api/v1/jobs/{_quote(job_id)}/cancel"))
 
     async def delete_job(self, job_id: str) -> None:
         await self.request("DELETE", f"/api/v1/jobs/{_quote(job_id)}")
@@ -169,7 +176,7 @@ class AsyncClient:
             done = {j["job_id"] for j in finished}
             pending = [j for j in pending if j not in done]
             for record in finished:
-                yield record
+                yield as_record(record)
 
     async def wait_jobs(self, job_ids: Sequence[str], timeout: float | None = None, *,
                         progress: bool | None = None) -> list[dict[str, Any]]:
@@ -186,7 +193,7 @@ class AsyncClient:
             done[record["job_id"]] = record
             if bar is not None:
                 bar(len(done), total)
-        return [done[str(j)] for j in job_ids]
+        return as_records(done[str(j)] for j in job_ids)
 
 
 __all__ = ["AsyncClient"]

@@ -30,6 +30,7 @@ from ._exceptions import APIConnectionError
 from ._informer import Informer
 from ._requests import ErrorStatus, cause, decoded, prepare, sdk_error, worth_another_try
 from .pagination import JobsPage
+from .records import as_record, as_records, batch_result
 
 WAIT_POLL_SECONDS = 20.0
 # Waiting on many jobs, one answer per ~0.25 s of completions is plenty and spares the
@@ -189,10 +190,11 @@ class Client:
         response = self.request("POST", "/api/v1/jobs/submit-batch", json={"jobs": entries},
                                 idempotency_key=idempotency_key or uuid.uuid4().hex)
         self._informer.expect(j["job_id"] for j in response["jobs"] if j.get("job_id"))
-        return response
+        return batch_result(response)
 
     def submit_job(self, payload: Any, compute_target: str | None = None) -> dict[str, Any]:
-        return self.request("POST", "/api/v1/jobs", json=_entry(payload, compute_target))
+        return as_record(self.request("POST", "/api/v1/jobs", json=_entry(payload,
+                                                                           compute_target)))
 
     def run_job(self, payload: Any, compute_target: str | None = None,
                 timeout: float | None = None) -> dict[str, Any]:
@@ -207,10 +209,10 @@ class Client:
                               params={"timeout_seconds": wait},
                               timeout=wait + self.timeout)  # a submission: never sent twice
         if record["state"] in TERMINAL_STATES:
-            return record
+            return as_record(record)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         (finished,) = self.wait_jobs([record["job_id"]], left, progress=False)
-        return {**record, **finished}
+        return as_record({**record, **finished})
 
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's record, for loops that follow jobs: answered from this client's watch
@@ -218,17 +220,17 @@ class Client:
         from memory; a repeated read of an unfinished job with no news since the last read
         waits up to 1 s for a change; the first read of a job asks the server. A job deleted
         by someone else stays visible here once finished: :meth:`get_job` always asks."""
-        return self._informer.get(str(job_id))
+        return as_record(self._informer.get(str(job_id)))
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         """The job's record, read from the server now."""
-        return self.request("GET", f"/api/v1/jobs/{_quote(job_id)}")
+        return as_record(self.request("GET", f"/api/v1/jobs/{_quote(job_id)}"))
 
     def job_children(self, job_id: str) -> list[dict[str, Any]]:
         """A composite job's children (a chain's steps, a conformer search's jobs), in step
         order: ``job_id``, ``step`` (from 1), ``job_type``, ``state``, ``name``, ``error``,
         ``energy_hartree`` and ``core_seconds`` of each."""
-        return self.request("GET", f"/api/v1/jobs/{_quote(job_id)}/children")["jobs"]
+        return as_records(self.request("GET", f"/api/v1/jobs/{_quote(job_id)}/children")["jobs"])
 
     def _watch(self, versions: dict[str, str | None], watch_id: str, timeout_seconds: float,
                coalesce_seconds: float) -> list[dict[str, Any]]:
@@ -246,7 +248,7 @@ class Client:
         finished, in the order they finish, like ``concurrent.futures.as_completed``.
         ``timeout`` (seconds, for the whole iteration): ``TimeoutError`` if some are
         still unfinished then."""
-        return self._informer.wait_finished([str(j) for j in job_ids], timeout)
+        return map(as_record, self._informer.wait_finished([str(j) for j in job_ids], timeout))
 
     def wait_job(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Block until this job is finished; its record."""
@@ -257,7 +259,7 @@ class Client:
         params = {"limit": limit, "cursor": cursor, "state": state, "name": name}
         body = self.request("GET", "/api/v1/jobs",
                             params={k: v for k, v in params.items() if v is not None})
-        return JobsPage(jobs=body["jobs"], has_more=body["has_more"],
+        return JobsPage(jobs=as_records(body["jobs"]), has_more=body["has_more"],
                         next_cursor=body["next_cursor"], _fetch_next=self._next_page(limit,
                                                                                       state, name))
 
@@ -279,12 +281,12 @@ class Client:
     def rename_job(self, job_id: str, name: str) -> dict[str, Any]:
         record = self.request("PATCH", f"/api/v1/jobs/{_quote(job_id)}", json={"name": name})
         self._informer.remember(record)
-        return record
+        return as_record(record)
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         record = self.request("POST", f"/api/v1/jobs/{_quote(job_id)}/cancel")
         self._informer.remember(record)
-        return record
+        return as_record(record)
 
     def delete_job(self, job_id: str) -> None:
         try:
@@ -325,7 +327,7 @@ class Client:
             pending = [j for j in pending if j not in done]
             if newly and on_progress:
                 on_progress(len(done), len(done) + len(pending))
-        return [done[j] for j in job_ids]
+        return as_records(done[j] for j in job_ids)
 
     def account(self) -> dict[str, Any]:
         return self.request("GET", "/api/v1/account")

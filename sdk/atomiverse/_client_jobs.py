@@ -30,7 +30,8 @@ def wait_jobs(job_ids: Sequence[str], timeout: float | None = None,
             print(record["job_id"], record["state"], record["result"])
 
     In Jupyter a progress bar shows in the cell's output while it waits (``progress=False``:
-    none); see :meth:`Client.wait_jobs`.
+    none); see :meth:`Client.wait_jobs`. The list returned shows there as one table, a row a
+    job (:mod:`atomiverse.records`).
     """
     return get_default_client().wait_jobs(job_ids, timeout=timeout, on_progress=on_progress,
                                           progress=progress)

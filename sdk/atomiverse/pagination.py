@@ -27,3 +27,10 @@ class JobsPage:
 
     def __len__(self) -> int:
         return len(self.jobs)
+
+    def _repr_html_(self) -> str:
+        """This page's jobs as one table in notebooks (later pages are not fetched)."""
+        from .records import as_records
+
+        more = "<div>more on the next page</div>" if self.has_more else ""
+        return as_records(self.jobs)._repr_html_() + more
