@@ -15,12 +15,16 @@ store functions (server-side time, no HTTP):
   median of 20;
 * **batch**: 1,000 jobs stored (``store.jobs.insert_jobs`` in one write transaction, what
   ``submit-batch`` commits), median of 3;
-* **cache lookup**: ``find_cached`` of 100 keys of done jobs, median of 20;
+* **cache lookup**: ``find_cached`` of 100 keys of done jobs, median of 20; then again on
+  both databases alternately (6 pairs, both orders), this process's CPU time and wall time, the ratio the
+  median of the pairs';
 * **claim**: ``claim_jobs`` of 64 jobs from 5,000 pending managed jobs, median of 20;
 * **bytes per job**: the database's size (SQLite: pages in use; PostgreSQL:
   ``pg_database_size``) after the load minus before, divided by the jobs loaded.
 
-The big/small ratio of each timing is printed (target: within 1.2 for the cache lookup and the
+After the load and before any timing the database is settled (PostgreSQL: ``VACUUM
+(ANALYZE)`` and ``CHECKPOINT``, else autovacuum visits the freshly loaded table during the big
+database's timings; SQLite: a WAL checkpoint). The big/small ratio of each timing is printed (target: within 1.2 for the cache lookup and the
 claim), and ``EXPLAIN`` of the list, cache and claim queries on the big database, so an index
 that stopped being used shows.
 """
@@ -103,13 +107,14 @@ def _size(engine: sa.Engine) -> int:
         return (pages - free) * conn.exec_driver_sql("PRAGMA page_size").scalar()
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
+def _median_ms(fn: Callable[[], Any], repeats: int,
+               clock: Callable[[], float] = time.perf_counter) -> float:
     fn()  # warm: statement caches, pages
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return 1000 * statistics.median(times)
 
 
@@ -119,7 +124,22 @@ def _analyze(engine: sa.Engine) -> None:
         conn.commit()
 
 
-def measure(url: str, n: int) -> dict[str, Any]:
+def _settle(engine: sa.Engine) -> None:
+    """Leave nothing of the bulk load running behind the timings: on PostgreSQL the load
+    leaves autovacuum a whole table to visit (setting hint bits and the visibility map) and
+    a checkpoint of its WAL, which ran during the big database's timings and not the small
+    one's; SQLite's WAL is folded back into the database file."""
+    if db.is_postgres(engine):
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM (ANALYZE) jobs")
+            conn.exec_driver_sql("CHECKPOINT")
+    else:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def measure(url: str, n: int) -> tuple[dict[str, Any], Callable[[], None], sa.Engine]:
+    """The figures of one database, and its cache lookup for the paired timing after."""
     engine = db.make_engine(url)
     try:
         db.create_schema(engine)
@@ -137,6 +157,7 @@ def measure(url: str, n: int) -> dict[str, Any]:
         load_s = time.perf_counter() - t
         _analyze(engine)
         size1 = _size(engine)
+        _settle(engine)
         out: dict[str, Any] = {"jobs": n, "load_s": load_s,
                                "bytes_per_job": (size1 - size0) / n, "db_bytes": size1}
         ws = ws_ids[3]
@@ -152,9 +173,32 @@ def measure(url: str, n: int) -> dict[str, Any]:
         _analyze(engine)
         out["claim_64_ms"] = _median_ms(lambda: _claim(engine, ctl), 20)
         out["explain"] = _explain(engine, ws, keys, ctl)
-        return out
-    finally:
+        return out, lambda: _cached(engine, ws, keys), engine
+    except BaseException:
         engine.dispose()
+        raise
+
+
+def paired_cache_lookup(small: Callable[[], None], big: Callable[[], None],
+                        pairs: int = 6) -> dict[str, float]:
+    """The cache lookup of both databases measured the same way, alternately (small first,
+    then big first, ...), each a median of 20 after a warm call; the figure is the median
+    over the pairs, and the ratio the median of the pairs' ratios."""
+    out: dict[str, float] = {}
+    # This process's CPU time first (on SQLite it holds the database engine too, so it is
+    # the whole cost and barely moved by other load on the machine), then wall time.
+    for name, clock in (("cpu", time.process_time), ("wall", time.perf_counter)):
+        s_ms, b_ms, ratios = [], [], []
+        for i in range(pairs):
+            order = (small, big) if i % 2 == 0 else (big, small)
+            got = {fn: _median_ms(fn, 20, clock) for fn in order}
+            s_ms.append(got[small])
+            b_ms.append(got[big])
+            ratios.append(got[big] / got[small])
+        out |= {f"{name}_small_ms": statistics.median(s_ms),
+                f"{name}_big_ms": statistics.median(b_ms),
+                f"{name}_ratio": statistics.median(ratios)}
+    return out
 
 
 def _list(engine: sa.Engine, ws: str, state: str | None) -> None:
@@ -237,14 +281,19 @@ def main(argv: list[str] | None = None) -> int:
                 from pg import start_cluster
 
                 cluster = start_cluster(durable=True)
+            runs, lookups, engines = {}, {}, []
             try:
-                runs = {}
                 for label, n in (("small", SMALL), ("big", args.jobs)):
                     url = cluster.new_database(f"size_{label}") if cluster \
                         else f"sqlite:///{Path(tmp) / label}.db"
                     print(f"[{backend}] {label}: loading {n:,} jobs ...", flush=True)
-                    runs[label] = measure(url, n)
+                    runs[label], lookups[label], engine = measure(url, n)
+                    engines.append(engine)
+                runs["paired_cache_lookup"] = paired_cache_lookup(lookups["small"],
+                                                                  lookups["big"])
             finally:
+                for engine in engines:
+                    engine.dispose()
                 if cluster:
                     cluster.stop()
         results[backend] = runs
@@ -261,6 +310,11 @@ def _report(backend: str, runs: dict[str, dict[str, Any]]) -> None:
     print(f"{'':18s} {'small':>9s} {'big':>9s} {'big/small':>9s}")
     for key in ("list_ms", "list_failed_ms", "batch_1000_ms", "cache_lookup_ms", "claim_64_ms"):
         print(f"{key:18s} {small[key]:9.2f} {big[key]:9.2f} {big[key] / small[key]:9.2f}")
+    pc = runs["paired_cache_lookup"]
+    for name in ("cpu", "wall"):
+        print(f"{'cache, paired ' + name:18s} {pc[name + '_small_ms']:9.2f} "
+              f"{pc[name + '_big_ms']:9.2f} {pc[name + '_ratio']:9.2f}  "
+              "(alternating, median of the pairs)")
     for name, plan in big["explain"].items():
         print(f"  plan {name}: {plan}")
 
