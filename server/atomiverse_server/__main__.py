@@ -24,6 +24,11 @@ from .headertimeout import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, with_he
 LIMIT_CONCURRENCY = 4096
 # Descriptors besides connections: database, logs, pipes to the local controller.
 SPARE_FILES = 256
+# How long an idle keep-alive connection stays open (uvicorn's default). Embedded (loopback,
+# one user), longer than the idle controller's heartbeat (15 s): each beat then reuses its
+# connection instead of opening one and having it closed by a timer 5 s later (issue 22).
+KEEP_ALIVE_SECONDS = 5
+EMBEDDED_KEEP_ALIVE_SECONDS = 30
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             access_log=False, timeout_graceful_shutdown=5,
                             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
-                            limit_concurrency=args.limit_concurrency, timeout_keep_alive=5,
+                            limit_concurrency=args.limit_concurrency,
+                            timeout_keep_alive=EMBEDDED_KEEP_ALIVE_SECONDS if args.embedded
+                            else KEEP_ALIVE_SECONDS,
                             http=with_header_timeout(args.header_timeout,
                                                      args.body_timeout))
     server = _Server(config)
