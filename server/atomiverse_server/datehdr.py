@@ -12,16 +12,16 @@ import time
 from email.utils import formatdate
 
 _HEADER = b"date"
-_last_second = -1
+_formatted: tuple[int, bytes] = (-1, b"")  # the second last formatted, and its text
 
 
 def refresh(default_headers: list[tuple[bytes, bytes]]) -> None:
     """Set the ``date`` entry of uvicorn's ``server_state.default_headers`` to now, in place
     (the requests in progress hold the same list). Nothing if dates are turned off."""
-    global _last_second
-    now = time.time()
-    second = int(now)
-    if second == _last_second or not default_headers or default_headers[0][0] != _HEADER:
+    global _formatted
+    if not default_headers or default_headers[0][0] != _HEADER:
         return
-    _last_second = second
-    default_headers[0] = (_HEADER, formatdate(now, usegmt=True).encode())
+    now = time.time()
+    if int(now) != _formatted[0]:  # formatted once a second at most
+        _formatted = (int(now), formatdate(now, usegmt=True).encode())
+    default_headers[0] = (_HEADER, _formatted[1])
