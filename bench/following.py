@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--requests", type=int, default=3000, help="per-request CPU sample size")
-    ap.add_argument("--idle-seconds", type=float, default=30.0)
+    ap.add_argument("--idle-seconds", type=float, default=60.0,
+                    help="idle CPU measured over this long (psutil counts 10 ms ticks)")
     ap.add_argument("--parked", type=int, default=200, help="claim long-polls parked")
     ap.add_argument("--json", type=Path, default=RESULTS_DIR / "following.json")
     args = ap.parse_args(argv)

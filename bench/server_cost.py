@@ -3,7 +3,8 @@
 * :func:`per_request_cpu`: server and client CPU per ``GET /api/v1/jobs/{id}`` and per list
   page of 100, over many sequential requests on a warm embedded server;
 * :func:`idle_cpu`: the embedded server, its local controller and the controller's workers
-  together, with nothing to do;
+  together, with nothing to do (``python bench/server_cost.py``: alone, on a fresh home,
+  after a few jobs and once the spare workers have stopped);
 * :func:`parked_claims_cpu`: a standalone server (SQLite) with N registered controllers each
   parked in a claim long-poll, as idle controllers are."""
 
@@ -52,9 +53,11 @@ def per_request_cpu(client: Any, n: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def idle_cpu(home: str, seconds: float, settle_seconds: float = 3.0,
-             browser_pids: list[int] = ()) -> dict[str, float]:
-    """Percent of one core used by the embedded server and everything under it; with
+def idle_cpu(home: str, seconds: float = 60.0, settle_seconds: float = 10.0,
+             browser_pids: list[int] = ()) -> dict[str, Any]:
+    """Percent of one core used by the embedded server and everything under it over
+    ``seconds`` (psutil's CPU times count in 10 ms ticks: a minute at least), after
+    ``settle_seconds`` for the last job's bookkeeping (replies, the WAL checkpoint); with
     ``browser_pids`` (pages of the dashboard left open), the browser's share apart."""
     server = _server(home)
     time.sleep(settle_seconds)  # the last job's bookkeeping and replies, not idle yet
@@ -63,10 +66,23 @@ def idle_cpu(home: str, seconds: float, settle_seconds: float = 3.0,
     before = {p.pid: _cpu(p) for p in procs + browser}
     time.sleep(seconds)  # the measurement itself: nothing to wait for
     out = {"percent_of_core": 100 * _used(procs, before) / seconds, "seconds": seconds,
-           "processes": len(procs)}
+           "processes": len(procs),
+           "by_process": {_role(p): round(100 * _used([p], before) / seconds, 4)
+                          for p in procs}}
     if browser_pids:
         out["browser_percent_of_core"] = 100 * _used(browser, before) / seconds
     return out
+
+
+def _role(proc: psutil.Process) -> str:
+    try:
+        args = " ".join(proc.cmdline())
+    except psutil.Error:
+        return f"pid {proc.pid} (gone)"
+    for module in ("worker_main", "atomiverse_controller", "atomiverse_server"):
+        if module in args:
+            return f"{module} pid {proc.pid}"
+    return f"pid {proc.pid}"
 
 
 def _used(procs: list[psutil.Process], before: dict[int, float]) -> float:
@@ -156,3 +172,51 @@ def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
         except httpx.HTTPError:
             time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def _idle_after_jobs(seconds: float, settle_seconds: float, jobs: int) -> dict[str, Any]:
+    """A fresh home: start the embedded server, run ``jobs`` water single points, then
+    measure ``idle_cpu`` once the settle time (by default past the controller's 60 s
+    ``worker_idle_seconds``: only the warm worker is left) is over."""
+    from bench.baselines import scoped_env
+
+    home = tempfile.mkdtemp(prefix="bench-idle-")
+    fresh = {"ATOMIVERSE_HOME": home, "ATOMIVERSE_BASE_URL": None, "ATOMIVERSE_API_KEY": None}
+    with scoped_env(fresh):
+        import atomiverse
+        from atomiverse.levels import GFN2_XTB
+
+        atomiverse.configure()
+        atomiverse.start_local()
+        try:
+            job = atomiverse.SinglePointEnergy(atoms=atomiverse.Atoms.from_smiles("O"),
+                                               level_of_theory=GFN2_XTB).model_dump()
+            if jobs:
+                out = atomiverse.submit_batch([job] * jobs)
+                atomiverse.wait_jobs([e["job_id"] for e in out["jobs"]])
+            return idle_cpu(home, seconds, settle_seconds)
+        finally:
+            atomiverse.stop_local()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Idle CPU of the embedded server, its local "
+                                             "controller and its workers (issue 22)")
+    ap.add_argument("--seconds", type=float, default=120.0, help="measured (default 120)")
+    ap.add_argument("--settle-seconds", type=float, default=75.0,
+                    help="after the jobs, before measuring (default 75: past the spare "
+                         "workers' 60 s idle stop)")
+    ap.add_argument("--jobs", type=int, default=4, help="water single points run first")
+    args = ap.parse_args(argv)
+    out = _idle_after_jobs(args.seconds, args.settle_seconds, args.jobs)
+    print(json.dumps(out, indent=1))
+    print(f"idle, embedded server + local controller + workers: {out['percent_of_core']:.3f}% "
+          f"of one core over {out['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(main())

@@ -14,6 +14,11 @@ import httpx2 as httpx
 from atomiverse_core import jsonio, retry
 from atomiverse_core.servers import FAILOVER_STATUSES, ServerList
 
+# An idle connection is kept this long (httpx's default: 5 s), longer than the idle heartbeat
+# (15 s): each beat reuses it where the server keeps it too (the embedded server keeps 30 s),
+# instead of connecting anew (issue 22). A connection the server closed first is not reused.
+KEEPALIVE_SECONDS = 25.0
+
 
 class ServerRefused(Exception):
     """The server rejected our credentials (401/403): stop rather than hammer it."""
@@ -31,7 +36,10 @@ class ServerUnavailable(Exception):
 class ControllerAPI:
     def __init__(self, server: str | list[str], *, timeout: float = 30.0) -> None:
         self.servers = ServerList(server)
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout,
+                                  limits=httpx.Limits(max_connections=100,  # httpx's defaults
+                                                      max_keepalive_connections=20,
+                                                      keepalive_expiry=KEEPALIVE_SECONDS))
         self.token: str | None = None
 
     @property

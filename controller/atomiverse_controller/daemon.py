@@ -166,7 +166,7 @@ class Controller:
             self.api, self.ledger, name=self.config.name, slots=self.config.slots,
             prefetch_per_slot=self.config.prefetch_per_slot,
             wait_seconds=0.0 if burst else self.config.claim_wait_seconds,
-            on_claimed=self.pool.wakeup, on_refused=self._refused_by_server)
+            on_claimed=self._claimed, on_refused=self._refused_by_server)
         self.claimer.start()
         self.heartbeat = Heartbeat(self.api, self.ledger, name=self.config.name,
                                    interval=self.heartbeat_seconds,
@@ -182,6 +182,11 @@ class Controller:
             from .metrics import serve_metrics
 
             serve_metrics(self.config.metrics_port, self.config.name, self._metrics)
+
+    def _claimed(self) -> None:
+        self.pool.wakeup()
+        if self.heartbeat is not None:  # asleep until the idle beat: the new leases need it
+            self.heartbeat.wake()
 
     def _metrics(self) -> dict[str, float]:
         queued, running = self.ledger.counts()

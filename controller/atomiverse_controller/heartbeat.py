@@ -20,7 +20,8 @@ from .ledger import Ledger
 log = logging.getLogger("atomiverse.controller.heartbeat")
 # Holding no lease, a beat only says "still here" and asks whether to drain: once in this
 # many seconds is enough, and an idle controller then costs its server (and the machine)
-# next to nothing.
+# next to nothing. The thread sleeps that long too (``wake`` ends the sleep when jobs are
+# claimed), instead of waking every ``interval`` to find it has nothing to renew.
 IDLE_HEARTBEAT_SECONDS = 15.0
 
 
@@ -38,6 +39,7 @@ class Heartbeat:
         self.held = held or ledger.leases
         self.last_ok = time.monotonic()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop() and wake()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -45,15 +47,38 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Leases were just taken (a claim): renew them from now on every ``interval``,
+        not after the idle sleep. Thread-safe."""
+        self._wake.set()
 
     def _run(self) -> None:
-        """A beat every ``interval`` seconds from the end of the last: one at a time, and a
-        slow server (or a paused process) does not queue up beats to fire in a burst."""
-        while not self._stop.wait(self.interval):
+        """A beat every ``interval`` seconds from the end of the last while leases are held:
+        one at a time, and a slow server (or a paused process) does not queue up beats to
+        fire in a burst. Holding none, one beat per ``IDLE_HEARTBEAT_SECONDS``."""
+        sleep = self.interval
+        while True:
+            woken = self._wake.wait(sleep)
+            if self._stop.is_set():
+                return
+            if woken:  # a claim: the first renewal comes an interval from now
+                self._wake.clear()
+                sleep = self.interval
+                continue
             try:
                 self.beat()
             except Exception:  # a bug in one beat must not end the renewals
                 log.exception("event=heartbeat_error controller=%s", self.controller_name)
+            sleep = self._next_sleep()
+
+    def _next_sleep(self) -> float:
+        """``interval`` while leases are held or the last beat failed; else until the idle
+        beat is due (never less than ``interval``)."""
+        if self.held():
+            return self.interval
+        return max(self.interval, self.last_ok + IDLE_HEARTBEAT_SECONDS - time.monotonic())
 
     def beat(self) -> None:
         leases = self.held()

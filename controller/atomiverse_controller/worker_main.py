@@ -16,6 +16,7 @@ import argparse
 import ctypes
 import os
 import resource
+import select
 import signal
 import stat
 import sys
@@ -32,7 +33,7 @@ from .pool import exits, protocol
 # xtb keeps large arrays on the stack: a thousand atoms overflow the default 8 MiB. Untouched
 # stack pages cost no memory, so reserve generously.
 ENGINE_THREAD_STACK_BYTES = 1 << 30
-PARENT_CHECK_SECONDS = 2.0
+PARENT_CHECK_SECONDS = 2.0  # without a pidfd only
 TRIM_AFTER_IDLE_SECONDS = 1.0
 _WARM_UP_MOLECULE = {"numbers": [1, 1], "positions": [[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]],
                      "charge": 0, "multiplicity": 1}
@@ -257,21 +258,56 @@ def main(argv: list[str] | None = None) -> int:
     status: list[int] = []
     # The engine runs in a thread because only a thread's stack size can be chosen from here.
     threading.stack_size(ENGINE_THREAD_STACK_BYTES)
-    thread = threading.Thread(
-        target=lambda: status.append(serve(conn, args.engine, args.memory_limit_mb,
-                                           args.cores)),
-        name="engine", daemon=True)
-    thread.start()
     parent = os.getppid()
+    done_r, done_w = os.pipe()
+
+    def engine() -> None:
+        try:
+            status.append(serve(conn, args.engine, args.memory_limit_mb, args.cores))
+        finally:
+            os.write(done_w, b"x")
+
+    thread = threading.Thread(target=engine, name="engine", daemon=True)
+    thread.start()
+    if not _wait_engine_or_parent(thread, parent, done_r):
+        # Orphaned (the controller was killed): nobody will read the result, and nobody
+        # is left to remove this worker's temporary directory but itself.
+        _remove_own_tmpdir()
+        os._exit(2)
+    thread.join()
+    _remove_own_tmpdir()  # the pool does too; but a pool that went away cannot
+    return status[0] if status else 1
+
+
+def _wait_engine_or_parent(thread: threading.Thread, parent: int, done: int) -> bool:
+    """Until the engine thread ends (True) or the controller that started us is gone
+    (False). With a pidfd the kernel says when the parent exits, and an idle worker never
+    wakes (issue 22); without one (not Linux, or older than 5.3), a look every
+    ``PARENT_CHECK_SECONDS``."""
+    pidfd = _pidfd(parent)
+    if pidfd is not None:
+        ready, _, _ = select.select([done, pidfd], [], [])
+        return done in ready
     while thread.is_alive():
         thread.join(PARENT_CHECK_SECONDS)
         if os.getppid() != parent:
-            # Orphaned (the controller was killed): nobody will read the result, and nobody
-            # is left to remove this worker's temporary directory but itself.
-            _remove_own_tmpdir()
-            os._exit(2)
-    _remove_own_tmpdir()  # the pool does too; but a pool that went away cannot
-    return status[0] if status else 1
+            return False
+    return True
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor readable once ``pid`` exits; None without pidfd support, or if ``pid``
+    is no longer our parent (gone before we looked, its number perhaps reused)."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if os.getppid() != pid:  # opened after the parent died: not our parent's descriptor
+        os.close(fd)
+        return None
+    return fd
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import resource
@@ -18,7 +17,6 @@ from uvicorn.main import STARTUP_FAILURE
 
 from .headertimeout import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, with_header_timeout
 
-TICK_SECONDS = 1.0
 # uvicorn answers 503 to every request, on any connection, while this many connections are
 # open, idle ones included: at 1000, 1000 idle sockets (each held up to the header timeout,
 # and reopened) shut out every client. An idle connection costs a few KiB; the file limit is
@@ -26,6 +24,11 @@ TICK_SECONDS = 1.0
 LIMIT_CONCURRENCY = 4096
 # Descriptors besides connections: database, logs, pipes to the local controller.
 SPARE_FILES = 256
+# How long an idle keep-alive connection stays open (uvicorn's default). Embedded (loopback,
+# one user), longer than the idle controller's heartbeat (15 s): each beat then reuses its
+# connection instead of opening one and having it closed by a timer 5 s later (issue 22).
+KEEP_ALIVE_SECONDS = 5
+EMBEDDED_KEEP_ALIVE_SECONDS = 30
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             access_log=False, timeout_graceful_shutdown=5,
                             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
-                            limit_concurrency=args.limit_concurrency, timeout_keep_alive=5,
+                            limit_concurrency=args.limit_concurrency,
+                            timeout_keep_alive=EMBEDDED_KEEP_ALIVE_SECONDS if args.embedded
+                            else KEEP_ALIVE_SECONDS,
                             http=with_header_timeout(args.header_timeout,
                                                      args.body_timeout))
     server = _Server(config)
@@ -131,23 +136,21 @@ class _Server(uvicorn.Server):
     connections close, instead of holding the shutdown for its grace period and then being
     cancelled mid-request.
 
-    And ticks once a second, not ten times: uvicorn's tick only refreshes the Date header
-    (once a second anyway) and looks for a request to exit, and its ten wake-ups a second
-    were half of what an idle server cost (0.15% of a core). A signal to exit wakes the
-    loop at once instead."""
+    And never ticks: uvicorn's tick (ten a second) only refreshes the Date header, which
+    each request now does for itself (``datehdr``), and looks for a request to exit, which
+    wakes the loop here at once. Its wake-ups were half of what an idle server cost
+    (issue 22)."""
 
     _wake: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
 
     async def main_loop(self) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        counter = 0
-        should_exit = await self.on_tick(counter)
+        should_exit = await self.on_tick(0)  # sets the Date header (a list of uvicorn's)
         while not should_exit:
-            counter = (counter + 10) % 864000  # on_tick's "every 10 ticks": every tick
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
-            should_exit = await self.on_tick(counter)
+            await self._wake.wait()
+            self._wake.clear()
+            should_exit = self.should_exit
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)

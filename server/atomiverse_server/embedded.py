@@ -34,6 +34,8 @@ log = logging.getLogger("atomiverse.server.embedded")
 LOCAL_WORKSPACE = "local"
 # A controller that keeps exiting is started again at most this often (seconds).
 RESTART_MIN_INTERVAL_SECONDS = 2.0
+CLAIM_WAIT_ENV = "ATOMIVERSE_CONTROLLER_CLAIM_WAIT_SECONDS"
+LOCAL_CLAIM_WAIT_SECONDS = 55.0  # the server's limit is 60 (ClaimRequest)
 
 
 def local_controller_name() -> str:
@@ -136,7 +138,7 @@ class LocalControllerSupervisor:
             logs.mkdir(parents=True, exist_ok=True)
             with open(logs / "controller.log", "ab") as out:
                 self.proc = subprocess.Popen(self.command(), stdout=out, stderr=out,
-                                             stdin=subprocess.DEVNULL)
+                                             stdin=subprocess.DEVNULL, env=controller_env())
             self._started_at = time.monotonic()
             self._record(self.proc)
             log.info("started local controller pid=%s", self.proc.pid)
@@ -172,6 +174,13 @@ class LocalControllerSupervisor:
             proc.kill()
             proc.wait()
         (self.settings.home / CONTROLLER_RECORD).unlink(missing_ok=True)
+
+
+def controller_env() -> dict[str, str]:
+    """The local controller's environment: ours, with its claim long-poll as long as the
+    server allows unless the user chose. On loopback no proxy cuts a long poll, and each
+    renewal is a request and a claim query for nothing on an idle machine (issue 22)."""
+    return {CLAIM_WAIT_ENV: str(LOCAL_CLAIM_WAIT_SECONDS), **os.environ}
 
 
 def end_previous_controller(home: Path, grace_seconds: float = 10.0) -> None:

@@ -16,6 +16,8 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from . import datehdr
+
 HEADER_TIMEOUT_SECONDS = 10.0
 # The largest body allowed (64 MiB by default) needs ~0.5 MiB/s to arrive in time.
 BODY_TIMEOUT_SECONDS = 120.0
@@ -48,6 +50,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_header()
         self._receiving_body = True
+        datehdr.refresh(self.server_state.default_headers)  # no tick keeps it current
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -27,7 +27,7 @@ from .fastreads import FastReads
 from .fastwrites import FastWrites, too_deep
 from .notify import Notifier
 from .routes import account, controllers, downloads, identity, jobs, pages, run, watch
-from .scheduler import start_scheduler
+from .scheduler import LeaseSweeper, start_scheduler
 from .settings import Settings, get_settings
 from .walcheckpoint import WalCheckpointer
 from .workflows import Advancer
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             extra.append((supervisor.ensure_running, 30.0))
         bridge = pgnotify.start_bridge(engine, notifier)  # other server processes' signals
         scheduler = start_scheduler(engine, settings, notifier, extra)
+        sweeper = LeaseSweeper(engine, settings, notifier).start()
         checkpointer = app.state.wal_checkpointer = WalCheckpointer(engine).start()
         advancer = Advancer(engine, settings, notifier)
         advancer.start()
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             sdnotify.notify("STOPPING=1")
             scheduler.shutdown(wait=False)
+            await asyncio.to_thread(sweeper.stop)
             await asyncio.to_thread(checkpointer.stop)
             if bridge is not None:
                 await asyncio.to_thread(bridge.stop)

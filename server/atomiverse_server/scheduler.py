@@ -1,11 +1,13 @@
-"""Periodic server work on APScheduler: take back expired leases, re-check pending work,
-forget old idempotency keys, keep the local controller alive (SQLite's log is checkpointed
-by ``walcheckpoint``, after writes)."""
+"""Periodic server work: take back expired leases (:class:`LeaseSweeper`, a thread that
+sleeps until the first lease can run out), and on APScheduler re-check pending work, forget
+old idempotency keys, keep the local controller alive (SQLite's log is checkpointed by
+``walcheckpoint``, after writes)."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +43,52 @@ def sweep_leases(engine: Engine, settings: Settings, notifier: Notifier,
         notifier.finished(None)
         notifier.children_finished()
     return n
+
+
+class LeaseSweeper:
+    """:func:`sweep_leases` when a lease may have run out, not every ``sweep_seconds``: the
+    thread sleeps until the earliest lease held expires (heartbeats push it on), or a whole
+    lease period when no job runs, since a lease taken later runs out later. A lease is
+    still taken back within ``sweep_seconds`` of running out. An idle server used to read
+    the database every 5 s for this (issue 22)."""
+
+    def __init__(self, engine: Engine, settings: Settings, notifier: Notifier) -> None:
+        self.engine, self.settings, self.notifier = engine, settings, notifier
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lease-sweep", daemon=True)
+
+    def start(self) -> LeaseSweeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _loop(self) -> None:
+        # Nothing can expire before the start-up grace (sweep_leases) is over.
+        wait = self.settings.lease_seconds
+        while not self._stop.wait(wait):
+            wait = self.settings.sweep_seconds  # if this pass fails: try again soon
+            try:
+                sweep_leases(self.engine, self.settings, self.notifier, self.started_at)
+                wait = self.seconds_to_next()
+            except CONNECTION_ERRORS as e:
+                log.warning("event=database_unavailable job=sweep_leases error=%s",
+                            type(getattr(e, "orig", None) or e).__name__)
+            except Exception:  # the next pass tries again
+                log.exception("event=lease_sweep_failed")
+
+    def seconds_to_next(self) -> float:
+        """Until the earliest lease runs out, at least ``sweep_seconds`` (a lease that has
+        run out but could not be taken yet is not looked at in a busy loop), at most
+        ``lease_seconds``."""
+        with read_tx(self.engine) as conn:
+            earliest = controller_store.earliest_lease_expiry(conn)
+        until = self.settings.lease_seconds if earliest is None else earliest - time.time()
+        return min(max(until, self.settings.sweep_seconds), self.settings.lease_seconds)
 
 
 class PendingWatch:
@@ -84,13 +132,12 @@ def _through_outages(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
 def start_scheduler(engine: Engine, settings: Settings, notifier: Notifier,
                     extra: list[tuple[Callable[[], object], float]] = ()) -> BackgroundScheduler:
     sched = BackgroundScheduler(daemon=True)
-    sched.add_job(_through_outages(sweep_leases, "sweep_leases"), "interval",
-                  seconds=settings.sweep_seconds,
-                  args=(engine, settings, notifier, time.time()), id="sweep_leases",
-                  max_instances=1, coalesce=True)
-    sched.add_job(_through_outages(PendingWatch(engine, notifier), "pending_watch"), "interval",
-                  seconds=settings.resolved_recheck_seconds(), id="pending_watch",
-                  max_instances=1, coalesce=True)
+    if not settings.embedded:
+        # Embedded, no other server process writes to the database (the launch lock): every
+        # change to the pending jobs is made, and signalled, here.
+        sched.add_job(_through_outages(PendingWatch(engine, notifier), "pending_watch"),
+                      "interval", seconds=settings.resolved_recheck_seconds(),
+                      id="pending_watch", max_instances=1, coalesce=True)
     sched.add_job(_through_outages(forget_old_idempotency_keys, "forget_idempotency_keys"),
                   "interval", hours=1, args=(engine,),
                   id="forget_idempotency_keys", max_instances=1, coalesce=True)

@@ -4,9 +4,9 @@ submit, a result, a failure), and this module does it in one transaction.
 
 Nothing about a composite's progress lives in memory: its children's rows are its state. A
 pass over the composites that wait for their ``advance`` runs whenever jobs finish in this
-process, at start-up, and at least every ``RECHECK_SECONDS``, so a step that finished while
-the server was down, or on another server process that died before advancing it, is picked
-up all the same. Two processes never advance one
+process, at start-up, and (unless embedded) at least every ``RECHECK_SECONDS``, so a step that
+finished while the server was down, or on another server process that died before advancing
+it, is picked up all the same (embedded, no other server process writes to the database). Two processes never advance one
 composite twice: the parent's row is locked (PostgreSQL) or the write transactions are one at
 a time (SQLite), and the parent is re-checked inside the transaction.
 """
@@ -128,7 +128,9 @@ class Advancer:
                             type(getattr(e, "orig", None) or e).__name__)
             except Exception:  # the next finish or sweep tries again
                 log.exception("event=composite_pass_failed")
-            wake.wait(max(RECHECK_SECONDS, self.settings.sweep_seconds))
+            # Embedded, every finish happens in this process and wakes it: no backstop.
+            wake.wait(None if self.settings.embedded
+                      else max(RECHECK_SECONDS, self.settings.sweep_seconds))
 
     def run_once(self) -> int:
         """One pass; returns how many composites it advanced."""

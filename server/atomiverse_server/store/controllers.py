@@ -328,6 +328,13 @@ def any_expired_lease(conn: Connection) -> bool:
         jobs.c.state == "running", jobs.c.lease_expires_at < now()).limit(1)).first() is not None
 
 
+def earliest_lease_expiry(conn: Connection) -> float | None:
+    """When the first lease held runs out (epoch seconds), None if no job runs: one look
+    at ``ix_jobs_lease``."""
+    return conn.execute(sa.select(sa.func.min(jobs.c.lease_expires_at))
+                        .where(jobs.c.state == "running")).scalar()
+
+
 def sweep_expired_leases(conn: Connection, *, max_attempts: int) -> int:
     """Jobs whose lease ran out go back to pending, or fail after ``max_attempts``."""
     t = now()
