@@ -21,6 +21,7 @@ from atomiverse_core.localhome import (
 from ._embedded_health import EmbeddedServerError
 
 PROOF_TIMEOUT_SECONDS = 5.0
+PROOF_ATTEMPTS = 3  # each PROOF_TIMEOUT_SECONDS long
 
 
 class ServerIdentityError(EmbeddedServerError):
@@ -47,10 +48,18 @@ def check_server_identity(home: Path, url: str) -> None:
 
 
 def _ask(url: str, nonce: str) -> str | None:
-    try:
-        r = httpx.get(f"{url}{IDENTITY_PATH}", params={"nonce": nonce},
-                      timeout=PROOF_TIMEOUT_SECONDS)
-        proof = r.json().get("proof") if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    return proof if isinstance(proof, str) else None
+    # A server that is there but slow to answer (just started, a loaded machine) is asked
+    # again; anything else (no answer, a wrong or missing proof) is final.
+    for attempt in range(PROOF_ATTEMPTS):
+        try:
+            r = httpx.get(f"{url}{IDENTITY_PATH}", params={"nonce": nonce},
+                          timeout=PROOF_TIMEOUT_SECONDS)
+            proof = r.json().get("proof") if r.status_code == 200 else None
+        except httpx.TimeoutException:
+            if attempt + 1 < PROOF_ATTEMPTS:
+                continue
+            return None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return proof if isinstance(proof, str) else None
+    return None

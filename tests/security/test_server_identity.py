@@ -11,6 +11,7 @@ process check passes and the port belongs to someone else."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import stat
 import threading
@@ -124,3 +125,43 @@ def test_a_listener_without_the_secret_never_gets_the_key(own_home, proof):
     # The real server, back at its address, is adopted again.
     with atomiverse.Client() as c:
         assert c.list_jobs().jobs == []
+
+
+def test_a_slow_first_answer_is_asked_again_not_taken_for_an_impostor(tmp_path, monkeypatch):
+    """The home's own server, slow to answer its first identity request (just started on a
+    loaded machine), is asked again rather than refused; a wrong proof is still final."""
+    from atomiverse import _embedded_identity
+    from atomiverse_core.localhome import server_secret
+
+    home = tmp_path / "home"
+    secret = server_secret(home)
+    release = threading.Event()
+    asked: list[str] = []
+
+    class SlowFirst(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            if len(asked) == 1:
+                release.wait(10)  # held until the client has given up on this request
+            nonce = self.path.split("nonce=", 1)[1]
+            body = json.dumps({"proof": identity_proof(secret, nonce)}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # given up on
+                self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowFirst)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(_embedded_identity, "PROOF_TIMEOUT_SECONDS", 0.5)
+    try:
+        _embedded_identity.check_server_identity(home, f"http://127.0.0.1:{server.server_port}")
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+    assert len(asked) == 2
