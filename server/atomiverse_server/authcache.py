@@ -41,3 +41,20 @@ class AuthCache:
     @staticmethod
     def _key(kind: str, secret: str) -> str:
         return f"{kind}:{hash_secret(secret)}"
+
+
+def bearer_secret(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The credential of the one ``Authorization: Bearer`` header, split as FastAPI's
+    ``HTTPBearer`` splits it; None with a cookie (sessions and CSRF are the app's)."""
+    found = None
+    for name, value in headers:
+        if name == b"authorization":
+            if found is not None:
+                return None  # two: let the app decide
+            found = value
+        elif name == b"cookie":
+            return None
+    if found is None:
+        return None
+    scheme, _, secret = found.decode("latin-1").partition(" ")
+    return secret if scheme.lower() == "bearer" and secret else None

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 from atomiverse_core import jsonio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .authcache import AuthCache
+from .authcache import AuthCache, bearer_secret
 from .store import jobs as job_store
 
 _JOB_PATH = re.compile(r"/api/v1/jobs/([A-Za-z0-9_-]{1,64})")
@@ -80,7 +80,7 @@ class FastReads:
 
     def _workspace_id(self, scope: Scope) -> str | None:
         cache: AuthCache | None = getattr(self._state, "auth_cache", None)
-        secret = _bearer(scope["headers"])
+        secret = bearer_secret(scope["headers"])
         if cache is None or secret is None:
             return None
         found, workspace = cache.lookup("workspace", secret)
@@ -102,20 +102,6 @@ class FastReads:
         except job_store.InvalidCursor:
             return None
         return jsonio.dumps(page)
-
-
-def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
-    found = None
-    for name, value in headers:
-        if name == b"authorization":
-            if found is not None:
-                return None  # two: let the app decide
-            found = value
-        elif name == b"cookie":
-            return None  # a page's request: sessions and CSRF are the app's
-    if found is None or found[:7].lower() != b"bearer ":
-        return None
-    return found[7:].strip().decode("latin-1") or None
 
 
 def _list_params(query: bytes) -> dict[str, Any] | None:

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import dberrors, metrics
-from .authcache import AuthCache
+from .authcache import AuthCache, bearer_secret
 from .ratelimit import within_job_rate
 from .routes import controllers, run
 from .security import API_KEY_PREFIX, CONTROLLER_TOKEN_PREFIX
@@ -80,7 +80,7 @@ class FastWrites:
     def _credential(self, scope: Scope, prefix: str) -> Any:
         """Who sent this, if its one Bearer credential is of ``prefix``'s kind and cached."""
         cache: AuthCache | None = getattr(self._state, "auth_cache", None)
-        secret = _bearer(scope["headers"])
+        secret = bearer_secret(scope["headers"])
         if cache is None or secret is None or not secret.startswith(prefix):
             return None
         kind = "controller" if prefix == CONTROLLER_TOKEN_PREFIX else "workspace"
@@ -138,23 +138,6 @@ class FastWrites:
 def too_deep() -> JSONResponse:
     """The answer to a body nested too deeply to handle (the app's handler's too)."""
     return JSONResponse(status_code=400, content={"detail": "body: JSON nested too deeply"})
-
-
-def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The credential of the one ``Authorization: Bearer`` header, split as FastAPI's
-    ``HTTPBearer`` splits it; None with a cookie (sessions and CSRF are the app's)."""
-    found = None
-    for name, value in headers:
-        if name == b"authorization":
-            if found is not None:
-                return None  # two: let the app decide
-            found = value
-        elif name == b"cookie":
-            return None
-    if found is None:
-        return None
-    scheme, _, secret = found.decode("latin-1").partition(" ")
-    return secret if scheme.lower() == "bearer" and secret else None
 
 
 def _json_content(headers: list[tuple[bytes, bytes]]) -> bool:
