@@ -62,6 +62,24 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+@contextmanager
+def page_with_views(body: str, views: int) -> Iterator[tuple[Any, list[str]]]:
+    """A page showing ``body`` (a notebook's HTML output) once its ``views`` 3D viewers have
+    drawn, and the page's script errors (the caller asserts none once done with it)."""
+    with chromium() as browser:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_content(f"<!doctype html><html><body>{body}</body></html>")
+        page.wait_for_function(
+            "() => document.querySelectorAll('.atomiverse-view[data-ready=yes]').length === "
+            f"{views}", timeout=60_000)
+        try:
+            yield page, errors
+        finally:
+            page.close()
+
+
 def screenshot(page: Any, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

@@ -15,7 +15,7 @@ import nbformat
 import numpy as np
 import pytest
 from atomiverse.records import MAX_ROWS, JobRecord, JobRecords
-from browser import chromium
+from browser import page_with_views
 from conftest import xtb_reference
 from nbclient import NotebookClient
 
@@ -205,17 +205,9 @@ def test_odd_records_render_without_raising_or_injecting():
 
 def test_the_record_output_draws_and_runs_no_script_from_a_name(executed):
     body = _html(executed, "record") + _html(executed, "completed")
-    with chromium() as browser:
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_content(f"<!doctype html><html><body>{body}</body></html>")
-        page.wait_for_function(
-            "() => document.querySelectorAll('.atomiverse-view[data-ready=yes]').length === 1",
-            timeout=60_000)
+    with page_with_views(body, 1) as (page, errors):
         assert page.locator(".atomiverse-view canvas").count() == 1
         assert page.evaluate("() => typeof window.pwned") == "undefined"
         cells = page.locator("table.atomiverse-record td").all_text_contents()
         assert HOSTILE in cells
-        page.close()
     assert errors == []

@@ -12,7 +12,7 @@ from typing import Any
 import nbformat
 import numpy as np
 import pytest
-from browser import chromium
+from browser import page_with_views
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.timeout(300)
@@ -99,15 +99,7 @@ def test_the_notebook_output_draws_in_chromium(executed, requirejs):
            "window.define.amd = {};</script>") if requirejs else ""
     body = amd + _outputs(executed, 3)[0].data["text/html"] + \
         _outputs(executed, 4)[0].data["text/html"]
-    with chromium() as browser:
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_content(f"<!doctype html><html><body>{body}</body></html>")
-        page.wait_for_function(
-            "() => document.querySelectorAll('.atomiverse-view[data-ready=yes]').length === 2",
-            timeout=60_000)
+    with page_with_views(body, 2) as (page, errors):
         assert page.evaluate("() => typeof $3Dmol") == "object"
         assert page.locator(".atomiverse-view canvas").count() == 2
-        page.close()
     assert errors == []
