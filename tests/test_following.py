@@ -138,6 +138,24 @@ def test_a_repeated_unchanged_read_is_paced_not_spun(srv, key):
         assert not {f"/api/v1/jobs/{j}" for j in ids} & set(client.sent), "a GET per job"
 
 
+def test_following_jobs_another_process_submitted_does_not_restart_the_watch_per_job(srv, key):
+    """A process following a batch it did not submit (one of four sharing it): its first
+    reads are plain GETs, not a watch restart each (two watch requests per job before), and
+    every job's finish still reaches its status loop."""
+    box = _Box(srv.url, key, "hand-8")
+    with atomiverse.Client(api_key=key, base_url=srv.url) as submitter:
+        ids = [j["job_id"] for j in submitter.submit_batch(
+            [_job(f"theirs-{i}") for i in range(30)], compute_target="hand-8")["jobs"]]
+    with _Counting(api_key=key, base_url=srv.url) as follower:
+        assert {follower.status(j)["state"] for j in ids} == {"pending"}
+        box.finish(box.claim(30), energy=-2.5)
+        remaining = set(ids)
+        while remaining:
+            remaining -= {j for j in remaining if follower.status(j)["state"] == "done"}
+        assert follower.status(ids[-1])["result"]["energy_hartree"] == -2.5
+        watches = follower.sent.count("/api/v1/jobs/watch")
+        assert watches < len(ids), follower.sent
+
 def test_as_completed_yields_each_job_once_as_it_finishes(srv, key):
     box = _Box(srv.url, key, "hand-4")
     with atomiverse.Client(api_key=key, base_url=srv.url) as client:

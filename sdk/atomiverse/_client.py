@@ -62,7 +62,7 @@ class Client:
         self.max_retries = max_retries
         self._http: httpx.Client | None = None
         self._lock = threading.Lock()
-        self._informer = Informer(self._watch)
+        self._informer = Informer(self._watch, self.get_job)
 
     # ----- connection --------------------------------------------------------------------
     @property
@@ -97,7 +97,7 @@ class Client:
             # Let its thread see the answer and stop before the connection goes: a thread
             # still sending afterwards would open a new connection nobody closes.
             watcher.join(CLOSE_WAIT_SECONDS)
-        self._informer = Informer(self._watch)  # a client used again starts a new watch
+        self._informer = Informer(self._watch, self.get_job)  # a client used again starts a new watch
         if self._http is not None:
             self._http.close()
             self._http = None

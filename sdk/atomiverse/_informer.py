@@ -5,7 +5,12 @@ would otherwise cost a request per call and keep a core busy on bookkeeping. Ins
 client keeps one long-poll (``POST /api/v1/jobs/watch``) open in a background thread over
 the unfinished jobs it has read or submitted, and keeps their latest records here:
 
-* the first read of a job asks the server at once (and adds the job to the watch);
+* the first read of a job asks the server at once (and adds the job to the watch). Asking
+  with the watch's id ends the watch parked on the server, whose thread then asks again
+  with the job added: two watch requests. A loop reading many jobs it did not submit (a
+  process following someone else's batch) would pay that per job, so within
+  :data:`COALESCE_SECONDS` of the last such restart a first read is a plain ``GET``, and the
+  watch takes the job in at its next turn, or at once if a read is about to wait on it;
 * a finished job (done, failed, cancelled) is answered from here at once;
 * a repeated read of an unfinished job, with no news from the watch since this client last
   answered it, waits for news, at most :data:`PACE_SECONDS`, then answers the latest record.
@@ -43,16 +48,19 @@ MAX_FINISHED_KEPT = 20_000  # finished records kept; older ones are read again i
 
 Record = dict[str, Any]
 WatchCall = Callable[[dict[str, str | None], str, float, float], list[Record]]
+ReadCall = Callable[[str], Record]
 
 
 class Informer:
     """The records of the jobs one client follows, kept current by one watch thread.
 
-    ``watch(versions, watch_id, timeout_seconds, coalesce_seconds)`` is the client's call to
-    the server."""
+    ``watch(versions, watch_id, timeout_seconds, coalesce_seconds)`` and ``read(job_id)``
+    (one job's record now, without touching the watch) are the client's calls to the
+    server."""
 
-    def __init__(self, watch: WatchCall) -> None:
+    def __init__(self, watch: WatchCall, read: ReadCall) -> None:
         self._watch = watch
+        self._read = read
         self._reset()
 
     def _reset(self) -> None:
@@ -64,6 +72,8 @@ class Informer:
         self._generation = 0  # bumped by every answer that brought news, and by a pause
         self._answered_at: dict[str, int] = {}  # the generation a job was last read at
         self._expected: dict[str, None] = {}  # submitted here, not read yet (ordered set)
+        self._unsent: set[str] = set()  # watched here, not yet in the server's watch
+        self._restarted_at = -COALESCE_SECONDS  # when the server's watch last started
         self._thread: threading.Thread | None = None
         self._broken: Exception | None = None
         self._closed = False
@@ -72,6 +82,8 @@ class Informer:
     def get(self, job_id: str) -> Record:
         """The job's record, by the rules in the module docstring."""
         self._after_fork()
+        if job_id in self._unsent and self._answered_at.get(job_id) == self._generation:
+            self._send_unsent()  # about to wait on it: the server's watch must cover it
         with self._cond:
             record = self._records.get(job_id)
             if record is not None and (record["state"] in TERMINAL_STATES
@@ -86,12 +98,31 @@ class Informer:
                 batch += [j for j in self._expected if j != job_id][:MAX_WATCHED - 1]
             for j in batch:
                 self._expected.pop(j, None)
-        record = next(iter(self._fetch(batch)), None)
+            quietly = len(batch) == 1 and self._thread is not None and self._broken is None \
+                and time.monotonic() - self._restarted_at < COALESCE_SECONDS
+        record = self._read_quietly(job_id) if quietly else next(iter(self._fetch(batch)), None)
         if record is None or record["job_id"] != job_id:
             raise NotFoundError(f"Job {job_id[:64]} not found", status_code=404)
         with self._cond:
             self._answered_at[job_id] = self._generation
         return record
+
+    def _read_quietly(self, job_id: str) -> Record:
+        """The job's record by a plain read, leaving the server's watch parked: the job
+        joins it at the watch's next turn (:meth:`_send_unsent` if a read waits first)."""
+        record = self._read(job_id)
+        with self._cond:
+            self._store([record])
+            if job_id in self._versions:
+                self._unsent.add(job_id)
+        return record
+
+    def _send_unsent(self) -> None:
+        with self._cond:
+            unsent = [j for j in self._unsent if j in self._versions]
+            self._unsent.clear()
+        if unsent:
+            self._fetch(unsent)
 
     def _pace(self, job_id: str) -> None:
         seen = self._generation
@@ -110,6 +141,8 @@ class Informer:
         self.follow(pending)
         deadline = None if timeout is None else time.monotonic() + timeout
         while pending:
+            if self._unsent.intersection(pending):
+                self._send_unsent()
             with self._cond:
                 ready = [j for j in pending if self._finished(j)]
                 unwatched = [j for j in pending if j not in self._versions]
@@ -165,6 +198,7 @@ class Informer:
             self._records.pop(job_id, None)
             self._versions.pop(job_id, None)
             self._answered_at.pop(job_id, None)
+            self._unsent.discard(job_id)
 
     @property
     def watch_id(self) -> str:
@@ -187,6 +221,8 @@ class Informer:
         """The current records of these jobs, now. Sent under the watch's id, the request
         also ends the watch parked on the server, whose thread comes back with these jobs
         added."""
+        with self._cond:
+            self._restarted_at = time.monotonic()
         try:
             records = self._fetch_now(job_ids)
         except NotFoundError as e:
@@ -250,6 +286,8 @@ class Informer:
                     self._thread = None
                     return
                 versions = dict(self._versions)
+                self._unsent.clear()
+                self._restarted_at = time.monotonic()
             try:
                 coalesce = COALESCE_SECONDS if len(versions) > COALESCE_ABOVE_JOBS else 0.0
                 records = self._watch(versions, self._watch_id, WATCH_SECONDS, coalesce)
