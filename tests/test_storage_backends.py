@@ -566,3 +566,25 @@ def test_two_server_processes_on_one_database_act_as_one(db_url: str, tmp_path: 
         for srv in servers:
             stop_process(srv.proc)
         eng.dispose()
+
+
+def test_reads_by_id_answer_only_the_workspaces_own_jobs(engine) -> None:  # type: ignore[no-untyped-def]
+    """get_jobs, brief_jobs, job_versions and job_states, on each backend: the asked ids
+    that are jobs of this workspace, none of another's (tests/test_query_plans.py checks
+    they find them by id)."""
+    ws, (ctl,) = _setup(engine)
+    with db.write_tx(engine) as conn:
+        other = workspace_store.create_workspace(conn, name="other", balance=1.0)
+    _insert(engine, _rows(ws.id, 5, controller=ctl) + _rows(other.id, 3, start=5))
+    asked = [f"j{i:07d}" for i in (0, 3, 5, 7)] + ["no-such-job"]
+    with db.read_tx(engine) as conn:
+        found = {
+            "get_jobs": {r["job_id"] for r in job_store.get_jobs(
+                conn, workspace_id=ws.id, job_ids=asked)},
+            "brief_jobs": {r["job_id"] for r in job_store.brief_jobs(
+                conn, workspace_id=ws.id, job_ids=asked)},
+            "job_versions": set(job_store.job_versions(conn, workspace_id=ws.id, job_ids=asked)),
+            "job_states": {r["job_id"] for r in job_store.job_states(
+                conn, workspace_id=ws.id, job_ids=asked, include_result=True)},
+        }
+    assert found == dict.fromkeys(found, {"j0000000", "j0000003"})

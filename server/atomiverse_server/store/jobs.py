@@ -27,6 +27,15 @@ TERMINAL = ("done", "failed", "cancelled")
 ACTIVE = ("pending", "running")
 _IN_CHUNK = 500
 
+
+def _these_jobs_of(workspace_id: str, ids: list[str]) -> tuple[Any, Any]:
+    """WHERE terms for these ids, among the workspace's jobs. The workspace is compared as an
+    expression (``workspace_id || ''``), which no index serves: given ``workspace_id = ?``,
+    SQLite walked the workspace's index and all its jobs (5 ms for 3000 jobs, growing with
+    the workspace) instead of looking the ids up by the unique index. The rows are the same."""
+    return (jobs.c.workspace_id.concat("") == workspace_id, jobs.c.id.in_(ids))
+
+
 SUMMARY_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.name, jobs.c.state, jobs.c.job_type,
                    jobs.c.created_at, jobs.c.billed_core_seconds, jobs.c.preview)
 
@@ -114,7 +123,7 @@ def get_jobs(conn: Connection, *, workspace_id: str,
     for i in range(0, len(ids), _IN_CHUNK):
         rows = conn.execute(
             sa.select(*JOB_COLUMNS).select_from(_JOB_FROM)
-            .where(jobs.c.workspace_id == workspace_id, jobs.c.id.in_(ids[i:i + _IN_CHUNK])))
+            .where(*_these_jobs_of(workspace_id, ids[i:i + _IN_CHUNK])))
         out += [_public(row) for row in rows]
     return out
 
@@ -127,7 +136,7 @@ def brief_jobs(conn: Connection, *, workspace_id: str,
     for i in range(0, len(ids), _IN_CHUNK):
         rows = conn.execute(sa.select(jobs.c.id, jobs.c.state, jobs.c.attempts,
                                       jobs.c.billed_core_seconds).where(
-            jobs.c.workspace_id == workspace_id, jobs.c.id.in_(ids[i:i + _IN_CHUNK])))
+            *_these_jobs_of(workspace_id, ids[i:i + _IN_CHUNK])))
         out += [{"job_id": r.id, "state": r.state, "version": version(r.state, r.attempts),
                  "billed_core_seconds": r.billed_core_seconds} for r in rows]
     return out
@@ -146,7 +155,7 @@ def job_versions(conn: Connection, *, workspace_id: str,
     out: dict[str, str] = {}
     for i in range(0, len(ids), _IN_CHUNK):
         rows = conn.execute(sa.select(jobs.c.id, jobs.c.state, jobs.c.attempts).where(
-            jobs.c.workspace_id == workspace_id, jobs.c.id.in_(ids[i:i + _IN_CHUNK])))
+            *_these_jobs_of(workspace_id, ids[i:i + _IN_CHUNK])))
         out.update((row.id, version(row.state, row.attempts)) for row in rows)
     return out
 
@@ -261,7 +270,7 @@ def job_states(conn: Connection, *, workspace_id: str, job_ids: Iterable[str],
     out: list[dict[str, Any]] = []
     for i in range(0, len(ids), _IN_CHUNK):
         rows = conn.execute(sa.select(*columns).where(
-            jobs.c.workspace_id == workspace_id, jobs.c.id.in_(ids[i:i + _IN_CHUNK])))
+            *_these_jobs_of(workspace_id, ids[i:i + _IN_CHUNK])))
         out += [_state_with_result(row) if include_result and row.state in TERMINAL
                 else {"job_id": row.id, "state": row.state} for row in rows]
     return out
