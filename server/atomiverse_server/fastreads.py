@@ -39,8 +39,6 @@ class FastReads:
     def __init__(self, app: ASGIApp, state: Any) -> None:
         self.app = app
         self._state = state  # the FastAPI app's state: engine and auth cache, once started
-        self._hot: job_store.HotReads | None = None
-        self._hot_engine: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
@@ -87,10 +85,7 @@ class FastReads:
         return getattr(workspace, "id", None) if found else None
 
     def _reads(self) -> job_store.HotReads:
-        engine = self._state.engine
-        if self._hot is None or self._hot_engine is not engine:
-            self._hot, self._hot_engine = job_store.HotReads(engine), engine
-        return self._hot
+        return job_store.hot_reads(self._state.engine)
 
     def _job(self, workspace_id: str, job_id: str) -> bytes | None:
         record = self._reads().get_job(workspace_id=workspace_id, job_id=job_id)

@@ -9,7 +9,6 @@ round trip a calculation instead of two (a request, its authentication and a rea
 
 from __future__ import annotations
 
-import weakref
 from typing import Annotated, Any
 
 from atomiverse_core import jsonio
@@ -87,19 +86,13 @@ async def _finished(record: dict[str, Any], since: Any, timeout_seconds: float,
     return states[0] if states else record  # none: deleted meanwhile, as it was submitted
 
 
-_hot_reads: weakref.WeakKeyDictionary[Any, job_store.HotReads] = weakref.WeakKeyDictionary()
-
-
 async def _read_record(engine: Any, workspace_id: str, job_id: str) -> dict[str, Any] | None:
     """The job's record as ``GET /api/v1/jobs/{id}`` gives it. Read on the event loop, as the
     fast reads are: one primary-key lookup through a statement compiled once is shorter than
     the hop to a thread; if the database does not answer it, the ordinary read in a thread
     does (and raises what the app answers)."""
-    reads = _hot_reads.get(engine)
-    if reads is None:
-        reads = _hot_reads[engine] = job_store.HotReads(engine)
     try:
-        return reads.get_job(workspace_id=workspace_id, job_id=job_id)
+        return job_store.hot_reads(engine).get_job(workspace_id=workspace_id, job_id=job_id)
     except job_store.Unavailable:
         return await run_in_threadpool(_job_record, engine, workspace_id, job_id)
 

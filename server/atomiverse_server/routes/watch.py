@@ -167,6 +167,12 @@ def _records(engine: Engine, workspace_id: str, job_ids: list[str],
              brief: bool) -> list[dict[str, Any]]:
     if not job_ids:
         return []
+    if not brief:
+        try:
+            return job_store.hot_reads(engine).get_jobs(workspace_id=workspace_id,
+                                                        job_ids=job_ids)
+        except job_store.Unavailable:
+            pass  # the ordinary read below raises what the app answers
     read = job_store.brief_jobs if brief else job_store.get_jobs
     with read_tx(engine) as conn:
         return read(conn, workspace_id=workspace_id, job_ids=job_ids)

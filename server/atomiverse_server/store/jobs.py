@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -108,11 +109,26 @@ class HotReads:
         return _page(query.rows(**params), limit, lambda seq: encode_with(
             self._key(), workspace_id=workspace_id, seq=seq))
 
+    def get_jobs(self, *, workspace_id: str, job_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """:func:`get_jobs` by a compiled lookup a job, payload and result passed through."""
+        found = (self.get_job(workspace_id=workspace_id, job_id=j) for j in job_ids)
+        return [r for r in found if r is not None]
+
     def _key(self) -> bytes:
         if self._cursor_key is None:
             with self._engine.connect() as conn:
                 self._cursor_key = cursor_key(conn)
         return self._cursor_key
+
+
+_hot_reads: weakref.WeakKeyDictionary[Engine, HotReads] = weakref.WeakKeyDictionary()
+
+
+def hot_reads(engine: Engine) -> HotReads:
+    """The engine's :class:`HotReads` (its statements are compiled once per engine)."""
+    if engine not in _hot_reads:
+        _hot_reads[engine] = HotReads(engine)
+    return _hot_reads[engine]
 
 
 def get_jobs(conn: Connection, *, workspace_id: str,
