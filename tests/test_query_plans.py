@@ -61,3 +61,26 @@ def test_reads_by_id_use_the_id_index(engine, name):
     for plan in jobs_plans:
         assert "SEARCH jobs USING INDEX sqlite_autoindex_jobs_1 (id=?)" in plan, plan
         assert "workspace" not in plan, plan
+
+
+@pytest.mark.parametrize("in_pool, serves_managed",
+                         [(False, False), (True, False), (False, True), (True, True)])
+def test_a_claim_reads_each_route_in_claim_order_without_sorting_the_queue(
+        engine, in_pool, serves_managed):
+    """A pool member's or managed-pool controller's claim asked with its routes joined by OR
+    read every pending job of those routes and sorted them on each claim; each route is
+    now read in claim order from ``ix_jobs_claim``, at most ``max_jobs`` of each."""
+    from atomiverse_server.store.claimsql import claim_query
+
+    compiled = claim_query(in_pool, serves_managed, False).compile(dialect=engine.dialect)
+    values = {**compiled.params, "ctl": "c", "pool": "p", "max_jobs": 64}
+    with engine.connect() as conn:
+        plan = [r[3] for r in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + str(compiled),
+            tuple(values[k] for k in compiled.positiontup)).all()]
+    reads = [line for line in plan if " jobs " in f" {line} "]
+    assert reads and all(line == "SEARCH jobs USING INDEX ix_jobs_claim "
+                                 "(state=? AND controller_id=?)" for line in reads), plan
+    sorted_reads = [before for before, line in zip(plan, plan[1:], strict=False)
+                    if "TEMP B-TREE" in line and before in reads]
+    assert not sorted_reads, plan  # only the few rows taken from each route are sorted

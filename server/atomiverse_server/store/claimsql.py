@@ -34,13 +34,41 @@ def claim_query(in_pool: bool, serves_managed: bool, postgres: bool) -> sa.Selec
     shape = (in_pool, serves_managed, postgres)
     q = _claim_queries.get(shape)
     if q is None:
-        # The payload goes out as stored (JSON text spliced into the answer), never parsed.
-        q = (sa.select(jobs.c.id, sa.cast(jobs.c.payload, sa.Text).label("payload"),
-                       jobs.c.attempts, jobs.c.walltime_seconds)
-             .where(claimable(sa.bindparam("ctl"), sa.bindparam("pool") if in_pool else None,
-                              serves_managed))
-             .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs")))
-        if postgres:
-            q = q.with_for_update(skip_locked=True)
+        if postgres or not (in_pool or serves_managed):
+            q = (sa.select(*_CLAIMED)
+                 .where(claimable(sa.bindparam("ctl"), sa.bindparam("pool") if in_pool else None,
+                                  serves_managed))
+                 .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs")))
+            if postgres:
+                q = q.with_for_update(skip_locked=True)
+        else:
+            q = _claim_by_route(in_pool, serves_managed)
         _claim_queries[shape] = q
     return q
+
+
+# The payload goes out as stored (JSON text spliced into the answer), never parsed.
+_CLAIMED = (jobs.c.id, sa.cast(jobs.c.payload, sa.Text).label("payload"), jobs.c.attempts,
+            jobs.c.walltime_seconds)
+
+
+def _claim_by_route(in_pool: bool, serves_managed: bool) -> sa.Select:
+    """SQLite, for a controller reached by more than one route (its own id, its pool's, the
+    managed pool): the first ``max_jobs`` of each route in claim order, each read in order
+    from ``ix_jobs_claim``, then the first ``max_jobs`` of those. Asked with the routes
+    joined by OR, SQLite (which keeps no statistics here) read every pending job of those
+    routes and sorted them all, on every claim: a queue of 100,000 pending jobs cost each
+    claim a sort of 100,000 rows."""
+    routes = [jobs.c.controller_id == sa.bindparam("ctl")]
+    if in_pool:
+        routes.append(jobs.c.controller_id == sa.bindparam("pool"))
+    if serves_managed:
+        routes.append(sa.and_(jobs.c.controller_id.is_(None), jobs.c.compute_target == "managed"))
+    firsts = [sa.select(*_CLAIMED, *CLAIM_ORDER)
+              .where(jobs.c.state == "pending", route, jobs.c.cached_from.is_(None))
+              .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs")).subquery()
+              for route in routes]
+    each = sa.union_all(*(sa.select(first) for first in firsts)).subquery()
+    return (sa.select(each.c.id, each.c.payload, each.c.attempts, each.c.walltime_seconds)
+            .order_by(*(each.c[c.name] for c in CLAIM_ORDER))
+            .limit(sa.bindparam("max_jobs")))
