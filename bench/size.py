@@ -52,6 +52,7 @@ from atomiverse_server import db, security
 from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
 from atomiverse_server.store import workspaces as workspace_store
+from atomiverse_server.store.claimsql import claim_query
 
 from bench.db_bench import payload
 
@@ -267,12 +268,8 @@ def _explain(engine: sa.Engine, ws: str, keys: set[str], ctl: Any) -> dict[str, 
             db.jobs.c.workspace_id == sa.bindparam("ws"),
             db.jobs.c.cache_key.in_(sorted(keys)[:3]),
             db.jobs.c.state.in_(("done", "pending", "running"))),
-        "claim": sa.select(db.jobs.c.id).where(
-            db.jobs.c.state == "pending", sa.or_(
-                db.jobs.c.controller_id == ctl.id,
-                sa.and_(db.jobs.c.controller_id.is_(None),
-                        db.jobs.c.compute_target == "managed")),
-            db.jobs.c.cached_from.is_(None)).order_by(*db.CLAIM_ORDER).limit(64),
+        "claim": claim_query(False, ctl.serves_managed, db.is_postgres(engine)).params(
+            ctl=ctl.id, max_jobs=64),
     }
     prefix = "EXPLAIN " if db.is_postgres(engine) else "EXPLAIN QUERY PLAN "
     out = {}

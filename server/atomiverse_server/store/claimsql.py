@@ -38,7 +38,7 @@ def claim_query(in_pool: bool, serves_managed: bool, postgres: bool) -> sa.Selec
             q = (sa.select(*_CLAIMED)
                  .where(claimable(sa.bindparam("ctl"), sa.bindparam("pool") if in_pool else None,
                                   serves_managed))
-                 .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs")))
+                 .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs", type_=sa.Integer)))
             if postgres:
                 q = q.with_for_update(skip_locked=True)
         else:
@@ -66,9 +66,9 @@ def _claim_by_route(in_pool: bool, serves_managed: bool) -> sa.Select:
         routes.append(sa.and_(jobs.c.controller_id.is_(None), jobs.c.compute_target == "managed"))
     firsts = [sa.select(*_CLAIMED, *CLAIM_ORDER)
               .where(jobs.c.state == "pending", route, jobs.c.cached_from.is_(None))
-              .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs")).subquery()
+              .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs", type_=sa.Integer)).subquery()
               for route in routes]
     each = sa.union_all(*(sa.select(first) for first in firsts)).subquery()
     return (sa.select(each.c.id, each.c.payload, each.c.attempts, each.c.walltime_seconds)
             .order_by(*(each.c[c.name] for c in CLAIM_ORDER))
-            .limit(sa.bindparam("max_jobs")))
+            .limit(sa.bindparam("max_jobs", type_=sa.Integer)))
