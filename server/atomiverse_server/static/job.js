@@ -69,12 +69,12 @@
     return frames;
   }
 
-  function applyStyle() {
+  function applyStyle(draw = true) {
     const { viewer, data } = state;
     if (!viewer) return;
     const kind = $("#viewer-style")?.value || "ballstick";
     viewer.setStyle({}, STYLES[kind](data.input.length));
-    viewer.render();
+    if (draw) viewer.render();
   }
 
   function frameLabel(i) {
@@ -223,7 +223,7 @@
     state.frames = buildFrames(data);
     if (state.frames.length > 1) model.setCoordinates(state.frames, "array");
     state.viewer = viewer;
-    applyStyle();
+    applyStyle(false); // drawn once, below: with software WebGL each draw is a tenth of a second
     viewer.zoomTo();
     if (state.frames.length > 1) {
       const slider = $("#frame-slider", root);
