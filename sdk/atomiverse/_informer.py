@@ -264,6 +264,8 @@ class Informer:
 
     def _drop_oldest_finished(self) -> None:
         extra = len(self._records) - len(self._versions) - MAX_FINISHED_KEPT
+        if extra <= 0:
+            return  # not a copy of every job id on each answer
         for job_id in list(self._records):
             if extra <= 0:
                 break
