@@ -110,7 +110,7 @@ class Informer:
     def _read_quietly(self, job_id: str) -> Record:
         """The job's record by a plain read, leaving the server's watch parked: the job
         joins it at the watch's next turn (:meth:`_send_unsent` if a read waits first)."""
-        record = self._read(job_id)
+        record = dict(self._read(job_id))  # our own: what the caller is handed is a copy
         with self._cond:
             self._store([record])
             if job_id in self._versions:
