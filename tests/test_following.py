@@ -147,9 +147,10 @@ def test_following_jobs_another_process_submitted_does_not_restart_the_watch_per
         ids = [j["job_id"] for j in submitter.submit_batch(
             [_job(f"theirs-{i}") for i in range(30)], compute_target="hand-8")["jobs"]]
     with _Counting(api_key=key, base_url=srv.url) as follower:
-        assert {follower.status(j)["state"] for j in ids} == {"pending"}
-        follower.status(ids[-1])["state"] = "scribbled on by the caller"
-        assert follower.status(ids[-1])["state"] == "pending"  # handed a copy
+        first = [follower.status(j) for j in ids]
+        assert {r["state"] for r in first} == {"pending"}
+        first[1]["state"] = "scribbled on by the caller"
+        assert follower.status(ids[1])["state"] == "pending"  # it was handed a copy
         box.finish(box.claim(30), energy=-2.5)
         remaining = set(ids)
         while remaining:
