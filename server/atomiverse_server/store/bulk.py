@@ -12,7 +12,7 @@ prepared statement is already the cheap way."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,44 +50,44 @@ def update_jobs(conn: Connection, rows: Sequence[dict[str, Any]], *, match: Sequ
     return conn.execute(_pg_update(match, values, per_row), params).rowcount
 
 
-_pg_updates: dict[tuple[Any, ...], Any] = {}
+_statements: dict[tuple[Any, ...], Any] = {}
+
+
+def _statement(backend: str, match: Sequence[str], values: dict[str, Any],
+               build: Callable[[], Any]) -> Any:
+    """The UPDATE for these columns, built once per shape and database (the callers have a
+    few): building a statement cost more than SQLAlchemy's cached run of it, on every claim
+    and report. Its text depends only on the columns, so PostgreSQL and the driver see few
+    distinct statements."""
+    shape = (backend, tuple(match), tuple(
+        (c, "row" if e is None else "same" if isinstance(e, SameValue) else e)
+        for c, e in values.items()))
+    stmt = _statements.get(shape)
+    if stmt is None:
+        if len(_statements) >= 64:  # not expected: bounded all the same
+            _statements.clear()
+        stmt = _statements[shape] = build()
+    return stmt
 
 
 def _pg_update(match: Sequence[str], values: dict[str, Any], per_row: list[str]) -> Any:
-    """``UPDATE jobs SET ... FROM json_to_recordset(:rows) AS v(...)``, built once per shape:
-    the statement's text depends only on the columns, so PostgreSQL and the driver see few
-    distinct statements."""
-    shape = (tuple(match), tuple((c, "row" if e is None else "same" if isinstance(e, SameValue)
-                                  else e) for c, e in values.items()))
-    stmt = _pg_updates.get(shape)
-    if stmt is None:
-        if len(_pg_updates) >= 64:  # not expected: bounded all the same
-            _pg_updates.clear()
+    """``UPDATE jobs SET ... FROM json_to_recordset(:rows) AS v(...) WHERE ...``."""
+    def build() -> Any:
         sets = ", ".join(f"{c} = {_pg_set(c, e)}" for c, e in values.items())
         record = ", ".join(f"{c} {_pg_type(c)}" for c in per_row)
         where = " AND ".join(f"jobs.{c} = v.{c}" for c in match)
-        stmt = _pg_updates[shape] = sa.text(
-            f"UPDATE jobs SET {sets} FROM json_to_recordset(CAST(:rows AS json)) "
-            f"AS v({record}) WHERE {where}")
-    return stmt
+        return sa.text(f"UPDATE jobs SET {sets} FROM json_to_recordset(CAST(:rows AS json)) "
+                       f"AS v({record}) WHERE {where}")
 
-
-_sqlite_updates: dict[tuple[Any, ...], Any] = {}
+    return _statement("postgresql", match, values, build)
 
 
 def _sqlite_update(match: Sequence[str], values: dict[str, Any]) -> Any:
-    """The UPDATE for these columns, built once per shape (the callers have a few): building
-    a Core statement cost more than SQLAlchemy's cached run of it, on every claim and report."""
-    shape = (tuple(match), tuple((c, "row" if e is None else "same" if isinstance(e, SameValue)
-                                  else e) for c, e in values.items()))
-    stmt = _sqlite_updates.get(shape)
-    if stmt is None:
-        if len(_sqlite_updates) >= 64:  # not expected: bounded all the same
-            _sqlite_updates.clear()
-        stmt = _sqlite_updates[shape] = jobs.update() \
-            .where(*(jobs.c[c] == sa.bindparam(f"b_{c}") for c in match)) \
-            .values({c: _sqlite_value(c, expr) for c, expr in values.items()})
-    return stmt
+    """``UPDATE jobs SET ... WHERE ...`` with a parameter per column, run as an
+    ``executemany``."""
+    return _statement("sqlite", match, values, lambda: jobs.update()
+                      .where(*(jobs.c[c] == sa.bindparam(f"b_{c}") for c in match))
+                      .values({c: _sqlite_value(c, expr) for c, expr in values.items()}))
 
 
 class SameValue:
