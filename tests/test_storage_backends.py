@@ -319,6 +319,37 @@ def test_duplicate_reports_at_once_are_heard_once_and_billed_once(engine) -> Non
     assert balance == pytest.approx(100.0 - n * 0.01)
 
 
+def test_reports_store_every_value_as_sent(engine) -> None:  # type: ignore[no-untyped-def]
+    """A report's values reach their columns unchanged, in one statement for many rows:
+    text with quotes, backslashes, braces, newlines and non-ASCII characters, results with
+    nested JSON, floats to the last bit, and a failure's attempt history (retried)."""
+    ws, (ctl,) = _setup(engine)
+    _insert(engine, _rows(ws.id, 3, controller=ctl))
+    a, b, c = _claim(engine, ctl, 3)
+    awkward = 'a "quoted" \\back\\slash {brace,} [x] \'single\' \n tab\t é ✓ NULL'
+    result = {**_result(0.1 + 0.2), "energy_hartree": -76.123456789012345,
+              "warnings": [awkward, "{\"json\": [1]}"], "gradient_hartree_per_bohr": []}
+    reports = [{"job_id": a["job_id"], "lease_id": a["lease_id"], "ok": True, "result": result},
+               {"job_id": b["job_id"], "lease_id": b["lease_id"], "ok": False, "result": None,
+                "error": awkward, "error_type": "input"},
+               {"job_id": c["job_id"], "lease_id": c["lease_id"], "ok": False, "result": None,
+                "error": awkward, "error_type": "resource"}]
+    with db.write_tx(engine) as conn:
+        out = controller_store.complete_jobs(conn, controller=ctl, reports=reports,
+                                             max_attempts=3, managed_rate_per_core_hour=0.0)
+    assert out["accepted"] == [a["job_id"], b["job_id"], c["job_id"]]
+    done, failed, retried = (_job(engine, j["job_id"]) for j in (a, b, c))
+    assert (done.state, done.lease_id, done.error) == ("done", None, None)
+    assert done.result["energy_hartree"] == -76.123456789012345
+    assert done.result["wall_time_seconds"] == 0.1 + 0.2
+    assert done.result["warnings"] == [awkward, '{"json": [1]}']
+    assert (failed.state, failed.error, failed.error_type) == ("failed", awkward, "input")
+    assert failed.result is None and failed.finished_at == pytest.approx(time.time(), abs=60)
+    assert (retried.state, retried.claimed_by, retried.lease_id) == ("pending", None, None)
+    assert [(e["error"], e["error_type"]) for e in retried.attempt_errors] == \
+        [(awkward, "resource")]
+
+
 # ----- lease expiry ----------------------------------------------------------------------------
 def test_expired_leases_are_swept_back_then_failed(engine) -> None:  # type: ignore[no-untyped-def]
     ws, (ctl,) = _setup(engine)

@@ -193,10 +193,12 @@ def _encoded(out: dict[str, Any]) -> dict[str, Any]:
 
 
 def _forget_stderr() -> None:
-    """Empty stderr when it is a file: the pool reads its tail after a crash, and only this
-    job's messages explain this job's death."""
+    """Empty stderr when it is a file holding something: the pool reads its tail after a
+    crash, and only this job's messages explain this job's death. Most jobs write nothing:
+    one ``fstat`` says so, instead of three system calls a job."""
     try:
-        if stat.S_ISREG(os.fstat(2).st_mode):
+        st = os.fstat(2)
+        if stat.S_ISREG(st.st_mode) and st.st_size:
             os.ftruncate(2, 0)
             os.lseek(2, 0, os.SEEK_SET)
     except OSError:
@@ -226,9 +228,13 @@ def serve(conn: Connection, engine_name: str, memory_limit_mb: int, cores: int =
 
     freeze_startup_heap()
     conn.send(protocol.ready(engine.name, engine.version(), engines, os.getpid()))
+    # One poll object for the worker's life: ``conn.poll`` built and tore down a selector
+    # for every job.
+    socket_ready = select.poll()
+    socket_ready.register(conn.fileno(), select.POLLIN)
     while True:
         try:
-            if not conn.poll(TRIM_AFTER_IDLE_SECONDS):
+            if not socket_ready.poll(TRIM_AFTER_IDLE_SECONDS * 1000):
                 _return_free_memory()
             message = conn.recv()
         except (EOFError, OSError):

@@ -36,10 +36,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any, Self
 
 from . import protocol
+from .poller import Poller
 from .protocol import Outcome
 from .slots import Slot, SlotState, Staged
 from .supervisor import BUSY, DORMANT, IDLE, STARTING, SlotSupervisor
@@ -82,6 +83,7 @@ class WorkerPool(SlotSupervisor):
         self._retired: list[Connection] = []
         self._lock = threading.RLock()
         self._waker = Waker()
+        self._poller: Poller[tuple[Slot, Connection] | None] = Poller()
         self._closed = False
         self._unstarted: list[Outcome] = []  # staged jobs no worker could take over
         self.staged_total = 0
@@ -258,18 +260,23 @@ class WorkerPool(SlotSupervisor):
                 outcomes += self._take_unstarted()
                 self._respawn_due()
                 retired = self._retire_idle()
-                watched = {w.process.conn: w for w in self._workers if w.process is not None}
+                watched: dict[int, tuple[Slot, Connection] | None] = {
+                    w.process.conn.fileno(): (w, w.process.conn)
+                    for w in self._workers if w.process is not None}
+                watched[self._waker.fd] = None
                 wait_for = self._wait_seconds(end)
             if outcomes or retired:
                 return outcomes
-            ready = wait([*watched, self._waker.fd], wait_for)
-            woken = self._waker.drain() if self._waker.fd in ready else False
+            ready = self._poller.wait(watched, wait_for)
+            woken = self._waker.drain() if None in ready else False
             heard = False
             with self._lock:
-                for conn in ready:
-                    worker = watched.get(conn)  # type: ignore[call-overload]
-                    if worker is None or worker.process is None or worker.process.conn is not conn:
-                        continue  # the wakeup pipe, or a worker retired meanwhile
+                for entry in ready:
+                    if entry is None:
+                        continue  # the wakeup pipe
+                    worker, conn = entry
+                    if worker.process is None or worker.process.conn is not conn:
+                        continue  # a worker retired meanwhile
                     heard = True
                     if (outcome := self._receive(worker)) is not None:
                         outcomes.append(outcome)

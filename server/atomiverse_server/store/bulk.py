@@ -3,15 +3,16 @@
 An ``executemany`` of an UPDATE is one statement per row for PostgreSQL: a claim of 64 jobs
 or a report of 500 results paid the server's parse, plan and execute that many times, in the
 database process and in the driver. On PostgreSQL the rows go instead as one
-``UPDATE jobs SET c = v.c ... FROM unnest(:ids, ...) AS v(id, ...) WHERE jobs.id = v.id``:
-one statement, one round trip, one plan, one array parameter per column, so its text is the
-same whatever the number of rows (a ``VALUES`` list cost SQLAlchemy more to compile per
-call than it saved). SQLite runs in the server's own process, where an ``executemany`` of a
+``UPDATE jobs SET c = v.c ... FROM json_to_recordset(:rows) AS v(id text, ...) WHERE
+jobs.id = v.id``: one statement, one round trip, one plan, one JSON parameter for all the
+rows, so its text is the same whatever the number of rows (a ``VALUES`` list cost
+SQLAlchemy more to compile per call than it saved; an array parameter per column cost
+psycopg more to quote, element by element, than the rest of a report). SQLite runs in the server's own process, where an ``executemany`` of a
 prepared statement is already the cheap way."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,8 +21,8 @@ from sqlalchemy.engine import Connection
 
 from ..db import is_postgres, jobs
 
-_PG_ARRAY = {sa.String: "text", sa.Text: "text", sa.Float: "float8", sa.Integer: "int8",
-             sa.JSON: "text"}
+_PG_TYPES = {sa.JSON: "json", sa.String: "text", sa.Text: "text", sa.Float: "float8",
+             sa.Integer: "int8"}
 
 
 def update_jobs(conn: Connection, rows: Sequence[dict[str, Any]], *, match: Sequence[str],
@@ -38,36 +39,55 @@ def update_jobs(conn: Connection, rows: Sequence[dict[str, Any]], *, match: Sequ
         return conn.execute(_sqlite_update(match, values),
                             [{**r, **same} for r in rows] if same else list(rows)).rowcount
     per_row = list(dict.fromkeys([*match, *(c for c, e in values.items() if e is None)]))
-    # One array parameter per column, whatever the number of rows: the statement's text
-    # depends only on the columns, so PostgreSQL and the driver see few distinct statements.
-    sets = ", ".join(f"{c} = {_pg_set(c, e)}" for c, e in values.items())
-    arrays = ", ".join(f"CAST(:a_{c} AS {_pg_type(c)}[])" for c in per_row)
-    where = " AND ".join(f"jobs.{c} = v.{c}" for c in match)
-    sql = (f"UPDATE jobs SET {sets} FROM unnest({arrays}) AS v({', '.join(per_row)}) "
-           f"WHERE {where}")
-    params: dict[str, Any] = {f"a_{c}": [_pg_param(c, r[f"b_{c}"]) for r in rows]
-                              for c in per_row}
+    # The rows go as one JSON document, whatever their number: orjson writes it in one C call
+    # and PostgreSQL reads it with json_to_recordset. One array parameter per column (the
+    # previous form) cost psycopg a Python loop per element, and a regular-expression
+    # substitution per quote of every result's JSON text it escaped into the array literal.
+    rows_json = jsonio.dumps_str([{c: r[f"b_{c}"] for c in per_row} for r in rows])
+    params: dict[str, Any] = {"rows": rows_json}
     params.update({f"s_{c}": _pg_param(c, e.value) for c, e in values.items()
                    if isinstance(e, SameValue)})
-    return conn.execute(sa.text(sql), params).rowcount
+    return conn.execute(_pg_update(match, values, per_row), params).rowcount
 
 
-_sqlite_updates: dict[tuple[Any, ...], Any] = {}
+_statements: dict[tuple[Any, ...], Any] = {}
+
+
+def _statement(backend: str, match: Sequence[str], values: dict[str, Any],
+               build: Callable[[], Any]) -> Any:
+    """The UPDATE for these columns, built once per shape and database (the callers have a
+    few): building a statement cost more than SQLAlchemy's cached run of it, on every claim
+    and report. Its text depends only on the columns, so PostgreSQL and the driver see few
+    distinct statements."""
+    shape = (backend, tuple(match), tuple(
+        (c, "row" if e is None else "same" if isinstance(e, SameValue) else e)
+        for c, e in values.items()))
+    stmt = _statements.get(shape)
+    if stmt is None:
+        if len(_statements) >= 64:  # not expected: bounded all the same
+            _statements.clear()
+        stmt = _statements[shape] = build()
+    return stmt
+
+
+def _pg_update(match: Sequence[str], values: dict[str, Any], per_row: list[str]) -> Any:
+    """``UPDATE jobs SET ... FROM json_to_recordset(:rows) AS v(...) WHERE ...``."""
+    def build() -> Any:
+        sets = ", ".join(f"{c} = {_pg_set(c, e)}" for c, e in values.items())
+        record = ", ".join(f"{c} {_pg_type(c)}" for c in per_row)
+        where = " AND ".join(f"jobs.{c} = v.{c}" for c in match)
+        return sa.text(f"UPDATE jobs SET {sets} FROM json_to_recordset(CAST(:rows AS json)) "
+                       f"AS v({record}) WHERE {where}")
+
+    return _statement("postgresql", match, values, build)
 
 
 def _sqlite_update(match: Sequence[str], values: dict[str, Any]) -> Any:
-    """The UPDATE for these columns, built once per shape (the callers have a few): building
-    a Core statement cost more than SQLAlchemy's cached run of it, on every claim and report."""
-    shape = (tuple(match), tuple((c, "row" if e is None else "same" if isinstance(e, SameValue)
-                                  else e) for c, e in values.items()))
-    stmt = _sqlite_updates.get(shape)
-    if stmt is None:
-        if len(_sqlite_updates) >= 64:  # not expected: bounded all the same
-            _sqlite_updates.clear()
-        stmt = _sqlite_updates[shape] = jobs.update() \
-            .where(*(jobs.c[c] == sa.bindparam(f"b_{c}") for c in match)) \
-            .values({c: _sqlite_value(c, expr) for c, expr in values.items()})
-    return stmt
+    """``UPDATE jobs SET ... WHERE ...`` with a parameter per column, run as an
+    ``executemany``."""
+    return _statement("sqlite", match, values, lambda: jobs.update()
+                      .where(*(jobs.c[c] == sa.bindparam(f"b_{c}") for c in match))
+                      .values({c: _sqlite_value(c, expr) for c, expr in values.items()}))
 
 
 class SameValue:
@@ -86,10 +106,10 @@ def _sqlite_value(column: str, expr: Any) -> Any:
 
 
 def _pg_type(column: str) -> str:
-    for kind, name in _PG_ARRAY.items():
+    for kind, name in _PG_TYPES.items():
         if isinstance(jobs.c[column].type, kind):
             return name
-    raise TypeError(f"update_jobs: no array type for jobs.{column}")
+    raise TypeError(f"update_jobs: no PostgreSQL type for jobs.{column}")
 
 
 def _is_json(column: str) -> bool:
@@ -98,12 +118,10 @@ def _is_json(column: str) -> bool:
 
 def _pg_set(column: str, expr: Any) -> str:
     if expr is None:
-        value = f"v.{column}"
-    elif isinstance(expr, SameValue):
-        value = f"CAST(:s_{column} AS {_pg_type(column)})"
-    else:
-        return f"{expr}"
-    return f"CAST({value} AS json)" if _is_json(column) else value
+        return f"v.{column}"  # typed by the record's column list
+    if isinstance(expr, SameValue):
+        return f"CAST(:s_{column} AS {_pg_type(column)})"
+    return f"{expr}"
 
 
 def _pg_param(column: str, value: Any) -> Any:
