@@ -40,6 +40,9 @@ class Heartbeat:
         self.last_ok = time.monotonic()
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by stop() and wake()
+        # True while the thread is in (or about to choose) the idle sleep; only then does a
+        # claim need to wake it (see ``wake``).
+        self._idle = False
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -51,8 +54,11 @@ class Heartbeat:
 
     def wake(self) -> None:
         """Leases were just taken (a claim): renew them from now on every ``interval``,
-        not after the idle sleep. Thread-safe."""
-        self._wake.set()
+        not after the idle sleep. Thread-safe. Already beating every ``interval``, the
+        thread is left asleep: woken for every claim, it took the interpreter from the
+        thread handing the claimed job to a worker, once for each ASE calculation."""
+        if self._idle:
+            self._wake.set()
 
     def _run(self) -> None:
         """A beat every ``interval`` seconds from the end of the last while leases are held:
@@ -65,13 +71,17 @@ class Heartbeat:
                 return
             if woken:  # a claim: the first renewal comes an interval from now
                 self._wake.clear()
-                sleep = self.interval
+                self._idle, sleep = False, self.interval
                 continue
             try:
                 self.beat()
             except Exception:  # a bug in one beat must not end the renewals
                 log.exception("event=heartbeat_error controller=%s", self.controller_name)
+            # Idle until shown otherwise, set before the leases are looked at: a claim that
+            # lands after that look still wakes the thread out of the sleep chosen from it.
+            self._idle = True
             sleep = self._next_sleep()
+            self._idle = sleep > self.interval
 
     def _next_sleep(self) -> float:
         """``interval`` while leases are held or the last beat failed; else until the idle

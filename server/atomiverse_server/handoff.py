@@ -12,16 +12,23 @@ Only polls in this server process are handed work. Other processes on a shared P
 database find it on their periodic re-check, as before, and a controller that is between
 polls claims for itself when it comes back. A hand-off whose poll has gone meanwhile (the
 controller disconnected) leaves its jobs leased to nobody who knows: their leases expire and
-they run again, as with a claim answer lost on the way back."""
+they run again, as with a claim answer lost on the way back.
+
+A single submission (``POST /api/v1/jobs`` and ``/run``, each calculation of the ASE
+calculator) claims for the parked polls inside its own write transaction (``Handing``): one
+commit instead of two on the call's path, and on SQLite one turn of the database's single
+writer lock less. The polls are handed their jobs only once that transaction has committed,
+and nothing (they look for themselves) if it did not."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from .db import write_tx
 from .store import controllers as controller_store
@@ -148,3 +155,41 @@ def announce_new_work(engine: Engine, lease_seconds: float, notifier: Any,
         return
     hand_over(engine, notifier.claim_waiters.take(claimable), lease_seconds)
     notifier.jobs_pending.fire()
+
+
+class Handing:
+    """The polls a submission takes and claims for inside its own transaction; they are
+    handed their jobs when this context ends, after the transaction's. Use as::
+
+        with Handing(notifier.claim_waiters, lease_seconds) as handing:
+            with write_tx(engine) as conn:
+                ...  # the submission
+                handing.claim(conn, claimable)
+
+    If the transaction fails (or the claim does), the polls are handed nothing: the claim
+    was rolled back with the submission, and each poll looks for itself."""
+
+    def __init__(self, waiters: ClaimWaiters, lease_seconds: float) -> None:
+        self._waiters, self._lease_seconds = waiters, lease_seconds
+        self._claimed: dict[ClaimWaiter, Claimed] = {}
+
+    def claim(self, conn: Connection, claimable: frozenset[str | None]) -> None:
+        """Take the polls parked for ``claimable`` (as ``announce_new_work``) and claim for
+        each on ``conn``; a poll taken is always handed something when the context ends."""
+        if not claimable:
+            return
+        taken = self._waiters.take(claimable)
+        self._claimed.update((waiter, []) for waiter in taken)  # handed even if a claim raises
+        for waiter in taken:
+            self._claimed[waiter] = controller_store.claim_jobs(
+                conn, controller=waiter.controller, max_jobs=waiter.max_jobs,
+                lease_seconds=self._lease_seconds)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        committed = kind is None
+        for waiter, jobs in self._claimed.items():
+            waiter.hand(jobs if committed else [])

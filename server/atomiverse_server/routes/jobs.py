@@ -102,7 +102,10 @@ def submit_job(body: JobSubmitRequest, workspace: JobSubmitter, engine: EngineDe
     prepared = prepare_entries([{"job": body.job, "compute_target": body.compute_target}],
                                settings)
     try:
-        with write_tx(engine) as conn:
+        # The controllers already waiting are handed the job by a claim in this same
+        # transaction (one commit less on a calculation's path), once it has committed.
+        with handoff.Handing(notifier.claim_waiters, settings.lease_seconds) as handing, \
+                write_tx(engine) as conn:
             response, claimable, new_composites = submit_entries(
                 conn, workspace_id=workspace.id, prepared=prepared, settings=settings,
                 local_controller=local_controller)
@@ -112,9 +115,12 @@ def submit_job(body: JobSubmitRequest, workspace: JobSubmitter, engine: EngineDe
                 raise HTTPException(422, result["error"])
             record = job_store.get_job(conn, workspace_id=workspace.id,
                                        job_id=result["job_id"])
+            handing.claim(conn, claimable | started)
     except InsufficientBalance as e:
         raise HTTPException(402, str(e)) from None
-    _announce_new_work(engine, settings, notifier, claimable | started, workspace.id)
+    if claimable | started:  # the polls not handed a job look for themselves
+        notifier.jobs_pending.fire()
+    notifier.jobs_submitted.fire([workspace.id])  # pages showing the newest jobs (watch)
     if finished:
         notifier.finished(finished)
     return record  # type: ignore[return-value]

@@ -362,6 +362,15 @@ def workspace_balance(conn: Connection, *, workspace_id: str) -> float:
                         .where(workspaces.c.id == workspace_id)).scalar_one()
 
 
+# Built once, as _OUTSTANDING: building it anew cost every submission (each ASE calculation)
+# more than SQLAlchemy's cached run of it.
+_CACHED = (sa.select(jobs.c.seq, jobs.c.id, jobs.c.cache_key, jobs.c.state, jobs.c.result,
+                     jobs.c.cached_from)
+           .where(jobs.c.workspace_id == sa.bindparam("ws"),
+                  jobs.c.cache_key.in_(sa.bindparam("keys", expanding=True)),
+                  jobs.c.state.in_(("done", *ACTIVE))))
+
+
 def find_cached(conn: Connection, *, workspace_id: str,
                 cache_keys: set[str]) -> dict[str, dict[str, Any]]:
     """For each key, a job to answer from: a done one (with its result), else the oldest
@@ -370,12 +379,8 @@ def find_cached(conn: Connection, *, workspace_id: str,
     found: dict[str, dict[str, Any]] = {}
     keys = list(cache_keys)
     for i in range(0, len(keys), _IN_CHUNK):
-        rows = conn.execute(
-            sa.select(jobs.c.seq, jobs.c.id, jobs.c.cache_key, jobs.c.state, jobs.c.result,
-                      jobs.c.cached_from)
-            .where(jobs.c.workspace_id == workspace_id,
-                   jobs.c.cache_key.in_(keys[i:i + _IN_CHUNK]),
-                   jobs.c.state.in_(("done", *ACTIVE)))).all()
+        rows = conn.execute(_CACHED, {"ws": workspace_id,
+                                      "keys": keys[i:i + _IN_CHUNK]}).all()
         # Oldest first, sorted here: an ORDER BY seq would steer the planner off the
         # cache index onto the workspace listing index.
         for r in sorted(rows, key=lambda r: r.seq):
