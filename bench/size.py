@@ -51,6 +51,7 @@ import sqlalchemy as sa
 from atomiverse_server import db, security
 from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
+from atomiverse_server.store import resultcache
 from atomiverse_server.store import workspaces as workspace_store
 from atomiverse_server.store.claimsql import claim_query
 
@@ -219,7 +220,7 @@ def _list(engine: sa.Engine, ws: str, state: str | None) -> None:
 
 def _cached(engine: sa.Engine, ws: str, keys: set[str]) -> None:
     with db.read_tx(engine) as conn:
-        found = job_store.find_cached(conn, workspace_id=ws, cache_keys=keys)
+        found = resultcache.find_cached(conn, workspace_id=ws, cache_keys=keys)
     assert len(found) == len(keys)
 
 

@@ -24,6 +24,7 @@ from atomiverse_server import db
 from atomiverse_server.settings import Settings
 from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
+from atomiverse_server.store import resultcache
 from atomiverse_server.store import workspaces as workspace_store
 from atomiverse_server.submission import prepare_entries, submit_entries
 from conftest import PY, start_server, stop_process
@@ -502,11 +503,9 @@ def test_hot_queries_use_their_indexes(engine) -> None:  # type: ignore[no-untyp
             c, workspace_id=ws.id, limit=5, state="failed")), "ORDER BY"),
             {"ix_jobs_workspace_state_seq"}),
     }
-    if hasattr(job_store, "find_cached"):
-        stmts = _capture(engine, read(lambda c: job_store.find_cached(
-            c, workspace_id=ws.id, cache_keys={"k", "k2"})))
-        expect["cache lookup"] = (next(s for s in stmts if "cache_key" in s[0]),
-                                  {"ix_jobs_cache"})
+    stmts = _capture(engine, read(lambda c: resultcache.find_cached(
+        c, workspace_id=ws.id, cache_keys={"k", "k2"})))
+    expect["cache lookup"] = (next(s for s in stmts if "cache_key" in s[0]), {"ix_jobs_cache"})
     if hasattr(job_store, "settle_followers"):
         stmts = _capture(engine, read(lambda c: job_store.settle_followers(
             c, leader_id="j0000001", result=None, t=0.0)))
@@ -618,4 +617,4 @@ def test_reads_by_id_answer_only_the_workspaces_own_jobs(engine) -> None:  # typ
             "job_states": {r["job_id"] for r in job_store.job_states(
                 conn, workspace_id=ws.id, job_ids=asked, include_result=True)},
         }
-    assert found == dict.fromkeys(found, {"j0000000", "j0000003"})
+    assert found == {name: {"j0000000", "j0000003"} for name in found}

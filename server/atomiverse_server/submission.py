@@ -21,6 +21,7 @@ from .scheduling import claim_ranks, estimated_cost
 from .settings import Settings
 from .store import controllers as controller_store
 from .store import jobs as job_store
+from .store import resultcache
 from .store._time import now
 
 MANAGED = "managed"
@@ -365,7 +366,7 @@ class ResultCache:
     a batch are looked up in one query."""
 
     def __init__(self, conn: Connection, *, workspace_id: str, keys: set[str]) -> None:
-        self._found = job_store.find_cached(conn, workspace_id=workspace_id, cache_keys=keys)
+        self._found = resultcache.find_cached(conn, workspace_id=workspace_id, cache_keys=keys)
         self._leaders: dict[str, str] = {}
 
     def lookup(self, key: str) -> CacheHit | None:

@@ -13,11 +13,10 @@ from sqlalchemy.engine import Connection
 from .. import security
 from ..db import controllers, is_postgres, jobs, workspaces
 from ..result_check import result_problem
-from . import bulk
+from . import bulk, pools
 from . import jobs as job_store
-from . import pools
-from .claimsql import claim_query
 from ._time import iso, now
+from .claimsql import claim_query
 
 # Failures that say nothing about the job itself: the attempt is worth repeating.
 RETRYABLE_ERROR_TYPES = frozenset({"lost", "resource"})

@@ -362,36 +362,6 @@ def workspace_balance(conn: Connection, *, workspace_id: str) -> float:
                         .where(workspaces.c.id == workspace_id)).scalar_one()
 
 
-# Built once, as _OUTSTANDING: building it anew cost every submission (each ASE calculation)
-# more than SQLAlchemy's cached run of it.
-_CACHED = (sa.select(jobs.c.seq, jobs.c.id, jobs.c.cache_key, jobs.c.state, jobs.c.result,
-                     jobs.c.cached_from)
-           .where(jobs.c.workspace_id == sa.bindparam("ws"),
-                  jobs.c.cache_key.in_(sa.bindparam("keys", expanding=True)),
-                  jobs.c.state.in_(("done", *ACTIVE))))
-
-
-def find_cached(conn: Connection, *, workspace_id: str,
-                cache_keys: set[str]) -> dict[str, dict[str, Any]]:
-    """For each key, a job to answer from: a done one (with its result), else the oldest
-    one still pending or running that computes for itself (result None). Failed and
-    cancelled jobs never answer."""
-    found: dict[str, dict[str, Any]] = {}
-    keys = list(cache_keys)
-    for i in range(0, len(keys), _IN_CHUNK):
-        rows = conn.execute(_CACHED, {"ws": workspace_id,
-                                      "keys": keys[i:i + _IN_CHUNK]}).all()
-        # Oldest first, sorted here: an ORDER BY seq would steer the planner off the
-        # cache index onto the workspace listing index.
-        for r in sorted(rows, key=lambda r: r.seq):
-            best = found.get(r.cache_key)
-            if r.state == "done" and (best is None or best["result"] is None):
-                found[r.cache_key] = {"job_id": r.id, "result": r.result}
-            elif r.state != "done" and r.cached_from is None and best is None:
-                found[r.cache_key] = {"job_id": r.id, "result": None}
-    return found
-
-
 def settle_followers(conn: Connection, *, leader_id: str, result: dict[str, Any] | None,
                      t: float) -> int:
     """Identical jobs that waited for this one: done with its result, or, if it did not
