@@ -171,3 +171,49 @@ def test_the_dashboard_shows_the_ensemble(srv, client):
                                "?.textContent.startsWith('conformer')")
         assert page.locator("#frame-label").inner_text() == f"conformer 1 of {len(conformers)}"
         assert page.locator("#steps tbody tr").count() == 5  # the search's five steps
+
+
+def _bridged(numbers, positions):
+    """The geometry with one hydrogen of the first carbon moved between the first two
+    carbons: the shape a GFN-FF prescreen of pregabalin ended in (a bridging hydrogen),
+    another molecule than the input."""
+    p = np.array(positions, dtype=float)
+    c0, c1 = [i for i, z in enumerate(numbers) if z == 6][:2]
+    h = next(i for i, z in enumerate(numbers)
+             if z == 1 and np.linalg.norm(p[i] - p[c0]) < 1.2)
+    axis = p[c1] - p[c0]
+    side = np.cross(axis, [0.0, 0.0, 1.0] if abs(axis[2]) < 0.9 * np.linalg.norm(axis)
+                    else [1.0, 0.0, 0.0])
+    p[h] = (p[c0] + p[c1]) / 2 + side / np.linalg.norm(side) * 1.0
+    return p.tolist()
+
+
+def _select(numbers, positions, candidates, energies):
+    from atomiverse_core.jobtypes.conformer_stage import run_stage
+
+    payload = {"atoms": {"numbers": list(numbers), "positions": positions, "charge": 0},
+               "operation": "select", "candidates_angstrom": candidates,
+               "energies_hartree": energies, "rmsd_angstrom": 0.25,
+               "energy_kcal_per_mol": 0.1, "window_kcal_per_mol": 5.0, "keep": 40}
+    return run_stage(None, None, payload)
+
+
+def test_a_candidate_whose_bonds_changed_is_left_out_of_the_selection():
+    # A GFN-FF prescreen of pregabalin once ended one candidate with a bridging hydrogen,
+    # 128 kcal/mol "below" every conformer (GFN-FF sets up its topology from each geometry
+    # it starts from), and the search refined that one alone.
+    atoms = atomiverse.Atoms.from_smiles("CCCCO")
+    numbers, positions = atoms.numbers, [list(map(float, p)) for p in atoms.positions]
+    bridged = _bridged(numbers, positions)
+    energies = [-14.0, -14.0 - 128 / KCAL_PER_MOL_PER_HARTREE]
+    out = _select(numbers, positions, [positions, bridged], energies)
+    assert out == {"kept": [0], "n_rearranged": 1}
+
+
+def test_a_selection_with_every_candidate_rearranged_fails_saying_so():
+    from atomiverse_core.drivers.contract import EngineError
+
+    atoms = atomiverse.Atoms.from_smiles("CCCCO")
+    numbers, positions = atoms.numbers, [list(map(float, p)) for p in atoms.positions]
+    with pytest.raises(EngineError, match="every candidate's bonds changed"):
+        _select(numbers, positions, [_bridged(numbers, positions)], [-14.0])

@@ -82,23 +82,55 @@ def generate(numbers: Sequence[int], positions_angstrom: Any, charge: int, count
     return {"geometries_angstrom": geometries, "n_rotatable_bonds": rotatable_bonds(mol)}
 
 
+def connectivity(numbers: Sequence[int], positions_angstrom: Any) -> frozenset[tuple[int, int]]:
+    """The bonded atom pairs of one geometry, from covalent radii (RDKit's connectivity
+    perception, no bond orders)."""
+    from rdkit import Chem
+    from rdkit.Chem import rdDetermineBonds
+
+    mol = Chem.MolFromXYZBlock(_xyz_block(numbers, positions_angstrom))
+    if mol is None:
+        return frozenset()
+    rdDetermineBonds.DetermineConnectivity(mol)
+    return frozenset((b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds())
+
+
+def same_bonds(numbers: Sequence[int], reference_angstrom: Any,
+               geometries: Sequence[Any]) -> list[bool]:
+    """Whether each geometry has the reference's bonds. An optimisation can end in another
+    molecule (a hydrogen moved, a ring closed) whose energy, on a force field that sets up
+    its topology from each geometry it starts from, is not comparable with the others': it
+    is no conformer of the input."""
+    bonds = connectivity(numbers, reference_angstrom)
+    return [connectivity(numbers, g) == bonds for g in geometries]
+
+
 def distinct_low(numbers: Sequence[int], reference_angstrom: Any, charge: int,
                  geometries: Sequence[Any], energies_hartree: Sequence[float], *,
                  rmsd_angstrom: float, energy_kcal_per_mol: float,
-                 window_kcal_per_mol: float, keep: int) -> list[int]:
+                 window_kcal_per_mol: float, keep: int,
+                 intact: Sequence[bool] | None = None) -> list[int]:
     """Indices of the distinct conformers, lowest energy first: at most ``keep``, all within
-    ``window_kcal_per_mol`` of the lowest. Two are the same conformer when their energies
-    differ by less than ``energy_kcal_per_mol`` and their heavy atoms, aligned over the
-    molecule's symmetries, by less than ``rmsd_angstrom``."""
+    ``window_kcal_per_mol`` of the lowest of those with the reference's bonds (the others
+    are left out). Two are the same conformer when their energies differ by less than
+    ``energy_kcal_per_mol`` and their heavy atoms, aligned over the molecule's symmetries, by
+    less than ``rmsd_angstrom``. ``intact``: :func:`same_bonds` of the geometries, if the
+    caller has it."""
     from rdkit import Chem
     from rdkit.Chem import rdMolAlign
     from rdkit.Geometry import Point3D
 
     if not geometries:
         return []
+    if intact is None:
+        intact = same_bonds(numbers, reference_angstrom, geometries)
+    if not any(intact):
+        raise EngineError("every candidate's bonds changed in its optimisation: no "
+                          "conformer of the input is left", "input")
     kcal = np.asarray(energies_hartree, dtype=float) * HARTREE_KCAL_PER_MOL
+    lowest = min(k for k, ok in zip(kcal, intact, strict=True) if ok)
     order = [int(i) for i in np.argsort(kcal, kind="stable")
-             if kcal[i] - kcal.min() <= window_kcal_per_mol]
+             if intact[i] and kcal[i] - lowest <= window_kcal_per_mol]
     heavy_index = [i for i, z in enumerate(numbers) if z != 1]
     if len(heavy_index) < 3:  # no torsions: conformers differ by energy only
         return [i for n, i in enumerate(order) if n == 0 or

@@ -25,7 +25,8 @@ class ConformerStage(Job):
     (seed ``seed``; pruned at ``rmsd_angstrom``). ``select``: of ``candidates_angstrom``
     with ``energies_hartree``, the distinct ones (energy within ``energy_kcal_per_mol`` and
     heavy-atom RMSD below ``rmsd_angstrom``: the same conformer), lowest first, at most
-    ``keep``, within ``window_kcal_per_mol`` of the lowest."""
+    ``keep``, within ``window_kcal_per_mol`` of the lowest; a candidate whose bonds are not
+    those of ``atoms`` (its optimisation made another molecule) is left out and counted."""
 
     takes_geometry: ClassVar[bool] = False
     yields_geometry: ClassVar[bool] = False
@@ -59,6 +60,7 @@ class ConformerStageResult(BaseModel):
     geometries_angstrom: list[list[Vector3]] | None = None  # generate
     n_rotatable_bonds: int | None = None  # generate
     kept: list[int] | None = None  # select: candidate indices, lowest energy first
+    n_rearranged: int | None = None  # select: candidates left out, their bonds changed
     wall_time_seconds: float = 0.0
     core_seconds: float = 0.0
 
@@ -72,13 +74,15 @@ def run_stage(engine: Any, molecule: Any, payload: dict[str, Any]) -> dict[str, 
         return conformers.generate(atoms["numbers"], atoms["positions"], charge,
                                    int(payload.get("count", 0)), int(payload.get("seed", 0)),
                                    float(payload.get("rmsd_angstrom", 0.125)))
+    intact = conformers.same_bonds(atoms["numbers"], atoms["positions"],
+                                   payload["candidates_angstrom"])
     kept = conformers.distinct_low(
         atoms["numbers"], atoms["positions"], charge, payload["candidates_angstrom"],
         payload["energies_hartree"], rmsd_angstrom=float(payload["rmsd_angstrom"]),
         energy_kcal_per_mol=float(payload["energy_kcal_per_mol"]),
         window_kcal_per_mol=float(payload["window_kcal_per_mol"]),
-        keep=int(payload["keep"]))
-    return {"kept": kept}
+        keep=int(payload["keep"]), intact=intact)
+    return {"kept": kept, "n_rearranged": intact.count(False)}
 
 
 def _same_on_any_engine(point: Any, molecule: Any, payload: Payload) -> dict[str, Any]:

@@ -13,7 +13,9 @@ five steps, each started when the previous one has finished:
 3. ``select`` (one RDKit job): the distinct ones (same conformer: energies within
    0.1 kcal/mol and heavy-atom RMSD below 0.25 Angstrom after alignment over the molecule's
    symmetries) within ``prescreen_window_kcal_per_mol`` of the lowest, at most
-   ``max_refined`` (40).
+   ``max_refined`` (40). A candidate whose bonds are no longer the input's (its optimisation
+   moved a hydrogen or closed a ring: another molecule) is left out here and in step 5, and
+   counted in ``n_rearranged``.
 4. refine: those optimised at the search's level with the optimiser settings below (the
    GeometryOptimization defaults: fmax 0.001 eV/Angstrom).
 5. ``select`` again, with ``energy_threshold_kcal_per_mol`` and ``rmsd_threshold_angstrom``
@@ -111,6 +113,8 @@ class ConformerSearchResult(BaseModel):
     n_prescreen_failed: int
     n_refined: int
     n_refine_failed: int
+    n_rearranged: int = Field(default=0, description=(
+        "Optimised candidates left out because their bonds changed (another molecule)"))
     temperature_kelvin: float
 
 
@@ -216,6 +220,8 @@ def _ensemble(search: Payload, children: list[Child], ok: list[Child]) -> Finish
         "n_candidates": len(candidates),
         "n_prescreen_failed": len(candidates) - len(_done(children, PRESCREEN)),
         "n_refined": len(refining), "n_refine_failed": len(refining) - len(refined),
+        "n_rearranged": sum(_r(c).get("n_rearranged") or 0 for c in
+                            _done(children, PRESCREEN_SELECT) + _done(children, FINAL_SELECT)),
         "temperature_kelvin": temperature})
 
 
