@@ -18,7 +18,9 @@ store functions (server-side time, no HTTP):
 * **cache lookup**: ``find_cached`` of 100 keys of done jobs, median of 20; then again on
   both databases alternately (6 pairs, both orders), this process's CPU time and wall time, the ratio the
   median of the pairs';
-* **claim**: ``claim_jobs`` of 64 jobs from 5,000 pending managed jobs, median of 20;
+* **claim**: ``claim_jobs`` of 64 jobs from 5,000 pending managed jobs, median of 20; then
+  on both databases alternately as the cache lookup, each claim rolled back (so every timing
+  claims from the same 5,000 jobs; the commit, the same at any size, is left out);
 * **bytes per job**: the database's size (SQLite: pages in use; PostgreSQL:
   ``pg_database_size``) after the load minus before, divided by the jobs loaded.
 
@@ -145,8 +147,10 @@ def _settle(engine: sa.Engine) -> None:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def measure(url: str, n: int) -> tuple[dict[str, Any], Callable[[], None], sa.Engine]:
-    """The figures of one database, and its cache lookup for the paired timing after."""
+def measure(url: str, n: int
+            ) -> tuple[dict[str, Any], dict[str, Callable[[], None]], sa.Engine]:
+    """The figures of one database, and its cache lookup and claim for the paired timing
+    after."""
     engine = db.make_engine(url)
     try:
         db.create_schema(engine)
@@ -184,20 +188,23 @@ def measure(url: str, n: int) -> tuple[dict[str, Any], Callable[[], None], sa.En
         _analyze(engine)
         out["claim_64_ms"] = _median_ms(lambda: _claim(engine, ctl), 20)
         out["explain"] = _explain(engine, ws, keys, ctl)
-        return out, lambda: _cached(engine, ws, keys), engine
+        timed = {"cache_lookup": lambda: _cached(engine, ws, keys),
+                 "claim_64": lambda: _claim_rolled_back(engine, ctl)}
+        return out, timed, engine
     except BaseException:
         engine.dispose()
         raise
 
 
-def paired_cache_lookup(small: Callable[[], None], big: Callable[[], None],
-                        pairs: int = 6) -> dict[str, float]:
-    """The cache lookup of both databases measured the same way, alternately (small first,
+def paired(small: Callable[[], None], big: Callable[[], None],
+           pairs: int = 6) -> dict[str, float]:
+    """One operation on both databases measured the same way, alternately (small first,
     then big first, ...), each a median of 20 after a warm call; the figure is the median
     over the pairs, and the ratio the median of the pairs' ratios."""
     out: dict[str, float] = {}
     # This process's CPU time first (on SQLite it holds the database engine too, so it is
-    # the whole cost and barely moved by other load on the machine), then wall time.
+    # the whole cost and barely moved by other load on the machine), then wall time (on
+    # PostgreSQL the server's work shows only there).
     for name, clock in (("cpu", time.process_time), ("wall", time.perf_counter)):
         s_ms, b_ms, ratios = [], [], []
         for i in range(pairs):
@@ -254,6 +261,14 @@ def _batch(engine: sa.Engine, ws: str, controller_id: str) -> None:
         job_store.insert_jobs(conn, rows)
 
 
+def _claim_rolled_back(engine: sa.Engine, ctl: Any) -> None:
+    with engine.connect().execution_options(write=True) as conn:
+        tx = conn.begin()
+        got = controller_store.claim_jobs(conn, controller=ctl, max_jobs=64, lease_seconds=600)
+        tx.rollback()
+    assert len(got) == 64
+
+
 def _claim(engine: sa.Engine, ctl: Any) -> None:
     with db.write_tx(engine) as conn:
         got = controller_store.claim_jobs(conn, controller=ctl, max_jobs=64, lease_seconds=600)
@@ -306,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{backend}] {label}: loading {n:,} jobs ...", flush=True)
                     runs[label], lookups[label], engine = measure(url, n)
                     engines.append(engine)
-                runs["paired_cache_lookup"] = paired_cache_lookup(lookups["small"],
-                                                                  lookups["big"])
+                for name in ("cache_lookup", "claim_64"):
+                    runs[f"paired_{name}"] = paired(lookups["small"][name],
+                                                    lookups["big"][name])
             finally:
                 for engine in engines:
                     engine.dispose()
@@ -328,11 +344,12 @@ def _report(backend: str, runs: dict[str, dict[str, Any]]) -> None:
     for key in ("list_ms", "list_failed_ms", "batch_1000_ms", "cache_lookup_ms", "watch_50_ms",
                 "claim_64_ms"):
         print(f"{key:18s} {small[key]:9.2f} {big[key]:9.2f} {big[key] / small[key]:9.2f}")
-    pc = runs["paired_cache_lookup"]
-    for name in ("cpu", "wall"):
-        print(f"{'cache, paired ' + name:18s} {pc[name + '_small_ms']:9.2f} "
-              f"{pc[name + '_big_ms']:9.2f} {pc[name + '_ratio']:9.2f}  "
-              "(alternating, median of the pairs)")
+    for what in ("cache_lookup", "claim_64"):
+        pc = runs[f"paired_{what}"]
+        for name in ("cpu", "wall"):
+            print(f"{what.split('_')[0] + ', paired ' + name:18s} "
+                  f"{pc[name + '_small_ms']:9.2f} {pc[name + '_big_ms']:9.2f} "
+                  f"{pc[name + '_ratio']:9.2f}  (alternating, median of the pairs)")
     for name, plan in big["explain"].items():
         print(f"  plan {name}: {plan}")
 
