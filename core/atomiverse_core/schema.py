@@ -133,8 +133,9 @@ class WatchRequest(_Wire):
     watch_id: str | None = Field(default=None, max_length=64, description=(
         "One per client: a newer watch with the same id ends the older one at once"))
     coalesce_seconds: float = Field(default=0.0, ge=0, le=5, description=(
-        "After the first change, wait this long for more before answering (not when every "
-        "watched job has changed)"))
+        "Answer changes at most this long after the watch started, gathering the ones "
+        "that come meanwhile; a change after that is answered at once (and so is one that "
+        "leaves no watched job unchanged)"))
     brief: bool = Field(default=False, description=(
         "Answer {job_id, state, version, billed_core_seconds} per changed job instead of its "
         "full record (a page that only shows states)"))

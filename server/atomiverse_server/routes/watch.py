@@ -69,7 +69,8 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
                            notifier: Notifier, request: Request,
                            superseded: asyncio.Event) -> tuple[list[str], bool]:
     """The watched jobs that changed, and whether jobs newer than ``newest_seen`` exist."""
-    deadline = time.monotonic() + body.timeout_seconds
+    started = time.monotonic()
+    deadline = started + body.timeout_seconds
     signal, submitted = notifier.jobs_changed, notifier.jobs_submitted
     event, submitted_event = signal.snapshot(), submitted.snapshot()
     ids = set(body.jobs)
@@ -87,9 +88,8 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
             changed = [job_id for job_id, v in versions.items() if not _same(body.jobs[job_id], v)]
             now = time.monotonic()
             if changed and body.coalesce_seconds and len(changed) < len(ids):
-                # Let the rest of the wave land and answer once: a batch's jobs change
-                # dozens of times a second, and each answer costs a request both ways.
-                hold_until = hold_until or min(deadline, now + body.coalesce_seconds)
+                hold_until = hold_until or coalesced_until(started, body.coalesce_seconds,
+                                                           deadline)
             holding = hold_until is not None and now < hold_until
             if (changed or newer) and not holding or now >= deadline \
                     or superseded.is_set() or notifier.stopping or gone.done():
@@ -119,6 +119,15 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
                 versions.update(fresh)
     finally:
         gone.cancel()
+
+
+def coalesced_until(started: float, coalesce_seconds: float, deadline: float) -> float:
+    """When a watch that has seen a change answers: ``coalesce_seconds`` after it started,
+    not after the change. A batch's jobs change dozens of times a second, and each answer
+    costs a request both ways, so a wave is answered once per window; but the client asks
+    again the moment it is answered, so a change after a quiet spell (the last job of a
+    batch) finds the window over and is answered at once, not a window late."""
+    return min(deadline, started + coalesce_seconds)
 
 
 def _same(known: str | None, current: str) -> bool:
