@@ -284,7 +284,7 @@ def test_a_watch_gathers_a_wave_but_answers_a_change_after_a_quiet_spell_at_once
     # The client asks again the moment it is answered, so the window counts from the watch's
     # start: a change within it waits for the rest of the wave, a later one (the last job
     # of a batch, after a quiet spell) is not held a whole window (it was: 0.2-0.3 s late).
-    from atomiverse_server.routes.watch import coalesced_until
+    from atomiverse_server.routes.longpoll import coalesced_until
 
     started, coalesce, deadline = 1000.0, 0.25, 1020.0
     wave = 1000.05  # a change 50 ms into the watch

@@ -121,7 +121,8 @@ class WaitRequest(_Wire):
     include_result: bool = False
     coalesce_seconds: float = Field(
         default=0.0, ge=0, le=5,
-        description="After the first job finishes, wait this long for others before answering")
+        description=("Answer at most this long after the wait started, gathering the jobs "
+                     "that finish meanwhile; a finish after that is answered at once"))
 
 
 class WatchRequest(_Wire):

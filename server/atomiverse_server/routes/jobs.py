@@ -34,6 +34,7 @@ from ..store import composites, limits
 from ..store import jobs as job_store
 from ..submission import InsufficientBalance, prepare_entries, submit_entries
 from .errors import USER
+from .longpoll import coalesced_until
 from .watch import MissingJobs, raise_if_missing
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER,
@@ -190,7 +191,8 @@ async def wait_states(body: WaitRequest, workspace_id: str, engine: Engine,
     signal's event taken before that read (``/run``: before its submission): the first read
     is then skipped, and the answer is read afresh once anything happened or the time is
     up. ``reader``: how to read them instead of :func:`job_store.job_states` in a thread."""
-    deadline = time.monotonic() + body.timeout_seconds
+    started = time.monotonic()
+    deadline = started + body.timeout_seconds
     signal = notifier.jobs_finished
     event = signal.snapshot() if since is None else since
 
@@ -218,7 +220,8 @@ async def wait_states(body: WaitRequest, workspace_id: str, engine: Engine,
         if woken and finished and active and body.coalesce_seconds:
             # Let the rest of the wave land and answer once, but no longer than it takes
             # the last of these jobs to finish.
-            coalesce_until = coalesce_until or min(deadline, now + body.coalesce_seconds)
+            coalesce_until = coalesce_until or coalesced_until(started, body.coalesce_seconds,
+                                                               deadline)
         holding = coalesce_until is not None and now < coalesce_until and bool(active)
         if notifier.stopping or await request.is_disconnected() or not holding and (
                 not body.job_ids or now >= deadline or finished):

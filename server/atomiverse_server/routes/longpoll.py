@@ -1,5 +1,5 @@
-"""Helpers for long-polls (claim, watch): wait for the first of several things, and notice a
-client that has gone."""
+"""Helpers for long-polls (claim, watch, wait): wait for the first of several things, notice a
+client that has gone, and when a wave of changes is answered."""
 
 from __future__ import annotations
 
@@ -27,3 +27,12 @@ async def first(*waits: Any) -> None:
         for task, given in zip(tasks, waits, strict=True):
             if task is not given:
                 task.cancel()
+
+
+def coalesced_until(started: float, coalesce_seconds: float, deadline: float) -> float:
+    """When a watch or a wait that has seen a change answers: ``coalesce_seconds`` after it started,
+    not after the change. A batch's jobs change dozens of times a second, and each answer
+    costs a request both ways, so a wave is answered once per window; but the client asks
+    again the moment it is answered, so a change after a quiet spell (the last job of a
+    batch) finds the window over and is answered at once, not a window late."""
+    return min(deadline, started + coalesce_seconds)

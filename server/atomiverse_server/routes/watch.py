@@ -32,7 +32,7 @@ from ..jsonroute import FastJSONRoute
 from ..notify import Notifier, TooManyWatches
 from ..store import jobs as job_store
 from .errors import USER
-from .longpoll import first, until_disconnected
+from .longpoll import coalesced_until, first, until_disconnected
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=USER,
                    route_class=FastJSONRoute)
@@ -119,15 +119,6 @@ async def _wait_for_change(body: WatchRequest, workspace_id: str, engine: Engine
                 versions.update(fresh)
     finally:
         gone.cancel()
-
-
-def coalesced_until(started: float, coalesce_seconds: float, deadline: float) -> float:
-    """When a watch that has seen a change answers: ``coalesce_seconds`` after it started,
-    not after the change. A batch's jobs change dozens of times a second, and each answer
-    costs a request both ways, so a wave is answered once per window; but the client asks
-    again the moment it is answered, so a change after a quiet spell (the last job of a
-    batch) finds the window over and is answered at once, not a window late."""
-    return min(deadline, started + coalesce_seconds)
 
 
 def _same(known: str | None, current: str) -> bool:
