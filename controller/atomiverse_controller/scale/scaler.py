@@ -19,17 +19,25 @@ from typing import Any
 from atomiverse_core import retry
 
 from ..api import ControllerAPI, ServerUnavailable
+from ..heartbeat import IDLE_HEARTBEAT_SECONDS
 from .provider import controller_script
 from .site import SiteConfig
 
 log = logging.getLogger("atomiverse.scale")
-# A member not heard from in this many heartbeats is not counted as running capacity (its
-# allocation was killed; its leases run out and its jobs return to the queue).
+# A member not heard from in this many heartbeats past its idle beat is not counted as
+# running capacity (its allocation was killed; its leases run out and its jobs return to the
+# queue). An idle controller beats only every IDLE_HEARTBEAT_SECONDS: a bare 3 x 3 s dropped
+# every idle member from the count between its beats.
 LIVE_HEARTBEATS = 3
 # Allocations in a row that ended before their controller registered: the controller cannot
 # start there (a wrong controller_command or worker_init); stop asking instead of looping.
 MAX_START_FAILURES = 3
 MAX_LOG_READ_BYTES = 1 << 20  # the registration is among a controller's first lines
+
+
+def live_seconds(heartbeat_seconds: float) -> float:
+    """How long since its last beat a pool member still counts as running capacity."""
+    return max(IDLE_HEARTBEAT_SECONDS, heartbeat_seconds) + LIVE_HEARTBEATS * heartbeat_seconds
 
 
 class AllocationsFail(RuntimeError):
@@ -61,7 +69,7 @@ class Scaler:
     def __init__(self, site: SiteConfig, provider: Any, api: ControllerAPI,
                  heartbeat_seconds: float) -> None:
         self.site, self.provider, self.api = site, provider, api
-        self.live_seconds = LIVE_HEARTBEATS * heartbeat_seconds
+        self.live_seconds = live_seconds(heartbeat_seconds)
         self.allocations: dict[str, Allocation] = {}
         self.stop_event = threading.Event()
         self.submitted_total = 0
