@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import atomiverse
-import httpx2 as httpx
 import numpy as np
 import pytest
 from atomiverse.levels import GFN2_XTB
@@ -218,33 +217,3 @@ def test_a_selection_with_every_candidate_rearranged_fails_saying_so():
     numbers, positions = atoms.numbers, [list(map(float, p)) for p in atoms.positions]
     with pytest.raises(EngineError, match="every candidate's bonds changed"):
         _select(numbers, positions, [_bridged(numbers, positions)], [-14.0])
-
-
-def _register(server, key, name, engines):
-    r = httpx.post(f"{server.url}/api/v1/controllers/register",
-                   headers={"Authorization": f"Bearer {key}"},
-                   json={"name": name, "slots": 1, "engines": engines})
-    assert r.status_code == 200, r.text
-
-
-@pytest.mark.parametrize(("engines", "options", "prescreen"), [
-    ({"xtb": "22.1", "tblite": "0.4.0"}, {}, {"method": "gfn-ff"}),
-    ({"tblite": "0.4.0"}, {}, None),  # tblite has no GFN-FF: the search's own level
-    ({"xtb": "22.1"}, {"level_of_theory": GFN2_XTB.with_solvent("water", model="gbsa")}, None),
-    ({"xtb": "22.1"}, {"prescreen_level_of_theory": GFN2_XTB}, {"method": "gfn2-xtb"}),
-    ({"xtb": "22.1", "tblite": "0.4.0"}, {"engine": "tblite"}, None),
-])
-def test_the_prescreen_is_gfn_ff_where_the_target_runs_it(srv, client, engines, options,
-                                                          prescreen):
-    server, key = srv
-    box = f"box-{'-'.join(engines)}-{len(options)}-{next(iter(options), '')}"[:60]
-    _register(server, key, box, engines)
-    search = atomiverse.ConformerSearch(**{"atoms": atomiverse.Atoms.from_smiles("CCCC"),
-                                           "level_of_theory": GFN2_XTB, **options})
-    res = client.submit_batch([search.model_dump(mode="json")], compute_target=box)
-    assert res["submitted"] == 1, res
-    job_id = res["jobs"][0]["job_id"]
-    try:
-        assert client.get_job(job_id)["job"]["prescreen_level_of_theory"] == prescreen
-    finally:
-        client.cancel_job(job_id)

@@ -8,11 +8,8 @@ five steps, each started when the previous one has finished:
    0.5 Angstrom heavy-atom RMSD; ``n_candidates`` of them, by default
    ``min(250, 10 + 20 x rotatable bonds)``; the input geometry is always one of them.
 2. prescreen: every candidate optimised loosely (``prescreen_fmax_ev_per_angstrom``, at most
-   ``prescreen_max_steps``) at ``prescreen_level_of_theory``, one job per candidate. Its
-   default is GFN-FF where the target can run it (the xtb engine) and the search is in
-   vacuum: a GFN-FF optimisation costs about a sixth of a loose GFN2-xTB one. Otherwise (the
-   tblite engine alone, a solvated search, a target no controller has registered for yet)
-   the search's own level.
+   ``prescreen_max_steps``) at ``prescreen_level_of_theory`` (default: the search's level;
+   ``GFNFF`` is cheaper where the engine has it), one job per candidate.
 3. ``select`` (one RDKit job): the distinct ones (same conformer: energies within
    0.1 kcal/mol and heavy-atom RMSD below 0.25 Angstrom after alignment over the molecule's
    symmetries) within ``prescreen_window_kcal_per_mol`` of the lowest, at most
@@ -48,7 +45,7 @@ from ..drivers.optimizer_settings import (
     Optimizer,
 )
 from ..jobs import Job
-from ..levels import GFNFF, KNOWN_ENGINES, LevelOfTheory
+from ..levels import LevelOfTheory
 from .conformer_stage import MAX_CANDIDATES
 from .spec import (
     Child,
@@ -75,8 +72,8 @@ PRESCREEN_ENERGY_KCAL_PER_MOL = 0.1
 class ConformerSearch(Job):
     """Find the distinct low-energy conformers of ``atoms`` and their Boltzmann weights; see
     the module documentation for the steps. Defaults: ``n_candidates`` None (from the
-    rotatable bonds, 10 + 20 per bond, at most 250; at most 1000 if given), prescreen at
-    GFN-FF where the target runs it (else the search's level) to fmax 0.05 eV/Angstrom, at most 40 refined within 5 kcal/mol, the final
+    rotatable bonds, 10 + 20 per bond, at most 250; at most 1000 if given), prescreen at the
+    search's level to fmax 0.05 eV/Angstrom, at most 40 refined within 5 kcal/mol, the final
     ensemble within 6 kcal/mol, weights at 298.15 K."""
 
     job_type: Literal["conformer_search"] = "conformer_search"  # type: ignore[assignment]
@@ -119,20 +116,6 @@ class ConformerSearchResult(BaseModel):
     n_rearranged: int = Field(default=0, description=(
         "Optimised candidates left out because their bonds changed (another molecule)"))
     temperature_kelvin: float
-
-
-def prescreen_for_engines(search: ConformerSearch,
-                          engines: tuple[str, ...]) -> ConformerSearch:
-    """The search with its prescreen level settled for a target with these engines: GFN-FF
-    where one of them runs it (and the search names no engine that does not, and is in
-    vacuum), else as given (None: the search's level)."""
-    if search.prescreen_level_of_theory is not None or search.level_of_theory.solvation:
-        return search
-    usable = [e for e in ((search.engine,) if search.engine else engines)
-              if e in KNOWN_ENGINES and GFNFF.runs_on(e)]
-    if not usable:
-        return search
-    return search.model_copy(update={"prescreen_level_of_theory": GFNFF})
 
 
 def _child_payload(search: Payload, kind: str, atoms: Payload, tag: str,
@@ -302,7 +285,6 @@ JOB_TYPE = JobType(
     result_table=ensemble_table,
     advance=advance,
     listing_order=40,
-    for_engines=prescreen_for_engines,
 )
 
 __all__ = ["JOB_TYPE", "Conformer", "ConformerSearch", "ConformerSearchResult"]
