@@ -444,7 +444,8 @@ def test_a_worker_that_cannot_start_again_fails_its_job_as_retryable() -> None:
 # ----- staged jobs ------------------------------------------------------------------------------
 @pytest.fixture
 def one_slot() -> Iterator[WorkerPool]:
-    with WorkerPool(1, engine="instant") as pool:
+    """One job staged per worker, as before ``stage_depth`` (more: test_worker_staging.py)."""
+    with WorkerPool(1, engine="instant", stage_depth=1) as pool:
         yield pool
 
 
