@@ -60,7 +60,7 @@ def test_a_kill_fails_only_the_running_job_and_every_staged_one_runs(
     """Killed from outside, as the OOM killer does: the staged jobs never started, so the
     replacement runs each of them."""
     pool = deep_slot
-    pool.submit("victim", payload(name="__sleep_0.3__"))
+    pool.submit("victim", payload(name="__sleep_60__"))  # killed long before it ends
     stage_three(pool)
     pid = pool.worker_pids()["victim"]
     os.kill(pid, signal.SIGKILL)
@@ -84,7 +84,7 @@ def test_a_crash_among_the_staged_jobs_fails_only_that_one(deep_slot: WorkerPool
 def test_staged_jobs_whose_replacement_cannot_start_each_fail_as_retryable(
         deep_slot: WorkerPool) -> None:
     pool = deep_slot
-    pool.submit("victim", payload(name="__sleep_0.3__"))
+    pool.submit("victim", payload(name="__sleep_60__"))  # killed long before it ends
     stage_three(pool)
     pool._requested_engine = "orca"  # the replacement fails to start, as a broken install would
     os.kill(pool.worker_pids()["victim"], signal.SIGKILL)

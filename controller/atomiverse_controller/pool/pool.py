@@ -163,6 +163,13 @@ class WorkerPool(SlotSupervisor):
         with self._lock:
             return sum(1 for w in self._workers if w.state is state)
 
+    def _holds(self, job_id: str) -> bool:
+        """Whether ``job_id`` will yield an outcome here: ``running_jobs`` without building
+        its list, on every job's way in."""
+        return any((w.job_id == job_id and w.state is BUSY)
+                   or any(s.job_id == job_id and not s.cancelled for s in w.staged)
+                   for w in self._workers)
+
     def running_jobs(self) -> list[str]:
         """Jobs that will yield an outcome: running, and staged behind a running one."""
         with self._lock:
@@ -194,7 +201,7 @@ class WorkerPool(SlotSupervisor):
         if walltime_seconds is None:
             walltime_seconds = payload.get("walltime_seconds")
         with self._lock:
-            if job_id in self.running_jobs():
+            if self._holds(job_id):
                 raise ValueError(f"job {job_id} is already running")
             # Warm workers first; a dormant one is started with the job already in its socket.
             for worker in sorted(self._workers, key=lambda w: w.state is not IDLE):
@@ -217,12 +224,12 @@ class WorkerPool(SlotSupervisor):
         if walltime_seconds is None:
             walltime_seconds = payload.get("walltime_seconds")
         with self._lock:
-            if job_id in self.running_jobs():
+            if self._holds(job_id):
                 raise ValueError(f"job {job_id} is already running")
             # The worker with the fewest staged first: jobs spread over the slots.
-            for worker in sorted(self._workers, key=lambda w: len(w.staged)):
-                if (worker.can_stage(self.stage_depth)
-                        and self._send(worker, protocol.job(job_id, payload))):
+            takers = [w for w in self._workers if w.can_stage(self.stage_depth)]
+            for worker in sorted(takers, key=lambda w: len(w.staged)):
+                if self._send(worker, protocol.job(job_id, payload)):
                     worker.staged.append(Staged(job_id, payload, walltime_seconds))
                     self.staged_total += 1
                     return True
