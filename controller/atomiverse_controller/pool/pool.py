@@ -52,9 +52,10 @@ from .waker import Waker
 log = logging.getLogger("atomiverse_controller.workers")
 
 START_TIMEOUT_SECONDS = 120.0
-# Jobs staged behind a running one, at most, per worker. More saves little (the wake-ups per
-# job are already a fraction) and leaves more jobs stranded behind a slow one.
-STAGE_DEPTH = 3
+# Jobs staged behind a running one, at most, per worker. 3 was measured against 1 with 64
+# instant workers on 2 cores (bench/README.md, issue 30 item 1, third round): no lower CPU per
+# job (the workers' share rather rose: more of them runnable at once), so one it stays.
+STAGE_DEPTH = 1
 
 
 class WorkerStartError(RuntimeError):
