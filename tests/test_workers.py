@@ -444,7 +444,8 @@ def test_a_worker_that_cannot_start_again_fails_its_job_as_retryable() -> None:
 # ----- staged jobs ------------------------------------------------------------------------------
 @pytest.fixture
 def one_slot() -> Iterator[WorkerPool]:
-    with WorkerPool(1, engine="instant") as pool:
+    """One job staged per worker, as before ``stage_depth`` (more: test_worker_staging.py)."""
+    with WorkerPool(1, engine="instant", stage_depth=1) as pool:
         yield pool
 
 
@@ -470,7 +471,7 @@ def test_a_staged_job_runs_when_the_running_one_ends(one_slot: WorkerPool) -> No
 
 def test_a_job_staged_behind_a_crash_runs_on_the_replacement(one_slot: WorkerPool) -> None:
     pool = one_slot
-    pool.submit("victim", payload(name="__sleep_0.3__"))
+    pool.submit("victim", payload(name="__sleep_60__"))  # killed long before it ends
     pool.stage("bystander", payload())
     pid = pool.worker_pids()["victim"]
     os.kill(pid, signal.SIGKILL)
@@ -515,7 +516,7 @@ def test_a_cancelled_staged_job_is_stopped_and_yields_nothing(one_slot: WorkerPo
 def test_a_staged_job_whose_replacement_cannot_start_fails_as_retryable(
         one_slot: WorkerPool) -> None:
     pool = one_slot
-    pool.submit("victim", payload(name="__sleep_0.3__"))
+    pool.submit("victim", payload(name="__sleep_60__"))  # killed long before it ends
     pool.stage("stranded", payload())
     pool._requested_engine = "orca"  # the replacement fails to start, as a broken install would
     os.kill(pool.worker_pids()["victim"], signal.SIGKILL)

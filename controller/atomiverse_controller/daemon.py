@@ -265,7 +265,10 @@ class Controller:
     def _stage_behind_running(self) -> None:
         """Stage only while a full round of jobs is queued besides: at a batch's end the last
         jobs go to whichever slot frees first."""
-        while self.ledger.counts()[0] > self.config.slots and self.pool.stageable() > 0:
+        # Counted once per fill, not per job: meanwhile other threads only add claimed jobs
+        # or drop cancelled ones (then ``next_queued`` says None).
+        for _ in range(min(self.ledger.counts()[0] - self.config.slots,
+                           self.pool.stageable())):
             job = self.ledger.next_queued()
             if job is None:
                 return

@@ -22,9 +22,12 @@ which runs once the worker is warm (about a second).
 
 Short jobs can be staged: ``stage()`` sends a job to a busy worker's socket behind the one it
 runs, so the worker starts it the moment it finishes instead of waiting a round trip for this
-process to be scheduled and hand it over. At most one per worker. A staged job counts as
-started when the job before it reports. If the worker dies, overruns or is cancelled first,
-the staged job never started: its replacement runs it once warm.
+process to be scheduled and hand it over. Up to ``stage_depth`` per worker: a worker with
+several in its socket runs them one after the other without sleeping, so a process switch
+(the largest cost of an instant job on a busy machine) is paid per few jobs, not per job. A
+staged job counts as started when the job before it reports. If the worker dies, overruns or
+is cancelled first, the staged jobs never started: its replacement runs them once warm, or
+each fails as not started (retryable) if it cannot start.
 
 Outcomes: every submitted or staged job yields exactly one :class:`Outcome` from ``poll()``,
 except a job stopped by ``cancel()``, which yields none (the caller asked for it and already
@@ -49,6 +52,10 @@ from .waker import Waker
 log = logging.getLogger("atomiverse_controller.workers")
 
 START_TIMEOUT_SECONDS = 120.0
+# Jobs staged behind a running one, at most, per worker. 3 was measured against 1 with 64
+# instant workers on 2 cores (bench/README.md, issue 30 item 1, third round): no lower CPU per
+# job (the workers' share rather rose: more of them runnable at once), so one it stays.
+STAGE_DEPTH = 1
 
 
 class WorkerStartError(RuntimeError):
@@ -63,13 +70,16 @@ class WorkerPool(SlotSupervisor):
                  memory_limit_mb: int | None = None,
                  start_timeout_seconds: float = START_TIMEOUT_SECONDS,
                  idle_seconds: float | None = None, keep_warm: int = 1,
-                 cores_per_job: int = 1) -> None:
+                 cores_per_job: int = 1, stage_depth: int = STAGE_DEPTH) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         if keep_warm < 0:
             raise ValueError("keep_warm must be at least 0")
         if cores_per_job < 1:
             raise ValueError("cores_per_job must be at least 1")
+        if stage_depth < 1:
+            raise ValueError("stage_depth must be at least 1")
+        self.stage_depth = stage_depth
         self.slots, self.cores_per_job = slots, cores_per_job
         self.idle_seconds, self.keep_warm = idle_seconds, keep_warm
         self._last_busy = time.monotonic()
@@ -154,21 +164,30 @@ class WorkerPool(SlotSupervisor):
         with self._lock:
             return sum(1 for w in self._workers if w.state is state)
 
+    def _holds(self, job_id: str) -> bool:
+        """Whether ``job_id`` will yield an outcome here: ``running_jobs`` without building
+        its list, on every job's way in."""
+        return any((w.job_id == job_id and w.state is BUSY)
+                   or any(s.job_id == job_id and not s.cancelled for s in w.staged)
+                   for w in self._workers)
+
     def running_jobs(self) -> list[str]:
         """Jobs that will yield an outcome: running, and staged behind a running one."""
         with self._lock:
             running = [w.job_id for w in self._workers if w.state is BUSY and w.job_id]
-            return running + [w.staged.job_id for w in self._workers
-                              if w.staged is not None and not w.staged.cancelled]
+            return running + [s.job_id for w in self._workers for s in w.staged
+                              if not s.cancelled]
 
     def stageable(self) -> int:
-        """Workers that take a staged job now: busy with a job, none staged yet."""
+        """Staged jobs the workers take now: ``stage_depth`` behind each running job, less
+        those staged already."""
         with self._lock:
-            return sum(1 for w in self._workers if w.can_stage)
+            return sum(self.stage_depth - len(w.staged) for w in self._workers
+                       if w.can_stage(self.stage_depth))
 
     def staged_jobs(self) -> int:
         with self._lock:
-            return sum(1 for w in self._workers if w.staged is not None)
+            return sum(len(w.staged) for w in self._workers)
 
     def worker_pids(self) -> dict[str, int]:
         """Job id (``#<slot>`` for an idle or starting worker) -> worker pid, for ops and tests."""
@@ -183,7 +202,7 @@ class WorkerPool(SlotSupervisor):
         if walltime_seconds is None:
             walltime_seconds = payload.get("walltime_seconds")
         with self._lock:
-            if job_id in self.running_jobs():
+            if self._holds(job_id):
                 raise ValueError(f"job {job_id} is already running")
             # Warm workers first; a dormant one is started with the job already in its socket.
             for worker in sorted(self._workers, key=lambda w: w.state is not IDLE):
@@ -206,19 +225,22 @@ class WorkerPool(SlotSupervisor):
         if walltime_seconds is None:
             walltime_seconds = payload.get("walltime_seconds")
         with self._lock:
-            if job_id in self.running_jobs():
+            if self._holds(job_id):
                 raise ValueError(f"job {job_id} is already running")
-            for worker in self._workers:
-                if worker.can_stage and self._send(worker, protocol.job(job_id, payload)):
-                    worker.staged = Staged(job_id, payload, walltime_seconds)
+            # The worker with the fewest staged first: jobs spread over the slots.
+            takers = [w for w in self._workers if w.can_stage(self.stage_depth)]
+            for worker in sorted(takers, key=lambda w: len(w.staged)):
+                if self._send(worker, protocol.job(job_id, payload)):
+                    worker.staged.append(Staged(job_id, payload, walltime_seconds))
                     self.staged_total += 1
                     return True
             return False
 
     def cancel(self, job_id: str) -> bool:
         """Kill the worker running ``job_id`` (its whole process group) and start a fresh one;
-        a job staged behind it goes to the fresh one. A staged ``job_id`` is stopped as it
-        starts. The job yields no Outcome. False if the job is not running here."""
+        jobs staged behind it go to the fresh one. A staged ``job_id`` is stopped as it
+        starts (those behind it go to the replacement). The job yields no Outcome. False if
+        the job is not running here."""
         with self._lock:
             worker = next((w for w in self._workers if w.state is BUSY and w.job_id == job_id),
                           None)
@@ -231,8 +253,7 @@ class WorkerPool(SlotSupervisor):
 
     def _cancel_staged(self, job_id: str) -> bool:
         # It is in the worker's socket already; the worker is stopped once it has it.
-        staged = next((w.staged for w in self._workers
-                       if w.staged is not None and w.staged.job_id == job_id), None)
+        staged = next((s for w in self._workers for s in w.staged if s.job_id == job_id), None)
         if staged is None or staged.cancelled:
             return False
         log.info("job %s cancelled while staged: its worker stops when it starts it", job_id)

@@ -68,7 +68,8 @@ class Slot:
     failures: int = 0  # consecutive failed starts, for backoff
     start_error: str | None = None
     spawned_at: float = 0.0  # time.monotonic()
-    staged: Staged | None = None  # the job sent behind the running one
+    # Jobs sent behind the running one, in the order the worker will run them.
+    staged: list[Staged] = field(default_factory=list)
     _state: SlotState = field(default=SlotState.DOWN, repr=False)
 
     @property
@@ -91,11 +92,10 @@ class Slot:
             return None
         return self.job_started + self.walltime_seconds
 
-    @property
-    def can_stage(self) -> bool:
-        """Busy with a job that runs (not warming), nothing staged behind it yet."""
-        return (self._state is SlotState.BUSY and not self.warming and self.staged is None
-                and self.process is not None)
+    def can_stage(self, depth: int) -> bool:
+        """Busy with a job that runs (not warming), fewer than ``depth`` staged behind it."""
+        return (self._state is SlotState.BUSY and not self.warming
+                and len(self.staged) < depth and self.process is not None)
 
     def run(self, job_id: str, walltime_seconds: float | None, *, warming: bool) -> None:
         """The slot's worker has the job in its socket and is running it (``warming``: will
@@ -106,13 +106,13 @@ class Slot:
         self.walltime_seconds = walltime_seconds
 
     def run_staged(self) -> Staged | None:
-        """The running job reported: the staged one, if any, runs now (it is returned);
-        else the slot is idle."""
-        staged, self.staged = self.staged, None
-        if staged is None:
+        """The running job reported: the first staged one, if any, runs now (it is
+        returned); else the slot is idle."""
+        if not self.staged:
             self.move(SlotState.IDLE)
             self.job_id = None
             return None
+        staged = self.staged.pop(0)
         self.job_id, self.job_started = staged.job_id, time.monotonic()
         self.walltime_seconds = staged.walltime_seconds
         return staged

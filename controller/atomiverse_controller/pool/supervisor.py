@@ -56,21 +56,27 @@ class SlotSupervisor:
         worker.started(process)
 
     def _replace(self, worker: Slot) -> None:
-        """Kill the worker and start a fresh one. A job staged behind the one it was running
-        (crash, walltime, cancel) never started: the fresh worker runs it once warm."""
-        staged, worker.staged = worker.staged, None
+        """Kill the worker and start a fresh one. Jobs staged behind the one it was running
+        (crash, walltime, cancel) never started: the fresh worker runs them once warm, in
+        their order; if it cannot start, each fails as not started (retryable)."""
+        staged = [s for s in worker.staged if not s.cancelled]
+        worker.staged = []
         self._kill(worker)
         if not self._closed:
             self._spawn(worker)
-        if staged is None or staged.cancelled or self._closed:
+        if not staged or self._closed:
             return
-        if worker.state is STARTING and self._send(worker, protocol.job(staged.job_id,
-                                                                         staged.payload)):
-            worker.run(staged.job_id, staged.walltime_seconds, warming=True)
-            return
-        self._unstarted.append(self._not_started(
-            (staged.job_id, time.monotonic()),
-            f"worker could not start: {worker.start_error or 'no replacement worker'}"))
+        first, *rest = staged
+        if worker.state is STARTING and self._send(worker, protocol.job(first.job_id,
+                                                                        first.payload)):
+            worker.run(first.job_id, first.walltime_seconds, warming=True)
+            staged = rest
+            while staged and self._send(worker, protocol.job(staged[0].job_id,
+                                                             staged[0].payload)):
+                worker.staged.append(staged.pop(0))
+        reason = f"worker could not start: {worker.start_error or 'no replacement worker'}"
+        self._unstarted += [self._not_started((s.job_id, time.monotonic()), reason)
+                            for s in staged]
 
     def _take_unstarted(self) -> list[Outcome]:
         taken, self._unstarted = self._unstarted, []
@@ -117,7 +123,7 @@ class SlotSupervisor:
         return None
 
     def _start_staged(self, worker: Slot) -> None:
-        """The worker's job reported: the staged one, if any, is running now."""
+        """The worker's job reported: the first staged one, if any, is running now."""
         staged = worker.run_staged()
         if staged is not None and staged.cancelled:
             log.info("job %s cancelled: killing worker pid %s", staged.job_id, worker.pid)
@@ -158,7 +164,13 @@ class SlotSupervisor:
                        time.monotonic() - handed_over)
 
     def _on_start_failure(self, worker: Slot, summary: str, detail: str) -> None:
+        """The worker died or gave up before it was ready. Jobs staged behind its warming
+        one (from a replaced worker) die with it and never ran: each fails as not started."""
         log.error("worker failed to start: %s", detail)
+        self._unstarted += [self._not_started((s.job_id, time.monotonic()),
+                                              f"worker could not start: {summary}")
+                            for s in worker.staged if not s.cancelled]
+        worker.staged = []
         self._kill(worker)
         worker.start_error = summary
         worker.respawn_at = time.monotonic() + self._backoff(worker)
