@@ -63,7 +63,6 @@ jobs = sa.Table(
     sa.Column("name", sa.String(120)),
     sa.Column("job_type", sa.String(32), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("payload", sa.JSON, nullable=False),
     sa.Column("compute_target", sa.String(100), nullable=False),
     sa.Column("controller_id", sa.String(32)),
     sa.Column("claimed_by", sa.String(32)),
@@ -74,20 +73,24 @@ jobs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
-    sa.Column("result", sa.JSON),
-    sa.Column("error", sa.Text),
     sa.Column("error_type", sa.String(32)),
-    sa.Column("attempt_errors", sa.JSON),
     sa.Column("billed_core_seconds", sa.Float, nullable=False, default=0.0),
     sa.Column("cache_key", sa.String(64)),
     sa.Column("cached_from", sa.String(32)),
-    sa.Column("preview", sa.JSON),
     # Claims go batch by batch (created_at, one value per batch), the costliest job of a
     # batch first (claim_rank 0; scheduling.py). Migration 0004.
     sa.Column("claim_rank", sa.Integer, nullable=False, server_default="0"),
     # A composite job's children (a chain's steps) name it, and their step; migration 0006.
     sa.Column("parent_id", sa.String(32)),
     sa.Column("step", sa.Integer),
+    # Large values last (migration 0008): SQLite reads a row's values in this order, and a
+    # payload or result past a page continues on overflow pages, which every column after
+    # it would walk (a list page reads the summary columns, never these).
+    sa.Column("preview", sa.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("attempt_errors", sa.JSON),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("result", sa.JSON),
     sa.Index("ix_jobs_workspace_seq", "workspace_id", "seq"),
     sa.Index("ix_jobs_parent", "parent_id"),
     sa.Index("ix_jobs_claim", "state", "controller_id", "created_at", "claim_rank", "seq"),
