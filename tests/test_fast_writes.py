@@ -151,6 +151,32 @@ def test_a_run_claimed_and_reported_is_the_routes_own_answer(srv):
     assert slow_report.json() == {"accepted": [slow_job["job_id"]], "rejected": []}
 
 
+def test_credentials_not_yet_remembered_are_looked_up_on_the_fast_path(srv):
+    """A key or token the auth cache does not hold (new here, or its second expired: every
+    second for every client and controller) is looked up and the request answered below
+    FastAPI, not sent through the app (issue 28: three to four times the server's CPU)."""
+    workspace = f"fw-new-{uuid.uuid4().hex[:12]}"
+    first_key = srv.new_workspace(workspace)
+    r = httpx.post(f"{srv.url}/api/v1/controllers/register",
+                   headers={"Authorization": f"Bearer {first_key}"},
+                   json={"name": "by-hand", "slots": 1, "engines": {"xtb": "1"}})
+    token = r.json()["token"]  # not yet sent to the server
+    h = {"Authorization": f"Bearer {srv.admin('issue-key', workspace)['api_key']}"}  # nor this
+    before = _fast_answers(srv)
+    first = httpx.post(f"{srv.url}/api/v1/jobs/run", headers=h, params={"timeout_seconds": 0},
+                       json={"job": _job("first"), "compute_target": "by-hand"}, timeout=60)
+    assert first.status_code == 201, first.text
+    assert first.json()["state"] == "pending"
+    assert _counted(srv, before) == {"run": 1}
+    before = _fast_answers(srv)
+    claim = httpx.post(f"{srv.url}/api/v1/controllers/claim",
+                       headers={"Authorization": f"Bearer {token}"},
+                       json={"max_jobs": 1, "wait_seconds": 0}, timeout=60)
+    assert _counted(srv, before) == {"claim": 1}
+    assert claim.status_code == 200, claim.text
+    assert [j["job_id"] for j in claim.json()["jobs"]] == [first.json()["job_id"]]
+
+
 def test_a_report_is_heard_once_whichever_path_it_takes(srv):
     """Lease fencing: the second report of the same attempt is turned away, fast or not."""
     t = Tenant(srv)

@@ -122,12 +122,23 @@ def _load_controller(engine: Engine, token: str) -> Controller | None:
 
 async def _authenticate(request: Request, kind: str, secret: str,
                         load: Callable[[Engine, str], Any], engine: Engine) -> Any:
-    cache: AuthCache = request.app.state.auth_cache
+    return await known_or_loaded(request.app.state.auth_cache, kind, secret, load, engine)
+
+
+async def known_or_loaded(cache: AuthCache, kind: str, secret: str,
+                          load: Callable[[Engine, str], Any], engine: Engine) -> Any:
+    """Who ``secret`` is (a workspace or controller), from the cache or else the database (and
+    then remembered); None for a credential the server does not know."""
     found, value = cache.lookup(kind, secret)
     if not found:
         value = await run_in_threadpool(load, engine, secret)
         cache.remember(kind, secret, value)
     return value
+
+
+# The loader of each kind of credential the auth cache keeps (fastwrites looks them up too).
+LOADERS: dict[str, Callable[[Engine, str], Any]] = {"workspace": _load_workspace,
+                                                    "controller": _load_controller}
 
 
 def _session(request: Request, engine: EngineDep) -> Session | None:
