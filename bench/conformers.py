@@ -29,7 +29,9 @@ The references are kept, one file a molecule, in ``bench/reference/conformers/``
 about 25 core-hours in all, more than one sitting of a 2-core machine): a run uses the stored
 reference of a molecule when one exists for the same SMILES, candidate count and seed, and
 stores each one it computes as soon as it has it, so the set fills over several runs and a
-change to the search is measured again without recomputing them. Each file keeps the lowest
+change to the search is measured again without recomputing them. A reference being computed
+keeps its finished optimisations in ``<name>-<count>.partial.json`` (committed too), and a
+later run goes on from there. Each file keeps the lowest
 conformer's geometry, so its energy can be checked against the engine directly.
 
     python bench/conformers.py                                  # all 20, 500 reference each
@@ -81,6 +83,7 @@ MOLECULES = {  # name: SMILES (rotatable bonds by RDKit)
 }
 REFERENCE_SEED = 7
 REFERENCE_DIR = ROOT / "bench" / "reference" / "conformers"
+PARTIAL_SAVE_SECONDS = 60.0
 
 
 def reference_geometries(atoms: Any, count: int) -> list[Any]:
@@ -122,23 +125,67 @@ def run_search(atomiverse: Any, atoms: Any, name: str, cores: int) -> dict[str, 
             "n_candidates": record["result"]["n_candidates"]}
 
 
-def run_reference(atomiverse: Any, atoms: Any, name: str, count: int) -> dict[str, Any]:
+def run_reference(atomiverse: Any, atoms: Any, name: str, smiles: str,
+                  count: int) -> dict[str, Any]:
+    """The reference of one molecule; resumes from, and keeps writing, its partial file."""
     from atomiverse.levels import GFN2_XTB
 
+    progress = ReferenceProgress(name, smiles, count)
+    geometries = reference_geometries(atoms, count)
+    todo = [i for i in range(len(geometries)) if str(i) not in progress.done]
     jobs = [atomiverse.GeometryOptimization(
-        atoms=atomiverse.Atoms(numbers=atoms.numbers, positions=g, charge=atoms.charge),
+        atoms=atomiverse.Atoms(numbers=atoms.numbers, positions=geometries[i],
+                               charge=atoms.charge),
         level_of_theory=GFN2_XTB, use_cache=False, name=f"{name} reference {i}")
-        .model_dump(mode="json") for i, g in enumerate(reference_geometries(atoms, count))]
-    ids = [j["job_id"] for j in atomiverse.submit_batch(jobs, compute_target="local")["jobs"]
-           if j["job_id"]]
-    records = atomiverse.wait_jobs(ids)
-    done = [r["result"] for r in records if r["state"] == "done"]
-    lowest = min(done, key=lambda r: r["energy_hartree"])
-    return {"energy_hartree": lowest["energy_hartree"],
-            "core_seconds": sum(r["core_seconds"] for r in done), "n_done": len(done),
-            "gradient_evaluations": gradient_evaluations(done),
-            "numbers": list(atoms.numbers),
-            "lowest_positions_angstrom": lowest["final_positions_angstrom"]}
+        .model_dump(mode="json") for i in todo]
+    entries = atomiverse.submit_batch(jobs, compute_target="local")["jobs"] if jobs else []
+    index_of = {e["job_id"]: i for e, i in zip(entries, todo, strict=True) if e["job_id"]}
+    for record in atomiverse.as_completed(list(index_of)):
+        progress.add(index_of[record["job_id"]], record)
+    progress.save()
+    return progress.summary(atoms.numbers)
+
+
+class ReferenceProgress:
+    """The optimisations of one reference finished so far, in ``<name>-<count>.partial.json``
+    (written at most every PARTIAL_SAVE_SECONDS and at the end), so that a reference of ~1-2
+    core-hours fills over several sittings; removed once the reference is stored."""
+
+    def __init__(self, name: str, smiles: str, count: int) -> None:
+        self.path = REFERENCE_DIR / f"{name}-{count}.partial.json"
+        self.key = {"smiles": smiles, "candidates": count, "seed": REFERENCE_SEED}
+        stored = json.loads(self.path.read_text()) if self.path.exists() else {}
+        same = {k: stored.get(k) for k in self.key} == self.key
+        self.done: dict[str, Any] = stored.get("done", {}) if same else {}
+        self.lowest: Any = stored.get("lowest_positions_angstrom") if same else None
+        self.saved_at = time.monotonic()
+
+    def add(self, index: int, record: dict[str, Any]) -> None:
+        result = record.get("result") if record["state"] == "done" else None
+        if result is None:
+            self.done[str(index)] = {"state": record["state"]}
+        else:
+            if all(result["energy_hartree"] < d.get("energy_hartree", float("inf"))
+                   for d in self.done.values()):
+                self.lowest = result["final_positions_angstrom"]
+            self.done[str(index)] = {"state": "done", "energy_hartree": result["energy_hartree"],
+                                     "core_seconds": result["core_seconds"],
+                                     "gradient_evaluations": len(result["energies_hartree"])}
+        if time.monotonic() - self.saved_at > PARTIAL_SAVE_SECONDS:
+            self.save()
+
+    def save(self) -> None:
+        REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({**self.key, "done": self.done,
+                                         "lowest_positions_angstrom": self.lowest}) + "\n")
+        self.saved_at = time.monotonic()
+
+    def summary(self, numbers: Any) -> dict[str, Any]:
+        done = [d for d in self.done.values() if d["state"] == "done"]
+        return {"energy_hartree": min(d["energy_hartree"] for d in done),
+                "core_seconds": sum(d["core_seconds"] for d in done), "n_done": len(done),
+                "gradient_evaluations": sum(d["gradient_evaluations"] for d in done),
+                "numbers": list(numbers), "lowest_positions_angstrom": self.lowest}
 
 
 def gradient_evaluations(results: Any) -> int:
@@ -198,8 +245,9 @@ def main() -> None:
                 atoms = atomiverse.Atoms.from_smiles(smiles)
                 ref = stored_reference(name, smiles, count)
                 if ref is None:
-                    ref = run_reference(atomiverse, atoms, name, count)
+                    ref = run_reference(atomiverse, atoms, name, smiles, count)
                     store_reference(name, smiles, count, ref)
+                    (REFERENCE_DIR / f"{name}-{count}.partial.json").unlink(missing_ok=True)
                 if args.reference_only:
                     print(f"{name}: reference {ref['energy_hartree']:.8f} Hartree, "
                           f"{ref['core_seconds']:.0f} core-seconds", flush=True)
