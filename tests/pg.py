@@ -271,3 +271,15 @@ def pg_url(pg_cluster: PostgresCluster) -> Iterator[str]:
     yield url
     with contextlib.suppress(Exception):  # the cluster goes away at the end anyway
         pg_cluster.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of its own for one test, once on each backend (a module that uses it
+    imports ``pg_cluster`` too)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'server.db'}"
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.new_database()
+    request.addfinalizer(lambda: cluster.drop_database(url))
+    return url

@@ -21,20 +21,10 @@ from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
 from atomiverse_server.store import workspaces as workspace_store
 from conftest import start_server, stop_process
-from pg import pg_cluster  # noqa: F401  (fixture)
+from pg import db_url, pg_cluster  # noqa: F401  (fixtures)
 
 BEFORE = "0007"
 LARGE = ("payload", "result", "error", "attempt_errors")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'server.db'}"
-    cluster = request.getfixturevalue("pg_cluster")
-    url = cluster.new_database()
-    request.addfinalizer(lambda: cluster.drop_database(url))
-    return url
 
 
 def _trajectory_result(n_atoms: int = 40, steps: int = 120) -> dict[str, Any]:

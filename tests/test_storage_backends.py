@@ -28,19 +28,7 @@ from atomiverse_server.store import resultcache
 from atomiverse_server.store import workspaces as workspace_store
 from atomiverse_server.submission import prepare_entries, submit_entries
 from conftest import PY, start_server, stop_process
-from pg import pg_cluster  # noqa: F401  (fixture)
-
-BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    cluster = request.getfixturevalue("pg_cluster")
-    url = cluster.new_database()
-    request.addfinalizer(lambda: cluster.drop_database(url))
-    return url
+from pg import db_url, pg_cluster  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
