@@ -88,10 +88,13 @@ class FastWrites:
             return None
         kind = "controller" if prefix == CONTROLLER_TOKEN_PREFIX else "workspace"
         try:
-            return await deps.known_or_loaded(cache, kind, secret, deps.LOADERS[kind],
-                                              self._state.engine)
+            who = await deps.known_or_loaded(cache, kind, secret, deps.LOADERS[kind],
+                                             self._state.engine)
         except dberrors.CONNECTION_ERRORS:  # the app looks again and answers in its format
             return None
+        if who is None:  # the app answers 401 without asking the database a second time
+            scope.setdefault("state", {})[deps.UNKNOWN_CREDENTIAL] = secret
+        return who
 
     async def _answer(self, handler: Handler, who: Any, body: bytes, scope: Scope,
                       receive: Receive) -> Response | None:
