@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
                         "headers, before the connection is closed")
     args = p.parse_args(argv)
 
-    from .main import create_app
+    from .main import create_served_app
     from .settings import Settings
 
     overrides: dict[str, object] = {}
@@ -76,10 +76,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("ATOMIVERSE_HOME", str(settings.home))
     tighten_home(Path(settings.home))
     raise_file_limit(args.limit_concurrency + SPARE_FILES)
-    app = create_app(settings)
+    app = create_served_app(settings)
     warn_if_public_without_tls(args.host, tls=bool(args.ssl_certfile))
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             access_log=False, timeout_graceful_shutdown=5,
+                            # Nothing reads the client's address, and a header naming
+                            # another one is believed from loopback: neither is wanted.
+                            proxy_headers=False,
                             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
                             limit_concurrency=args.limit_concurrency,
                             timeout_keep_alive=EMBEDDED_KEEP_ALIVE_SECONDS if args.embedded

@@ -38,7 +38,7 @@ _MAX_LIMIT, _MAX_CURSOR, _MAX_NAME = 200, 200, 120
 class FastReads:
     def __init__(self, app: ASGIApp, state: Any) -> None:
         self.app = app
-        self._state = state  # the FastAPI app's state: engine and auth cache, once started
+        self.state = state  # the FastAPI app's state (engine, auth cache, notifier), once started
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
@@ -77,7 +77,7 @@ class FastReads:
         return None if workspace_id is None else self._job(workspace_id, match.group(1))
 
     def _workspace_id(self, scope: Scope) -> str | None:
-        cache: AuthCache | None = getattr(self._state, "auth_cache", None)
+        cache: AuthCache | None = getattr(self.state, "auth_cache", None)
         secret = bearer_secret(scope["headers"])
         if cache is None or secret is None:
             return None
@@ -85,7 +85,7 @@ class FastReads:
         return getattr(workspace, "id", None) if found else None
 
     def _reads(self) -> job_store.HotReads:
-        return job_store.hot_reads(self._state.engine)
+        return job_store.hot_reads(self.state.engine)
 
     def _job(self, workspace_id: str, job_id: str) -> bytes | None:
         record = self._reads().get_job(workspace_id=workspace_id, job_id=job_id)

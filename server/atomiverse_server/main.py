@@ -93,7 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        routes={SINGLE_JOB_ROUTE: single_job_limit(settings.max_atoms),
                                ("POST", run.RUN_PATH): single_job_limit(settings.max_atoms)})
-    app.add_middleware(FastReads, state=app.state)  # outside the body limit: GETs only
     app.include_router(account.router)
     app.include_router(watch.router)
     app.include_router(run.router)  # before jobs': /run is no job id
@@ -109,6 +108,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(packages=[("atomiverse_server", "static")]),
               name="static")
     return app
+
+
+def create_served_app(settings: Settings | None = None) -> FastReads:
+    """The app as the server process serves it: the reads clients repeat most are answered in
+    front of it, before FastAPI's own layers (its telemetry check, body limit and error
+    middleware cost a GET as much as the read itself); everything else, the lifespan
+    included, passes through to :func:`create_app`'s app."""
+    app = create_app(settings)
+    return FastReads(app, state=app.state)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
