@@ -23,6 +23,7 @@ from .cursors import (  # noqa: F401
     encode_with,
 )
 from .fastquery import FastQuery, Unavailable  # noqa: F401  (fastreads catches it)
+from .summaries import CHANGING_COLUMNS, Summaries, summary_of
 
 TERMINAL = ("done", "failed", "cancelled")
 ACTIVE = ("pending", "running")
@@ -89,7 +90,8 @@ class HotReads:
         # The payload, result and preview go out as stored; attempt_errors is looked into.
         self._job = FastQuery(engine, JOB_COLUMNS, _one_job,
                               passthrough=frozenset({"payload", "result", "preview"}))
-        self._pages: dict[tuple[bool, bool, bool], FastQuery] = {}
+        self._pages: dict[tuple[tuple[bool, bool, bool], Sequence[Any]], FastQuery] = {}
+        self._summaries = Summaries()
         self._cursor_key: bytes | None = None
 
     def get_job(self, *, workspace_id: str, job_id: str) -> dict[str, Any] | None:
@@ -101,13 +103,24 @@ class HotReads:
         before = None if cursor is None else decode_with(
             self._key(), workspace_id=workspace_id, cursor=cursor)
         flags, params = _page_params(workspace_id, limit, before, state, name_contains)
-        query = self._pages.get(flags)
+        changing = self._page_query(flags, CHANGING_COLUMNS).rows(**params)
+        lasting = self._summaries.known(changing[:limit])
+        cursor_for = lambda seq: encode_with(  # noqa: E731
+            self._key(), workspace_id=workspace_id, seq=seq)
+        if lasting is None:  # a job this page has not shown before: read whole summaries
+            rows = self._page_query(flags, SUMMARY_COLUMNS).rows(**params)
+            self._summaries.remember(rows)
+            return _page(rows, limit, cursor_for)
+        return _page(changing, limit, cursor_for,
+                     summaries=[summary_of(r, k) for r, k in zip(changing, lasting)])
+
+    def _page_query(self, flags: tuple[bool, bool, bool], columns: Sequence[Any]) -> FastQuery:
+        query = self._pages.get((flags, columns))
         if query is None:
-            query = self._pages[flags] = FastQuery(
-                self._engine, SUMMARY_COLUMNS, lambda q: _page_query(q, *flags),
+            query = self._pages[(flags, columns)] = FastQuery(
+                self._engine, columns, lambda q: _page_query(q, *flags),
                 passthrough=frozenset({"preview"}))
-        return _page(query.rows(**params), limit, lambda seq: encode_with(
-            self._key(), workspace_id=workspace_id, seq=seq))
+        return query
 
     def get_jobs(self, *, workspace_id: str, job_ids: Iterable[str]) -> list[dict[str, Any]]:
         """:func:`get_jobs` by a compiled lookup a job, payload and result passed through."""
@@ -244,11 +257,13 @@ def _page_query(q: sa.Select, after: bool, by_state: bool, by_name: bool) -> sa.
     return q.order_by(jobs.c.seq.desc()).limit(sa.bindparam("lim", type_=sa.Integer))
 
 
-def _page(rows: Sequence[Any], limit: int, cursor_for: Callable[[int], str]) -> dict[str, Any]:
+def _page(rows: Sequence[Any], limit: int, cursor_for: Callable[[int], str],
+          summaries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``summaries``: the page's records if the caller has made them from ``rows``."""
     has_more = len(rows) > limit
     rows = rows[:limit]
     return {
-        "jobs": [summary(r) for r in rows],
+        "jobs": [summary(r) for r in rows] if summaries is None else summaries,
         "has_more": has_more,
         "next_cursor": cursor_for(rows[-1].seq) if has_more else None,
     }
