@@ -10,6 +10,9 @@ Each way of following (``--modes``) submits the same molecules to the embedded p
 * ``four-procs``: four processes (started and connected before the clock) each follow a
   quarter of the batch with ``sweep``;
 * ``dashboard``: ``wait`` while Chromium shows the ``/jobs`` page and one ``/job`` page.
+  Afterwards the pages stay open with nothing happening, and then the same tabs show
+  ``about:blank``: the pages' own idle cost is the difference (Chromium idles at a cost of
+  its own, whatever it shows).
 
 Every platform run is paired with a run of the same molecules on a warm
 ``bench.baselines.DirectPool`` (one xtb-python worker per physical core), alternating which
@@ -272,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
                 # The pages stay open with nothing happening: what showing them costs.
                 report["idle_pages_open"] = idle_cpu(home, args.idle_seconds,
                                                      browser_pids=dashboard.pids)
+                # The same browser and tabs on about:blank: what Chromium costs by itself.
+                for page in dashboard.pages.values():
+                    page.goto("about:blank")
+                report["idle_pages_blank"] = idle_cpu(home, args.idle_seconds,
+                                                      browser_pids=dashboard.pids)
                 dashboard.close()
                 dashboard = None
             report["per_request"] = per_request_cpu(client, args.requests)
@@ -301,6 +309,11 @@ def _print_costs(report: dict[str, Any]) -> None:
         print(f"  idle with /jobs and one /job page open: server + controller "
               f"{pages['percent_of_core']:.3f}% of one core, Chromium "
               f"{pages['browser_percent_of_core']:.3f}% over {pages['seconds']:.0f} s")
+    blank = report.get("idle_pages_blank")
+    if pages and blank:
+        print(f"  the same tabs on about:blank: Chromium {blank['browser_percent_of_core']:.3f}%; "
+              f"the pages' own cost: server + controller + Chromium "
+              f"{pages['percent_of_core'] + pages['browser_percent_of_core'] - blank['percent_of_core'] - blank['browser_percent_of_core']:.3f}% of one core")
     parked = report.get("parked_claims")
     if parked:
         print(f"  {parked['controllers']} controllers parked on claim: server "
