@@ -20,7 +20,10 @@ from atomiverse_server import db
 from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
 from atomiverse_server.store import workspaces as workspace_store
-from conftest import start_server, stop_process
+from atomiverse._embedded import _wait_started
+from atomiverse_core import retry
+from atomiverse_core.localhome import UPGRADE_NOTICE
+from conftest import launch_server, start_server, stop_process
 from pg import db_url, pg_cluster  # noqa: F401  (fixtures)
 
 BEFORE = "0007"
@@ -185,3 +188,65 @@ def test_an_existing_home_is_upgraded_by_its_server_and_answers_as_before(
         assert _stored_order(engine)[-2:] == ["payload", "result"]
     finally:
         engine.dispose()
+
+
+def _copies(engine: sa.Engine, count: int) -> int:
+    """Fill the jobs table with copies of its first job, up to ``count`` more; the total."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO jobs (id, workspace_id, name, job_type, state, compute_target, "
+            "attempts, walltime_seconds, created_at, billed_core_seconds, claim_rank, payload, "
+            "result) SELECT 'copy-' || i, workspace_id, name, job_type, 'done', "
+            "compute_target, 1, walltime_seconds, created_at, 0.0, 0, payload, ? FROM n, "
+            "(SELECT * FROM jobs LIMIT 1)", (count, jsonio.dumps(_trajectory_result(10, 4)).decode()))
+        return conn.exec_driver_sql("SELECT count(*) FROM jobs").scalar()
+
+
+def test_a_long_rewrite_says_so_before_it_starts(tmp_path: Path, caplog) -> None:
+    """A server upgrading a big home is silent for minutes otherwise: it says what it does."""
+    engine, _, _ = _filled(f"sqlite:///{tmp_path / 'server.db'}")
+    try:
+        count = _copies(engine, 9_999)
+        with caplog.at_level("WARNING", logger="atomiverse_server"):
+            db.migrate(engine)
+        said = [r.getMessage() for r in caplog.records if UPGRADE_NOTICE in r.getMessage()]
+        assert said == [f"{UPGRADE_NOTICE} rewriting the jobs table ({count} jobs) once, about "
+                        "a minute per 100,000 optimisations; the server answers when it is "
+                        "done."]
+    finally:
+        engine.dispose()
+
+
+def test_the_sdk_waits_for_a_server_that_says_it_is_upgrading(tmp_path: Path, capsys) -> None:
+    """Given up on after the SDK's start timeout, the upgrade would roll back and start over
+    at every start. Here a real server rewrites a home of optimisations; the wait is given
+    a fraction of a second, less than the rewrite takes once announced."""
+    home = tmp_path / "home"
+    url = f"sqlite:///{home / 'server.db'}"
+    home.mkdir()
+    engine, _, _ = _filled(url)
+    count = _copies(engine, 10_000)
+    engine.dispose()
+    srv = launch_server(home, database_url=url)
+    log = home / "server.log"
+    try:
+        def announced() -> bool | None:
+            assert srv.proc.poll() is None, log.read_text()
+            return True if UPGRADE_NOTICE in log.read_text() else None
+
+        assert retry.poll(announced, timeout_seconds=120, interval_seconds=0.02)
+
+        def started() -> bool | None:
+            assert srv.proc.poll() is None, log.read_text()
+            try:
+                return True if httpx.get(f"{srv.url}/healthz").status_code == 200 else None
+            except httpx.TransportError:
+                return None
+
+        assert started() is None  # still rewriting: the premise
+        assert _wait_started(started, 0.2, log, 0)
+        assert f"the embedded server is rewriting the jobs table ({count} jobs) once" in \
+            capsys.readouterr().err
+    finally:
+        stop_process(srv.proc)

@@ -40,6 +40,9 @@ _PROOF_CONTEXT = b"atomiverse embedded server identity\0"
 # psutil derives create_time from the boot time and clock ticks: the same process reads the
 # same value to well within this (seconds).
 CREATE_TIME_TOLERANCE_SECONDS = 0.05
+# How a server's log says it is rewriting its database before it answers (a migration over a
+# big home takes minutes): the SDK that started it waits on instead of giving up on it.
+UPGRADE_NOTICE = "Upgrading the database:"
 
 
 def home_path(home: Path) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import socket
 import subprocess
@@ -27,6 +28,7 @@ import psutil
 from atomiverse_core import retry
 from atomiverse_core.localhome import (
     SERVER_RECORD,
+    UPGRADE_NOTICE,
     home_path,
     process_record,
     read_record,
@@ -58,6 +60,8 @@ __all__ = ["CrashLoopError", "EmbeddedServerError", "ServerIdentityError", "ensu
            "revive", "status", "stop"]
 
 START_TIMEOUT_SECONDS = 120.0
+# How often a starting server's log is read for its upgrade notice.
+UPGRADE_CHECK_SECONDS = 2.0
 # A running server that has not answered /healthz for this long is reported, not replaced.
 UNRESPONSIVE_SECONDS = 10.0
 # Servers this process launched. The server outlives us on purpose; holding the Popen keeps
@@ -202,7 +206,7 @@ def _start(home: Path, timeout: float) -> dict[str, Any]:
             raise exited_while_starting(home, proc.returncode, log_from)
         return None
 
-    if retry.poll(started, timeout_seconds=timeout, interval_seconds=0.05) is None:
+    if not _wait_started(started, timeout, log, log_from):
         proc.kill()
         proc.wait()
         raise EmbeddedServerError(
@@ -218,6 +222,33 @@ def _start(home: Path, timeout: float) -> dict[str, Any]:
              "started_at": started_at}
     write_record(home, SERVER_RECORD, state)
     return state
+
+
+def _wait_started(started: Any, timeout: float, log: Path, log_from: int) -> bool:
+    """Whether ``started`` came true within ``timeout`` seconds, or at all once the server's
+    log says it is upgrading its database (minutes over a big home: given up on after
+    ``timeout``, it would roll back and start over on every start, and never finish)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        step = min(UPGRADE_CHECK_SECONDS, max(0.0, deadline - time.monotonic()))
+        if retry.poll(started, timeout_seconds=step, interval_seconds=0.05) is not None:
+            return True
+        if deadline != math.inf:
+            notice = _upgrade_notice(log, log_from)
+            if notice is not None:
+                print(f"atomiverse: the embedded server is {notice}; waiting for it (its log: "
+                      f"{log})", file=sys.stderr, flush=True)
+                deadline = math.inf
+        if time.monotonic() >= deadline:
+            return False
+
+
+def _upgrade_notice(log: Path, log_from: int) -> str | None:
+    """What the starting server's log says after its upgrade notice, if it wrote one."""
+    for line in log_tail(log, log_from, lines=1000).splitlines():
+        if UPGRADE_NOTICE in line:
+            return line.split(UPGRADE_NOTICE, 1)[1].strip().rstrip(".")
+    return None
 
 
 def _wait_for_local_controller(url: str, key: str, since: float, timeout: float) -> None:

@@ -20,13 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import logging
+
 import sqlalchemy as sa
 from alembic import op
+from atomiverse_core.localhome import UPGRADE_NOTICE
 
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+_SAY_FROM_JOBS = 10_000
 
 # Frozen here (not imported from db.py): this revision must build this table whatever db.py
 # says later.
@@ -105,8 +110,14 @@ def _jobs_table(order: Sequence[str]) -> sa.Table:
 
 
 def _rebuild(order: Sequence[str]) -> None:
-    if op.get_bind().dialect.name != "sqlite":
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
         return  # TOAST (see above)
+    count = bind.execute(sa.text("SELECT count(*) FROM jobs")).scalar() or 0
+    if count >= _SAY_FROM_JOBS:  # a server that says nothing for minutes looks hung
+        logging.getLogger("atomiverse_server").warning(
+            "%s rewriting the jobs table (%d jobs) once, about a minute per 100,000 "
+            "optimisations; the server answers when it is done.", UPGRADE_NOTICE, count)
     with op.batch_alter_table("jobs", recreate="always", copy_from=_jobs_table(order)):
         pass  # the recreate is the change: same columns, same indexes, new order
 
