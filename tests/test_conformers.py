@@ -217,3 +217,22 @@ def test_a_selection_with_every_candidate_rearranged_fails_saying_so():
     numbers, positions = atoms.numbers, [list(map(float, p)) for p in atoms.positions]
     with pytest.raises(EngineError, match="every candidate's bonds changed"):
         _select(numbers, positions, [_bridged(numbers, positions)], [-14.0])
+
+
+def test_candidates_with_atoms_too_close_are_left_out_not_failing_the_search():
+    """ETKDG embeds sotalol (seed 1, 250 candidates) once with a hydrogen 0.34 Angstrom from
+    a carbon: refused as an optimisation's input, it failed the whole search's next step."""
+    from atomiverse_core.atoms import MIN_INTERATOMIC_DISTANCE_ANGSTROM
+    from atomiverse_core.drivers.conformers import generate
+
+    atoms = atomiverse.Atoms.from_smiles("CC(C)NCC(O)c1ccc(NS(C)(=O)=O)cc1")
+    made = generate(atoms.numbers, atoms.positions, atoms.charge, 250, 1, 0.0)
+    closest = min(
+        float(np.sqrt(d2[np.triu_indices(len(atoms), 1)].min()))
+        for g in map(np.asarray, made["geometries_angstrom"])
+        for d2 in [((g[:, None] - g[None]) ** 2).sum(-1)])
+    assert closest >= MIN_INTERATOMIC_DISTANCE_ANGSTROM
+    assert made["n_atoms_too_close"] == 1  # the premise: this seed embeds one such geometry
+    assert len(made["geometries_angstrom"]) == 249
+    for g in made["geometries_angstrom"]:  # every candidate is a valid job input
+        atomiverse.Atoms(numbers=atoms.numbers, positions=g, charge=atoms.charge)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atoms import MIN_INTERATOMIC_DISTANCE_ANGSTROM
 from .contract import EngineError
 
 HARTREE_KCAL_PER_MOL = 627.509474063
@@ -77,9 +78,21 @@ def generate(numbers: Sequence[int], positions_angstrom: Any, charge: int, count
     params.pruneRmsThresh = prune_rmsd_angstrom
     params.numThreads = 1  # one slot, one core
     ids = list(AllChem.EmbedMultipleConfs(mol, max(count - 1, 0), params)) if count > 1 else []
+    embedded = [mol.GetConformer(i).GetPositions().round(6) for i in ids]
+    apart = [g for g in embedded if atoms_apart(g)]
     geometries = [np.asarray(positions_angstrom, dtype=float).round(6).tolist()]
-    geometries += [mol.GetConformer(i).GetPositions().round(6).tolist() for i in ids]
-    return {"geometries_angstrom": geometries, "n_rotatable_bonds": rotatable_bonds(mol)}
+    geometries += [g.tolist() for g in apart]
+    return {"geometries_angstrom": geometries, "n_rotatable_bonds": rotatable_bonds(mol),
+            "n_atoms_too_close": len(embedded) - len(apart)}
+
+
+def atoms_apart(positions_angstrom: np.ndarray) -> bool:
+    """No two atoms closer than a job's geometry may have. ETKDG now and then embeds two
+    atoms a third of an Angstrom apart (sotalol: 1 in 250 for some seeds); as a candidate
+    such a geometry was refused as its optimisation's input, and that failed the search."""
+    d2 = ((positions_angstrom[:, None, :] - positions_angstrom[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    return bool(d2.min() >= MIN_INTERATOMIC_DISTANCE_ANGSTROM ** 2)
 
 
 def connectivity(numbers: Sequence[int], positions_angstrom: Any) -> frozenset[tuple[int, int]]:
