@@ -223,8 +223,11 @@ async def wait_states(body: WaitRequest, workspace_id: str, engine: Engine,
             coalesce_until = coalesce_until or coalesced_until(started, body.coalesce_seconds,
                                                                deadline)
         holding = coalesce_until is not None and now < coalesce_until and bool(active)
-        if notifier.stopping or await request.is_disconnected() or not holding and (
-                not body.job_ids or now >= deadline or finished):
+        # The client's connection is looked at only before waiting on: its cancel scope
+        # formats the task's repr, which /run paid again after every finish (issue 28).
+        if notifier.stopping or not holding and (
+                not body.job_ids or now >= deadline or finished) \
+                or await request.is_disconnected():
             return await read() if stale else states
         until = coalesce_until if holding else min(deadline, now + notifier.fallback_seconds)
         with notifier.watches.sleeping():
