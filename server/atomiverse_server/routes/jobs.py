@@ -107,15 +107,20 @@ def submit_job(body: JobSubmitRequest, workspace: JobSubmitter, engine: EngineDe
         # transaction (one commit less on a calculation's path), once it has committed.
         with handoff.Handing(notifier.claim_waiters, settings.lease_seconds) as handing, \
                 write_tx(engine) as conn:
+            stored: list[dict[str, Any]] = []
             response, claimable, new_composites = submit_entries(
                 conn, workspace_id=workspace.id, prepared=prepared, settings=settings,
-                local_controller=local_controller)
+                local_controller=local_controller, stored=stored)
             started, finished = workflows.advance_new(conn, new_composites, settings)
             (result,) = response["jobs"]
             if result["status"] == "failed":
                 raise HTTPException(422, result["error"])
+            # The record from the row just stored, not read back (a statement and the
+            # payload's JSON decoded again, every calculation); a composite, which its
+            # start has changed since, is read.
             record = job_store.get_job(conn, workspace_id=workspace.id,
-                                       job_id=result["job_id"])
+                                       job_id=result["job_id"]) \
+                if new_composites else job_store.stored_record(stored[0])
             handing.claim(conn, claimable | started)
     except InsufficientBalance as e:
         raise HTTPException(402, str(e)) from None
