@@ -81,6 +81,10 @@ def _job_request() -> JobSubmitRequest:
     return JobSubmitRequest(job=job.model_dump(), compute_target="poller")
 
 
+async def _submit(engine, ws, settings, notifier) -> dict:  # type: ignore[no-untyped-def]
+    return await asyncio.to_thread(submit_job, _job_request(), ws, engine, settings, notifier)
+
+
 async def _parked(notifier: Notifier, count: int = 1) -> None:
     while notifier.claim_waiters.parked() < count:
         await asyncio.sleep(0.005)
@@ -101,10 +105,6 @@ def test_a_claim_poll_handed_a_job_does_not_probe_its_connection(store, probes):
         assert [j["job_id"] for j in answer["jobs"]] == [record["job_id"]]
     asyncio.run(check())
     assert probes == []  # old code: one, before the poll parked
-
-
-async def _submit(engine, ws, settings, notifier) -> dict:  # type: ignore[no-untyped-def]
-    return await asyncio.to_thread(submit_job, _job_request(), ws, engine, settings, notifier)
 
 
 def test_a_claim_poll_whose_client_leaves_ends_without_parking_again(store, probes):
@@ -149,6 +149,5 @@ def test_run_answers_a_finished_job_without_probing_the_connection_again(store, 
                                 ctl, engine, settings, notifier)
         record = jsonio.loads((await asyncio.wait_for(run, 10)).body)
         assert record["state"] in ("done", "failed")
-    probes.clear()
     asyncio.run(check())
     assert len(probes) == 1
