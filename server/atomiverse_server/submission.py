@@ -242,13 +242,15 @@ def prepare_entries(entries: list[Any], settings: Settings) -> list[Prepared]:
 
 def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepared],
                    settings: Settings, local_controller: str | None,
-                   parent: tuple[str, int] | None = None
+                   parent: tuple[str, int] | None = None,
+                   stored: list[dict[str, Any]] | None = None
                    ) -> tuple[dict[str, Any], frozenset[str | None], list[str]]:
     """Route, answer from the cache, check capacity and balance, and store a prepared
     batch in one transaction. Returns the response body of submit-batch, where the new
     claimable jobs went (controller ids, None for the managed pool), and the new composite
     jobs, which ``workflows.advance_new`` starts. ``parent``: the composite job and step
-    these entries are children of."""
+    these entries are children of. ``stored``: given a list, the rows stored are added to
+    it (every column the row was given)."""
     router = Router(conn, workspace_id=workspace_id, settings=settings,
                     local_controller=local_controller)
     results: list[dict[str, Any]] = []
@@ -290,6 +292,8 @@ def submit_entries(conn: Connection, *, workspace_id: str, prepared: list[Prepar
     check_balance(conn, workspace_id=workspace_id, rows=rows, settings=settings,
                   cores_per_job=router.managed_cores_per_job())
     job_store.insert_jobs(conn, rows)
+    if stored is not None:
+        stored.extend(rows)
     submitted = sum(r["status"] == "submitted" for r in results)
     cache_hits = sum(r["status"] == "cache_hit" for r in results)
     claimable = frozenset(r["controller_id"] for r in rows

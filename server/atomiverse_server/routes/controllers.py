@@ -169,12 +169,17 @@ async def answer_claim(body: ClaimRequest, controller: Controller, engine: Any,
         if claimed:
             metrics.CLAIM_LATENCY.observe(time.perf_counter() - started)
         remaining = deadline - time.monotonic()
-        if not claimed and remaining > 0 and not notifier.stopping \
-                and not await request.is_disconnected():
+        if not claimed and remaining > 0 and not notifier.stopping:
             # Parked until the pending signal (this process's submissions and requeues, and
-            # scheduler.PendingWatch for other server processes') or the poll's end.
-            claimed = await _park(notifier, controller, body.max_jobs, event, remaining,
-                                  request)
+            # scheduler.PendingWatch for other server processes'), the poll's end, or the
+            # client gone. The park itself notices a client already gone: no separate
+            # ``is_disconnected`` first, whose cancel scope formatted the task's repr on
+            # every poll (a claim poll a calculation, issue 28).
+            parked = await _park(notifier, controller, body.max_jobs, event, remaining,
+                                 request)
+            if parked is None:  # the client went away: nobody to answer
+                return Response(jsonio.dumps({"jobs": []}), media_type="application/json")
+            claimed = parked
             if not claimed:
                 continue
         metrics.JOBS_CLAIMED.inc(len(claimed))
@@ -185,19 +190,21 @@ async def answer_claim(body: ClaimRequest, controller: Controller, engine: Any,
 
 
 async def _park(notifier: Notifier, controller: Controller, max_jobs: int,
-                event: Any, timeout: float, request: Request) -> handoff.Claimed:
+                event: Any, timeout: float, request: Request) -> handoff.Claimed | None:
     """Wait until new work may have come, or ``timeout``. Returns the jobs a submission
-    claimed for this poll meanwhile, if one did; else nothing, and the poll looks itself."""
+    claimed for this poll meanwhile, if one did; else nothing, and the poll looks itself;
+    None if the client went away (and nothing was claimed for it)."""
     waiters = notifier.claim_waiters
     waiter = handoff.ClaimWaiter(controller, max_jobs, asyncio.get_running_loop())
     waiters.park(waiter)
+    gone = asyncio.ensure_future(until_disconnected(request))
     try:
-        await first(notifier.jobs_pending.wait(event, timeout), waiter.handed,
-                    until_disconnected(request))
+        await first(notifier.jobs_pending.wait(event, timeout), waiter.handed, gone)
     finally:
+        gone.cancel()
         left = waiters.leave(waiter)
     if left:
-        return []
+        return None if gone.done() and not gone.cancelled() else []
     jobs = await waiter.handed  # taken: the submission is claiming for us
     metrics.JOBS_HANDED_OFF.inc(len(jobs))
     return jobs

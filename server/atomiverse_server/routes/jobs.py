@@ -107,15 +107,20 @@ def submit_job(body: JobSubmitRequest, workspace: JobSubmitter, engine: EngineDe
         # transaction (one commit less on a calculation's path), once it has committed.
         with handoff.Handing(notifier.claim_waiters, settings.lease_seconds) as handing, \
                 write_tx(engine) as conn:
+            stored: list[dict[str, Any]] = []
             response, claimable, new_composites = submit_entries(
                 conn, workspace_id=workspace.id, prepared=prepared, settings=settings,
-                local_controller=local_controller)
+                local_controller=local_controller, stored=stored)
             started, finished = workflows.advance_new(conn, new_composites, settings)
             (result,) = response["jobs"]
             if result["status"] == "failed":
                 raise HTTPException(422, result["error"])
+            # The record from the row just stored, not read back (a statement and the
+            # payload's JSON decoded again, every calculation); a composite, which its
+            # start has changed since, is read.
             record = job_store.get_job(conn, workspace_id=workspace.id,
-                                       job_id=result["job_id"])
+                                       job_id=result["job_id"]) \
+                if new_composites else job_store.stored_record(stored[0])
             handing.claim(conn, claimable | started)
     except InsufficientBalance as e:
         raise HTTPException(402, str(e)) from None
@@ -223,8 +228,11 @@ async def wait_states(body: WaitRequest, workspace_id: str, engine: Engine,
             coalesce_until = coalesce_until or coalesced_until(started, body.coalesce_seconds,
                                                                deadline)
         holding = coalesce_until is not None and now < coalesce_until and bool(active)
-        if notifier.stopping or await request.is_disconnected() or not holding and (
-                not body.job_ids or now >= deadline or finished):
+        # The client's connection is looked at only before waiting on: its cancel scope
+        # formats the task's repr, which /run paid again after every finish (issue 28).
+        if notifier.stopping or not holding and (
+                not body.job_ids or now >= deadline or finished) \
+                or await request.is_disconnected():
             return await read() if stale else states
         until = coalesce_until if holding else min(deadline, now + notifier.fallback_seconds)
         with notifier.watches.sleeping():

@@ -19,24 +19,25 @@ import sqlalchemy as sa
 from atomiverse_core import jsonio
 from sqlalchemy.engine import Connection
 
-from ..db import is_postgres, jobs
+from ..db import is_postgres, jobs, state_is
 
 _PG_TYPES = {sa.JSON: "json", sa.String: "text", sa.Text: "text", sa.Float: "float8",
              sa.Integer: "int8"}
 
 
 def update_jobs(conn: Connection, rows: Sequence[dict[str, Any]], *, match: Sequence[str],
-                values: dict[str, Any]) -> int:
+                values: dict[str, Any], state: str | None = None) -> int:
     """Update the job rows matching each of ``rows`` on the columns ``match`` (all equal),
-    setting each column of ``values``: a column name maps to None (the row's key
-    ``b_<column>`` gives its value), or to ``SameValue(v)`` (one value for every row), or to
-    a SQL expression over the row's own columns as text (``"attempts + 1"``). Returns how
-    many rows changed."""
+    and in ``state`` if given (written into the statement: see ``db.state_is``), setting
+    each column of ``values``: a column name maps to None (the row's key ``b_<column>``
+    gives its value), or to ``SameValue(v)`` (one value for every row), or to a SQL
+    expression over the row's own columns as text (``"attempts + 1"``). Returns how many
+    rows changed."""
     if not rows:
         return 0
     if not is_postgres(conn.engine):
         same = {f"s_{c}": e.value for c, e in values.items() if isinstance(e, SameValue)}
-        return conn.execute(_sqlite_update(match, values),
+        return conn.execute(_sqlite_update(match, values, state),
                             [{**r, **same} for r in rows] if same else list(rows)).rowcount
     per_row = list(dict.fromkeys([*match, *(c for c, e in values.items() if e is None)]))
     # The rows go as one JSON document, whatever their number: orjson writes it in one C call
@@ -47,19 +48,19 @@ def update_jobs(conn: Connection, rows: Sequence[dict[str, Any]], *, match: Sequ
     params: dict[str, Any] = {"rows": rows_json}
     params.update({f"s_{c}": _pg_param(c, e.value) for c, e in values.items()
                    if isinstance(e, SameValue)})
-    return conn.execute(_pg_update(match, values, per_row), params).rowcount
+    return conn.execute(_pg_update(match, values, per_row, state), params).rowcount
 
 
 _statements: dict[tuple[Any, ...], Any] = {}
 
 
-def _statement(backend: str, match: Sequence[str], values: dict[str, Any],
+def _statement(backend: str, match: Sequence[str], values: dict[str, Any], state: str | None,
                build: Callable[[], Any]) -> Any:
     """The UPDATE for these columns, built once per shape and database (the callers have a
     few): building a statement cost more than SQLAlchemy's cached run of it, on every claim
     and report. Its text depends only on the columns, so PostgreSQL and the driver see few
     distinct statements."""
-    shape = (backend, tuple(match), tuple(
+    shape = (backend, tuple(match), state, tuple(
         (c, "row" if e is None else "same" if isinstance(e, SameValue) else e)
         for c, e in values.items()))
     stmt = _statements.get(shape)
@@ -70,23 +71,26 @@ def _statement(backend: str, match: Sequence[str], values: dict[str, Any],
     return stmt
 
 
-def _pg_update(match: Sequence[str], values: dict[str, Any], per_row: list[str]) -> Any:
+def _pg_update(match: Sequence[str], values: dict[str, Any], per_row: list[str],
+               state: str | None) -> Any:
     """``UPDATE jobs SET ... FROM json_to_recordset(:rows) AS v(...) WHERE ...``."""
     def build() -> Any:
         sets = ", ".join(f"{c} = {_pg_set(c, e)}" for c, e in values.items())
         record = ", ".join(f"{c} {_pg_type(c)}" for c in per_row)
-        where = " AND ".join(f"jobs.{c} = v.{c}" for c in match)
+        where = " AND ".join([f"jobs.{c} = v.{c}" for c in match]
+                             + ([] if state is None else [_state_sql(state)]))
         return sa.text(f"UPDATE jobs SET {sets} FROM json_to_recordset(CAST(:rows AS json)) "
                        f"AS v({record}) WHERE {where}")
 
-    return _statement("postgresql", match, values, build)
+    return _statement("postgresql", match, values, state, build)
 
 
-def _sqlite_update(match: Sequence[str], values: dict[str, Any]) -> Any:
+def _sqlite_update(match: Sequence[str], values: dict[str, Any], state: str | None) -> Any:
     """``UPDATE jobs SET ... WHERE ...`` with a parameter per column, run as an
     ``executemany``."""
-    return _statement("sqlite", match, values, lambda: jobs.update()
-                      .where(*(jobs.c[c] == sa.bindparam(f"b_{c}") for c in match))
+    in_state = [] if state is None else [state_is(state)]
+    return _statement("sqlite", match, values, state, lambda: jobs.update()
+                      .where(*(jobs.c[c] == sa.bindparam(f"b_{c}") for c in match), *in_state)
                       .values({c: _sqlite_value(c, expr) for c, expr in values.items()}))
 
 
@@ -103,6 +107,10 @@ def _sqlite_value(column: str, expr: Any) -> Any:
     if isinstance(expr, SameValue):
         return sa.bindparam(f"s_{column}", type_=jobs.c[column].type)
     return sa.text(expr)
+
+
+def _state_sql(state: str) -> str:
+    return str(state_is(state).compile(compile_kwargs={"literal_binds": True}))
 
 
 def _pg_type(column: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..db import CLAIM_ORDER, jobs
+from ..db import CLAIM_ORDER, jobs, state_is
 
 _claim_queries: dict[tuple[bool, bool, bool], sa.Select] = {}
 
@@ -24,7 +24,7 @@ def claimable(controller_id: Any, pool_id: Any, serves_managed: bool) -> Any:
     if serves_managed:
         routed = sa.or_(routed, sa.and_(jobs.c.controller_id.is_(None),
                                         jobs.c.compute_target == "managed"))
-    return sa.and_(jobs.c.state == "pending", routed, jobs.c.cached_from.is_(None))
+    return sa.and_(state_is("pending"), routed, jobs.c.cached_from.is_(None))
 
 
 def claim_query(in_pool: bool, serves_managed: bool, postgres: bool) -> sa.Select:
@@ -65,7 +65,7 @@ def _claim_by_route(in_pool: bool, serves_managed: bool) -> sa.Select:
     if serves_managed:
         routes.append(sa.and_(jobs.c.controller_id.is_(None), jobs.c.compute_target == "managed"))
     firsts = [sa.select(*_CLAIMED, *CLAIM_ORDER)
-              .where(jobs.c.state == "pending", route, jobs.c.cached_from.is_(None))
+              .where(state_is("pending"), route, jobs.c.cached_from.is_(None))
               .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs", type_=sa.Integer)).subquery()
               for route in routes]
     each = sa.union_all(*(sa.select(first) for first in firsts)).subquery()

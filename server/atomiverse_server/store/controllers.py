@@ -11,7 +11,7 @@ from atomiverse_core import jsonio
 from sqlalchemy.engine import Connection
 
 from .. import security
-from ..db import controllers, is_postgres, jobs, workspaces
+from ..db import controllers, is_postgres, jobs, state_is, workspaces
 from ..result_check import result_problem
 from . import bulk, pools
 from . import jobs as job_store
@@ -164,9 +164,9 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
     claimed = [{"job_id": row.id, "lease_id": security.new_id(), "attempt": row.attempts + 1,
                 "job": jsonio.raw(row.payload), "walltime_seconds": row.walltime_seconds}
                for row in rows]
-    bulk.update_jobs(conn, [{"b_id": c["job_id"], "b_lease_id": c["lease_id"],
-                             "b_state": "pending"} for c in claimed],
-                     match=("id", "state"),
+    bulk.update_jobs(conn, [{"b_id": c["job_id"], "b_lease_id": c["lease_id"]}
+                            for c in claimed],
+                     match=("id",), state="pending",
                      values={"state": bulk.SameValue("running"),
                              "claimed_by": bulk.SameValue(controller.id), "lease_id": None,
                              "lease_expires_at": bulk.SameValue(t + lease_seconds),
@@ -208,12 +208,12 @@ def heartbeat(conn: Connection, *, controller: Controller, running: list[tuple[s
 # those finished jobs others wait on (pending jobs following them).
 _HELD = (sa.select(jobs.c.id, jobs.c.lease_id, jobs.c.workspace_id, jobs.c.compute_target,
                    jobs.c.attempts, jobs.c.attempt_errors, jobs.c.job_type, jobs.c.parent_id)
-         .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.state == "running",
+         .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), state_is("running"),
                 jobs.c.claimed_by == sa.bindparam("ctl")))
 _HELD_FOR_UPDATE = _HELD.with_for_update()
 _LEADERS = (sa.select(jobs.c.cached_from).distinct()
             .where(jobs.c.cached_from.in_(sa.bindparam("ids", expanding=True)),
-                   jobs.c.state == "pending"))
+                   state_is("pending")))
 
 
 # ----- complete ---------------------------------------------------------------------------

@@ -81,6 +81,29 @@ def get_job(conn: Connection, *, workspace_id: str, job_id: str) -> dict[str, An
     return None if row is None else _public(row)
 
 
+# What a row just inserted holds in the columns its insert did not name.
+_INSERT_DEFAULTS = {c.name: None for c in jobs.c} | {"attempt_errors": None}
+
+
+def stored_record(row: dict[str, Any]) -> dict[str, Any]:
+    """The record :func:`get_job` reads for a job just inserted from ``row`` (every column
+    its insert named, and none claimed yet), without reading it: the controller's name is
+    the compute target the row was routed to (the submission's router took both from the
+    controller's row), none for the managed pool."""
+    values = _INSERT_DEFAULTS | row
+    assert values["claimed_by"] is None, "only a row as inserted"
+    controller_name = values["compute_target"] if values["controller_id"] else None
+    return _public(_Stored(values, controller_name))
+
+
+class _Stored:
+    """A stored row's values by attribute, as a result row gives them to :func:`_public`."""
+
+    def __init__(self, values: dict[str, Any], controller_name: str | None) -> None:
+        self.__dict__.update(values)
+        self.controller_name = controller_name
+
+
 class HotReads:
     """:func:`get_job` and :func:`list_jobs` without a transaction, through statements
     compiled once (:class:`FastQuery`): the same records, for ``fastreads``."""
