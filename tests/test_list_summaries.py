@@ -16,6 +16,7 @@ from atomiverse.levels import GFN2_XTB
 from atomiverse_core import jsonio
 from atomiverse_server import db
 from atomiverse_server.store import jobs as job_store
+from atomiverse_server.store.hotreads import hot_reads
 from atomiverse_server.store import workspaces as workspace_store
 from atomiverse_server.store.summaries import Summaries
 from pg import db_url, pg_cluster  # noqa: F401  (fixtures)
@@ -32,7 +33,7 @@ def _row(ws_id: str, i: int, smiles: str = "CCO", **extra: Any) -> dict[str, Any
 
 def _pages(engine: sa.Engine, ws_id: str, **params: Any) -> tuple[Any, Any]:
     """(the fast read, the routes' read) of one page, as JSON a client receives."""
-    fast = job_store.hot_reads(engine).list_jobs(workspace_id=ws_id, **params)
+    fast = hot_reads(engine).list_jobs(workspace_id=ws_id, **params)
     with db.read_tx(engine) as conn:
         slow = job_store.list_jobs(conn, workspace_id=ws_id, **params)
     return jsonio.loads(jsonio.dumps(fast)), jsonio.loads(jsonio.dumps(slow))

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .authcache import AuthCache, bearer_secret
 from .store import jobs as job_store
+from .store.hotreads import HotReads, hot_reads
 
 _JOB_PATH = re.compile(r"/api/v1/jobs/([A-Za-z0-9_-]{1,64})")
 _LIST_PATH = "/api/v1/jobs"
@@ -84,8 +85,8 @@ class FastReads:
         found, workspace = cache.lookup("workspace", secret)
         return getattr(workspace, "id", None) if found else None
 
-    def _reads(self) -> job_store.HotReads:
-        return job_store.hot_reads(self.state.engine)
+    def _reads(self) -> HotReads:
+        return hot_reads(self.state.engine)
 
     def _job(self, workspace_id: str, job_id: str) -> bytes | None:
         record = self._reads().get_job(workspace_id=workspace_id, job_id=job_id)

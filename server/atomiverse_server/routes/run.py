@@ -23,6 +23,7 @@ from ..notify import Notifier, TooManyWatches
 from ..ratelimit import JobSubmitter
 from ..settings import Settings
 from ..store import jobs as job_store
+from ..store.hotreads import hot_reads
 from ..store.workspaces import Workspace
 from .errors import USER
 from .jobs import LocalControllerHeader, submit_job, wait_states
@@ -92,7 +93,7 @@ async def _read_record(engine: Any, workspace_id: str, job_id: str) -> dict[str,
     the hop to a thread; if the database does not answer it, the ordinary read in a thread
     does (and raises what the app answers)."""
     try:
-        return job_store.hot_reads(engine).get_job(workspace_id=workspace_id, job_id=job_id)
+        return hot_reads(engine).get_job(workspace_id=workspace_id, job_id=job_id)
     except job_store.Unavailable:
         return await run_in_threadpool(_job_record, engine, workspace_id, job_id)
 

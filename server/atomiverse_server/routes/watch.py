@@ -31,6 +31,7 @@ from ..deps import CurrentWorkspace, EngineDep, NotifierDep
 from ..jsonroute import FastJSONRoute
 from ..notify import Notifier, TooManyWatches
 from ..store import jobs as job_store
+from ..store.hotreads import hot_reads
 from .errors import USER
 from .longpoll import coalesced_until, first, until_disconnected
 
@@ -169,7 +170,7 @@ def _records(engine: Engine, workspace_id: str, job_ids: list[str],
         return []
     if not brief:
         try:
-            return job_store.hot_reads(engine).get_jobs(workspace_id=workspace_id,
+            return hot_reads(engine).get_jobs(workspace_id=workspace_id,
                                                         job_ids=job_ids)
         except job_store.Unavailable:
             pass  # the ordinary read below raises what the app answers

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from atomiverse_core import jsonio
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Row
 
 from ..db import controllers, jobs, workspaces
 from ._time import iso, now
@@ -22,8 +21,7 @@ from .cursors import (  # noqa: F401
     encode_cursor,
     encode_with,
 )
-from .fastquery import FastQuery, Unavailable  # noqa: F401  (fastreads catches it)
-from .summaries import CHANGING_COLUMNS, Summaries, summary_of
+from .fastquery import Unavailable  # noqa: F401  (fastreads catches it)
 
 TERMINAL = ("done", "failed", "cancelled")
 ACTIVE = ("pending", "running")
@@ -67,18 +65,18 @@ _JOB_FROM = jobs.outerjoin(controllers, controllers.c.id == sa.func.coalesce(
     jobs.c.claimed_by, jobs.c.controller_id))
 
 
-def _one_job(q: sa.Select) -> sa.Select:
+def one_job(q: sa.Select) -> sa.Select:
     return q.select_from(_JOB_FROM).where(jobs.c.workspace_id == sa.bindparam("ws"),
                                           jobs.c.id == sa.bindparam("id"))
 
 
 # Built once: constructing a Core statement costs more than SQLAlchemy's cached run of it.
-_GET_JOB = _one_job(sa.select(*JOB_COLUMNS))
+_GET_JOB = one_job(sa.select(*JOB_COLUMNS))
 
 
 def get_job(conn: Connection, *, workspace_id: str, job_id: str) -> dict[str, Any] | None:
     row = conn.execute(_GET_JOB, {"ws": workspace_id, "id": job_id}).first()
-    return None if row is None else _public(row)
+    return None if row is None else public_record(row)
 
 
 # What a row just inserted holds in the columns its insert did not name.
@@ -93,7 +91,7 @@ def stored_record(row: dict[str, Any]) -> dict[str, Any]:
     values = _INSERT_DEFAULTS | row
     assert values["claimed_by"] is None, "only a row as inserted"
     controller_name = values["compute_target"] if values["controller_id"] else None
-    return _public(_Stored(values, controller_name))
+    return public_record(_Stored(values, controller_name))
 
 
 class _Stored:
@@ -102,69 +100,6 @@ class _Stored:
     def __init__(self, values: dict[str, Any], controller_name: str | None) -> None:
         self.__dict__.update(values)
         self.controller_name = controller_name
-
-
-class HotReads:
-    """:func:`get_job` and :func:`list_jobs` without a transaction, through statements
-    compiled once (:class:`FastQuery`): the same records, for ``fastreads``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        # The payload, result and preview go out as stored; attempt_errors is looked into.
-        self._job = FastQuery(engine, JOB_COLUMNS, _one_job,
-                              passthrough=frozenset({"payload", "result", "preview"}))
-        self._pages: dict[tuple[tuple[bool, bool, bool], Sequence[Any]], FastQuery] = {}
-        self._summaries = Summaries()
-        self._cursor_key: bytes | None = None
-
-    def get_job(self, *, workspace_id: str, job_id: str) -> dict[str, Any] | None:
-        rows = self._job.rows(ws=workspace_id, id=job_id)
-        return _public(rows[0]) if rows else None
-
-    def list_jobs(self, *, workspace_id: str, limit: int, cursor: str | None = None,
-                  state: str | None = None, name_contains: str | None = None) -> dict[str, Any]:
-        before = None if cursor is None else decode_with(
-            self._key(), workspace_id=workspace_id, cursor=cursor)
-        flags, params = _page_params(workspace_id, limit, before, state, name_contains)
-        changing = self._page_query(flags, CHANGING_COLUMNS).rows(**params)
-        lasting = self._summaries.known(changing[:limit])
-        cursor_for = lambda seq: encode_with(  # noqa: E731
-            self._key(), workspace_id=workspace_id, seq=seq)
-        if lasting is None:  # a job this page has not shown before: read whole summaries
-            rows = self._page_query(flags, SUMMARY_COLUMNS).rows(**params)
-            self._summaries.remember(rows)
-            return _page(rows, limit, cursor_for)
-        return _page(changing, limit, cursor_for,
-                     summaries=[summary_of(r, k) for r, k in zip(changing, lasting)])
-
-    def _page_query(self, flags: tuple[bool, bool, bool], columns: Sequence[Any]) -> FastQuery:
-        query = self._pages.get((flags, columns))
-        if query is None:
-            query = self._pages[(flags, columns)] = FastQuery(
-                self._engine, columns, lambda q: _page_query(q, *flags),
-                passthrough=frozenset({"preview"}))
-        return query
-
-    def get_jobs(self, *, workspace_id: str, job_ids: Iterable[str]) -> list[dict[str, Any]]:
-        """:func:`get_jobs` by a compiled lookup a job, payload and result passed through."""
-        found = (self.get_job(workspace_id=workspace_id, job_id=j) for j in job_ids)
-        return [r for r in found if r is not None]
-
-    def _key(self) -> bytes:
-        if self._cursor_key is None:
-            with self._engine.connect() as conn:
-                self._cursor_key = cursor_key(conn)
-        return self._cursor_key
-
-
-_hot_reads: weakref.WeakKeyDictionary[Engine, HotReads] = weakref.WeakKeyDictionary()
-
-
-def hot_reads(engine: Engine) -> HotReads:
-    """The engine's :class:`HotReads` (its statements are compiled once per engine)."""
-    if engine not in _hot_reads:
-        _hot_reads[engine] = HotReads(engine)
-    return _hot_reads[engine]
 
 
 def get_jobs(conn: Connection, *, workspace_id: str,
@@ -176,7 +111,7 @@ def get_jobs(conn: Connection, *, workspace_id: str,
         rows = conn.execute(
             sa.select(*JOB_COLUMNS).select_from(_JOB_FROM)
             .where(*_these_jobs_of(workspace_id, ids[i:i + _IN_CHUNK])))
-        out += [_public(row) for row in rows]
+        out += [public_record(row) for row in rows]
     return out
 
 
@@ -226,7 +161,7 @@ def has_newer(conn: Connection, *, workspace_id: str, job_id: str) -> bool:
         jobs.c.workspace_id == workspace_id, jobs.c.seq > seq).limit(1)).first() is not None
 
 
-def _public(row: Row[Any]) -> dict[str, Any]:
+def public_record(row: Row[Any]) -> dict[str, Any]:
     return summary(row) | {
         "compute_target": row.compute_target,
         "controller": row.controller_name,
@@ -250,13 +185,13 @@ def list_jobs(conn: Connection, *, workspace_id: str, limit: int, cursor: str | 
     has a higher seq and so can neither shift nor duplicate later pages."""
     before = None if cursor is None else decode_cursor(conn, workspace_id=workspace_id,
                                                        cursor=cursor)
-    flags, params = _page_params(workspace_id, limit, before, state, name_contains)
-    rows = conn.execute(_page_query(sa.select(*SUMMARY_COLUMNS), *flags), params).all()
-    return _page(rows, limit, lambda seq: encode_cursor(conn, workspace_id=workspace_id,
+    flags, params = page_params(workspace_id, limit, before, state, name_contains)
+    rows = conn.execute(page_query(sa.select(*SUMMARY_COLUMNS), *flags), params).all()
+    return page(rows, limit, lambda seq: encode_cursor(conn, workspace_id=workspace_id,
                                                         seq=seq))
 
 
-def _page_params(workspace_id: str, limit: int, before: int | None, state: str | None,
+def page_params(workspace_id: str, limit: int, before: int | None, state: str | None,
                  name_contains: str | None) -> tuple[tuple[bool, bool, bool], dict[str, Any]]:
     params: dict[str, Any] = {"ws": workspace_id, "lim": limit + 1}
     if before is not None:
@@ -269,7 +204,7 @@ def _page_params(workspace_id: str, limit: int, before: int | None, state: str |
     return ("before" in params, "state" in params, "pattern" in params), params
 
 
-def _page_query(q: sa.Select, after: bool, by_state: bool, by_name: bool) -> sa.Select:
+def page_query(q: sa.Select, after: bool, by_state: bool, by_name: bool) -> sa.Select:
     q = q.where(jobs.c.workspace_id == sa.bindparam("ws"))
     if after:
         q = q.where(jobs.c.seq < sa.bindparam("before"))
@@ -280,7 +215,7 @@ def _page_query(q: sa.Select, after: bool, by_state: bool, by_name: bool) -> sa.
     return q.order_by(jobs.c.seq.desc()).limit(sa.bindparam("lim", type_=sa.Integer))
 
 
-def _page(rows: Sequence[Any], limit: int, cursor_for: Callable[[int], str],
+def page(rows: Sequence[Any], limit: int, cursor_for: Callable[[int], str],
           summaries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``summaries``: the page's records if the caller has made them from ``rows``."""
     has_more = len(rows) > limit
