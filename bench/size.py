@@ -278,7 +278,7 @@ def _claim(engine: sa.Engine, ctl: Any) -> None:
 def _explain(engine: sa.Engine, ws: str, keys: set[str], ctl: Any) -> dict[str, str]:
     """The plans of the hot queries, as the database chose them on this data."""
     statements = {
-        "list": job_store._page_query(sa.select(*job_store.SUMMARY_COLUMNS), False, False,
+        "list": job_store.page_query(sa.select(*job_store.SUMMARY_COLUMNS), False, False,
                                       False),
         "cache": sa.select(db.jobs.c.id).where(
             db.jobs.c.workspace_id == sa.bindparam("ws"),

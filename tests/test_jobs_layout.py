@@ -20,6 +20,7 @@ from atomiverse_server import db
 from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
 from atomiverse_server.store import workspaces as workspace_store
+from atomiverse_server.store.summaries import CHANGING_COLUMNS
 from atomiverse._embedded import _wait_started
 from atomiverse_core import retry
 from atomiverse_core.localhome import UPGRADE_NOTICE
@@ -154,10 +155,13 @@ def test_sqlite_stores_what_a_list_page_reads_before_the_large_values(tmp_path: 
 
 
 def test_a_page_selects_only_the_summary_columns() -> None:
-    for flags in [(a, b, c) for a in (False, True) for b in (False, True) for c in (False, True)]:
-        sql = str(job_store._page_query(sa.select(*job_store.SUMMARY_COLUMNS), *flags))
-        selected = sql.split(" FROM ")[0]
-        assert not any(f"jobs.{name}" in selected for name in LARGE), sql
+    """Both of a page's reads: the changing columns, and whole summaries on a miss."""
+    for columns in (job_store.SUMMARY_COLUMNS, CHANGING_COLUMNS):
+        for flags in [(a, b, c) for a in (False, True) for b in (False, True)
+                      for c in (False, True)]:
+            sql = str(job_store.page_query(sa.select(*columns), *flags))
+            selected = sql.split(" FROM ")[0]
+            assert not any(f"jobs.{name}" in selected for name in LARGE), sql
 
 
 def test_an_existing_home_is_upgraded_by_its_server_and_answers_as_before(
