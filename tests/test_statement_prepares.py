@@ -21,20 +21,15 @@ import sqlalchemy as sa
 from atomiverse_server import db
 from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
-from atomiverse_server.store import workspaces as workspace_store
+from storedb import workspace_with_controller
 
 ROUNDS = 6
 
 
 @pytest.fixture(params=[False, True], ids=["own-jobs", "serves-managed"])
 def store(tmp_path: Path, request: pytest.FixtureRequest):
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    db.migrate(engine)
-    with db.write_tx(engine) as conn:
-        ws = workspace_store.create_workspace(conn, name="ws", balance=0.0)
-        ctl, _ = controller_store.register_controller(
-            conn, workspace_id=ws.id, name="local", slots=1, cores_per_job=1, capacity=100,
-            engines={"xtb": "6.7.1"}, hostname="h", serves_managed=request.param)
+    engine, ws, ctl = workspace_with_controller(tmp_path / "store.db", name="local",
+                                                serves_managed=request.param)
     engine.dispose()  # the connections made from here on carry the counting authorizer
     prepares = _count_prepares(engine)
     yield engine, ws, ctl, prepares

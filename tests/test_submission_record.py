@@ -20,18 +20,12 @@ from atomiverse_server.routes.jobs import submit_job
 from atomiverse_server.settings import Settings
 from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
-from atomiverse_server.store import workspaces as workspace_store
+from storedb import workspace_with_controller
 
 
 @pytest.fixture
 def store(tmp_path: Path):
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    db.migrate(engine)
-    with db.write_tx(engine) as conn:
-        ws = workspace_store.create_workspace(conn, name="ws", balance=0.0)
-        ctl, _ = controller_store.register_controller(
-            conn, workspace_id=ws.id, name="poller", slots=1, cores_per_job=1, capacity=100,
-            engines={"xtb": "6.7.1"}, hostname="h", serves_managed=False)
+    engine, ws, ctl = workspace_with_controller(tmp_path / "store.db")
     yield engine, ws, ctl, Settings(home=tmp_path / "home")
     engine.dispose()
 
