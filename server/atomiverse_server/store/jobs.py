@@ -22,6 +22,7 @@ from .cursors import (  # noqa: F401
     encode_with,
 )
 from .fastquery import Unavailable  # noqa: F401  (fastreads catches it)
+from .summaries import lasting_of, summary_of
 
 TERMINAL = ("done", "failed", "cancelled")
 ACTIVE = ("pending", "running")
@@ -46,15 +47,7 @@ def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def summary(row: Row[Any]) -> dict[str, Any]:
-    return {
-        "job_id": row.id,
-        "name": row.name,
-        "state": row.state,
-        "job_type": row.job_type,
-        "created_at": iso(row.created_at),
-        "billed_core_seconds": row.billed_core_seconds,
-        "molecule_preview": row.preview,
-    }
+    return summary_of(row, lasting_of(row))
 
 
 JOB_COLUMNS = (*jobs.c, controllers.c.name.label("controller_name"))

@@ -21,8 +21,7 @@ from typing import Any, NamedTuple
 from ..db import jobs
 from ._time import iso
 
-# The summary's columns a job keeps for life, and the ones a page reads every time.
-LASTING_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.job_type, jobs.c.created_at, jobs.c.preview)
+# The summary's columns a page reads every time (the others a job keeps for life).
 CHANGING_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.name, jobs.c.state,
                     jobs.c.billed_core_seconds)
 MAX_REMEMBERED = 8192
@@ -59,11 +58,17 @@ class Summaries:
             self._known = {}  # a new dict: a reader on another thread keeps the old one
         known = self._known
         for row in rows:
-            known[row.seq] = Lasting(row.id, row.job_type, iso(row.created_at), row.preview)
+            known[row.seq] = lasting_of(row)
+
+
+def lasting_of(row: Any) -> Lasting:
+    """The unchanging half of a row with the full summary's columns."""
+    return Lasting(row.id, row.job_type, iso(row.created_at), row.preview)
 
 
 def summary_of(row: Any, lasting: Lasting) -> dict[str, Any]:
-    """The same record as ``jobs.summary``, from a changing-column row and its lasting half."""
+    """A job's summary as lists and pages show it, from its changing columns and its lasting
+    half."""
     return {
         "job_id": row.id,
         "name": row.name,
