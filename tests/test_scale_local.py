@@ -45,8 +45,16 @@ def test_local_scheduler_starts_controllers_for_pending_work_and_they_leave(
             scale = subprocess.Popen([PY, "-m", "atomiverse_controller.scale", str(site)],
                                      stdout=log, stderr=log, env=srv.env)
         auth = {"Authorization": f"Bearer {key_file.read_text()}"}
+
+        def explain() -> str:
+            """The scaler's log and each controller's own (the allocation's stderr)."""
+            parts = [(tmp_path / "scale.log").read_text()]
+            for err in sorted((tmp_path / "scale" / "scripts").glob("*.err")):
+                parts.append(f"--- {err.name}\n{err.read_text()[-4000:]}")
+            return "\n".join(parts)
+
         wait_until("the pool", lambda: (tmp_path / "scale" / "pool.token").exists(), 30,
-                   lambda: (tmp_path / "scale.log").read_text())
+                   explain)
         r = httpx.post(f"{srv.url}/api/v1/jobs/submit-batch", headers=auth, timeout=30, json={
             "jobs": [{"compute_target": "desk", "job": {
                 "job_type": "single_point_energy", "use_cache": False,
@@ -63,11 +71,11 @@ def test_local_scheduler_starts_controllers_for_pending_work_and_they_leave(
             return all(httpx.get(f"{srv.url}/api/v1/jobs/{j}", headers=auth,
                                  timeout=30).json()["state"] == "done" for j in ids)
 
-        wait_until("every job done", done, 90, lambda: (tmp_path / "scale.log").read_text())
+        wait_until("every job done", done, 90, explain)
         assert 1 <= len(members()) <= 2  # asked for, never more than max_nodes
         wait_until("the controllers to leave", lambda: all(
             m["status"] == "offline" for m in members()), 60,
-            lambda: (tmp_path / "scale.log").read_text())
+            explain)
         log_text = (tmp_path / "scale.log").read_text()
         assert "event=allocation_submitted" in log_text
     finally:

@@ -37,6 +37,8 @@ STAGE_JOBS_SHORTER_THAN_SECONDS = 0.25
 IDLE_POLL_SECONDS = 30.0
 # How long a stopping controller waits for its claim loop's last poll (ended by deregister).
 CLAIMER_JOIN_SECONDS = 10.0
+# Tries at handing back and deregistering when stopping, over about 4 s (retry.CLIENT).
+LEAVE_ATTEMPTS = 5
 
 
 class Controller:
@@ -330,17 +332,32 @@ class Controller:
         if self._refused is not None or server_gone:
             return False
         try:
-            if handed_back:
-                self.api.release(handed_back)
-                log.info("event=released controller=%s jobs=%d", self.config.name,
-                         len(handed_back))
-            self.api.deregister()  # also ends the claim loop's last poll, empty-handed
-            self._join_claimer()
+            self._leave(handed_back)
         except (ServerUnavailable, ServerRefused, ValueError) as e:
             log.warning("event=deregister_failed controller=%s error=%s", self.config.name, e)
             return False
         log.info("event=stopped controller=%s completed=%d", self.config.name, self.completed)
         return True
+
+    def _leave(self, handed_back: list[dict[str, str]]) -> None:
+        """Hand back what was not finished and say goodbye, trying again for a few seconds
+        if the server is briefly unreachable. Both requests may be repeated safely. Tried
+        once, a goodbye on a kept-alive connection that the server closed at the same
+        moment (an idle exit after uvicorn's 5 s keep-alive) was lost. The controller then
+        stayed "online" in the listing, and its allocation ended as failed."""
+        leaving = retry.retrying(retry.CLIENT, attempts=LEAVE_ATTEMPTS,
+                                 retry_on=lambda e: isinstance(e, ServerUnavailable),
+                                 before_sleep=self._log_leave_retry)
+        if handed_back:
+            leaving(self.api.release, handed_back)
+            log.info("event=released controller=%s jobs=%d", self.config.name,
+                     len(handed_back))
+        leaving(self.api.deregister)  # also ends the claim loop's last poll, empty-handed
+        self._join_claimer()
+
+    def _log_leave_retry(self, state: Any) -> None:
+        log.warning("event=deregister_retry controller=%s attempt=%d error=%s",
+                    self.config.name, state.attempt_number, retry.last_failure(state))
 
     def _join_claimer(self) -> None:
         """A claim answered while stopping is handed back by the claim loop itself: wait
