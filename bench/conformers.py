@@ -101,12 +101,13 @@ def reference_geometries(atoms: Any, count: int) -> list[Any]:
     return [g.tolist() for g in embedded if atoms_apart(g)]
 
 
-def run_search(atomiverse: Any, atoms: Any, name: str, cores: int) -> dict[str, Any]:
+def run_search(atomiverse: Any, atoms: Any, name: str, cores: int,
+               options: dict[str, Any]) -> dict[str, Any]:
     from atomiverse.levels import GFN2_XTB
 
     client = atomiverse.get_default_client()
     search = atomiverse.ConformerSearch(atoms=atoms, level_of_theory=GFN2_XTB, name=name,
-                                        use_cache=False)
+                                        use_cache=False, **options)
     started = time.perf_counter()
     job_id = atomiverse.submit_batch([search.model_dump(mode="json")],
                                      compute_target="local")["jobs"][0]["job_id"]
@@ -125,7 +126,18 @@ def run_search(atomiverse: Any, atoms: Any, name: str, cores: int) -> dict[str, 
             "gfnff_gradient_evaluations": gradient_evaluations(
                 r["result"] for r in optimisations if r["result"]["level_of_theory"] == "GFN-FF"),
             "n_conformers": record["result"]["n_unique"],
-            "n_candidates": record["result"]["n_candidates"]}
+            "n_candidates": record["result"]["n_candidates"],
+            "n_screened": record["result"].get("n_screened", 0),
+            "core_seconds_by_level": _core_seconds_by_level(children)}
+
+
+def _core_seconds_by_level(children: list[dict[str, Any]]) -> dict[str, float]:
+    """The children's core-seconds by what they were: GFN-FF screen, loose, tight, RDKit."""
+    out: dict[str, float] = {}
+    for c in children:
+        step = c["name"].rsplit(" · ", 1)[-1].rstrip("0123456789 ")  # "screen 12" -> "screen"
+        out[step] = round(out.get(step, 0.0) + (c["core_seconds"] or 0.0), 1)
+    return out
 
 
 def run_reference(atomiverse: Any, atoms: Any, name: str, smiles: str,
@@ -230,8 +242,13 @@ def main() -> None:
     p.add_argument("--only", nargs="+", choices=list(MOLECULES), help="these molecules")
     p.add_argument("--reference-only", action="store_true",
                    help="compute and store missing references, run no search")
+    p.add_argument("--seeds", nargs="+", type=int, default=[42],
+                   help="one search per ETKDG seed (default: the search's default, 42)")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=JSON",
+                   help="search options other than the defaults, e.g. screen=false")
     args = p.parse_args()
     chosen = args.only or list(MOLECULES)[:args.molecules]
+    options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.set)}
     import os
 
     cores = len(os.sched_getaffinity(0))
@@ -255,9 +272,11 @@ def main() -> None:
                     print(f"{name}: reference {ref['energy_hartree']:.8f} Hartree, "
                           f"{ref['core_seconds']:.0f} core-seconds", flush=True)
                     continue
-                search = run_search(atomiverse, atoms, name, cores)
-                rows.append(_row(name, search, ref))
-                print(json.dumps(rows[-1]), flush=True)
+                for seed in args.seeds:
+                    search = run_search(atomiverse, atoms, name, cores,
+                                        {**options, "seed": seed})
+                    rows.append({**_row(name, search, ref), "seed": seed, **options})
+                    print(json.dumps(rows[-1]), flush=True)
         finally:
             atomiverse.stop_local()
     _summary(rows, args.reference_candidates)
@@ -276,6 +295,8 @@ def _row(name: str, search: dict[str, Any], ref: dict[str, Any]) -> dict[str, An
             "search_wall_seconds": round(search["wall_seconds"], 1),
             "cores_used": round(search["cores_used"], 3),
             "conformers": search["n_conformers"], "candidates": search["n_candidates"],
+            "screened": search["n_screened"],
+            "core_seconds_by_step": search["core_seconds_by_level"],
             "reference_optimised": ref["n_done"]}
 
 

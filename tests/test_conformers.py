@@ -13,10 +13,11 @@ import subprocess
 import sys
 
 import atomiverse
+import httpx2 as httpx
 import numpy as np
 import pytest
 from atomiverse.levels import GFN2_XTB
-from conftest import own_server, stop_process, xtb_reference
+from conftest import DEFAULT_ENGINE, own_server, stop_process, xtb_reference
 
 BOLTZMANN_KCAL_PER_MOL_K = 0.0019872042586
 KCAL_PER_MOL_PER_HARTREE = 627.509474063
@@ -43,7 +44,7 @@ def _search(client, smiles, **options):
     assert res["submitted"] == 1, res
     (record,) = client.wait_jobs([res["jobs"][0]["job_id"]], timeout=600)
     assert record["state"] == "done", record
-    return record
+    return client.get_job(record["job_id"])  # with the search as stored ("job")
 
 
 def _dihedral(p, i, j, k, m):
@@ -81,11 +82,19 @@ def test_butane_anti_lies_below_gauche(client):
     assert result["final_positions_angstrom"] == conformers[0]["positions_angstrom"]
 
 
+def _steps(record):
+    """The search's step names in order (API steps are 1-based indices into it)."""
+    from atomiverse_core.jobtypes.conformers import PLAIN_STEPS, SCREENED_STEPS
+
+    return SCREENED_STEPS if record["job"]["screen"] else PLAIN_STEPS
+
+
 def test_the_candidates_run_as_child_jobs_on_every_slot(client):
     record = _search(client, "CCCCCO", n_candidates=8)
     children = client.job_children(record["job_id"])
     assert [c["step"] for c in children] == sorted(c["step"] for c in children)
-    candidates = [client.get_job(c["job_id"]) for c in children if c["step"] == 2]
+    prescreen = _steps(record).index("prescreen") + 1
+    candidates = [client.get_job(c["job_id"]) for c in children if c["step"] == prescreen]
     assert 2 <= len(candidates) <= 8
     assert all(c["job_type"] == "opt" and c["state"] == "done" for c in candidates)
     spans = sorted((c["started_at"], c["finished_at"]) for c in candidates)
@@ -170,7 +179,7 @@ def test_the_dashboard_shows_the_ensemble(srv, client):
         page.wait_for_function("document.querySelector('#frame-label')"
                                "?.textContent.startsWith('conformer')")
         assert page.locator("#frame-label").inner_text() == f"conformer 1 of {len(conformers)}"
-        assert page.locator("#steps tbody tr").count() == 5  # the search's five steps
+        assert page.locator("#steps tbody tr").count() == len(_steps(record))
 
 
 def _bridged(numbers, positions):
@@ -236,3 +245,61 @@ def test_candidates_with_atoms_too_close_are_left_out_not_failing_the_search():
     assert len(made["geometries_angstrom"]) == 249
     for g in made["geometries_angstrom"]:  # every candidate is a valid job input
         atomiverse.Atoms(numbers=atoms.numbers, positions=g, charge=atoms.charge)
+
+
+def _register(server, key, name, engines):
+    r = httpx.post(f"{server.url}/api/v1/controllers/register",
+                   headers={"Authorization": f"Bearer {key}"},
+                   json={"name": name, "slots": 1, "engines": engines})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(("engines", "options", "screen"), [
+    ({"xtb": "22.1", "tblite": "0.4.0"}, {}, True),
+    ({"tblite": "0.4.0"}, {}, False),  # tblite has no GFN-FF
+    ({"xtb": "22.1"}, {"level_of_theory": GFN2_XTB.with_solvent("water", model="gbsa")}, False),
+    ({"xtb": "22.1", "tblite": "0.4.0"}, {"engine": "tblite"}, False),
+    ({"xtb": "22.1"}, {"screen": False}, False),  # what the search says, it keeps
+    ({"tblite": "0.4.0"}, {"screen": True}, True),
+])
+def test_the_screen_is_settled_at_submission_from_the_targets_engines(srv, client, engines,
+                                                                     options, screen):
+    server, key = srv
+    box = f"box-{'-'.join(engines)}-{'-'.join(f'{k}{v}' for k, v in options.items())}"[:60]
+    box = re.sub(r"[^A-Za-z0-9._-]", "", box)
+    _register(server, key, box, engines)
+    search = atomiverse.ConformerSearch(**{"atoms": atomiverse.Atoms.from_smiles("CCCC"),
+                                           "level_of_theory": GFN2_XTB, **options})
+    res = client.submit_batch([search.model_dump(mode="json")], compute_target=box)
+    assert res["submitted"] == 1, res
+    job_id = res["jobs"][0]["job_id"]
+    try:
+        assert client.get_job(job_id)["job"]["screen"] is screen
+    finally:
+        client.cancel_job(job_id)
+
+
+@pytest.mark.xtb_python  # GFN-FF runs on xtb-python only
+def test_a_screened_search_optimises_every_candidate_at_gfn_ff_and_goes_on_with_the_lowest(
+        client):
+    assert DEFAULT_ENGINE == "xtb"
+    record = _search(client, "CCCCCCO", n_candidates=24, max_prescreened=5)
+    assert record["job"]["screen"] is True  # settled: the box runs xtb
+    result, steps = record["result"], _steps(record)
+    children = client.job_children(record["job_id"])
+    by_step = {name: [client.get_job(c["job_id"]) for c in children
+                      if c["step"] == steps.index(name) + 1] for name in steps}
+    screened = by_step["screen"]
+    assert len(screened) == result["n_screened"] == result["n_candidates"] >= 6
+    assert {c["job"]["level_of_theory"]["method"] for c in screened} == {"gfn-ff"}
+    # The prescreen starts from the screen's kept geometries, at most max_prescreened.
+    (selection,) = by_step["screen selection"]
+    kept = selection["result"]["kept"]
+    assert 1 <= len(kept) <= 5
+    prescreened = by_step["prescreen"]
+    assert [c["job"]["atoms"]["positions"] for c in prescreened] == \
+        [screened[i]["result"]["final_positions_angstrom"] for i in kept]
+    assert {c["job"]["level_of_theory"]["method"] for c in prescreened} == {"gfn2-xtb"}
+    numbers = atomiverse.Atoms.from_smiles("CCCCCCO").numbers
+    for c in result["conformers"]:  # every energy is GFN2-xTB's, the engine's own
+        assert abs(c["energy_hartree"] - xtb_reference(numbers, c["positions_angstrom"])) < 1e-6

@@ -58,21 +58,24 @@ def rotatable_bonds(mol: Any) -> int:
     return int(rdMolDescriptors.CalcNumRotatableBonds(mol))
 
 
-def default_candidate_count(n_rotatable_bonds: int) -> int:
+def default_candidate_count(n_rotatable_bonds: int, screened: bool = False) -> int:
     """Candidates for a molecule with this many rotatable bonds: 10 + 20 per bond, at most
-    250 (a 10-bond molecule: 210)."""
+    250 (a 10-bond molecule: 210); for a search that screens them at GFN-FF first, 10 + 40
+    per bond, at most 500."""
+    if screened:
+        return min(500, 10 + 40 * n_rotatable_bonds)
     return min(250, 10 + 20 * n_rotatable_bonds)
 
 
 def generate(numbers: Sequence[int], positions_angstrom: Any, charge: int, count: int,
-             seed: int, prune_rmsd_angstrom: float) -> dict[str, Any]:
+             seed: int, prune_rmsd_angstrom: float, *, screened: bool = False) -> dict[str, Any]:
     """Up to ``count`` (0: :func:`default_candidate_count`) ETKDG (v3) geometries,
     near-duplicates (heavy-atom RMSD below ``prune_rmsd_angstrom``) pruned as they are made;
     the input geometry is always the first. Angstrom, in the input's atom order."""
     from rdkit.Chem import AllChem
 
     mol = molecule_graph(numbers, positions_angstrom, charge)
-    count = count or default_candidate_count(rotatable_bonds(mol))
+    count = count or default_candidate_count(rotatable_bonds(mol), screened)
     params = AllChem.ETKDGv3()
     params.randomSeed = seed
     params.pruneRmsThresh = prune_rmsd_angstrom

@@ -32,8 +32,9 @@ class ConformerStage(Job):
     yields_geometry: ClassVar[bool] = False
     job_type: Literal["conformer_stage"] = "conformer_stage"  # type: ignore[assignment]
     operation: Literal["generate", "select"]
-    count: int = Field(default=0, ge=0, le=MAX_CANDIDATES,
-                       description="0: from the rotatable bonds (10 + 20 per bond, <= 250)")
+    count: int = Field(default=0, ge=0, le=MAX_CANDIDATES, description=(
+        "0: from the rotatable bonds (10 + 20 per bond, <= 250; screened: 10 + 40, <= 500)"))
+    screened: bool = Field(default=False, description="generate: for a search with a screen")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     rmsd_angstrom: float = Field(default=0.125, ge=0, le=10)
     energy_kcal_per_mol: float = Field(default=0.05, ge=0, le=100)
@@ -73,7 +74,8 @@ def run_stage(engine: Any, molecule: Any, payload: dict[str, Any]) -> dict[str, 
     if payload["operation"] == "generate":
         return conformers.generate(atoms["numbers"], atoms["positions"], charge,
                                    int(payload.get("count", 0)), int(payload.get("seed", 0)),
-                                   float(payload.get("rmsd_angstrom", 0.125)))
+                                   float(payload.get("rmsd_angstrom", 0.125)),
+                                   screened=bool(payload.get("screened")))
     intact = conformers.same_bonds(atoms["numbers"], atoms["positions"],
                                    payload["candidates_angstrom"])
     kept = conformers.distinct_low(

@@ -1,24 +1,33 @@
 """Conformer search: the low-energy shapes of a flexible molecule, and its Boltzmann ensemble.
 
 A composite job: the server runs it as children spread over every free slot of the target, in
-five steps, each started when the previous one has finished:
+steps, each started when the previous one has finished:
 
 1. ``generate`` (one RDKit job): ETKDG v3 candidates from the input structure (its bonds,
-   charge and stereochemistry kept, atoms in its order), near-duplicates pruned at
-   0.5 Angstrom heavy-atom RMSD; ``n_candidates`` of them, by default
-   ``min(250, 10 + 20 x rotatable bonds)``; the input geometry is always one of them.
-2. prescreen: every candidate optimised loosely (``prescreen_fmax_ev_per_angstrom``, at most
-   ``prescreen_max_steps``) at ``prescreen_level_of_theory`` (default: the search's level;
-   ``GFNFF`` is cheaper where the engine has it), one job per candidate.
-3. ``select`` (one RDKit job): the distinct ones (same conformer: energies within
+   charge and stereochemistry kept, atoms in its order), near-duplicates pruned; the input
+   geometry is always one of them. ``n_candidates`` of them; by default
+   ``min(500, 10 + 40 x rotatable bonds)`` with a screen (below), none pruned (on
+   pregabalin a 0.25 Angstrom prune left out the starts of the lowest basin for one seed),
+   else ``min(250, 10 + 20 x rotatable bonds)`` pruned at 0.5 Angstrom heavy-atom RMSD.
+2. screen (with ``screen``): every candidate optimised loosely at GFN-FF, about a sixth of
+   the cost of a loose GFN2-xTB optimisation; then ``select`` keeps the ``max_prescreened``
+   (100) lowest distinct ones, with no energy window (one GFN-FF energy can be far off:
+   GFN-FF sets its topology up from each starting geometry). ``screen`` None (the
+   default) is settled at submission: on where the target runs GFN-FF (the xtb engine) and
+   the search is in vacuum, else off. The screen widens the search; it does not rank it:
+   GFN-FF orders conformers differently from GFN2-xTB, so a GFN2-xTB stage follows.
+3. prescreen: each candidate (or screened one) optimised loosely
+   (``prescreen_fmax_ev_per_angstrom``, at most ``prescreen_max_steps``) at
+   ``prescreen_level_of_theory`` (default: the search's level), one job per candidate.
+4. ``select`` (one RDKit job): the distinct ones (same conformer: energies within
    0.1 kcal/mol and heavy-atom RMSD below 0.25 Angstrom after alignment over the molecule's
    symmetries) within ``prescreen_window_kcal_per_mol`` of the lowest, at most
    ``max_refined`` (40). A candidate whose bonds are no longer the input's (its optimisation
-   moved a hydrogen or closed a ring: another molecule) is left out here and in step 5, and
-   counted in ``n_rearranged``.
-4. refine: those optimised at the search's level with the optimiser settings below (the
+   moved a hydrogen or closed a ring: another molecule) is left out here, in the screen and
+   in step 6, and counted in ``n_rearranged``.
+5. refine: those optimised at the search's level with the optimiser settings below (the
    GeometryOptimization defaults: fmax 0.001 eV/Angstrom).
-5. ``select`` again, with ``energy_threshold_kcal_per_mol`` and ``rmsd_threshold_angstrom``
+6. ``select`` again, with ``energy_threshold_kcal_per_mol`` and ``rmsd_threshold_angstrom``
    (CREST's defaults, 0.05 kcal/mol and 0.125 Angstrom) and ``energy_window_kcal_per_mol``.
 
 The result lists the unique conformers sorted by energy: geometry (Angstrom), energy (Hartree),
@@ -45,7 +54,7 @@ from ..drivers.optimizer_settings import (
     Optimizer,
 )
 from ..jobs import Job
-from ..levels import LevelOfTheory
+from ..levels import GFNFF, KNOWN_ENGINES, LevelOfTheory
 from .conformer_stage import MAX_CANDIDATES
 from .spec import (
     Child,
@@ -63,22 +72,40 @@ from .spec import (
 
 KCAL_PER_MOL_PER_HARTREE = 627.509474063
 BOLTZMANN_KCAL_PER_MOL_K = 0.0019872042586
-GENERATE, PRESCREEN, PRESCREEN_SELECT, REFINE, FINAL_SELECT = range(5)
+# The steps in the order they run; a child's step is its index here. A search without the
+# screen (and one stored before the screen existed) numbers them as it always did.
+PLAIN_STEPS = ("candidates", "prescreen", "prescreen selection", "refine", "final selection")
+SCREENED_STEPS = ("candidates", "screen", "screen selection", *PLAIN_STEPS[1:])
 GENERATION_PRUNE_RMSD_ANGSTROM = 0.5
+SCREENED_PRUNE_RMSD_ANGSTROM = 0.0
+SCREEN_FMAX_EV_PER_ANGSTROM = 0.05
+SCREEN_MAX_STEPS = 300
+# The screen ranks by GFN-FF energy but cuts nothing by it: GFN-FF sets its topology up from
+# each starting geometry, and one of pregabalin's candidates (seed 1) came out 128 kcal/mol
+# below all the others with the same bonds; a window from it kept that one alone.
+SCREEN_WINDOW_KCAL_PER_MOL = 1000.0
 PRESCREEN_RMSD_ANGSTROM = 0.25
 PRESCREEN_ENERGY_KCAL_PER_MOL = 0.1
 
 
 class ConformerSearch(Job):
     """Find the distinct low-energy conformers of ``atoms`` and their Boltzmann weights; see
-    the module documentation for the steps. Defaults: ``n_candidates`` None (from the
-    rotatable bonds, 10 + 20 per bond, at most 250; at most 1000 if given), prescreen at the
-    search's level to fmax 0.05 eV/Angstrom, at most 40 refined within 5 kcal/mol, the final
-    ensemble within 6 kcal/mol, weights at 298.15 K."""
+    the module documentation for the steps. Defaults: ``screen`` None (a GFN-FF screen where
+    the target runs GFN-FF and the search is in vacuum), ``n_candidates`` None (from the
+    rotatable bonds: with the screen 10 + 40 per bond, at most 500, of which the 100 lowest
+    distinct at GFN-FF go on; without it 10 + 20 per bond, at most 250;
+    at most 1000 if given), prescreen at the search's level to fmax 0.05 eV/Angstrom, at
+    most 40 refined within 5 kcal/mol, the final ensemble within 6 kcal/mol, weights at
+    298.15 K."""
 
     job_type: Literal["conformer_search"] = "conformer_search"  # type: ignore[assignment]
     n_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES)
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="ETKDG random seed")
+    screen: bool | None = Field(default=None, description=(
+        "Screen the candidates at GFN-FF first (None: where the target runs GFN-FF and the "
+        "search is in vacuum, settled at submission)"))
+    max_prescreened: int = Field(default=100, ge=1, le=MAX_CANDIDATES, description=(
+        "With the screen: the lowest distinct screened candidates that go on"))
     prescreen_level_of_theory: LevelOfTheory | None = None
     prescreen_fmax_ev_per_angstrom: float = Field(default=0.05, gt=0, le=10)
     prescreen_max_steps: int = Field(default=200, ge=1, le=10_000)
@@ -110,12 +137,27 @@ class ConformerSearchResult(BaseModel):
     n_unique: int
     n_rotatable_bonds: int
     n_candidates: int
+    n_screened: int = Field(default=0, description="Candidates optimised at GFN-FF (0: no screen)")
+    n_screen_failed: int = 0
     n_prescreen_failed: int
     n_refined: int
     n_refine_failed: int
     n_rearranged: int = Field(default=0, description=(
         "Optimised candidates left out because their bonds changed (another molecule)"))
     temperature_kelvin: float
+
+
+def screen_for_engines(search: ConformerSearch,
+                       engines: tuple[str, ...]) -> ConformerSearch:
+    """The search with ``screen`` settled for a target with these engines: on where one of
+    them runs GFN-FF (and the search names no engine that does not) and the search is in
+    vacuum; off otherwise. A search that says, keeps what it says."""
+    if search.screen is not None:
+        return search
+    usable = [e for e in ((search.engine,) if search.engine else engines)
+              if e in KNOWN_ENGINES and GFNFF.runs_on(e)]
+    screen = bool(usable) and search.level_of_theory.solvation is None
+    return search.model_copy(update={"screen": screen})
 
 
 def _child_payload(search: Payload, kind: str, atoms: Payload, tag: str,
@@ -131,8 +173,21 @@ def _with_positions(search: Payload, positions: Any) -> dict[str, Any]:
     return {**search["atoms"], "positions": positions}
 
 
-def _done(children: list[Child], step: int) -> list[Child]:
-    return [c for c in children if c.step == step and c.state == "done"]
+def _steps(search: Payload) -> tuple[str, ...]:
+    return SCREENED_STEPS if search.get("screen") else PLAIN_STEPS
+
+
+def _number(search: Payload, step: str) -> int:
+    return _steps(search).index(step)
+
+
+def _of(search: Payload, children: list[Child], step: str) -> list[Child]:
+    number = _number(search, step)
+    return [c for c in children if c.step == number]
+
+
+def _done(search: Payload, children: list[Child], step: str) -> list[Child]:
+    return [c for c in _of(search, children, step) if c.state == "done"]
 
 
 def _r(child: Child) -> Any:
@@ -141,39 +196,66 @@ def _r(child: Child) -> Any:
 
 def advance(search: Payload, children: list[Child]) -> Spawn | Finish | Fail | None:
     if not children:
-        return Spawn(GENERATE, [_child_payload(
+        screened = bool(search.get("screen"))
+        return Spawn(0, [_child_payload(
             search, "conformer_stage", search["atoms"], "candidates", operation="generate",
             count=search.get("n_candidates") or 0, seed=search.get("seed", 42),
-            rmsd_angstrom=GENERATION_PRUNE_RMSD_ANGSTROM)])
-    step = max(c.step for c in children)
-    ok = _done(children, step)
+            screened=screened, rmsd_angstrom=SCREENED_PRUNE_RMSD_ANGSTROM if screened
+            else GENERATION_PRUNE_RMSD_ANGSTROM)])
+    number = max(c.step for c in children)
+    step = _steps(search)[number]
+    ok = _done(search, children, step)
     if not ok:
-        last = [c for c in children if c.step == step][-1]
-        return Fail(f"step {step + 1} ({_STEP_NAMES[step]}) failed: "
-                    f"{last.error or last.state}", last.error_type or "internal")
+        last = _of(search, children, step)[-1]
+        return Fail(f"step {number + 1} ({step}) failed: {last.error or last.state}",
+                    last.error_type or "internal")
     return _NEXT[step](search, children, ok)
 
 
-def _prescreen(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
+def _after_generate(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
     geometries = _r(ok[0])["geometries_angstrom"]
+    if not search.get("screen"):
+        return _prescreen(search, geometries)
+    return Spawn(_number(search, "screen"), [_child_payload(
+        search, "opt", _with_positions(search, g), f"screen {i + 1}",
+        level_of_theory=GFNFF.model_dump(mode="json"), fmax=SCREEN_FMAX_EV_PER_ANGSTROM,
+        max_steps=SCREEN_MAX_STEPS, optimizer=DEFAULT_OPTIMIZER, engine=None)
+        for i, g in enumerate(geometries)])
+
+
+def _screen_select(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
+    return _select(search, ok, "screen selection",
+                   rmsd_angstrom=PRESCREEN_RMSD_ANGSTROM,
+                   energy_kcal_per_mol=PRESCREEN_ENERGY_KCAL_PER_MOL,
+                   window_kcal_per_mol=SCREEN_WINDOW_KCAL_PER_MOL,
+                   keep=search.get("max_prescreened", 100))
+
+
+def _after_screen(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
+    screened = _done(search, children, "screen")
+    return _prescreen(search, [_r(screened[i])["final_positions_angstrom"]
+                               for i in _r(ok[0])["kept"]])
+
+
+def _prescreen(search: Payload, geometries: list[Any]) -> Spawn:
     level = search.get("prescreen_level_of_theory") or search["level_of_theory"]
-    return Spawn(PRESCREEN, [_child_payload(
+    return Spawn(_number(search, "prescreen"), [_child_payload(
         search, "opt", _with_positions(search, g), f"candidate {i + 1}",
         level_of_theory=level, fmax=search.get("prescreen_fmax_ev_per_angstrom", 0.05),
         max_steps=search.get("prescreen_max_steps", 200), optimizer=DEFAULT_OPTIMIZER)
         for i, g in enumerate(geometries)])
 
 
-def _select(search: Payload, ok: list[Child], step: int, tag: str, **thresholds: Any) -> Spawn:
-    return Spawn(step, [_child_payload(
-        search, "conformer_stage", search["atoms"], tag, operation="select",
+def _select(search: Payload, ok: list[Child], step: str, **thresholds: Any) -> Spawn:
+    return Spawn(_number(search, step), [_child_payload(
+        search, "conformer_stage", search["atoms"], step, operation="select",
         candidates_angstrom=[_r(c)["final_positions_angstrom"] for c in ok],
         energies_hartree=[_r(c)["energy_hartree"] for c in ok],
         **thresholds)])
 
 
 def _prescreen_select(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
-    return _select(search, ok, PRESCREEN_SELECT, "prescreen selection",
+    return _select(search, ok, "prescreen selection",
                    rmsd_angstrom=PRESCREEN_RMSD_ANGSTROM,
                    energy_kcal_per_mol=PRESCREEN_ENERGY_KCAL_PER_MOL,
                    window_kcal_per_mol=search.get("prescreen_window_kcal_per_mol", 5.0),
@@ -181,9 +263,9 @@ def _prescreen_select(search: Payload, children: list[Child], ok: list[Child]) -
 
 
 def _refine(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
-    prescreened = _done(children, PRESCREEN)
+    prescreened = _done(search, children, "prescreen")
     starts = [_r(prescreened[i])["final_positions_angstrom"] for i in _r(ok[0])["kept"]]
-    return Spawn(REFINE, [_child_payload(
+    return Spawn(_number(search, "refine"), [_child_payload(
         search, "opt", _with_positions(search, positions), f"conformer {n + 1}",
         optimizer=search.get("optimizer", DEFAULT_OPTIMIZER),
         fmax=search.get("fmax", DEFAULT_FMAX_EV_PER_ANGSTROM),
@@ -192,7 +274,7 @@ def _refine(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
 
 
 def _final_select(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
-    return _select(search, ok, FINAL_SELECT, "final selection",
+    return _select(search, ok, "final selection",
                    rmsd_angstrom=search.get("rmsd_threshold_angstrom", 0.125),
                    energy_kcal_per_mol=search.get("energy_threshold_kcal_per_mol", 0.05),
                    window_kcal_per_mol=search.get("energy_window_kcal_per_mol", 6.0),
@@ -200,7 +282,7 @@ def _final_select(search: Payload, children: list[Child], ok: list[Child]) -> Sp
 
 
 def _ensemble(search: Payload, children: list[Child], ok: list[Child]) -> Finish:
-    refined = _done(children, REFINE)
+    refined = _done(search, children, "refine")
     chosen = [refined[i] for i in _r(ok[0])["kept"]]
     temperature = float(search.get("temperature_kelvin", 298.15))
     lowest = _r(chosen[0])["energy_hartree"]
@@ -210,23 +292,29 @@ def _ensemble(search: Payload, children: list[Child], ok: list[Child]) -> Finish
                    "energy_hartree": _r(c)["energy_hartree"],
                    "relative_energy_kcal_per_mol": e, "boltzmann_weight": f / sum(factors),
                    "job_id": c.job_id} for c, e, f in zip(chosen, relative, factors, strict=True)]
-    generated = _r(_done(children, GENERATE)[0])
-    candidates = [c for c in children if c.step == PRESCREEN]
-    refining = [c for c in children if c.step == REFINE]
+    generated = _r(_done(search, children, "candidates")[0])
+    screening = _of(search, children, "screen") if search.get("screen") else []
+    prescreening = _of(search, children, "prescreen")
+    refining = _of(search, children, "refine")
+    selections = [c for step in _steps(search) if step.endswith("selection")
+                  for c in _done(search, children, step)]
     return Finish({
         "energy_hartree": lowest, "final_positions_angstrom": conformers[0]["positions_angstrom"],
         "conformers": conformers, "n_unique": len(conformers),
         "n_rotatable_bonds": generated.get("n_rotatable_bonds", 0),
-        "n_candidates": len(candidates),
-        "n_prescreen_failed": len(candidates) - len(_done(children, PRESCREEN)),
+        "n_candidates": len(screening) or len(prescreening),
+        "n_screened": len(screening),
+        "n_screen_failed": len(screening) - sum(c.state == "done" for c in screening),
+        "n_prescreen_failed": len(prescreening) - sum(c.state == "done" for c in prescreening),
         "n_refined": len(refining), "n_refine_failed": len(refining) - len(refined),
-        "n_rearranged": sum(_r(c).get("n_rearranged") or 0 for c in
-                            _done(children, PRESCREEN_SELECT) + _done(children, FINAL_SELECT)),
+        "n_rearranged": sum(_r(c).get("n_rearranged") or 0 for c in selections),
         "temperature_kelvin": temperature})
 
 
-_STEP_NAMES = ("candidates", "prescreen", "prescreen selection", "refine", "final selection")
-_NEXT = (_prescreen, _prescreen_select, _refine, _final_select, _ensemble)
+_NEXT = {"candidates": _after_generate, "screen": _screen_select,
+         "screen selection": _after_screen, "prescreen": _prescreen_select,
+         "prescreen selection": _refine, "refine": _final_select,
+         "final selection": _ensemble}
 
 
 def ensemble_rows(record: Payload, result: Payload) -> list[ResultRow]:
@@ -261,8 +349,10 @@ def ensemble_table(result: Payload) -> Table | None:
 
 
 def search_note(job: Payload) -> str:
-    n = job.get("n_candidates") or "10 + 20 per rotatable bond"
-    return f"{n} candidates, ≤ {job.get('max_refined', 40)} refined"
+    screened = bool(job.get("screen"))
+    n = job.get("n_candidates") or f"10 + {40 if screened else 20} per rotatable bond"
+    screen = f", GFN-FF screen to ≤ {job.get('max_prescreened', 100)}" if screened else ""
+    return f"{n} candidates{screen}, ≤ {job.get('max_refined', 40)} refined"
 
 
 JOB_TYPE = JobType(
@@ -285,6 +375,7 @@ JOB_TYPE = JobType(
     result_table=ensemble_table,
     advance=advance,
     listing_order=40,
+    for_engines=screen_for_engines,
 )
 
 __all__ = ["JOB_TYPE", "Conformer", "ConformerSearch", "ConformerSearchResult"]
