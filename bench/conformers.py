@@ -17,8 +17,8 @@ optimisation of each), and the cores' use during the search (the target, for the
 molecules: at least 0.9). Core-seconds are wall time times cores, so a reference computed on a
 loaded machine (or at low priority beside other work, as the stored ones were) costs more
 core-seconds than the same work on a quiet one: the gradient-evaluation ratio is the figure a
-loaded machine does not distort. It counts the search's evaluations at its own level; a GFN-FF
-prescreen's are printed apart (one costs a few percent of a GFN2-xTB one: for pregabalin 1.6 ms
+loaded machine does not distort. It counts the search's evaluations at its own level; the GFN-FF
+screen's are printed apart (one costs a few percent of a GFN2-xTB one: for pregabalin 1.6 ms
 of CPU, against the reference's 39 core-milliseconds per GFN2-xTB evaluation).
 
 The molecules: 20 drugs of the WHO Model List of Essential Medicines and other common drugs
@@ -37,6 +37,7 @@ conformer's geometry, so its energy can be checked against the engine directly.
     python bench/conformers.py                                  # all 20, 500 reference each
     python bench/conformers.py --reference-only --only ranitidine     # fill in one reference
     python bench/conformers.py --molecules 2 --reference-candidates 100     # a quick look
+    python bench/conformers.py --only pregabalin --seeds 42 1 3 --set screen=false   # variants
 """
 
 from __future__ import annotations
