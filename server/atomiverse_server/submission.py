@@ -319,21 +319,16 @@ def _route_and_key(router: Router, prepared: list[Prepared]
         try:
             route = router.route(p.target)
             engine = route.engine_for(p.job)
-            _settle_for_engines(p, route)
+            settle = jobtypes.of(p.job).for_engines  # defaults that depend on the engines
+            if settle and route.engines:
+                p.job = settle(p.job, tuple(route.engines))
+                p.payload = p.job.model_dump(mode="json")
         except EntryRejected as e:
             out.append((None, str(e), None, False))
             continue
         key = cache_key(p.job, engine=engine[0], engine_version=engine[1]) if engine else None
         out.append((route, None, key, p.job.use_cache))
     return out
-
-
-def _settle_for_engines(p: Prepared, route: Route) -> None:
-    """Settle the job's defaults that depend on the target's engines (``JobType.for_engines``)."""
-    settle = jobtypes.of(p.job).for_engines
-    job = settle(p.job, tuple(route.engines)) if settle and route.engines else p.job
-    if job is not p.job:
-        p.job, p.payload = job, job.model_dump(mode="json")
 
 
 class InsufficientBalance(Exception):
