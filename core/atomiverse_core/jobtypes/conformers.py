@@ -93,10 +93,9 @@ class ConformerSearch(Job):
     the module documentation for the steps. Defaults: ``screen`` None (a GFN-FF screen where
     the target runs GFN-FF and the search is in vacuum), ``n_candidates`` None (from the
     rotatable bonds: with the screen 10 + 40 per bond, at most 500, of which the 100 lowest
-    distinct at GFN-FF go on; without it 10 + 20 per bond, at most 250;
-    at most 1000 if given), prescreen at the search's level to fmax 0.05 eV/Angstrom, at
-    most 40 refined within 5 kcal/mol, the final ensemble within 6 kcal/mol, weights at
-    298.15 K."""
+    distinct at GFN-FF go on; without it 10 + 20 per bond, at most 250; at most 1000 if
+    given), prescreen at the search's level to fmax 0.05 eV/Angstrom, at most 40 refined
+    within 5 kcal/mol, the final ensemble within 6 kcal/mol, weights at 298.15 K."""
 
     job_type: Literal["conformer_search"] = "conformer_search"  # type: ignore[assignment]
     n_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES)
