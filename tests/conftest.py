@@ -3,7 +3,6 @@ an embedded home per test session. Nothing here is faked."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -26,6 +25,9 @@ import pytest
 from atomiverse_server import admin as admin_command
 from embeddedhome import embedded_env
 from seconduser import second_uid_deselection
+
+# Tests that are mostly a fixed wait run beside the others (the 5-minute network cut).
+pytest_plugins = ["overlap"]
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,13 +103,14 @@ class Server:
         """``atomiverse admin ARGS`` on this server's database, run in this process: the same
         code as the command, without a Python start-up (0.8 s) for each of the suite's
         hundreds of workspaces and keys. The command as a process is tested on its own
-        (test_purge, test_storage_backends, test_many_controllers_pg)."""
+        (test_purge, test_storage_backends, test_many_controllers_pg). Its answer is
+        written to a buffer of the call's own (not a redirected sys.stdout): a scenario of
+        tests/overlap.py may call it from another thread."""
         out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            try:
-                code = admin_command.main(["--database-url", self.database_url, *args])
-            except SystemExit as e:  # the command's own refusals (no such workspace...)
-                code = e.code
+        try:
+            code = admin_command.main(["--database-url", self.database_url, *args], out=out)
+        except SystemExit as e:  # the command's own refusals (no such workspace...)
+            code = e.code
         assert code == 0, f"admin {args[0]} exited {code!r}: {out.getvalue()[-2000:]}"
         return json.loads(out.getvalue())
 

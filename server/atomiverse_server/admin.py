@@ -10,6 +10,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 from .db import create_schema, current_revision, make_engine, migrate, read_tx, write_tx
 from .purge import DEFAULT_CHUNK, PURGEABLE, purge
@@ -71,7 +72,9 @@ def _utc_timestamp(text: str) -> float:
     return when.timestamp()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """The command; its JSON answer goes to ``out`` (default: standard output)."""
+    out = out or sys.stdout
     args = build_parser().parse_args(argv)
     settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
     engine = make_engine(settings.resolved_database_url())
@@ -79,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "migrate":
             before = current_revision(engine)
             migrate(engine, args.revision)
-            print(json.dumps({"from": before, "to": current_revision(engine)}))
+            print(json.dumps({"from": before, "to": current_revision(engine)}), file=out)
             return 0
         create_schema(engine)
-        return _dispatch(args, engine)
+        return _dispatch(args, engine, out)
     finally:
         engine.dispose()
 
@@ -94,30 +97,31 @@ def _workspace(conn, name: str):  # type: ignore[no-untyped-def]
     return ws
 
 
-def _dispatch(args: argparse.Namespace, engine) -> int:  # type: ignore[no-untyped-def]
+def _dispatch(args: argparse.Namespace, engine,  # type: ignore[no-untyped-def]
+              out: TextIO) -> int:
     if args.command == "create-workspace":
         with write_tx(engine) as conn:
             if workspace_store.get_workspace_by_name(conn, name=args.name):
                 raise SystemExit(f"workspace {args.name!r} already exists")
             ws = workspace_store.create_workspace(conn, name=args.name, balance=args.balance)
             key = workspace_store.issue_api_key(conn, workspace_id=ws.id)
-        print(json.dumps({"workspace": ws.name, "api_key": key}))
+        print(json.dumps({"workspace": ws.name, "api_key": key}), file=out)
     elif args.command == "issue-key":
         with write_tx(engine) as conn:
             key = workspace_store.issue_api_key(conn, workspace_id=_workspace(conn,
                                                                               args.workspace).id)
-        print(json.dumps({"workspace": args.workspace, "api_key": key}))
+        print(json.dumps({"workspace": args.workspace, "api_key": key}), file=out)
     elif args.command == "revoke-key":
         with write_tx(engine) as conn:
             n = workspace_store.revoke_api_key(conn, workspace_id=_workspace(
                 conn, args.workspace).id, prefix=args.prefix)
-        print(json.dumps({"revoked": n}))
+        print(json.dumps({"revoked": n}), file=out)
         return 0 if n else 1
     elif args.command == "set-balance":
         with write_tx(engine) as conn:
             workspace_store.set_balance(conn, workspace_id=_workspace(conn, args.workspace).id,
                                         balance=args.balance)
-        print(json.dumps({"workspace": args.workspace, "balance": args.balance}))
+        print(json.dumps({"workspace": args.workspace, "balance": args.balance}), file=out)
     elif args.command == "register-managed-controller":
         with write_tx(engine) as conn:
             pool = (workspace_store.get_workspace_by_name(conn, name=MANAGED_POOL_WORKSPACE)
@@ -130,24 +134,24 @@ def _dispatch(args: argparse.Namespace, engine) -> int:  # type: ignore[no-untyp
             from .embedded import write_private
 
             write_private(Path(args.token_file), token)
-        print(json.dumps({"controller": ctl.name, "token": token}))
+        print(json.dumps({"controller": ctl.name, "token": token}), file=out)
     elif args.command == "purge":
         workspace_id = None
         if args.workspace:
             with read_tx(engine) as conn:
                 workspace_id = _workspace(conn, args.workspace).id
         try:
-            out = purge(engine, states=args.state, before=args.before,
+            purged = purge(engine, states=args.state, before=args.before,
                         workspace_id=workspace_id, archive=args.archive, chunk=args.chunk,
                         pause_seconds=args.pause_seconds)
         except ValueError as e:
             raise SystemExit(str(e)) from e
-        print(json.dumps(out))
+        print(json.dumps(purged), file=out)
     elif args.command == "list-controllers":
         with read_tx(engine) as conn:
             rows = controller_store.list_controllers(conn, workspace_id=_workspace(
                 conn, args.workspace).id)
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2), file=out)
     return 0
 
 

@@ -276,6 +276,9 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any constant will do: it only has to be the same in every server process.
 _MIGRATION_LOCK_KEY = 0x61746F6D  # "atom"
+# Alembic's command API keeps its migration context in module globals (alembic.context):
+# two threads of one process migrating at once, even different databases, break each other.
+_ALEMBIC_IN_THIS_PROCESS = threading.Lock()
 
 
 def alembic_config(engine: Engine | None = None):  # type: ignore[no-untyped-def]
@@ -297,13 +300,13 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     Safe to call from several processes at once (every server does at startup): the whole
     upgrade runs in one transaction that holds a database-wide lock (an advisory lock on
     PostgreSQL, the write lock of ``BEGIN IMMEDIATE`` on SQLite), so the second process
-    waits, then finds the schema already current. A database made before migrations existed
-    (tables created directly from this module, no ``alembic_version``) is adopted as
-    revision 0001, which creates exactly those tables."""
+    waits, then finds the schema already current; threads of one process take turns. A
+    database made before migrations existed (tables created directly from this module, no
+    ``alembic_version``) is adopted as revision 0001, which creates exactly those tables."""
     from alembic import command
 
     cfg = alembic_config(engine)
-    with write_tx(engine) as conn:
+    with _ALEMBIC_IN_THIS_PROCESS, write_tx(engine) as conn:
         if is_postgres(engine):
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
                          {"k": _MIGRATION_LOCK_KEY})

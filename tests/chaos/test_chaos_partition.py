@@ -6,19 +6,24 @@ spooled results are delivered, and those whose lease was lost meanwhile are refu
 is committed twice.
 
 The issue asks for a cut of 5 minutes: the slow test cuts for 300 s, silently (packets
-dropped, so every request waits for its timeout). The everyday one cuts for
+dropped, so every request waits for its timeout), beside the session's other tests
+(tests/overlap.py). The everyday one cuts for
 ``FAST_CUT_SECONDS``, over three leases of 4 s, by refusing connections. A third cut is
 shorter than the lease: the spooled results are delivered and accepted, each job run once."""
 
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from controller_faults import (
     Fleet,
     alkane_jobs,
+    assert_each_committed_once,
     assert_each_done_once,
+    assert_engine_energies,
     job_lines,
     wait_for,
 )
@@ -38,13 +43,11 @@ def _spooled(fleet: Fleet, name: str) -> list:
     return list((fleet.srv.home / f"spool-{name}").glob("*.json"))
 
 
-@pytest.mark.parametrize(("cut_seconds", "mode"), [
-    pytest.param(FAST_CUT_SECONDS, "reset", id="15s-refused"),
-    pytest.param(300.0, "blackhole", id="5min-silent",
-                 marks=[pytest.mark.slow, pytest.mark.timeout(1200)]),
-])
-def test_cut_longer_than_the_lease_jobs_run_elsewhere_spool_delivered_after(
-        tmp_path, cut_seconds, mode):
+def cut_longer_than_the_lease(tmp_path: Path, stop: threading.Event, cut_seconds: float,
+                               mode: str) -> tuple[list[dict], list[dict]]:
+    """The scenario: a cut of ``cut_seconds`` by ``mode`` (tcpproxy.TCPProxy.cut) while the
+    controller holds jobs; ``stop`` ends its fixed wait early (an interrupted session).
+    Returns the jobs and their records, whose energies the caller checks in its thread."""
     with Fleet(tmp_path / "srv") as fleet, \
             TCPProxy("127.0.0.1", int(fleet.srv.url.rsplit(":", 1)[1])) as proxy:
         fleet.controller("islander", server_url=proxy.url)
@@ -65,7 +68,7 @@ def test_cut_longer_than_the_lease_jobs_run_elsewhere_spool_delivered_after(
         records = fleet.client.wait_jobs(ids, timeout=cut_seconds + 300)
         assert [r["state"] for r in records] == ["done"] * JOBS
         # The rest of the cut: a duration the test chose, not a wait for an event.
-        time.sleep(max(0.0, cut_seconds - (time.monotonic() - cut_at)))
+        stop.wait(max(0.0, cut_seconds - (time.monotonic() - cut_at)))
         assert _spooled(fleet, "islander"), "the spool was emptied while the network was cut"
         proxy.restore()
         taken_over = [j for j in ids if fleet.client.get_job(j)["attempt_errors"]]
@@ -77,11 +80,28 @@ def test_cut_longer_than_the_lease_jobs_run_elsewhere_spool_delivered_after(
         assert "event=report_retry" in log
         assert any("event=report_rejected" in line for j in taken_over
                    for line in job_lines(log, j))
-        for job in assert_each_done_once(fleet, ids, jobs):
+        records = assert_each_committed_once(fleet, ids)
+        for job in records:
             if job["job_id"] in taken_over:
                 assert job["controller"] == "mainland" and job["attempts"] == 2
             else:
                 assert job["attempts"] == 1
+        return jobs, records
+
+
+def test_cut_longer_than_the_lease_jobs_run_elsewhere_spool_delivered_after(tmp_path):
+    """Refused connections for three leases."""
+    assert_engine_energies(*cut_longer_than_the_lease(tmp_path, threading.Event(),
+                                                      FAST_CUT_SECONDS, "reset"))
+
+
+# Five minutes of which nearly all is the clock: run beside the session's other tests
+# (tests/overlap.py); the test itself, moved to the end, waits for its outcome.
+@pytest.mark.overlap(cut_longer_than_the_lease, cut_seconds=300.0, mode="blackhole")
+@pytest.mark.timeout(1200)
+def test_a_silent_five_minute_cut_jobs_run_elsewhere_spool_delivered_after(overlap_outcome):
+    """Packets dropped for 5 minutes: every request waits for its timeout."""
+    assert_engine_energies(*overlap_outcome.result())
 
 
 # Slow: test_chaos_spool_full.py's everyday test also delivers spooled results after a cut
