@@ -10,6 +10,7 @@ The same functions run, smaller, in tests/test_reliability.py.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+from atomiverse_server import admin as admin_command
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -93,19 +95,30 @@ class Stack:
             time.sleep(0.05)
 
     def admin(self, *args: str) -> dict[str, Any]:
-        out = subprocess.run([PY, "-m", "atomiverse_server.admin", "--database-url", self.db,
-                              *args], check=True, capture_output=True, text=True, env=_env())
-        return json.loads(out.stdout)
+        """``atomiverse admin ARGS``, run in this process: a Python start-up of about 2 s per
+        call was most of the load test's set-up (20 workspaces, 4 controllers)."""
+        out = io.StringIO()
+        if admin_command.main(["--database-url", self.db, *args], out=out) != 0:
+            raise RuntimeError(f"admin {args[0]} failed: {out.getvalue()[-2000:]}")
+        return json.loads(out.getvalue())
 
-    def start_controller(self, name: str, slots: int = 1) -> None:
+    def start_controller(self, name: str, slots: int = 1, timeout: float = 60.0) -> None:
+        """A managed controller of the instant engine; returns once it has registered."""
         self.admin("register-managed-controller", name, "--token-file",
                    str(self.home / f"{name}.token"))
-        with open(self.home / f"{name}.log", "ab") as log:
-            self.controllers.append(subprocess.Popen(
+        log_path = self.home / f"{name}.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
                 [PY, "-m", "atomiverse_controller", "--server", self.url, "--name", name,
                  "--engine", "instant", "--slots", str(slots), "--token-file",
                  str(self.home / f"{name}.token"), "--spool-dir",
-                 str(self.home / f"spool-{name}")], stdout=log, stderr=log, env=_env()))
+                 str(self.home / f"spool-{name}")], stdout=log, stderr=log, env=_env())
+        self.controllers.append(proc)
+        deadline = time.monotonic() + timeout
+        while "event=registered" not in log_path.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"controller {name} did not register: see {log_path}")
+            time.sleep(0.05)
 
     def kill_server(self) -> None:
         assert self.server is not None
@@ -113,16 +126,19 @@ class Stack:
         self.server.wait()
 
     def stop(self) -> None:
-        for proc in [*self.controllers, self.server]:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in [*self.controllers, self.server]:
-            if proc is not None:
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        """The controllers first, then the server: a controller stopped with its server
+        gone spends half a minute retrying its last reports and its goodbye."""
+        for group in (self.controllers, [self.server]):
+            for proc in group:
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in group:
+                if proc is not None:
+                    try:
+                        proc.wait(20)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
 
 
 # ----- kill -9 the server mid-submission ----------------------------------------------------
