@@ -260,7 +260,7 @@ def _register(server, key, name, engines):
     ({"xtb": "22.1"}, {"level_of_theory": GFN2_XTB.with_solvent("water", model="gbsa")}, False),
     ({"xtb": "22.1", "tblite": "0.4.0"}, {"engine": "tblite"}, False),
     ({"xtb": "22.1"}, {"screen": False}, False),  # what the search says, it keeps
-    ({"tblite": "0.4.0"}, {"screen": True}, True),
+    ({"xtb": "22.1", "tblite": "0.4.0"}, {"screen": True}, True),
 ])
 def test_the_screen_is_settled_at_submission_from_the_targets_engines(srv, client, engines,
                                                                      options, screen):
@@ -277,6 +277,26 @@ def test_the_screen_is_settled_at_submission_from_the_targets_engines(srv, clien
         assert client.get_job(job_id)["job"]["screen"] is screen
     finally:
         client.cancel_job(job_id)
+
+
+@pytest.mark.parametrize(("engines", "options"), [
+    ({"tblite": "0.4.0"}, {"screen": True}),
+    ({"xtb": "22.1", "tblite": "0.4.0"}, {"screen": True, "engine": "tblite"}),
+])
+def test_a_screen_no_allowed_engine_can_run_is_refused_at_submission(srv, client, engines,
+                                                                     options):
+    server, key = srv
+    box = re.sub(r"[^A-Za-z0-9._-]", "", f"refuse-{'-'.join(engines)}-{len(options)}")
+    _register(server, key, box, engines)
+    search = atomiverse.ConformerSearch(atoms=atomiverse.Atoms.from_smiles("CCCC"),
+                                        level_of_theory=GFN2_XTB, **options)
+    res = client.submit_batch([search.model_dump(mode="json")], compute_target=box)
+    assert res["failed"] == 1 and res["jobs"][0]["job_id"] is None, res
+    assert res["jobs"][0]["error"].startswith("Invalid job payload: screen: "), res
+    assert "xtb engine" in res["jobs"][0]["error"] and "tblite" in res["jobs"][0]["error"]
+    with pytest.raises(atomiverse.UnprocessableEntityError) as e:  # one job alone: a 422
+        client.submit_job(search, compute_target=box)
+    assert "screen" in str(e.value)
 
 
 @pytest.mark.xtb_python  # GFN-FF runs on xtb-python only

@@ -323,8 +323,9 @@ def _route_and_key(router: Router, prepared: list[Prepared]
             if settle and route.engines:
                 p.job = settle(p.job, tuple(route.engines))
                 p.payload = p.job.model_dump(mode="json")
-        except EntryRejected as e:
-            out.append((None, str(e), None, False))
+        except (EntryRejected, ValueError) as e:  # ValueError: what the engines cannot do
+            error = str(e) if isinstance(e, EntryRejected) else f"Invalid job payload: {e}"
+            out.append((None, error, None, False))
             continue
         key = cache_key(p.job, engine=engine[0], engine_version=engine[1]) if engine else None
         out.append((route, None, key, p.job.use_cache))

@@ -102,7 +102,7 @@ class ConformerSearch(Job):
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="ETKDG random seed")
     screen: bool | None = Field(default=None, description=(
         "Screen the candidates at GFN-FF first (None: where the target runs GFN-FF and the "
-        "search is in vacuum, settled at submission)"))
+        "search is in vacuum, settled at submission; true where it does not: 422)"))
     max_prescreened: int = Field(default=100, ge=1, le=MAX_CANDIDATES, description=(
         "With the screen: the lowest distinct screened candidates that go on"))
     prescreen_level_of_theory: LevelOfTheory | None = None
@@ -150,13 +150,19 @@ def screen_for_engines(search: ConformerSearch,
                        engines: tuple[str, ...]) -> ConformerSearch:
     """The search with ``screen`` settled for a target with these engines: on where one of
     them runs GFN-FF (and the search names no engine that does not) and the search is in
-    vacuum; off otherwise. A search that says, keeps what it says."""
-    if search.screen is not None:
-        return search
+    vacuum; off otherwise. A search that says, keeps what it says, unless it asks for a
+    screen no engine it may use can run: ValueError naming the field."""
     usable = [e for e in ((search.engine,) if search.engine else engines)
               if e in KNOWN_ENGINES and GFNFF.runs_on(e)]
-    screen = bool(usable) and search.level_of_theory.solvation is None
-    return search.model_copy(update={"screen": screen})
+    if search.screen is None:
+        screen = bool(usable) and search.level_of_theory.solvation is None
+        return search.model_copy(update={"screen": screen})
+    if search.screen and not usable:
+        allowed = (search.engine,) if search.engine else engines
+        raise ValueError(f"screen: the screen runs {GFNFF.engine_requirement()}, and this "
+                         f"search may use only {', '.join(allowed)} (set screen to false, "
+                         f"or send it to a target with xtb)")
+    return search
 
 
 def _child_payload(search: Payload, kind: str, atoms: Payload, tag: str,
