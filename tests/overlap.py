@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 
 _SCENARIOS = pytest.StashKey[dict[str, Future]]()
-_STOP = pytest.StashKey[threading.Event]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,7 +42,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = [item for item in items if not item.get_closest_marker("overlap")] + overlapped
 
 
-def _run(scenario: Callable[..., None], stop: threading.Event, kwargs: dict[str, Any],
+def _run(scenario: Callable[..., Any], stop: threading.Event, kwargs: dict[str, Any],
          future: Future) -> None:
     home = Path(tempfile.mkdtemp(prefix="atomiverse-overlap-"))
     try:
@@ -57,7 +56,7 @@ def _run(scenario: Callable[..., None], stop: threading.Event, kwargs: dict[str,
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> Iterator[None]:
-    stop = session.config.stash[_STOP] = threading.Event()
+    stop = threading.Event()
     futures: dict[str, Future] = session.config.stash.setdefault(_SCENARIOS, {})
     threads = []
     if not session.config.option.collectonly:
