@@ -159,8 +159,8 @@ def screen_for_engines(search: ConformerSearch,
         return search.model_copy(update={"screen": screen})
     if search.screen and not usable:
         allowed = (search.engine,) if search.engine else engines
-        raise ValueError(f"screen: the screen runs {GFNFF.engine_requirement()}, and this "
-                         f"search may use only {', '.join(allowed)} (set screen to false, "
+        raise ValueError(f"screen: the screen runs GFN-FF, and {GFNFF.engine_requirement()}; "
+                         f"this search may use only {', '.join(allowed)} (set screen to false, "
                          f"or send it to a target with xtb)")
     return search
 
