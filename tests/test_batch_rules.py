@@ -186,6 +186,7 @@ def limited_servers(tmp_path_factory):
     stop_process(first.proc)
 
 
+@pytest.mark.slow  # several servers: two server processes started for it
 def test_batch_rate_limit_holds_across_server_processes(limited_servers):
     first, second, key = limited_servers
     a = atomiverse.Client(api_key=key, base_url=first.url)

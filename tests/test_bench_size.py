@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # bench/ is not an installed package
     sys.path.insert(0, str(REPO))
@@ -15,6 +17,7 @@ if str(REPO) not in sys.path:  # bench/ is not an installed package
 from bench import size
 
 
+@pytest.mark.slow  # a bench's own check: two databases filled and timed
 def test_size_bench_pairs_the_cache_lookup_and_the_claim(tmp_path):
     out = tmp_path / "size.json"
     assert size.main(["--backends", "sqlite", "--jobs", "3000", "--json", str(out)]) == 0

@@ -222,6 +222,7 @@ def test_a_long_rewrite_says_so_before_it_starts(tmp_path: Path, caplog) -> None
         engine.dispose()
 
 
+@pytest.mark.slow  # a fault test: waits out a real upgrade window
 def test_the_sdk_waits_for_a_server_that_says_it_is_upgrading(tmp_path: Path, capsys) -> None:
     """Given up on after the SDK's start timeout, the upgrade would roll back and start over
     at every start. Here a real server rewrites a home of optimisations; the wait is given

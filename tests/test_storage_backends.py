@@ -128,6 +128,7 @@ def test_migrations_go_down_and_up_again(engine) -> None:  # type: ignore[no-unt
     assert db.current_revision(engine) == _head()
 
 
+@pytest.mark.slow  # a concurrency fault: several processes race to migrate
 def test_migrate_from_several_processes_at_once(db_url: str) -> None:
     """Every server runs the migrations at startup: four at once must all succeed."""
     cmd = [PY, "-m", "atomiverse_server.admin", "--database-url", db_url, "migrate"]

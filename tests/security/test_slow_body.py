@@ -77,6 +77,7 @@ def test_a_body_trickled_a_byte_a_second_is_cut_off(slow_body_server):
     assert r.status_code < 500 and r.status_code != 408
 
 
+@pytest.mark.slow  # waits past the real body deadline
 def test_a_request_whose_body_is_in_is_not_cut_at_the_body_deadline(slow_body_server):
     """A long-poll with a body outlasts the body deadline and still gets its answer."""
     key = slow_body_server.new_workspace("poller")

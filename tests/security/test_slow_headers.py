@@ -67,6 +67,7 @@ def test_connections_that_never_finish_their_headers_are_closed(slow_server):
             s.close()
 
 
+@pytest.mark.slow  # waits past the real header deadline
 def test_a_long_request_is_not_cut_once_its_headers_are_in(slow_server):
     """The deadline is for the head only: a long-poll outlasting it still gets its answer."""
     key = slow_server.new_workspace("poller")
