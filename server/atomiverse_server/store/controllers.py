@@ -11,7 +11,7 @@ from atomiverse_core import jsonio
 from sqlalchemy.engine import Connection
 
 from .. import security
-from ..db import controllers, is_postgres, jobs, state_is, workspaces
+from ..db import controllers, is_postgres, jobs, state_filter, state_is, workspaces
 from ..result_check import result_problem
 from . import bulk, pools
 from . import jobs as job_store
@@ -198,7 +198,7 @@ def heartbeat(conn: Connection, *, controller: Controller, running: list[tuple[s
         elif r.state == "cancelled" and r.claimed_by == controller.id:
             cancelled.append(r.id)
     if held:
-        conn.execute(jobs.update().where(jobs.c.id.in_(held), jobs.c.state == "running")
+        conn.execute(jobs.update().where(jobs.c.id.in_(held), state_filter("running"))
                      .values(lease_expires_at=t + lease_seconds))
     lost = [j for j in leases if j not in held and j not in cancelled]
     return {"cancelled": cancelled, "lost": lost, "drain": drain}
@@ -208,12 +208,12 @@ def heartbeat(conn: Connection, *, controller: Controller, running: list[tuple[s
 # those finished jobs others wait on (pending jobs following them).
 _HELD = (sa.select(jobs.c.id, jobs.c.lease_id, jobs.c.workspace_id, jobs.c.compute_target,
                    jobs.c.attempts, jobs.c.attempt_errors, jobs.c.job_type, jobs.c.parent_id)
-         .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), state_is("running"),
+         .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), state_filter("running"),
                 jobs.c.claimed_by == sa.bindparam("ctl")))
 _HELD_FOR_UPDATE = _HELD.with_for_update()
 _LEADERS = (sa.select(jobs.c.cached_from).distinct()
             .where(jobs.c.cached_from.in_(sa.bindparam("ids", expanding=True)),
-                   state_is("pending")))
+                   state_filter("pending")))
 
 
 # ----- complete ---------------------------------------------------------------------------

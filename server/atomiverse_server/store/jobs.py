@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from atomiverse_core import jsonio
 from sqlalchemy.engine import Connection, Row
 
-from ..db import controllers, jobs, workspaces
+from ..db import controllers, jobs, state_filter, workspaces
 from ._time import iso, now
 
 # InvalidCursor: the routes catch it as job_store.InvalidCursor.
@@ -332,7 +332,7 @@ def settle_followers(conn: Connection, *, leader_id: str, result: dict[str, Any]
                      t: float) -> int:
     """Identical jobs that waited for this one: done with its result, or, if it did not
     finish well, released to compute for themselves."""
-    waiting = (jobs.c.cached_from == leader_id, jobs.c.state == "pending")
+    waiting = (jobs.c.cached_from == leader_id, state_filter("pending"))
     if result is not None:
         res = conn.execute(jobs.update().where(*waiting).values(
             state="done", result=result, started_at=t, finished_at=t, billed_core_seconds=0.0))
