@@ -147,3 +147,26 @@ def test_a_report_and_a_heartbeat_find_their_jobs_by_id_not_by_walking_a_state(t
     for statement, plan in plans.items():
         assert not any(ix in plan for ix in STATE_INDEXES), f"{statement}\n  -> {plan}"
         assert "SCAN jobs" not in plan, f"{statement}\n  -> {plan}"
+
+
+@pytest.mark.parametrize("in_pool, serves_managed",
+                         [(False, False), (True, False), (False, True), (True, True)])
+def test_the_claim_check_looks_each_route_up_without_walking_the_queue(
+        engine, in_pool, serves_managed):
+    """The read that tells a claim poll whether to claim at all, asked with its routes
+    joined by OR, walked the pending jobs by state until one matched: an idle managed-pool
+    controller's every poll read a backlog queued for other controllers."""
+    from atomiverse_server.db import jobs
+    from atomiverse_server.store.claimsql import first_claimable
+
+    compiled = first_claimable(sa.select(jobs.c.id), in_pool,
+                               serves_managed).compile(dialect=engine.dialect)
+    values = {**compiled.params, "ctl": "c", "pool": "p"}
+    with engine.connect() as conn:
+        plan = [r[3] for r in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + str(compiled),
+            tuple(values[k] for k in compiled.positiontup)).all()]
+    reads = [line for line in plan if " jobs " in f" {line} "]
+    assert len(reads) == 1 + in_pool + serves_managed, plan
+    assert all(line == "SEARCH jobs USING INDEX ix_jobs_claim (state=? AND controller_id=?)"
+               for line in reads), plan

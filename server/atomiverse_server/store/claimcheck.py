@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import weakref
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..db import jobs
-from .claimsql import claimable
+from .claimsql import first_claimable
 from .controllers import Controller
 from .fastquery import FastQuery, Unavailable
 
@@ -32,9 +31,7 @@ class ClaimCheck:
         query = self._queries.get(shape)
         if query is None:
             query = self._queries[shape] = FastQuery(
-                self._engine, [jobs.c.id], lambda q: q.where(claimable(
-                    sa.bindparam("ctl"), sa.bindparam("pool") if shape[0] else None,
-                    shape[1])).limit(1))
+                self._engine, [jobs.c.id], lambda q: first_claimable(q, *shape))
         params = {"ctl": controller.id}
         if shape[0]:
             params["pool"] = controller.pool_id

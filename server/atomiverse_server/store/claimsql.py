@@ -59,16 +59,35 @@ def _claim_by_route(in_pool: bool, serves_managed: bool) -> sa.Select:
     joined by OR, SQLite (which keeps no statistics here) read every pending job of those
     routes and sorted them all, on every claim: a queue of 100,000 pending jobs cost each
     claim a sort of 100,000 rows."""
+    firsts = [sa.select(*_CLAIMED, *CLAIM_ORDER)
+              .where(state_is("pending"), route, jobs.c.cached_from.is_(None))
+              .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs", type_=sa.Integer)).subquery()
+              for route in _routes(in_pool, serves_managed)]
+    each = sa.union_all(*(sa.select(first) for first in firsts)).subquery()
+    return (sa.select(each.c.id, each.c.payload, each.c.attempts, each.c.walltime_seconds)
+            .order_by(*(each.c[c.name] for c in CLAIM_ORDER))
+            .limit(sa.bindparam("max_jobs", type_=sa.Integer)))
+
+
+def first_claimable(select: sa.Select, in_pool: bool, serves_managed: bool) -> sa.Select:
+    """``select`` (of ``jobs`` columns) narrowed to at most one job the controller would
+    claim, each of its routes looked up in ``ix_jobs_claim`` on its own. Asked with the
+    routes joined by OR, SQLite walked the pending jobs by state until one matched: an idle
+    managed-pool controller's every poll read a whole backlog queued for other controllers.
+    Parameters: ``ctl``, and ``pool`` for a member."""
+    firsts = [select.where(state_is("pending"), route, jobs.c.cached_from.is_(None)).limit(1)
+              for route in _routes(in_pool, serves_managed)]
+    if len(firsts) == 1:
+        return firsts[0]
+    return sa.select(sa.union_all(*(sa.select(first.subquery()) for first in firsts))
+                     .subquery()).limit(1)
+
+
+def _routes(in_pool: bool, serves_managed: bool) -> list[Any]:
+    """How jobs reach a controller: its own id, its pool's, the managed pool."""
     routes = [jobs.c.controller_id == sa.bindparam("ctl")]
     if in_pool:
         routes.append(jobs.c.controller_id == sa.bindparam("pool"))
     if serves_managed:
         routes.append(sa.and_(jobs.c.controller_id.is_(None), jobs.c.compute_target == "managed"))
-    firsts = [sa.select(*_CLAIMED, *CLAIM_ORDER)
-              .where(state_is("pending"), route, jobs.c.cached_from.is_(None))
-              .order_by(*CLAIM_ORDER).limit(sa.bindparam("max_jobs", type_=sa.Integer)).subquery()
-              for route in routes]
-    each = sa.union_all(*(sa.select(first) for first in firsts)).subquery()
-    return (sa.select(each.c.id, each.c.payload, each.c.attempts, each.c.walltime_seconds)
-            .order_by(*(each.c[c.name] for c in CLAIM_ORDER))
-            .limit(sa.bindparam("max_jobs", type_=sa.Integer)))
+    return routes
