@@ -110,9 +110,7 @@ def state_is(state: str) -> sa.ColumnElement[bool]:
     query from the bound value of ``state = ?``, and so prepares such a statement again on
     every run, cached or not: about 210 of the claim query's 230 us a run on this machine (issue 28: a claim, the
     hand-off's lease, a report's checks, every calculation). A literal is planned once."""
-    if state not in JOB_STATES:  # written into SQL: only the known names
-        raise ValueError(f"not a job state: {state!r}")
-    return jobs.c.state == sa.literal_column(f"'{state}'", sa.String)
+    return jobs.c.state == _state_literal(state)
 
 
 def state_filter(state: str) -> sa.ColumnElement[bool]:
@@ -121,9 +119,13 @@ def state_filter(state: str) -> sa.ColumnElement[bool]:
     up by. Without statistics it rates ``state = 'pending'`` as selective as ``id IN (...)`` of
     four or more ids, and walked every pending (or running) job to find a report's few: 45% of
     the server's time with 150,000 jobs queued (issue 30)."""
-    if state not in JOB_STATES:
+    return _FilterOnly(jobs.c.state) == _state_literal(state)
+
+
+def _state_literal(state: str) -> sa.ColumnElement[str]:
+    if state not in JOB_STATES:  # written into SQL: only the known names
         raise ValueError(f"not a job state: {state!r}")
-    return _FilterOnly(jobs.c.state) == sa.literal_column(f"'{state}'", sa.String)
+    return sa.literal_column(f"'{state}'", sa.String)
 
 
 class _FilterOnly(sa.sql.expression.ColumnElement[Any]):
