@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 _ENV = ("ATOMIVERSE_HOME", "ATOMIVERSE_BASE_URL", "ATOMIVERSE_API_KEY")
+CLI_TIMEOUT_SECONDS = 120.0
 
 
 @contextlib.contextmanager
@@ -42,3 +47,28 @@ def running_embedded_home(home: Path) -> Iterator[Path]:
     with embedded_env(home):
         _embedded.ensure_running()
         yield home.resolve()
+
+
+def home_processes(home: Path) -> list[psutil.Process]:
+    """Every live process that belongs to ``home``: its path on the command line (server,
+    controller) or ATOMIVERSE_HOME in the environment (workers inherit it). Found without
+    the home's own records, so a record that was lost cannot hide one."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        if p.pid == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            cmdline = p.info["cmdline"] or []
+            if any(str(home) in a for a in cmdline) or \
+                    p.environ().get("ATOMIVERSE_HOME") == str(home):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def home_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ATOMIVERSE_HOME": str(home)}
+    env.pop("ATOMIVERSE_BASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "atomiverse.cli", *args], env=env, check=False,
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)

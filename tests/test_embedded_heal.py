@@ -23,6 +23,8 @@ import psutil
 import pytest
 from atomiverse.levels import GFN2_XTB
 from conftest import xtb_reference
+from embeddedhome import home_cli as cli
+from embeddedhome import home_processes
 
 pytestmark = pytest.mark.slow  # fault tests: the embedded server killed under a running script
 
@@ -34,37 +36,12 @@ LONG_SMILES = ["CCCCCCCCCCCC", "CC(=O)Nc1ccc(O)cc1", "CC(C)Cc1ccc(cc1)C(C)C(=O)O
 STOP_TIMEOUT_SECONDS = 120.0
 
 
-def home_processes(home: Path) -> list[psutil.Process]:
-    """Every live process that belongs to ``home``: its path on the command line (server,
-    controller) or ATOMIVERSE_HOME in the environment (workers inherit it). Found without
-    the home's own records, so a record that was lost cannot hide one."""
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline", "status"]):
-        if p.pid == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        try:
-            cmdline = p.info["cmdline"] or []
-            if any(str(home) in a for a in cmdline) or \
-                    p.environ().get("ATOMIVERSE_HOME") == str(home):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
-
-
 def exited(proc: psutil.Process) -> bool:
     """Gone, or a zombie its new parent has not collected yet (it runs nothing)."""
     try:
         return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ATOMIVERSE_HOME": str(home)}
-    env.pop("ATOMIVERSE_BASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "atomiverse.cli", *args], env=env, check=False,
-                          capture_output=True, text=True, timeout=STOP_TIMEOUT_SECONDS)
 
 
 @pytest.fixture

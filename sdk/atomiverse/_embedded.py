@@ -6,7 +6,9 @@ controller, written by the server), ``credentials.json`` (the local API key, mod
 written by the server), ``server.secret`` (0600: what the server proves it knows before the
 SDK sends it the key, see ``_embedded_identity``), ``restarts.json``, ``logs/``. The server outlives the script that
 started it, so the next script reuses it; a server that died is started again by the next
-call that finds it gone, in any process (``revive``); ``atomiverse local stop`` ends it."""
+call that finds it gone, in any process (``revive``); ``atomiverse local stop`` ends it, and
+leaves ``stopped.json`` so that a client still running is told, not obeyed behind the user's
+back: only a new connection (a new client, ``local start``) starts it again."""
 
 from __future__ import annotations
 
@@ -64,6 +66,8 @@ START_TIMEOUT_SECONDS = 120.0
 UPGRADE_CHECK_SECONDS = 2.0
 # A running server that has not answered /healthz for this long is reported, not replaced.
 UNRESPONSIVE_SECONDS = 10.0
+# Written by a deliberate stop; removed by the next deliberate start or new connection.
+STOPPED_RECORD = "stopped.json"
 # Servers this process launched. The server outlives us on purpose; holding the Popen keeps
 # it from being collected (and warned about) while it runs, and lets stop() reap it.
 _launched: dict[int, subprocess.Popen[bytes]] = {}
@@ -116,16 +120,21 @@ def credentials(home: Path | None = None) -> dict[str, str]:
 
 
 def ensure_running(*, wait_for_controller: bool = False, timeout: float = START_TIMEOUT_SECONDS,
-                   deliberate: bool = False) -> tuple[str, str]:
+                   deliberate: bool = False, reviving: bool = False) -> tuple[str, str]:
     """Return (base_url, api_key) of the embedded server, starting it if needed.
-    ``deliberate``: the user asked for it (``local start``): past crashes are forgiven."""
+    ``deliberate``: the user asked for it (``local start``): past crashes are forgiven.
+    ``reviving``: a connection already made found the server gone: started again only if it
+    died, not if it was stopped (``EmbeddedServerError``)."""
     home = home_path(atomiverse_home())
     with _launch_lock(home):
         if deliberate:
             forget_restarts(home)
         state = _running_state(home)
         if state is None:
+            if reviving:
+                _refuse_if_stopped(home)
             state = _start_again(home, timeout)
+        (home / STOPPED_RECORD).unlink(missing_ok=True)
     key = credentials(home)["api_key"]
     if wait_for_controller:
         _wait_for_local_controller(state["url"], key, state.get("started_at", 0.0), timeout)
@@ -136,7 +145,17 @@ def revive(timeout: float = START_TIMEOUT_SECONDS) -> tuple[str, str]:
     """After a connection error: the embedded server's (base_url, api_key) now, restarting
     it if it is gone (whoever notices first restarts it; the others find it running). Raises
     ``CrashLoopError`` after too many restarts, ``EmbeddedServerError`` if it cannot start."""
-    return ensure_running(timeout=timeout)
+    return ensure_running(timeout=timeout, reviving=True)
+
+
+def _refuse_if_stopped(home: Path) -> None:
+    stopped = read_record(home, STOPPED_RECORD)
+    if stopped is not None:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stopped.get("stopped_at", 0)))
+        raise EmbeddedServerError(
+            f"the embedded server of {home} was stopped at {at} (`atomiverse local stop` or "
+            f"atomiverse.stop_local()); this client does not start it again behind that: "
+            f"`atomiverse local start` (or atomiverse.start_local(), or a new Client) does")
 
 
 def _running_state(home: Path) -> dict[str, Any] | None:
@@ -280,6 +299,7 @@ def stop(timeout: float = 30.0) -> bool:
     with _launch_lock(home):
         stopped = stop_home_processes(home, timeout, reap=_reap)
         (home / SERVER_RECORD).unlink(missing_ok=True)
+        write_record(home, STOPPED_RECORD, {"stopped_at": time.time(), "by_pid": os.getpid()})
         forget_restarts(home)
     for pid in list(_launched):  # servers of ours that died meanwhile: collect them
         _reap(pid)

@@ -161,7 +161,14 @@ class _Server(uvicorn.Server):
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        notifier = getattr(self.config.app.state, "notifier", None)
+        state = self.config.app.state
+        # The local controller first, while this server still listens: it finishes or hands
+        # back its jobs and says goodbye. Stopped after the sockets closed, it spent ~4 s
+        # retrying a refused goodbye and spooled the results of jobs finishing meanwhile.
+        controller = getattr(state, "local_controller", None)
+        if controller is not None:
+            await asyncio.to_thread(controller.stop)
+        notifier = getattr(state, "notifier", None)
         if notifier is not None:
             notifier.stop()
         await super().shutdown(sockets=sockets)

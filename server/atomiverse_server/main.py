@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             supervisor.ensure_running()
             # A backstop: the supervisor's watch thread restarts the controller at once.
             extra.append((supervisor.ensure_running, 30.0))
+        app.state.local_controller = supervisor  # stopped first at shutdown (``__main__``)
         bridge = pgnotify.start_bridge(engine, notifier)  # other server processes' signals
         scheduler = start_scheduler(engine, settings, notifier, extra)
         sweeper = LeaseSweeper(engine, settings, notifier).start()
