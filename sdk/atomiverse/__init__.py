@@ -111,7 +111,10 @@ def start_local(timeout: float = 120.0) -> str:
 
 
 def stop_local() -> bool:
-    """Stop the embedded server and local controller; False if none was running."""
+    """Stop the embedded server and local controller; False if none was running. A client
+    still connected to it does not start it again (its calls raise ``EmbeddedServerError``
+    saying it was stopped) until ``start_local()``, ``atomiverse local start`` or a new
+    ``Client`` starts it; a server that died, by contrast, is restarted by the next call."""
     from . import _embedded
     from ._client import configure
 
