@@ -95,7 +95,9 @@ def test_the_candidates_run_as_child_jobs_on_every_slot(client):
     assert [c["step"] for c in children] == sorted(c["step"] for c in children)
     prescreen = _steps(record).index("prescreen") + 1
     candidates = [client.get_job(c["job_id"]) for c in children if c["step"] == prescreen]
-    assert 2 <= len(candidates) <= 8
+    # With the screen each kept candidate is prescreened from two starts.
+    starts = 2 if record["job"]["screen"] and record["job"]["prescreen_both_starts"] else 1
+    assert 2 <= len(candidates) <= 8 * starts
     assert all(c["job_type"] == "opt" and c["state"] == "done" for c in candidates)
     spans = sorted((c["started_at"], c["finished_at"]) for c in candidates)
     # Two slots: some candidate started before another one had finished.
@@ -300,10 +302,12 @@ def test_a_screen_no_allowed_engine_can_run_is_refused_at_submission(srv, client
 
 
 @pytest.mark.xtb_python  # GFN-FF runs on xtb-python only
+@pytest.mark.parametrize("both_starts", [True, False], ids=["both starts", "GFN-FF minima"])
 def test_a_screened_search_optimises_every_candidate_at_gfn_ff_and_goes_on_with_the_lowest(
-        client):
+        client, both_starts):
     assert DEFAULT_ENGINE == "xtb"
-    record = _search(client, "CCCCCCO", n_candidates=24, max_prescreened=5)
+    record = _search(client, "CCCCCCO", n_candidates=24, max_prescreened=5,
+                     prescreen_both_starts=both_starts)
     assert record["job"]["screen"] is True  # settled: the box runs xtb
     result, steps = record["result"], _steps(record)
     children = client.job_children(record["job_id"])
@@ -312,13 +316,15 @@ def test_a_screened_search_optimises_every_candidate_at_gfn_ff_and_goes_on_with_
     screened = by_step["screen"]
     assert len(screened) == result["n_screened"] == result["n_candidates"] >= 6
     assert {c["job"]["level_of_theory"]["method"] for c in screened} == {"gfn-ff"}
-    # The prescreen starts from the screen's kept geometries, at most max_prescreened.
+    # The prescreen starts from the screen's kept candidates, at most max_prescreened: from
+    # each one's GFN-FF minimum, then from its ETKDG geometry.
     (selection,) = by_step["screen selection"]
     kept = selection["result"]["kept"]
     assert 1 <= len(kept) <= 5
     prescreened = by_step["prescreen"]
     assert [c["job"]["atoms"]["positions"] for c in prescreened] == \
-        [screened[i]["result"]["final_positions_angstrom"] for i in kept]
+        [screened[i]["result"]["final_positions_angstrom"] for i in kept] + \
+        [screened[i]["job"]["atoms"]["positions"] for i in kept if both_starts]
     assert {c["job"]["level_of_theory"]["method"] for c in prescreened} == {"gfn2-xtb"}
     numbers = atomiverse.Atoms.from_smiles("CCCCCCO").numbers
     for c in result["conformers"]:  # every energy is GFN2-xTB's, the engine's own
