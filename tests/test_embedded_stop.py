@@ -11,7 +11,6 @@ from pathlib import Path
 
 import atomiverse
 import pytest
-from atomiverse._embedded_health import EmbeddedServerError
 from atomiverse.levels import GFN2_XTB
 from conftest import xtb_reference
 from embeddedhome import embedded_env, home_cli, home_processes
@@ -45,7 +44,7 @@ def test_a_client_following_jobs_does_not_undo_a_deliberate_stop(home):
 
     assert atomiverse.stop_local() is True
     # The client's next call finds the server gone: it says why instead of starting it.
-    with pytest.raises(EmbeddedServerError, match="local start"):
+    with pytest.raises(atomiverse.EmbeddedServerError, match="local start"):
         client.get_job(ids[0])
     assert not home_processes(home), "the server came back after a deliberate stop"
     assert not (home / "server.json").exists()

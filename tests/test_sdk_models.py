@@ -14,7 +14,7 @@ PUBLIC_NAMES = [
     "APIConnectionError", "APIStatusError", "APITimeoutError", "AsyncClient", "AtomiverseError",
     "Atoms",
     "AuthenticationError", "BadRequestError", "Chain", "Client", "ConflictError",
-    "ConformerSearch", "Frequencies", "GeometryOptimization", "Hessian",
+    "ConformerSearch", "CrashLoopError", "EmbeddedServerError", "Frequencies", "GeometryOptimization", "Hessian",
     "InsufficientStorageError", "InternalServerError",
     "Job",
     "JobsPage", "NotFoundError", "PayloadTooLargeError", "PaymentRequiredError",

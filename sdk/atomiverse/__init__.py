@@ -65,6 +65,8 @@ _CLIENT_ATTRIBUTES = {
                     "._client_jobs"),
     **dict.fromkeys(("to_dataframe", "export"), ".tables"),  # pandas loads on first use
     "AsyncClient": "._async_client",
+    # The embedded server's own failures (subclasses of APIConnectionError), named in the docs.
+    **dict.fromkeys(("CrashLoopError", "EmbeddedServerError"), "._embedded_health"),
 }
 
 
@@ -132,6 +134,8 @@ __all__ = [
     "BadRequestError",
     "Client",
     "ConflictError",
+    "CrashLoopError",
+    "EmbeddedServerError",
     "InsufficientStorageError",
     "InternalServerError",
     "Job",
