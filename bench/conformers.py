@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.baselines import scoped_env
+from bench.conformer_trace import closest_by_stage, lowest_from, name_of
 from bench.molecules import RESULTS_DIR
 
 KCAL_PER_MOL_PER_HARTREE = 627.509474063
@@ -103,7 +104,7 @@ def reference_geometries(atoms: Any, count: int) -> list[Any]:
 
 
 def run_search(atomiverse: Any, atoms: Any, name: str, cores: int,
-               options: dict[str, Any]) -> dict[str, Any]:
+               options: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
     from atomiverse.levels import GFN2_XTB
 
     client = atomiverse.get_default_client()
@@ -118,8 +119,9 @@ def run_search(atomiverse: Any, atoms: Any, name: str, cores: int,
         raise RuntimeError(f"{name}: search {record['state']}: {record.get('error')}")
     children = client.job_children(job_id)
     core_seconds = sum(c["core_seconds"] or 0.0 for c in children)
-    optimisations = atomiverse.wait_jobs([c["job_id"] for c in children
-                                          if c["job_type"] == "opt" and c["state"] == "done"])
+    # Whole records (``wait_jobs`` leaves the payload out): the starting geometries too.
+    optimisations = [client.get_job(c["job_id"]) for c in children
+                     if c["job_type"] == "opt" and c["state"] == "done"]
     return {"energy_hartree": record["result"]["energy_hartree"], "wall_seconds": wall,
             "core_seconds": core_seconds, "cores_used": core_seconds / (cores * wall),
             "gradient_evaluations": gradient_evaluations(
@@ -129,7 +131,20 @@ def run_search(atomiverse: Any, atoms: Any, name: str, cores: int,
             "n_conformers": record["result"]["n_unique"],
             "n_candidates": record["result"]["n_candidates"],
             "n_screened": record["result"].get("n_screened", 0),
-            "core_seconds_by_level": _core_seconds_by_level(children)}
+            "core_seconds_by_level": _core_seconds_by_level(children),
+            "refine_core_seconds_per_evaluation": _refine_cost(optimisations),
+            "lowest_from": lowest_from(record, optimisations),
+            "closest_to_reference": closest_by_stage(
+                optimisations, list(atoms.numbers), ref["lowest_positions_angstrom"],
+                atoms.charge) if ref.get("lowest_positions_angstrom") else {}}
+
+
+def _refine_cost(optimisations: list[dict[str, Any]]) -> float | None:
+    """Core-seconds per gradient evaluation of the search's refinement: optimisations at the
+    reference's settings, run on the machine as it is now."""
+    refined = [r["result"] for r in optimisations if " · conformer " in name_of(r)]
+    evaluations = gradient_evaluations(refined)
+    return sum(r["core_seconds"] for r in refined) / evaluations if evaluations else None
 
 
 def _core_seconds_by_level(children: list[dict[str, Any]]) -> dict[str, float]:
@@ -275,7 +290,7 @@ def main() -> None:
                     continue
                 for seed in args.seeds:
                     search = run_search(atomiverse, atoms, name, cores,
-                                        {**options, "seed": seed})
+                                        {**options, "seed": seed}, ref)
                     rows.append({**_row(name, search, ref), "seed": seed, **options})
                     print(json.dumps(rows[-1]), flush=True)
         finally:
@@ -292,13 +307,27 @@ def _row(name: str, search: dict[str, Any], ref: dict[str, Any]) -> dict[str, An
             "core_seconds_ratio": round(search["core_seconds"] / ref["core_seconds"], 3),
             "gradient_evaluations_ratio": _ratio(search["gradient_evaluations"],
                                                  ref.get("gradient_evaluations")),
+            "core_seconds_ratio_same_speed": _same_speed_ratio(search, ref),
             "gfnff_gradient_evaluations": search["gfnff_gradient_evaluations"],
             "search_wall_seconds": round(search["wall_seconds"], 1),
             "cores_used": round(search["cores_used"], 3),
             "conformers": search["n_conformers"], "candidates": search["n_candidates"],
             "screened": search["n_screened"],
             "core_seconds_by_step": search["core_seconds_by_level"],
+            "lowest_from": search["lowest_from"],
+            "closest_to_reference": search["closest_to_reference"],
             "reference_optimised": ref["n_done"]}
+
+
+def _same_speed_ratio(search: dict[str, Any], ref: dict[str, Any]) -> float | None:
+    """The search's core-seconds over the reference's priced as if run beside it: the
+    reference's gradient evaluations at the search's own refinement cost per evaluation
+    (the VM's speed moves by 1.5x between phases, and most references were computed at
+    nice 19 beside other work)."""
+    per_evaluation = search["refine_core_seconds_per_evaluation"]
+    if not per_evaluation or not ref.get("gradient_evaluations"):
+        return None
+    return round(search["core_seconds"] / (ref["gradient_evaluations"] * per_evaluation), 3)
 
 
 def _ratio(search: int, reference: int | None) -> float | None:

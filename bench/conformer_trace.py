@@ -1,0 +1,101 @@
+"""Where a conformer search found, or lost, the reference's lowest conformer.
+
+For each stage of a finished search (the ETKDG candidates, the GFN-FF screen's minima, the
+GFN2-xTB prescreen's, the refined conformers), the geometry closest to the reference's lowest
+(heavy-atom RMSD after alignment over the molecule's symmetries, Angstrom) and that
+geometry's rank by energy within its stage (the screen keeps its lowest ``max_prescreened``
+distinct, the prescreen its lowest ``max_refined``): a stage whose closest geometry is far
+from the reference, or ranked past what the next stage takes, is where the basin was lost.
+Also where the lowest conformer started (:func:`lowest_from`). Used by ``bench/conformers.py``
+for every search it runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+STAGES = (("candidates", " · screen ", "start"), ("screen", " · screen ", "end"),
+          ("prescreen", " · candidate ", "end"), ("refine", " · conformer ", "end"))
+
+
+def name_of(record: dict[str, Any]) -> str:
+    return record.get("name") or record["job"].get("name") or ""
+
+
+def by_energy(optimisations: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
+    return sorted((r for r in optimisations if tag in name_of(r)),
+                  key=lambda r: r["result"]["energy_hartree"])
+
+
+def closest_by_stage(optimisations: list[dict[str, Any]], numbers: list[int],
+                     reference_angstrom: Any, charge: int) -> dict[str, Any]:
+    """Per stage: ``[RMSD of the closest geometry, its energy rank (1-based), how many]``."""
+    from atomiverse_core.drivers.conformers import MAX_SYMMETRY_MATCHES, molecule_graph
+    from rdkit import Chem
+    from rdkit.Chem import rdMolAlign
+    from rdkit.Geometry import Point3D
+
+    heavy_index = [i for i, z in enumerate(numbers) if z != 1]
+    heavy = Chem.RemoveHs(molecule_graph(numbers, reference_angstrom, charge), sanitize=False)
+
+    def conformer(positions: Any) -> int:
+        conf = Chem.Conformer(heavy.GetNumAtoms())
+        for k, (x, y, z) in enumerate(np.asarray(positions, dtype=float)[heavy_index]):
+            conf.SetAtomPosition(k, Point3D(float(x), float(y), float(z)))
+        return heavy.AddConformer(conf, assignId=True)
+
+    reference = conformer(reference_angstrom)
+    out: dict[str, Any] = {}
+    for stage, tag, end in STAGES:
+        records = by_energy(optimisations, tag)
+        if not records:
+            continue
+        rmsds = [rdMolAlign.GetBestRMS(
+            heavy, heavy, prbId=conformer(r["job"]["atoms"]["positions"] if end == "start"
+                                          else r["result"]["final_positions_angstrom"]),
+            refId=reference, maxMatches=MAX_SYMMETRY_MATCHES) for r in records]
+        best = int(np.argmin(rmsds))
+        out[stage] = [round(float(rmsds[best]), 3), best + 1, len(records)]
+    return out
+
+
+def lowest_from(search: dict[str, Any], optimisations: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the lowest conformer started: the prescreen job its refinement started from
+    (``candidate N``, 1-based; with both starts the first half started from the GFN-FF minima
+    in the screen's order, the second from the same candidates' ETKDG geometries), its rank by
+    prescreen energy, and with the screen the screened candidate's rank by GFN-FF energy and
+    how far its GFN-FF optimisation moved it (heavy-atom RMSD, unaligned, Angstrom)."""
+    by_id = {r["job_id"]: r for r in optimisations}
+    refined = by_id[search["result"]["conformers"][0]["job_id"]]
+    prescreen = by_energy(optimisations, " · candidate ")
+    start = refined["job"]["atoms"]["positions"]
+    found = [(rank, r) for rank, r in enumerate(prescreen, 1)
+             if r["result"]["final_positions_angstrom"] == start]
+    if not found:
+        return {}
+    rank, r = found[0]
+    out = {"candidate": int(name_of(r).rsplit(" ", 1)[-1]), "of": len(prescreen),
+           "prescreen_energy_rank": rank}
+    origin = r["job"]["atoms"]["positions"]
+    screened = by_energy(optimisations, " · screen ")
+    if screened:
+        moves = [_moved(s) for s in screened]
+        out["screen_moved_quartiles_angstrom"] = [
+            round(float(q), 3) for q in np.percentile(moves, [25, 50, 75])]
+    for screen_rank, s in enumerate(screened, 1):
+        etkdg, minimum = s["job"]["atoms"]["positions"], s["result"]["final_positions_angstrom"]
+        if origin in (etkdg, minimum):
+            out.update(start="GFN-FF minimum" if origin == minimum else "ETKDG",
+                       screen_energy_rank=screen_rank, screen_moved_angstrom=_moved(s))
+    return out
+
+
+def _moved(screened: dict[str, Any]) -> float:
+    """Heavy-atom RMSD between a screened candidate's start and its GFN-FF minimum, unaligned
+    (an optimisation barely turns the molecule), Angstrom."""
+    heavy = [z > 1 for z in screened["job"]["atoms"]["numbers"]]
+    moved = (np.asarray(screened["job"]["atoms"]["positions"])
+             - np.asarray(screened["result"]["final_positions_angstrom"]))[heavy]
+    return round(float(np.sqrt((moved ** 2).sum(1).mean())), 3)
