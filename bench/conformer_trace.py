@@ -99,3 +99,28 @@ def _moved(screened: dict[str, Any]) -> float:
     moved = (np.asarray(screened["job"]["atoms"]["positions"])
              - np.asarray(screened["result"]["final_positions_angstrom"]))[heavy]
     return round(float(np.sqrt((moved ** 2).sum(1).mean())), 3)
+
+
+def funnel(optimisations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every prescreen job of a search with the defaults (both starts): the screened
+    candidate's position in the screen's order (1 = lowest at GFN-FF), which start, its
+    prescreen energy and, if it was refined, the refined energy (Hartree). Enough to replay
+    a narrower or a staged prescreen offline: a prescreen of the first P positions would have
+    refined at least as low as the lowest refined energy among them."""
+    prescreen = [r for r in optimisations if " · candidate " in name_of(r)]
+    half = len(prescreen) // 2
+    refined = {_key(r["job"]["atoms"]["positions"]): r["result"]["energy_hartree"]
+               for r in optimisations if " · conformer " in name_of(r)}
+    rows = []
+    for r in prescreen:
+        number = int(name_of(r).rsplit(" ", 1)[-1])
+        rows.append({"position": number if number <= half else number - half,
+                     "start": "GFN-FF" if number <= half else "ETKDG",
+                     "prescreen_hartree": r["result"]["energy_hartree"],
+                     "refined_hartree": refined.get(
+                         _key(r["result"]["final_positions_angstrom"]))})
+    return sorted(rows, key=lambda row: (row["position"], row["start"]))
+
+
+def _key(positions: Any) -> str:
+    return repr(positions)

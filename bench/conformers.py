@@ -19,7 +19,19 @@ loaded machine (or at low priority beside other work, as the stored ones were) c
 core-seconds than the same work on a quiet one: the gradient-evaluation ratio is the figure a
 loaded machine does not distort. It counts the search's evaluations at its own level; the GFN-FF
 screen's are printed apart (one costs a few percent of a GFN2-xTB one: for pregabalin 1.6 ms
-of CPU, against the reference's 39 core-milliseconds per GFN2-xTB evaluation).
+of CPU, against the reference's 39 core-milliseconds per GFN2-xTB evaluation). The VM's speed
+also moves by up to 1.5x between phases, so ``core_seconds_ratio_same_speed`` prices the
+reference's evaluations at this run's own refinement cost per evaluation (its tight
+optimisations, the reference's settings): the core-seconds ratio as if both ran side by side.
+It leans a little the search's way: a refinement starts near a minimum and takes fewer steps
+than a reference optimisation, so each job's fixed cost (the first SCF, from scratch) weighs
+more per evaluation there.
+
+Each row also says where the search's lowest conformer came from (``lowest_from``: its
+prescreen job, that job's start, the screened candidate's rank by GFN-FF energy and how far
+GFN-FF moved it) and, per stage, how close the search came to the reference's lowest
+conformer (``closest_to_reference``: heavy-atom RMSD, the closest one's energy rank in its
+stage, the stage's size), which says where a miss was lost (:mod:`bench.conformer_trace`).
 
 The molecules: 20 drugs of the WHO Model List of Essential Medicines and other common drugs
 with 5 to 12 rotatable bonds (RDKit's count), SMILES written from their PubChem structures
@@ -57,7 +69,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.baselines import scoped_env
-from bench.conformer_trace import closest_by_stage, lowest_from, name_of
+from bench.conformer_trace import closest_by_stage, funnel, lowest_from, name_of
 from bench.molecules import RESULTS_DIR
 
 KCAL_PER_MOL_PER_HARTREE = 627.509474063
@@ -134,6 +146,7 @@ def run_search(atomiverse: Any, atoms: Any, name: str, cores: int,
             "core_seconds_by_level": _core_seconds_by_level(children),
             "refine_core_seconds_per_evaluation": _refine_cost(optimisations),
             "lowest_from": lowest_from(record, optimisations),
+            "funnel": funnel(optimisations),
             "closest_to_reference": closest_by_stage(
                 optimisations, list(atoms.numbers), ref["lowest_positions_angstrom"],
                 atoms.charge) if ref.get("lowest_positions_angstrom") else {}}
@@ -292,7 +305,8 @@ def main() -> None:
                     search = run_search(atomiverse, atoms, name, cores,
                                         {**options, "seed": seed}, ref)
                     rows.append({**_row(name, search, ref), "seed": seed, **options})
-                    print(json.dumps(rows[-1]), flush=True)
+                    print(json.dumps({k: v for k, v in rows[-1].items() if k != "funnel"}),
+                          flush=True)
         finally:
             atomiverse.stop_local()
     _summary(rows, args.reference_candidates)
@@ -316,6 +330,7 @@ def _row(name: str, search: dict[str, Any], ref: dict[str, Any]) -> dict[str, An
             "core_seconds_by_step": search["core_seconds_by_level"],
             "lowest_from": search["lowest_from"],
             "closest_to_reference": search["closest_to_reference"],
+            "funnel": search["funnel"],
             "reference_optimised": ref["n_done"]}
 
 
