@@ -102,24 +102,34 @@ def _moved(screened: dict[str, Any]) -> float:
 
 
 def funnel(optimisations: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every prescreen job of a search with the defaults (both starts): the screened
-    candidate's position in the screen's order (1 = lowest at GFN-FF), which start, its
-    prescreen energy and, if it was refined, the refined energy (Hartree). Enough to replay
-    a narrower or a staged prescreen offline: a prescreen of the first P positions would have
-    refined at least as low as the lowest refined energy among them."""
-    prescreen = [r for r in optimisations if " · candidate " in name_of(r)]
-    half = len(prescreen) // 2
+    """Every prescreen job of a search: the screened candidate's position in the screen's
+    order (1 = lowest at GFN-FF), which start, its prescreen energy and, if it was refined,
+    the refined energy (Hartree). Enough to replay a narrower or a staged prescreen offline:
+    a prescreen of the first P positions would have refined at least as low as the lowest
+    refined energy among them. Positions follow the order the GFN-FF minima were prescreened
+    in (the screen's, stage after stage when staged)."""
+    prescreen = sorted((r for r in optimisations if " · candidate " in name_of(r)),
+                       key=lambda r: int(name_of(r).rsplit(" ", 1)[-1]))
+    screened = [r for r in optimisations if " · screen " in name_of(r)]
+    etkdg_of = {_key(s["result"]["final_positions_angstrom"]): _key(s["job"]["atoms"]["positions"])
+                for s in screened}
     refined = {_key(r["job"]["atoms"]["positions"]): r["result"]["energy_hartree"]
                for r in optimisations if " · conformer " in name_of(r)}
+    position: dict[str, int] = {}  # a candidate's ETKDG geometry -> its position
+    for r in prescreen:
+        start = _key(r["job"]["atoms"]["positions"])
+        if start in etkdg_of:
+            position.setdefault(etkdg_of[start], len(position) + 1)
     rows = []
     for r in prescreen:
-        number = int(name_of(r).rsplit(" ", 1)[-1])
-        rows.append({"position": number if number <= half else number - half,
-                     "start": "GFN-FF" if number <= half else "ETKDG",
+        start = _key(r["job"]["atoms"]["positions"])
+        from_minimum = start in etkdg_of
+        rows.append({"position": position.get(etkdg_of[start] if from_minimum else start),
+                     "start": "GFN-FF" if from_minimum else "ETKDG",
                      "prescreen_hartree": r["result"]["energy_hartree"],
                      "refined_hartree": refined.get(
                          _key(r["result"]["final_positions_angstrom"]))})
-    return sorted(rows, key=lambda row: (row["position"], row["start"]))
+    return sorted(rows, key=lambda row: (row["position"] or 0, row["start"]))
 
 
 def _key(positions: Any) -> str:

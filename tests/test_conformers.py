@@ -329,3 +329,45 @@ def test_a_screened_search_optimises_every_candidate_at_gfn_ff_and_goes_on_with_
     numbers = atomiverse.Atoms.from_smiles("CCCCCCO").numbers
     for c in result["conformers"]:  # every energy is GFN2-xTB's, the engine's own
         assert abs(c["energy_hartree"] - xtb_reference(numbers, c["positions_angstrom"])) < 1e-6
+
+
+@pytest.mark.xtb_python  # GFN-FF runs on xtb-python only
+@pytest.mark.parametrize("window", [1000.0, 0.0], ids=["every stage", "while the lowest"])
+def test_a_staged_prescreen_goes_on_while_the_newest_stage_holds_an_energy_near_the_lowest(
+        client, window):
+    record = _search(client, "CCCCCCO", n_candidates=24, max_prescreened=6, prescreen_stage=2,
+                     prescreen_stage_window_kcal_per_mol=window)
+    steps = _steps(record)
+    children = client.job_children(record["job_id"])
+    by_step = {name: [client.get_job(c["job_id"]) for c in children
+                      if c["step"] == steps.index(name) + 1] for name in steps}
+    (selection,) = by_step["screen selection"]
+    kept = [by_step["screen"][i] for i in selection["result"]["kept"]]
+    assert len(kept) >= 3  # at least two stages of two
+    stages = [kept[i:i + 2] for i in range(0, len(kept), 2)]
+    # Stage after stage: its candidates' GFN-FF minima, then the same candidates' ETKDG
+    # geometries; numbered on from the stage before.
+    expected = [p for stage in stages for p in
+                [c["result"]["final_positions_angstrom"] for c in stage]
+                + [c["job"]["atoms"]["positions"] for c in stage]]
+    prescreened = by_step["prescreen"]
+    n = len(prescreened)
+    assert [c["job"]["atoms"]["positions"] for c in prescreened] == expected[:n]
+    assert [c["name"].rsplit(" · ", 1)[-1] for c in children
+            if c["step"] == steps.index("prescreen") + 1] == \
+        [f"candidate {i + 1}" for i in range(n)]
+    ends = list(itertools.accumulate(2 * len(stage) for stage in stages))
+    assert n in ends
+    energies = [c["result"]["energy_hartree"] for c in prescreened]
+    tolerance = window / KCAL_PER_MOL_PER_HARTREE
+
+    def newest_near_lowest(end):
+        start = ends[ends.index(end) - 1] if ends.index(end) else 0
+        return min(energies[start:end]) <= min(energies[:end]) + tolerance
+
+    assert all(newest_near_lowest(end) for end in ends[:ends.index(n)])  # went on each time
+    if n < ends[-1]:
+        assert not newest_near_lowest(n)  # and stopped only when the rule said so
+    if window == 1000.0:
+        assert n == ends[-1]
+    assert record["result"]["n_unique"] >= 1

@@ -21,7 +21,8 @@ steps, each started when the previous one has finished:
    one job per start. With the screen, each kept candidate starts twice
    (``prescreen_both_starts``): from its GFN-FF minimum and from its ETKDG geometry. On
    sotalol the GFN-FF minima alone missed the lowest basin by 1 kcal/mol, and the ETKDG
-   geometries alone missed pregabalin's by 0.36 (one seed each).
+   geometries alone missed pregabalin's by 0.36 (one seed each). With ``prescreen_stage``
+   the kept candidates go in stages, as far as the energies say (:mod:`.conformer_prescreen`).
 4. ``select`` (one RDKit job): the distinct ones (same conformer: energies within
    0.1 kcal/mol and heavy-atom RMSD below 0.25 Angstrom after alignment over the molecule's
    symmetries) within ``prescreen_window_kcal_per_mol`` of the lowest, at most
@@ -58,18 +59,17 @@ from ..drivers.optimizer_settings import (
 )
 from ..jobs import Job
 from ..levels import GFNFF, KNOWN_ENGINES, LevelOfTheory
+from . import conformer_prescreen as prescreen
 from .conformer_stage import MAX_CANDIDATES
+from .conformer_views import conformer_frames, ensemble_rows, ensemble_table, search_note
 from .spec import (
     Child,
     CliColumn,
     Fail,
     Finish,
-    Frame,
     JobType,
     Payload,
-    ResultRow,
     Spawn,
-    Table,
     not_run,
 )
 
@@ -112,6 +112,11 @@ class ConformerSearch(Job):
         "With the screen: prescreen each candidate that goes on twice, from its GFN-FF "
         "minimum and from its ETKDG geometry (GFN-FF can carry a start out of the lowest "
         "GFN2-xTB basin; each start alone missed it on a molecule of the benchmark)"))
+    prescreen_stage: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES, description=(
+        "With the screen: prescreen this many candidates at a time, in GFN-FF order, going on "
+        "while the newest stage holds an energy within prescreen_stage_window_kcal_per_mol "
+        "of the lowest so far, up to max_prescreened (None: all of them at once)"))
+    prescreen_stage_window_kcal_per_mol: float = Field(default=0.5, ge=0, le=1000)
     prescreen_level_of_theory: LevelOfTheory | None = None
     prescreen_fmax_ev_per_angstrom: float = Field(default=0.05, gt=0, le=10)
     prescreen_max_steps: int = Field(default=200, ge=1, le=10_000)
@@ -244,18 +249,27 @@ def _screen_select(search: Payload, children: list[Child], ok: list[Child]) -> S
 
 
 def _after_screen(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
+    return _prescreen(search, _starts(search, prescreen.first_stage(search, _kept(search, children))))
+
+
+def _kept(search: Payload, children: list[Child]) -> list[Child]:
+    """The screened candidates that go on, in the screen selection's order (lowest first)."""
     screened = _done(search, children, "screen")
-    kept = [screened[i] for i in _r(ok[0])["kept"]]
-    starts = [_r(c)["final_positions_angstrom"] for c in kept]
-    if search.get("prescreen_both_starts", False):  # stored before it existed: one start
-        starts += [c.payload["atoms"]["positions"] for c in kept]
-    return _prescreen(search, starts)
+    (selection,) = _done(search, children, "screen selection")
+    return [screened[i] for i in _r(selection)["kept"]]
 
 
-def _prescreen(search: Payload, geometries: list[Any]) -> Spawn:
+def _starts(search: Payload, candidates: list[Child]) -> list[Any]:
+    starts = [_r(c)["final_positions_angstrom"] for c in candidates]
+    if prescreen.starts_per_candidate(search) == 2:  # stored before it existed: one start
+        starts += [c.payload["atoms"]["positions"] for c in candidates]
+    return starts
+
+
+def _prescreen(search: Payload, geometries: list[Any], numbered_from: int = 1) -> Spawn:
     level = search.get("prescreen_level_of_theory") or search["level_of_theory"]
     return Spawn(_number(search, "prescreen"), [_child_payload(
-        search, "opt", _with_positions(search, g), f"candidate {i + 1}",
+        search, "opt", _with_positions(search, g), f"candidate {numbered_from + i}",
         level_of_theory=level, fmax=search.get("prescreen_fmax_ev_per_angstrom", 0.05),
         max_steps=search.get("prescreen_max_steps", 200), optimizer=DEFAULT_OPTIMIZER)
         for i, g in enumerate(geometries)])
@@ -270,6 +284,11 @@ def _select(search: Payload, ok: list[Child], step: str, **thresholds: Any) -> S
 
 
 def _prescreen_select(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
+    if search.get("screen") and search.get("prescreen_stage"):
+        prescreening = _of(search, children, "prescreen")
+        more = prescreen.next_stage(search, _kept(search, children), prescreening)
+        if more:  # the next stage, under the same step: the selection waits for it
+            return _prescreen(search, _starts(search, more), len(prescreening) + 1)
     return _select(search, ok, "prescreen selection",
                    rmsd_angstrom=PRESCREEN_RMSD_ANGSTROM,
                    energy_kcal_per_mol=PRESCREEN_ENERGY_KCAL_PER_MOL,
@@ -330,44 +349,6 @@ _NEXT = {"candidates": _after_generate, "screen": _screen_select,
          "screen selection": _after_screen, "prescreen": _prescreen_select,
          "prescreen selection": _refine, "refine": _final_select,
          "final selection": _ensemble}
-
-
-def ensemble_rows(record: Payload, result: Payload) -> list[ResultRow]:
-    conformers = result.get("conformers")
-    if not conformers:
-        return []
-    top = conformers[0]
-    return [ResultRow("Unique conformers", len(conformers), "", "n_conformers",
-                      f"of {result.get('n_candidates')} candidates, "
-                      f"{result.get('n_refined')} refined"),
-            ResultRow("Rotatable bonds", result.get("n_rotatable_bonds"), "", "n_rotatable"),
-            ResultRow("Lowest conformer's weight", f"{top['boltzmann_weight']:.3f}", "",
-                      "top_weight", f"at {result.get('temperature_kelvin')} K")]
-
-
-def conformer_frames(result: Payload) -> list[Frame]:
-    return [Frame(c["positions_angstrom"], c["energy_hartree"],
-                  f"conformer={n + 1} relative_energy_kcal_per_mol="
-                  f"{c['relative_energy_kcal_per_mol']:.4f} boltzmann_weight="
-                  f"{c['boltzmann_weight']:.6f}")
-            for n, c in enumerate(result.get("conformers") or [])]
-
-
-def ensemble_table(result: Payload) -> Table | None:
-    conformers = result.get("conformers")
-    if not conformers:
-        return None
-    return Table("Conformers", ["#", "Energy / Eₕ", "ΔE / kcal mol⁻¹", "Weight"],
-                 [[n + 1, f"{c['energy_hartree']:.8f}",
-                   f"{c['relative_energy_kcal_per_mol']:.3f}", f"{c['boltzmann_weight']:.4f}"]
-                  for n, c in enumerate(conformers)])
-
-
-def search_note(job: Payload) -> str:
-    screened = bool(job.get("screen"))
-    n = job.get("n_candidates") or f"10 + {40 if screened else 20} per rotatable bond"
-    screen = f", GFN-FF screen to ≤ {job.get('max_prescreened', 100)}" if screened else ""
-    return f"{n} candidates{screen}, ≤ {job.get('max_refined', 40)} refined"
 
 
 JOB_TYPE = JobType(

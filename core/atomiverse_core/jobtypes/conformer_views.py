@@ -1,0 +1,44 @@
+"""How a conformer search's result shows: the summary rows, the ensemble's table and frames
+(the dashboard, the CLI's multi-frame ``.xyz``), and a one-line note on the search's options."""
+
+from __future__ import annotations
+
+from .spec import Frame, Payload, ResultRow, Table
+
+
+def ensemble_rows(record: Payload, result: Payload) -> list[ResultRow]:
+    conformers = result.get("conformers")
+    if not conformers:
+        return []
+    top = conformers[0]
+    return [ResultRow("Unique conformers", len(conformers), "", "n_conformers",
+                      f"of {result.get('n_candidates')} candidates, "
+                      f"{result.get('n_refined')} refined"),
+            ResultRow("Rotatable bonds", result.get("n_rotatable_bonds"), "", "n_rotatable"),
+            ResultRow("Lowest conformer's weight", f"{top['boltzmann_weight']:.3f}", "",
+                      "top_weight", f"at {result.get('temperature_kelvin')} K")]
+
+
+def conformer_frames(result: Payload) -> list[Frame]:
+    return [Frame(c["positions_angstrom"], c["energy_hartree"],
+                  f"conformer={n + 1} relative_energy_kcal_per_mol="
+                  f"{c['relative_energy_kcal_per_mol']:.4f} boltzmann_weight="
+                  f"{c['boltzmann_weight']:.6f}")
+            for n, c in enumerate(result.get("conformers") or [])]
+
+
+def ensemble_table(result: Payload) -> Table | None:
+    conformers = result.get("conformers")
+    if not conformers:
+        return None
+    return Table("Conformers", ["#", "Energy / Eₕ", "ΔE / kcal mol⁻¹", "Weight"],
+                 [[n + 1, f"{c['energy_hartree']:.8f}",
+                   f"{c['relative_energy_kcal_per_mol']:.3f}", f"{c['boltzmann_weight']:.4f}"]
+                  for n, c in enumerate(conformers)])
+
+
+def search_note(job: Payload) -> str:
+    screened = bool(job.get("screen"))
+    n = job.get("n_candidates") or f"10 + {40 if screened else 20} per rotatable bond"
+    screen = f", GFN-FF screen to ≤ {job.get('max_prescreened', 100)}" if screened else ""
+    return f"{n} candidates{screen}, ≤ {job.get('max_refined', 40)} refined"
