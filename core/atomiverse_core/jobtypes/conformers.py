@@ -249,7 +249,8 @@ def _screen_select(search: Payload, children: list[Child], ok: list[Child]) -> S
 
 
 def _after_screen(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
-    return _prescreen(search, _starts(search, prescreen.first_stage(search, _kept(search, children))))
+    first = prescreen.first_stage(search, _kept(search, children))
+    return _prescreen(search, _starts(search, first))
 
 
 def _kept(search: Payload, children: list[Child]) -> list[Child]:
