@@ -63,10 +63,10 @@ def closest_by_stage(optimisations: list[dict[str, Any]], numbers: list[int],
 
 def lowest_from(search: dict[str, Any], optimisations: list[dict[str, Any]]) -> dict[str, Any]:
     """Where the lowest conformer started: the prescreen job its refinement started from
-    (``candidate N``, 1-based; with both starts the first half started from the GFN-FF minima
-    in the screen's order, the second from the same candidates' ETKDG geometries), its rank by
-    prescreen energy, and with the screen the screened candidate's rank by GFN-FF energy and
-    how far its GFN-FF optimisation moved it (heavy-atom RMSD, unaligned, Angstrom)."""
+    (``candidate N``, numbered in submission order), its rank by prescreen energy, and with
+    the screen which start it was (found by geometry: a GFN-FF minimum or an ETKDG geometry),
+    the screened candidate's rank by GFN-FF energy and how far its GFN-FF optimisation moved
+    it (heavy-atom RMSD, unaligned, Angstrom)."""
     by_id = {r["job_id"]: r for r in optimisations}
     refined = by_id[search["result"]["conformers"][0]["job_id"]]
     prescreen = by_energy(optimisations, " · candidate ")
