@@ -332,11 +332,13 @@ def test_a_screened_search_optimises_every_candidate_at_gfn_ff_and_goes_on_with_
 
 
 @pytest.mark.xtb_python  # GFN-FF runs on xtb-python only
-@pytest.mark.parametrize("window", [1000.0, 0.0], ids=["every stage", "while the lowest"])
+@pytest.mark.parametrize(("window", "later_both"), [(1000.0, False), (0.0, False), (1000.0, True)],
+                         ids=["every stage", "while the lowest", "every stage from both starts"])
 def test_a_staged_prescreen_goes_on_while_the_newest_stage_holds_an_energy_near_the_lowest(
-        client, window):
+        client, window, later_both):
     record = _search(client, "CCCCCCO", n_candidates=24, max_prescreened=6, prescreen_stage=2,
-                     prescreen_stage_window_kcal_per_mol=window)
+                     prescreen_stage_window_kcal_per_mol=window,
+                     prescreen_later_stages_both_starts=later_both)
     steps = _steps(record)
     children = client.job_children(record["job_id"])
     by_step = {name: [client.get_job(c["job_id"]) for c in children
@@ -345,18 +347,23 @@ def test_a_staged_prescreen_goes_on_while_the_newest_stage_holds_an_energy_near_
     kept = [by_step["screen"][i] for i in selection["result"]["kept"]]
     assert len(kept) >= 3  # at least two stages of two
     stages = [kept[i:i + 2] for i in range(0, len(kept), 2)]
-    # Stage after stage: its candidates' GFN-FF minima, then the same candidates' ETKDG
-    # geometries; numbered on from the stage before.
-    expected = [p for stage in stages for p in
-                [c["result"]["final_positions_angstrom"] for c in stage]
-                + [c["job"]["atoms"]["positions"] for c in stage]]
+
+    def starts(n, stage):  # the GFN-FF minima, then (both starts) the ETKDG geometries
+        minima = [c["result"]["final_positions_angstrom"] for c in stage]
+        return minima + [c["job"]["atoms"]["positions"] for c in stage] if n == 0 or later_both \
+            else minima
+
+    # Stage after stage, numbered on from the stage before; after the first, from the
+    # GFN-FF minima alone unless asked for both.
+    per_stage = [starts(n, stage) for n, stage in enumerate(stages)]
+    expected = [p for stage in per_stage for p in stage]
     prescreened = by_step["prescreen"]
     n = len(prescreened)
     assert [c["job"]["atoms"]["positions"] for c in prescreened] == expected[:n]
     assert [c["name"].rsplit(" · ", 1)[-1] for c in children
             if c["step"] == steps.index("prescreen") + 1] == \
         [f"candidate {i + 1}" for i in range(n)]
-    ends = list(itertools.accumulate(2 * len(stage) for stage in stages))
+    ends = list(itertools.accumulate(len(stage) for stage in per_stage))
     assert n in ends
     energies = [c["result"]["energy_hartree"] for c in prescreened]
     tolerance = window / KCAL_PER_MOL_PER_HARTREE

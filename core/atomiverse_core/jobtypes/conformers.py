@@ -117,6 +117,9 @@ class ConformerSearch(Job):
         "while the newest stage holds an energy within prescreen_stage_window_kcal_per_mol "
         "of the lowest so far, up to max_prescreened (None: all of them at once)"))
     prescreen_stage_window_kcal_per_mol: float = Field(default=0.5, ge=0, le=1000)
+    prescreen_later_stages_both_starts: bool = Field(default=False, description=(
+        "With prescreen_stage and prescreen_both_starts: start the stages after the first "
+        "from both starts too (false: from the GFN-FF minimum only)"))
     prescreen_level_of_theory: LevelOfTheory | None = None
     prescreen_fmax_ev_per_angstrom: float = Field(default=0.05, gt=0, le=10)
     prescreen_max_steps: int = Field(default=200, ge=1, le=10_000)
@@ -250,7 +253,7 @@ def _screen_select(search: Payload, children: list[Child], ok: list[Child]) -> S
 
 def _after_screen(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
     first = prescreen.first_stage(search, _kept(search, children))
-    return _prescreen(search, _starts(search, first))
+    return _prescreen(search, _starts(first, prescreen.starts_per_candidate(search)))
 
 
 def _kept(search: Payload, children: list[Child]) -> list[Child]:
@@ -260,9 +263,10 @@ def _kept(search: Payload, children: list[Child]) -> list[Child]:
     return [screened[i] for i in _r(selection)["kept"]]
 
 
-def _starts(search: Payload, candidates: list[Child]) -> list[Any]:
+def _starts(candidates: list[Child], per_candidate: int) -> list[Any]:
+    """The GFN-FF minima, then (with two starts a candidate) the ETKDG geometries."""
     starts = [_r(c)["final_positions_angstrom"] for c in candidates]
-    if prescreen.starts_per_candidate(search) == 2:  # stored before it existed: one start
+    if per_candidate == 2:
         starts += [c.payload["atoms"]["positions"] for c in candidates]
     return starts
 
@@ -289,7 +293,8 @@ def _prescreen_select(search: Payload, children: list[Child], ok: list[Child]) -
         prescreening = _of(search, children, "prescreen")
         more = prescreen.next_stage(search, _kept(search, children), prescreening)
         if more:  # the next stage, under the same step: the selection waits for it
-            return _prescreen(search, _starts(search, more), len(prescreening) + 1)
+            per_candidate = prescreen.later_starts_per_candidate(search)
+            return _prescreen(search, _starts(more, per_candidate), len(prescreening) + 1)
     return _select(search, ok, "prescreen selection",
                    rmsd_angstrom=PRESCREEN_RMSD_ANGSTROM,
                    energy_kcal_per_mol=PRESCREEN_ENERGY_KCAL_PER_MOL,
