@@ -33,7 +33,7 @@ class ConformerStage(Job):
     job_type: Literal["conformer_stage"] = "conformer_stage"  # type: ignore[assignment]
     operation: Literal["generate", "select"]
     count: int = Field(default=0, ge=0, le=MAX_CANDIDATES, description=(
-        "0: from the rotatable bonds (10 + 20 per bond, <= 250; screened: 10 + 40, <= 500)"))
+        "0: from the rotatable bonds (10 + 20 per bond, <= 250; screened: 20 + 80, <= 500)"))
     screened: bool = Field(default=False, description="generate: for a search with a screen")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     rmsd_angstrom: float = Field(default=0.125, ge=0, le=10)

@@ -39,6 +39,9 @@ def ensemble_table(result: Payload) -> Table | None:
 
 def search_note(job: Payload) -> str:
     screened = bool(job.get("screen"))
-    n = job.get("n_candidates") or f"10 + {40 if screened else 20} per rotatable bond"
-    screen = f", GFN-FF screen to ≤ {job.get('max_prescreened', 100)}" if screened else ""
+    n = job.get("n_candidates") or (
+        "20 + 80 per rotatable bond" if screened else "10 + 20 per rotatable bond")
+    stage = job.get("prescreen_stage")
+    staged = f" in stages of {stage}" if stage else ""
+    screen = f", GFN-FF screen to ≤ {job.get('max_prescreened', 200)}{staged}" if screened else ""
     return f"{n} candidates{screen}, ≤ {job.get('max_refined', 40)} refined"

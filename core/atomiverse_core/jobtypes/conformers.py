@@ -6,12 +6,12 @@ steps, each started when the previous one has finished:
 1. ``generate`` (one RDKit job): ETKDG v3 candidates from the input structure (its bonds,
    charge and stereochemistry kept, atoms in its order), near-duplicates pruned; the input
    geometry is always one of them. ``n_candidates`` of them; by default
-   ``min(500, 10 + 40 x rotatable bonds)`` with a screen (below), none pruned (on
+   ``min(500, 20 + 80 x rotatable bonds)`` with a screen (below), none pruned (on
    pregabalin a 0.25 Angstrom prune left out the starts of the lowest basin for one seed),
    else ``min(250, 10 + 20 x rotatable bonds)`` pruned at 0.5 Angstrom heavy-atom RMSD.
 2. screen (with ``screen``): every candidate optimised loosely at GFN-FF, about a sixth of
    the cost of a loose GFN2-xTB optimisation; then ``select`` keeps the ``max_prescreened``
-   (100) lowest distinct ones, with no energy window (one GFN-FF energy can be far off:
+   (200) lowest distinct ones, with no energy window (one GFN-FF energy can be far off:
    GFN-FF sets its topology up from each starting geometry). ``screen`` None (the
    default) is settled at submission: on where the target runs GFN-FF (the xtb engine) and
    the search is in vacuum, else off. The screen widens the search; it does not rank it:
@@ -95,10 +95,11 @@ class ConformerSearch(Job):
     """Find the distinct low-energy conformers of ``atoms`` and their Boltzmann weights; see
     the module documentation for the steps. Defaults: ``screen`` None (a GFN-FF screen where
     the target runs GFN-FF and the search is in vacuum), ``n_candidates`` None (from the
-    rotatable bonds: with the screen 10 + 40 per bond, at most 500, of which the 100 lowest
-    distinct at GFN-FF go on; without it 10 + 20 per bond, at most 250; at most 1000 if
-    given), prescreen at the search's level to fmax 0.05 eV/Angstrom, at most 40 refined
-    within 5 kcal/mol, the final ensemble within 6 kcal/mol, weights at 298.15 K."""
+    rotatable bonds: with the screen 20 + 80 per bond, at most 500, of which the 200 lowest
+    distinct at GFN-FF may go on, 50 at a time while the newest 50 come within 0.5 kcal/mol
+    of the lowest; without it 10 + 20 per bond, at most 250; at most 1000 if given),
+    prescreen at the search's level to fmax 0.05 eV/Angstrom, at most 40 refined within
+    5 kcal/mol, the final ensemble within 6 kcal/mol, weights at 298.15 K."""
 
     job_type: Literal["conformer_search"] = "conformer_search"  # type: ignore[assignment]
     n_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES)
@@ -106,13 +107,13 @@ class ConformerSearch(Job):
     screen: bool | None = Field(default=None, description=(
         "Screen the candidates at GFN-FF first (None: where the target runs GFN-FF and the "
         "search is in vacuum, settled at submission; true where it does not: 422)"))
-    max_prescreened: int = Field(default=100, ge=1, le=MAX_CANDIDATES, description=(
+    max_prescreened: int = Field(default=200, ge=1, le=MAX_CANDIDATES, description=(
         "With the screen: the lowest distinct screened candidates that go on"))
     prescreen_both_starts: bool = Field(default=True, description=(
         "With the screen: prescreen each candidate that goes on twice, from its GFN-FF "
         "minimum and from its ETKDG geometry (GFN-FF can carry a start out of the lowest "
         "GFN2-xTB basin; each start alone missed it on a molecule of the benchmark)"))
-    prescreen_stage: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES, description=(
+    prescreen_stage: int | None = Field(default=50, ge=1, le=MAX_CANDIDATES, description=(
         "With the screen: prescreen this many candidates at a time, in GFN-FF order, going on "
         "while the newest stage holds an energy within prescreen_stage_window_kcal_per_mol "
         "of the lowest so far, up to max_prescreened (None: all of them at once)"))
@@ -248,7 +249,7 @@ def _screen_select(search: Payload, children: list[Child], ok: list[Child]) -> S
                    rmsd_angstrom=PRESCREEN_RMSD_ANGSTROM,
                    energy_kcal_per_mol=PRESCREEN_ENERGY_KCAL_PER_MOL,
                    window_kcal_per_mol=SCREEN_WINDOW_KCAL_PER_MOL,
-                   keep=search.get("max_prescreened", 100))
+                   keep=search.get("max_prescreened", 200))
 
 
 def _after_screen(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
