@@ -6,7 +6,9 @@
 For each run in the files: the lowest refined energy (kcal/mol above the stored reference)
 had the prescreen taken only the first P screen positions, for several P; then staged rules:
 prescreen stages of B positions in the screen's order, going on while the newest stage holds
-a prescreen energy within D kcal/mol of the lowest so far. Each figure bounds the replayed
+a prescreen energy within D kcal/mol of the lowest so far, every stage from both starts or
+the stages after the first from the GFN-FF minimum only (the search's default since 7892124),
+with the prescreen jobs each rule takes. Each figure bounds the replayed
 search from above: refined energies are known only for what the wide run refined, and a
 narrower prescreen would refine more of its own candidates, not fewer.
 """
@@ -46,6 +48,11 @@ def staged_width(funnel: list[dict[str, Any]], stage: int, within_kcal_per_mol: 
     return min(width, widest)
 
 
+def later_stages_one_start(funnel: list[dict[str, Any]], stage: int) -> list[dict[str, Any]]:
+    """The funnel as a staged prescreen whose later stages start from GFN-FF minima sees it."""
+    return [x for x in funnel if x["position"] <= stage or x["start"] == "GFN-FF"]
+
+
 def main(paths: list[str]) -> None:
     for row in (r for p in paths for r in json.loads(Path(p).read_text()) if r.get("funnel")):
         reference = json.loads((REFERENCE_DIR / f"{row['molecule']}-500.json").read_text())
@@ -56,10 +63,13 @@ def main(paths: list[str]) -> None:
         print("  first P positions:", " ".join(
             f"{w}: {above_reference(funnel, w, energy):.2f}" for w in WIDTHS if w <= widest))
         for stage in STAGES:
-            for within in WITHIN_KCAL_PER_MOL:
-                width = staged_width(funnel, stage, within)
-                print(f"  stages of {stage}, within {within} kcal/mol: stops at {width}, "
-                      f"{above_reference(funnel, width, energy):.2f} above")
+            for starts, seen in (("both starts", funnel),
+                                 ("later stages one start", later_stages_one_start(funnel, stage))):
+                for within in WITHIN_KCAL_PER_MOL:
+                    width = staged_width(seen, stage, within)
+                    jobs = sum(1 for x in seen if x["position"] <= width)
+                    print(f"  stages of {stage}, {starts}, within {within} kcal/mol: stops at "
+                          f"{width} ({jobs} jobs), {above_reference(seen, width, energy):.2f} above")
 
 
 if __name__ == "__main__":
