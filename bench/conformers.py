@@ -165,8 +165,8 @@ def _core_seconds_by_level(children: list[dict[str, Any]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for c in children:
         step = c["name"].rsplit(" · ", 1)[-1].rstrip("0123456789 ")  # "screen 12" -> "screen"
-        out[step] = round(out.get(step, 0.0) + (c["core_seconds"] or 0.0), 1)
-    return out
+        out[step] = out.get(step, 0.0) + (c["core_seconds"] or 0.0)
+    return {step: round(seconds, 1) for step, seconds in out.items()}
 
 
 def run_reference(atomiverse: Any, atoms: Any, name: str, smiles: str,
