@@ -332,12 +332,14 @@ def test_a_screened_search_optimises_every_candidate_at_gfn_ff_and_goes_on_with_
 
 
 @pytest.mark.xtb_python  # GFN-FF runs on xtb-python only
-@pytest.mark.parametrize(("window", "later_both"), [(1000.0, False), (0.0, False), (1000.0, True)],
-                         ids=["every stage", "while the lowest", "every stage from both starts"])
+@pytest.mark.parametrize(("window", "patience", "later_both"), [
+    (1000.0, 0, False), (0.0, 0, False), (1000.0, 0, True), (1000.0, 1, False)],
+    ids=["every stage", "while the lowest", "every stage from both starts", "while it improves"])
 def test_a_staged_prescreen_goes_on_while_the_newest_stage_holds_an_energy_near_the_lowest(
-        client, window, later_both):
+        client, window, patience, later_both):
     record = _search(client, "CCCCCCO", n_candidates=24, max_prescreened=6, prescreen_stage=2,
                      prescreen_stage_window_kcal_per_mol=window,
+                     prescreen_stage_patience=patience,
                      prescreen_later_stages_both_starts=later_both)
     steps = _steps(record)
     children = client.job_children(record["job_id"])
@@ -368,13 +370,18 @@ def test_a_staged_prescreen_goes_on_while_the_newest_stage_holds_an_energy_near_
     energies = [c["result"]["energy_hartree"] for c in prescreened]
     tolerance = window / KCAL_PER_MOL_PER_HARTREE
 
-    def newest_near_lowest(end):
-        start = ends[ends.index(end) - 1] if ends.index(end) else 0
-        return min(energies[start:end]) <= min(energies[:end]) + tolerance
+    def lowest_of(k):  # the lowest prescreen energy of stage k
+        return min(energies[ends[k - 1] if k else 0:ends[k]])
 
-    assert all(newest_near_lowest(end) for end in ends[:ends.index(n)])  # went on each time
+    def goes_on(end):
+        k = ends.index(end)
+        lowered = [i for i in range(k + 1) if all(lowest_of(i) < lowest_of(j) for j in range(i))]
+        return lowest_of(k) <= min(energies[:end]) + tolerance and \
+            (not patience or k - max(lowered) < patience)
+
+    assert all(goes_on(end) for end in ends[:ends.index(n)])  # went on each time
     if n < ends[-1]:
-        assert not newest_near_lowest(n)  # and stopped only when the rule said so
-    if window == 1000.0:
+        assert not goes_on(n)  # and stopped only when the rules said so
+    if window == 1000.0 and not patience:
         assert n == ends[-1]
     assert record["result"]["n_unique"] >= 1

@@ -5,12 +5,16 @@ lowest GFN2-xTB conformer came from the screen's first 20 positions in three see
 propranolol's from positions 98-195 (``bench/README.md``, "Eight references"). A fixed width
 pays for 100 positions on the one and loses the other. With ``prescreen_stage`` the search
 prescreens that many positions at a time and goes on while the newest stage still holds a
-prescreen energy within ``prescreen_stage_window_kcal_per_mol`` of the lowest so far, up to
-``max_prescreened``. The first stage starts each candidate from both its GFN-FF minimum and
-its ETKDG geometry (with ``prescreen_both_starts``); later stages, which widen the search
-past the screen's best, from the GFN-FF minimum only, unless
-``prescreen_later_stages_both_starts``: replayed on propranolol's wide runs, that kept the
-lowest conformer within 0.06 kcal/mol at 250 of the 400 jobs both starts take.
+prescreen energy within ``prescreen_stage_window_kcal_per_mol`` of the lowest so far and one
+of the last ``prescreen_stage_patience`` stages lowered it, up to ``max_prescreened``.
+
+The first stage starts each candidate from both its GFN-FF minimum and its ETKDG geometry
+(with ``prescreen_both_starts``); later stages, which widen the search past the screen's
+best, from the GFN-FF minimum only, unless ``prescreen_later_stages_both_starts``: replayed
+on propranolol's wide runs, that kept the lowest conformer within 0.06 kcal/mol at 250 of
+the 400 jobs both starts take. The patience stops a small molecule whose every stage holds
+a near-degenerate copy of a basin already found (pregabalin, procaine, pentoxifylline went
+to 200 positions for a lowest conformer found in the first 50).
 """
 
 from __future__ import annotations
@@ -43,33 +47,41 @@ def first_stage(search: Any, kept: list[Any]) -> list[Any]:
 
 def next_stage(search: Any, kept: list[Any], prescreening: list[Child]) -> list[Any]:
     """The kept candidates of the next stage, or none: the prescreen is not staged, every
-    kept candidate has been prescreened, or the newest stage brought nothing within the
-    window of the lowest energy so far. ``prescreening``: the prescreen's jobs in the order
-    they were submitted, stage after stage (``starts_per_candidate`` jobs a candidate in the
-    first, ``later_starts_per_candidate`` in the others)."""
+    kept candidate has been prescreened, the newest stage brought nothing within the window
+    of the lowest energy so far, or the last ``prescreen_stage_patience`` stages brought no
+    new lowest. ``prescreening``: the prescreen's jobs in the order they were submitted, stage
+    after stage (``starts_per_candidate`` jobs a candidate in the first,
+    ``later_starts_per_candidate`` in the others)."""
     stage = search.get("prescreen_stage")
     if not stage:
         return []
-    width, newest_jobs = _width(search, stage, len(prescreening))
-    if width >= len(kept):
+    stages = _stages(search, stage, prescreening)
+    width = stage * (len(stages) - 1) + len(stages[-1]) // (
+        later_starts_per_candidate(search) if len(stages) > 1 else starts_per_candidate(search))
+    found = [_lowest(jobs) for jobs in stages]
+    if width >= len(kept) or None in found:
         return []
-    lowest = _lowest(prescreening)
-    newest_lowest = _lowest(prescreening[len(prescreening) - newest_jobs:])
-    if lowest is None or newest_lowest is None:
-        return []
+    lowest = [e for e in found if e is not None]
     window = search.get("prescreen_stage_window_kcal_per_mol", 0.5) / KCAL_PER_MOL_PER_HARTREE
-    return kept[width:width + stage] if newest_lowest <= lowest + window else []
+    if lowest[-1] > min(lowest) + window:
+        return []
+    patience = search.get("prescreen_stage_patience") or 0  # stored before it existed: none
+    if patience and len(stages) - 1 - _last_new_lowest(lowest) >= patience:
+        return []
+    return kept[width:width + stage]
 
 
-def _width(search: Any, stage: int, jobs: int) -> tuple[int, int]:
-    """The candidates ``jobs`` prescreen jobs cover, and how many jobs the newest stage has."""
-    first_jobs = min(jobs, stage * starts_per_candidate(search))
-    width = first_jobs // starts_per_candidate(search)
-    if jobs == first_jobs:
-        return width, jobs
-    later = (jobs - first_jobs) // later_starts_per_candidate(search)
-    newest = (later - 1) % stage + 1
-    return width + later, newest * later_starts_per_candidate(search)
+def _stages(search: Any, stage: int, prescreening: list[Child]) -> list[list[Child]]:
+    """The prescreen's jobs, stage by stage."""
+    first = stage * starts_per_candidate(search)
+    later = stage * later_starts_per_candidate(search)
+    return [prescreening[:first]] + [prescreening[i:i + later]
+                                     for i in range(first, len(prescreening), later)]
+
+
+def _last_new_lowest(lowest: list[float]) -> int:
+    """The index of the last stage whose lowest energy was below every stage's before it."""
+    return max(i for i, e in enumerate(lowest) if all(e < earlier for earlier in lowest[:i]))
 
 
 def _lowest(children: list[Child]) -> float | None:

@@ -118,6 +118,9 @@ class ConformerSearch(Job):
         "while the newest stage holds an energy within prescreen_stage_window_kcal_per_mol "
         "of the lowest so far, up to max_prescreened (None: all of them at once)"))
     prescreen_stage_window_kcal_per_mol: float = Field(default=0.5, ge=0, le=1000)
+    prescreen_stage_patience: int = Field(default=2, ge=0, le=MAX_CANDIDATES, description=(
+        "With prescreen_stage: stop once this many stages in a row brought no energy below "
+        "the lowest before them (0: go on while the window says so)"))
     prescreen_later_stages_both_starts: bool = Field(default=False, description=(
         "With prescreen_stage and prescreen_both_starts: start the stages after the first "
         "from both starts too (false: from the GFN-FF minimum only)"))
