@@ -24,6 +24,21 @@ def name_of(record: dict[str, Any]) -> str:
     return record.get("name") or record["job"].get("name") or ""
 
 
+def screened_one_by_one(screen: dict[str, Any]) -> list[dict[str, Any]]:
+    """A screen job's candidates as one GFN-FF optimisation record each (the screen runs ten
+    a job; the rest of this module reads optimisations): its start, minimum, energy and as
+    many evaluations as it took."""
+    name, job = name_of(screen), screen["job"]
+    return [{"job_id": f"{screen['job_id']}/{n}", "name": name,
+             "job": {"atoms": {**job["atoms"], "positions": start}},
+             "result": {"final_positions_angstrom": r["final_positions_angstrom"],
+                        "energy_hartree": r["energy_hartree"], "level_of_theory": "GFN-FF",
+                        "energies_hartree": [None] * r["gradient_evaluations"]}}
+            for n, (start, r) in enumerate(zip(job["candidates_angstrom"],
+                                               screen["result"]["candidates"], strict=True))
+            if r["final_positions_angstrom"] is not None]
+
+
 def by_energy(optimisations: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
     return sorted((r for r in optimisations if tag in name_of(r)),
                   key=lambda r: r["result"]["energy_hartree"])

@@ -69,7 +69,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.baselines import scoped_env
-from bench.conformer_trace import closest_by_stage, funnel, lowest_from, name_of
+from bench.conformer_trace import (
+    closest_by_stage,
+    funnel,
+    lowest_from,
+    name_of,
+    screened_one_by_one,
+)
 from bench.molecules import RESULTS_DIR
 
 KCAL_PER_MOL_PER_HARTREE = 627.509474063
@@ -134,6 +140,9 @@ def run_search(atomiverse: Any, atoms: Any, name: str, cores: int,
     # Whole records (``wait_jobs`` leaves the payload out): the starting geometries too.
     optimisations = [client.get_job(c["job_id"]) for c in children
                      if c["job_type"] == "opt" and c["state"] == "done"]
+    optimisations += [one for c in children
+                      if c["job_type"] == "conformer_screen" and c["state"] == "done"
+                      for one in screened_one_by_one(client.get_job(c["job_id"]))]
     return {"energy_hartree": record["result"]["energy_hartree"], "wall_seconds": wall,
             "core_seconds": core_seconds, "cores_used": core_seconds / (cores * wall),
             "gradient_evaluations": gradient_evaluations(

@@ -89,6 +89,14 @@ def _steps(record):
     return SCREENED_STEPS if record["job"]["screen"] else PLAIN_STEPS
 
 
+def _screened(screening):
+    """The screen's candidates, in order: where each started and ended at GFN-FF."""
+    return [{"start": start, "minimum": r["final_positions_angstrom"]}
+            for job in screening
+            for start, r in zip(job["job"]["candidates_angstrom"], job["result"]["candidates"],
+                                strict=True) if r["final_positions_angstrom"] is not None]
+
+
 def test_the_candidates_run_as_child_jobs_on_every_slot(client):
     record = _search(client, "CCCCCO", n_candidates=8)
     children = client.job_children(record["job_id"])
@@ -313,9 +321,18 @@ def test_a_screened_search_optimises_every_candidate_at_gfn_ff_and_goes_on_with_
     children = client.job_children(record["job_id"])
     by_step = {name: [client.get_job(c["job_id"]) for c in children
                       if c["step"] == steps.index(name) + 1] for name in steps}
-    screened = by_step["screen"]
+    from atomiverse_core.jobtypes.conformer_screen import SCREEN_CHUNK
+
+    screening = by_step["screen"]
+    (generated,) = by_step["candidates"]
+    # Every candidate, in the order generated, a few to a job.
+    assert [g for c in screening for g in c["job"]["candidates_angstrom"]] == \
+        generated["result"]["geometries_angstrom"]
+    assert all(1 <= len(c["job"]["candidates_angstrom"]) <= SCREEN_CHUNK for c in screening)
+    assert len(screening) < len(generated["result"]["geometries_angstrom"])
+    screened = _screened(screening)
     assert len(screened) == result["n_screened"] == result["n_candidates"] >= 6
-    assert {c["job"]["level_of_theory"]["method"] for c in screened} == {"gfn-ff"}
+    assert {c["job"]["level_of_theory"]["method"] for c in screening} == {"gfn-ff"}
     # The prescreen starts from the screen's kept candidates, at most max_prescreened: from
     # each one's GFN-FF minimum, then from its ETKDG geometry.
     (selection,) = by_step["screen selection"]
@@ -323,8 +340,8 @@ def test_a_screened_search_optimises_every_candidate_at_gfn_ff_and_goes_on_with_
     assert 1 <= len(kept) <= 5
     prescreened = by_step["prescreen"]
     assert [c["job"]["atoms"]["positions"] for c in prescreened] == \
-        [screened[i]["result"]["final_positions_angstrom"] for i in kept] + \
-        [screened[i]["job"]["atoms"]["positions"] for i in kept if both_starts]
+        [screened[i]["minimum"] for i in kept] + \
+        [screened[i]["start"] for i in kept if both_starts]
     assert {c["job"]["level_of_theory"]["method"] for c in prescreened} == {"gfn2-xtb"}
     numbers = atomiverse.Atoms.from_smiles("CCCCCCO").numbers
     for c in result["conformers"]:  # every energy is GFN2-xTB's, the engine's own
@@ -346,14 +363,13 @@ def test_a_staged_prescreen_goes_on_while_the_newest_stage_holds_an_energy_near_
     by_step = {name: [client.get_job(c["job_id"]) for c in children
                       if c["step"] == steps.index(name) + 1] for name in steps}
     (selection,) = by_step["screen selection"]
-    kept = [by_step["screen"][i] for i in selection["result"]["kept"]]
+    kept = [_screened(by_step["screen"])[i] for i in selection["result"]["kept"]]
     assert len(kept) >= 3  # at least two stages of two
     stages = [kept[i:i + 2] for i in range(0, len(kept), 2)]
 
     def starts(n, stage):  # the GFN-FF minima, then (both starts) the ETKDG geometries
-        minima = [c["result"]["final_positions_angstrom"] for c in stage]
-        return minima + [c["job"]["atoms"]["positions"] for c in stage] if n == 0 or later_both \
-            else minima
+        minima = [c["minimum"] for c in stage]
+        return minima + [c["start"] for c in stage] if n == 0 or later_both else minima
 
     # Stage after stage, numbered on from the stage before; after the first, from the
     # GFN-FF minima alone unless asked for both.
@@ -385,3 +401,24 @@ def test_a_staged_prescreen_goes_on_while_the_newest_stage_holds_an_energy_near_
     if window == 1000.0 and not patience:
         assert n == ends[-1]
     assert record["result"]["n_unique"] >= 1
+
+
+def test_a_screen_job_s_failed_candidate_is_left_out_and_its_others_go_on():
+    """How a search reads its screen: a candidate whose optimisation failed, a job that
+    failed as a whole, and a search stored when the screen ran one candidate a job."""
+    from atomiverse_core.jobtypes.conformer_screen import screen_size, screened_candidates
+    from atomiverse_core.jobtypes.spec import Child
+
+    a, b, c, d = ([[float(i), 0.0, 0.0]] for i in range(4))
+    chunk = Child("j1", 1, "conformer_screen", "done", {"candidates_angstrom": [a, b, c]},
+                  {"candidates": [{"final_positions_angstrom": b, "energy_hartree": -1.0},
+                                  {"final_positions_angstrom": None, "error": "SCF diverged"},
+                                  {"final_positions_angstrom": a, "energy_hartree": -2.0}]},
+                  None)
+    failed = Child("j2", 1, "conformer_screen", "failed", {"candidates_angstrom": [d]}, None,
+                   "worker died")
+    stored = Child("j3", 1, "opt", "done", {"atoms": {"positions": d}},
+                   {"final_positions_angstrom": c, "energy_hartree": -3.0}, None)
+    assert [tuple(x) for x in screened_candidates([chunk, failed, stored])] == [
+        (a, b, -1.0), (c, a, -2.0), (d, c, -3.0)]
+    assert screen_size([chunk, failed, stored]) == 5

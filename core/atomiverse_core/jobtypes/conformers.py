@@ -60,6 +60,7 @@ from ..drivers.optimizer_settings import (
 from ..jobs import Job
 from ..levels import GFNFF, KNOWN_ENGINES, LevelOfTheory
 from . import conformer_prescreen as prescreen
+from .conformer_screen import SCREEN_CHUNK, Screened, screen_size, screened_candidates
 from .conformer_stage import MAX_CANDIDATES
 from .conformer_views import conformer_frames, ensemble_rows, ensemble_table, search_note
 from .spec import (
@@ -241,14 +242,20 @@ def _after_generate(search: Payload, children: list[Child], ok: list[Child]) -> 
     if not search.get("screen"):
         return _prescreen(search, geometries)
     return Spawn(_number(search, "screen"), [_child_payload(
-        search, "opt", _with_positions(search, g), f"screen {i + 1}",
+        search, "conformer_screen", search["atoms"], f"screen {n + 1}",
+        candidates_angstrom=geometries[i:i + SCREEN_CHUNK],
         level_of_theory=GFNFF.model_dump(mode="json"), fmax=SCREEN_FMAX_EV_PER_ANGSTROM,
         max_steps=SCREEN_MAX_STEPS, optimizer=DEFAULT_OPTIMIZER, engine=None)
-        for i, g in enumerate(geometries)])
+        for n, i in enumerate(range(0, len(geometries), SCREEN_CHUNK))])
 
 
-def _screen_select(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
-    return _select(search, ok, "screen selection",
+def _screen_select(search: Payload, children: list[Child], ok: list[Child]) -> Spawn | Fail:
+    screened = screened_candidates(_of(search, children, "screen"))
+    if not screened:
+        return Fail(f"step {_number(search, 'screen') + 1} (screen) failed: no candidate's "
+                    "GFN-FF optimisation succeeded", "internal")
+    return _select(search, [c.minimum for c in screened],
+                   [c.energy_hartree for c in screened], "screen selection",
                    rmsd_angstrom=PRESCREEN_RMSD_ANGSTROM,
                    energy_kcal_per_mol=PRESCREEN_ENERGY_KCAL_PER_MOL,
                    window_kcal_per_mol=SCREEN_WINDOW_KCAL_PER_MOL,
@@ -260,19 +267,17 @@ def _after_screen(search: Payload, children: list[Child], ok: list[Child]) -> Sp
     return _prescreen(search, _starts(first, prescreen.starts_per_candidate(search)))
 
 
-def _kept(search: Payload, children: list[Child]) -> list[Child]:
+def _kept(search: Payload, children: list[Child]) -> list[Screened]:
     """The screened candidates that go on, in the screen selection's order (lowest first)."""
-    screened = _done(search, children, "screen")
+    screened = screened_candidates(_of(search, children, "screen"))
     (selection,) = _done(search, children, "screen selection")
     return [screened[i] for i in _r(selection)["kept"]]
 
 
-def _starts(candidates: list[Child], per_candidate: int) -> list[Any]:
+def _starts(candidates: list[Screened], per_candidate: int) -> list[Any]:
     """The GFN-FF minima, then (with two starts a candidate) the ETKDG geometries."""
-    starts = [_r(c)["final_positions_angstrom"] for c in candidates]
-    if per_candidate == 2:
-        starts += [c.payload["atoms"]["positions"] for c in candidates]
-    return starts
+    starts = [c.minimum for c in candidates]
+    return starts + [c.etkdg for c in candidates] if per_candidate == 2 else starts
 
 
 def _prescreen(search: Payload, geometries: list[Any], numbered_from: int = 1) -> Spawn:
@@ -284,12 +289,15 @@ def _prescreen(search: Payload, geometries: list[Any], numbered_from: int = 1) -
         for i, g in enumerate(geometries)])
 
 
-def _select(search: Payload, ok: list[Child], step: str, **thresholds: Any) -> Spawn:
+def _select(search: Payload, geometries: list[Any], energies: list[float], step: str,
+            **thresholds: Any) -> Spawn:
     return Spawn(_number(search, step), [_child_payload(
         search, "conformer_stage", search["atoms"], step, operation="select",
-        candidates_angstrom=[_r(c)["final_positions_angstrom"] for c in ok],
-        energies_hartree=[_r(c)["energy_hartree"] for c in ok],
-        **thresholds)])
+        candidates_angstrom=geometries, energies_hartree=energies, **thresholds)])
+
+
+def _minima(ok: list[Child]) -> tuple[list[Any], list[float]]:
+    return [_r(c)["final_positions_angstrom"] for c in ok], [_r(c)["energy_hartree"] for c in ok]
 
 
 def _prescreen_select(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
@@ -299,7 +307,7 @@ def _prescreen_select(search: Payload, children: list[Child], ok: list[Child]) -
         if more:  # the next stage, under the same step: the selection waits for it
             per_candidate = prescreen.later_starts_per_candidate(search)
             return _prescreen(search, _starts(more, per_candidate), len(prescreening) + 1)
-    return _select(search, ok, "prescreen selection",
+    return _select(search, *_minima(ok), "prescreen selection",
                    rmsd_angstrom=PRESCREEN_RMSD_ANGSTROM,
                    energy_kcal_per_mol=PRESCREEN_ENERGY_KCAL_PER_MOL,
                    window_kcal_per_mol=search.get("prescreen_window_kcal_per_mol", 5.0),
@@ -318,7 +326,7 @@ def _refine(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
 
 
 def _final_select(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
-    return _select(search, ok, "final selection",
+    return _select(search, *_minima(ok), "final selection",
                    rmsd_angstrom=search.get("rmsd_threshold_angstrom", 0.125),
                    energy_kcal_per_mol=search.get("energy_threshold_kcal_per_mol", 0.05),
                    window_kcal_per_mol=search.get("energy_window_kcal_per_mol", 6.0),
@@ -346,9 +354,9 @@ def _ensemble(search: Payload, children: list[Child], ok: list[Child]) -> Finish
         "energy_hartree": lowest, "final_positions_angstrom": conformers[0]["positions_angstrom"],
         "conformers": conformers, "n_unique": len(conformers),
         "n_rotatable_bonds": generated.get("n_rotatable_bonds", 0),
-        "n_candidates": len(screening) or len(prescreening),
-        "n_screened": len(screening),
-        "n_screen_failed": len(screening) - sum(c.state == "done" for c in screening),
+        "n_candidates": screen_size(screening) or len(prescreening),
+        "n_screened": screen_size(screening),
+        "n_screen_failed": screen_size(screening) - len(screened_candidates(screening)),
         "n_prescreen_failed": len(prescreening) - sum(c.state == "done" for c in prescreening),
         "n_refined": len(refining), "n_refine_failed": len(refining) - len(refined),
         "n_rearranged": sum(_r(c).get("n_rearranged") or 0 for c in selections),
