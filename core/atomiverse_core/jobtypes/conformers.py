@@ -10,9 +10,10 @@ steps, each started when the previous one has finished:
    pregabalin a 0.25 Angstrom prune left out the starts of the lowest basin for one seed),
    else ``min(250, 10 + 20 x rotatable bonds)`` pruned at 0.5 Angstrom heavy-atom RMSD.
 2. screen (with ``screen``): every candidate optimised loosely at GFN-FF, about a sixth of
-   the cost of a loose GFN2-xTB optimisation; then ``select`` keeps the ``max_prescreened``
-   (200) lowest distinct ones, with no energy window (one GFN-FF energy can be far off:
-   GFN-FF sets its topology up from each starting geometry). ``screen`` None (the
+   the cost of a loose GFN2-xTB optimisation, ten to a job (:mod:`.conformer_screen`);
+   then ``select`` keeps the ``max_prescreened`` (200) lowest distinct ones, with no
+   energy window (one GFN-FF energy can be far off: GFN-FF sets its topology up from each
+   starting geometry). ``screen`` None (the
    default) is settled at submission: on where the target runs GFN-FF (the xtb engine) and
    the search is in vacuum, else off. The screen widens the search; it does not rank it:
    GFN-FF orders conformers differently from GFN2-xTB, so a GFN2-xTB stage follows.
@@ -21,8 +22,8 @@ steps, each started when the previous one has finished:
    one job per start. With the screen, each kept candidate starts twice
    (``prescreen_both_starts``): from its GFN-FF minimum and from its ETKDG geometry. On
    sotalol the GFN-FF minima alone missed the lowest basin by 1 kcal/mol, and the ETKDG
-   geometries alone missed pregabalin's by 0.36 (one seed each). With ``prescreen_stage``
-   the kept candidates go in stages, as far as the energies say (:mod:`.conformer_prescreen`).
+   geometries alone missed pregabalin's by 0.36 (one seed each). The kept candidates go in
+   stages of ``prescreen_stage`` (50), as far as the energies say (:mod:`.conformer_prescreen`).
 4. ``select`` (one RDKit job): the distinct ones (same conformer: energies within
    0.1 kcal/mol and heavy-atom RMSD below 0.25 Angstrom after alignment over the molecule's
    symmetries) within ``prescreen_window_kcal_per_mol`` of the lowest, at most
