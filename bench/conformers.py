@@ -25,7 +25,10 @@ reference's evaluations at this run's own refinement cost per evaluation (its ti
 optimisations, the reference's settings): the core-seconds ratio as if both ran side by side.
 It leans a little the search's way: a refinement starts near a minimum and takes fewer steps
 than a reference optimisation, so each job's fixed cost (the first SCF, from scratch) weighs
-more per evaluation there.
+more per evaluation there. ``core_seconds_ratio_sampled`` does not: after a molecule's searches
+it runs 16 of the reference's own optimisations (``--reference-sample``), evenly spread over
+its candidates, and prices the reference's evaluations at their cost per evaluation: the
+reference as a baseline run in the same process tree, minutes after the search.
 
 Each row also says where the search's lowest conformer came from (``lowest_from``: its
 prescreen job, that job's start, the screened candidate's rank by GFN-FF energy and how far
@@ -57,7 +60,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +71,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.baselines import scoped_env
+from bench.conformer_reference import (
+    REFERENCE_DIR,
+    gradient_evaluations,
+    reference_price,
+    run_reference,
+    store_reference,
+    stored_reference,
+)
 from bench.conformer_trace import (
     closest_by_stage,
     funnel,
@@ -101,26 +111,6 @@ MOLECULES = {  # name: SMILES (rotatable bonds by RDKit)
     "bisoprolol": "CC(C)NCC(O)COc1ccc(COCCOC(C)C)cc1",  # 12
     "acebutolol": "CCCC(=O)Nc1ccc(OCC(O)CNC(C)C)c(C(C)=O)c1",  # 10
 }
-REFERENCE_SEED = 7
-REFERENCE_DIR = ROOT / "bench" / "reference" / "conformers"
-PARTIAL_SAVE_SECONDS = 60.0
-
-
-def reference_geometries(atoms: Any, count: int) -> list[Any]:
-    """``count`` ETKDG geometries of the molecule's graph, unpruned, in its atom order; the
-    few with two atoms closer than a job accepts are left out (sotalol: 1 of 500), as the
-    search leaves them out of its candidates."""
-    from atomiverse_core.drivers.conformers import atoms_apart, molecule_graph
-    from rdkit.Chem import AllChem
-
-    mol = molecule_graph(atoms.numbers, atoms.positions, atoms.charge)
-    params = AllChem.ETKDGv3()
-    params.randomSeed = REFERENCE_SEED
-    ids = AllChem.EmbedMultipleConfs(mol, count, params)
-    embedded = [mol.GetConformer(i).GetPositions() for i in ids]
-    return [g.tolist() for g in embedded if atoms_apart(g)]
-
-
 def run_search(atomiverse: Any, atoms: Any, name: str, cores: int,
                options: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
     from atomiverse.levels import GFN2_XTB
@@ -178,100 +168,6 @@ def _core_seconds_by_level(children: list[dict[str, Any]]) -> dict[str, float]:
     return {step: round(seconds, 1) for step, seconds in out.items()}
 
 
-def run_reference(atomiverse: Any, atoms: Any, name: str, smiles: str,
-                  count: int) -> dict[str, Any]:
-    """The reference of one molecule; resumes from, and keeps writing, its partial file."""
-    from atomiverse.levels import GFN2_XTB
-
-    progress = ReferenceProgress(name, smiles, count)
-    geometries = reference_geometries(atoms, count)
-    todo = [i for i in range(len(geometries)) if str(i) not in progress.done]
-    jobs = [atomiverse.GeometryOptimization(
-        atoms=atomiverse.Atoms(numbers=atoms.numbers, positions=geometries[i],
-                               charge=atoms.charge),
-        level_of_theory=GFN2_XTB, use_cache=False, name=f"{name} reference {i}")
-        .model_dump(mode="json") for i in todo]
-    entries = atomiverse.submit_batch(jobs, compute_target="local")["jobs"] if jobs else []
-    index_of = {e["job_id"]: i for e, i in zip(entries, todo, strict=True) if e["job_id"]}
-    for record in atomiverse.as_completed(list(index_of)):
-        progress.add(index_of[record["job_id"]], record)
-    progress.save()
-    return progress.summary(atoms.numbers)
-
-
-class ReferenceProgress:
-    """The optimisations of one reference finished so far, in ``<name>-<count>.partial.json``
-    (written at most every PARTIAL_SAVE_SECONDS and at the end), so that a reference of ~1-2
-    core-hours fills over several sittings; removed once the reference is stored."""
-
-    def __init__(self, name: str, smiles: str, count: int) -> None:
-        self.path = REFERENCE_DIR / f"{name}-{count}.partial.json"
-        self.key = {"smiles": smiles, "candidates": count, "seed": REFERENCE_SEED}
-        stored = json.loads(self.path.read_text()) if self.path.exists() else {}
-        same = {k: stored.get(k) for k in self.key} == self.key
-        self.done: dict[str, Any] = stored.get("done", {}) if same else {}
-        self.lowest: Any = stored.get("lowest_positions_angstrom") if same else None
-        self.saved_at = time.monotonic()
-
-    def add(self, index: int, record: dict[str, Any]) -> None:
-        result = record.get("result") if record["state"] == "done" else None
-        if result is None:
-            self.done[str(index)] = {"state": record["state"]}
-        else:
-            if all(result["energy_hartree"] < d.get("energy_hartree", float("inf"))
-                   for d in self.done.values()):
-                self.lowest = result["final_positions_angstrom"]
-            self.done[str(index)] = {"state": "done", "energy_hartree": result["energy_hartree"],
-                                     "core_seconds": result["core_seconds"],
-                                     "gradient_evaluations": len(result["energies_hartree"])}
-        if time.monotonic() - self.saved_at > PARTIAL_SAVE_SECONDS:
-            self.save()
-
-    def save(self) -> None:
-        REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({**self.key, "done": self.done,
-                                         "lowest_positions_angstrom": self.lowest}) + "\n")
-        self.saved_at = time.monotonic()
-
-    def summary(self, numbers: Any) -> dict[str, Any]:
-        done = [d for d in self.done.values() if d["state"] == "done"]
-        return {"energy_hartree": min(d["energy_hartree"] for d in done),
-                "core_seconds": sum(d["core_seconds"] for d in done), "n_done": len(done),
-                "gradient_evaluations": sum(d["gradient_evaluations"] for d in done),
-                "numbers": list(numbers), "lowest_positions_angstrom": self.lowest}
-
-
-def gradient_evaluations(results: Any) -> int:
-    """The engine calls of these optimisations: the cost measure a loaded machine does not
-    distort (core-seconds are wall time times cores)."""
-    return sum(len(r["energies_hartree"]) for r in results)
-
-
-def _reference_file(name: str, count: int) -> Path:
-    return REFERENCE_DIR / f"{name}-{count}.json"
-
-
-def stored_reference(name: str, smiles: str, count: int) -> dict[str, Any] | None:
-    """The stored reference of this molecule, if it was made from the same SMILES, candidate
-    count and seed."""
-    path = _reference_file(name, count)
-    if not path.exists():
-        return None
-    ref = json.loads(path.read_text())
-    same = (ref.get("smiles"), ref.get("candidates"), ref.get("seed")) == \
-        (smiles, count, REFERENCE_SEED)
-    return ref if same else None
-
-
-def store_reference(name: str, smiles: str, count: int, ref: dict[str, Any]) -> None:
-    REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                            capture_output=True, check=False).stdout.strip()
-    record = {"molecule": name, "smiles": smiles, "candidates": count,
-              "seed": REFERENCE_SEED, "commit": commit, **ref}
-    _reference_file(name, count).write_text(json.dumps(record, indent=1) + "\n")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -280,6 +176,9 @@ def main() -> None:
     p.add_argument("--only", nargs="+", choices=list(MOLECULES), help="these molecules")
     p.add_argument("--reference-only", action="store_true",
                    help="compute and store missing references, run no search")
+    p.add_argument("--reference-sample", type=int, default=16, metavar="K",
+                   help="price the reference by K of its optimisations run after the "
+                        "searches (0: do not)")
     p.add_argument("--seeds", nargs="+", type=int, default=[42],
                    help="one search per ETKDG seed (default: the search's default, 42)")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=JSON",
@@ -310,10 +209,11 @@ def main() -> None:
                     print(f"{name}: reference {ref['energy_hartree']:.8f} Hartree, "
                           f"{ref['core_seconds']:.0f} core-seconds", flush=True)
                     continue
-                for seed in args.seeds:
-                    search = run_search(atomiverse, atoms, name, cores,
-                                        {**options, "seed": seed}, ref)
-                    rows.append({**_row(name, search, ref), "seed": seed, **options})
+                searches = [run_search(atomiverse, atoms, name, cores,
+                                       {**options, "seed": seed}, ref) for seed in args.seeds]
+                price = reference_price(atomiverse, atoms, name, count, args.reference_sample)
+                for seed, search in zip(args.seeds, searches, strict=True):
+                    rows.append({**_row(name, search, ref, price), "seed": seed, **options})
                     print(json.dumps({k: v for k, v in rows[-1].items() if k != "funnel"}),
                           flush=True)
         finally:
@@ -321,7 +221,8 @@ def main() -> None:
     _summary(rows, args.reference_candidates)
 
 
-def _row(name: str, search: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+def _row(name: str, search: dict[str, Any], ref: dict[str, Any],
+         price: float | None) -> dict[str, Any]:
     return {"molecule": name,
             "above_reference_kcal_per_mol": round(
                 (search["energy_hartree"] - ref["energy_hartree"]) * KCAL_PER_MOL_PER_HARTREE, 3),
@@ -331,6 +232,9 @@ def _row(name: str, search: dict[str, Any], ref: dict[str, Any]) -> dict[str, An
             "gradient_evaluations_ratio": _ratio(search["gradient_evaluations"],
                                                  ref.get("gradient_evaluations")),
             "core_seconds_ratio_same_speed": _same_speed_ratio(search, ref),
+            "core_seconds_ratio_sampled": round(
+                search["core_seconds"] / (ref["gradient_evaluations"] * price), 3)
+            if price and ref.get("gradient_evaluations") else None,
             "gfnff_gradient_evaluations": search["gfnff_gradient_evaluations"],
             "search_wall_seconds": round(search["wall_seconds"], 1),
             "cores_used": round(search["cores_used"], 3),
