@@ -422,3 +422,15 @@ def test_a_screen_job_s_failed_candidate_is_left_out_and_its_others_go_on():
     assert [tuple(x) for x in screened_candidates([chunk, failed, stored])] == [
         (a, b, -1.0), (c, a, -2.0), (d, c, -3.0)]
     assert screen_size([chunk, failed, stored]) == 5
+
+
+def test_a_screen_job_whose_candidate_lacks_atoms_is_refused_naming_the_field():
+    from atomiverse_core.jobtypes.conformer_screen import ConformerScreen
+    from pydantic import ValidationError
+
+    water = atomiverse.Atoms.from_smiles("O")
+    good = [list(map(list, water.positions))]
+    ConformerScreen(atoms=water, level_of_theory=GFN2_XTB, candidates_angstrom=good)
+    with pytest.raises(ValidationError, match="candidates_angstrom: every candidate has the 3"):
+        ConformerScreen(atoms=water, level_of_theory=GFN2_XTB,
+                        candidates_angstrom=good + [good[0][:2]])

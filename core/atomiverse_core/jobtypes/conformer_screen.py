@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, model_validator
 from ..atoms import Vector3
 from ..drivers.optimizer_settings import DEFAULT_OPTIMIZER, Fmax, MaxSteps, Optimizer
 from ..jobs import Job
-from .conformer_stage import MAX_CANDIDATE_ATOMS, MAX_CANDIDATES
+from .conformer_stage import MAX_CANDIDATES, check_candidates
 from .spec import Child, JobType, Payload
 
 SCREEN_CHUNK = 10
@@ -41,12 +41,7 @@ class ConformerScreen(Job):
 
     @model_validator(mode="after")
     def _candidates_fit(self) -> ConformerScreen:
-        n = len(self.atoms.numbers)
-        if len(self.candidates_angstrom) * n > MAX_CANDIDATE_ATOMS:
-            raise ValueError(f"candidates_angstrom: at most {MAX_CANDIDATE_ATOMS} candidate "
-                             "atoms in one job")
-        if any(len(c) != n for c in self.candidates_angstrom):
-            raise ValueError(f"candidates_angstrom: every candidate has the {n} atoms")
+        check_candidates(self.candidates_angstrom, len(self.atoms.numbers))
         return self
 
 

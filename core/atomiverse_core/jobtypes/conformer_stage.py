@@ -49,12 +49,17 @@ class ConformerStage(Job):
         n = len(self.atoms.numbers)
         if len(self.candidates_angstrom) != len(self.energies_hartree):
             raise ValueError("energies_hartree: one energy per candidate")
-        if len(self.candidates_angstrom) * n > MAX_CANDIDATE_ATOMS:
-            raise ValueError(f"candidates_angstrom: at most {MAX_CANDIDATE_ATOMS} candidate "
-                             "atoms in one stage")
-        if any(len(c) != n for c in self.candidates_angstrom):
-            raise ValueError(f"candidates_angstrom: every candidate has the {n} atoms")
+        check_candidates(self.candidates_angstrom, n)
         return self
+
+
+def check_candidates(candidates: list[list[Any]], n_atoms: int) -> None:
+    """Every candidate has the molecule's atoms, and one job holds a bounded number of them."""
+    if len(candidates) * n_atoms > MAX_CANDIDATE_ATOMS:
+        raise ValueError(f"candidates_angstrom: at most {MAX_CANDIDATE_ATOMS} candidate atoms "
+                         "in one job")
+    if any(len(c) != n_atoms for c in candidates):
+        raise ValueError(f"candidates_angstrom: every candidate has the {n_atoms} atoms")
 
 
 class ConformerStageResult(BaseModel):
@@ -105,4 +110,4 @@ JOB_TYPE = JobType(
     internal=True,
 )
 
-__all__ = ["JOB_TYPE", "ConformerStage", "ConformerStageResult"]
+__all__ = ["JOB_TYPE", "ConformerStage", "ConformerStageResult", "check_candidates"]
