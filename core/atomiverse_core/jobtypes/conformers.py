@@ -13,9 +13,8 @@ steps, each started when the previous one has finished:
    the cost of a loose GFN2-xTB optimisation, ten to a job (:mod:`.conformer_screen`);
    then ``select`` keeps the ``max_prescreened`` (200) lowest distinct ones, with no
    energy window (one GFN-FF energy can be far off: GFN-FF sets its topology up from each
-   starting geometry). ``screen`` None (the
-   default) is settled at submission: on where the target runs GFN-FF (the xtb engine) and
-   the search is in vacuum, else off. The screen widens the search; it does not rank it:
+   starting geometry). ``screen`` None (the default) is settled at submission: on where
+   the target runs GFN-FF (the xtb engine) and the search is in vacuum, else off. The screen widens the search; it does not rank it:
    GFN-FF orders conformers differently from GFN2-xTB, so a GFN2-xTB stage follows.
 3. prescreen: each candidate optimised loosely (``prescreen_fmax_ev_per_angstrom``, at most
    ``prescreen_max_steps``) at ``prescreen_level_of_theory`` (default: the search's level),
@@ -119,7 +118,9 @@ class ConformerSearch(Job):
         "With the screen: prescreen this many candidates at a time, in GFN-FF order, going on "
         "while the newest stage holds an energy within prescreen_stage_window_kcal_per_mol "
         "of the lowest so far, up to max_prescreened (None: all of them at once)"))
-    prescreen_stage_window_kcal_per_mol: float = Field(default=0.5, ge=0, le=1000)
+    prescreen_stage_window_kcal_per_mol: float = Field(default=0.5, ge=0, le=1000, description=(
+        "With prescreen_stage: how far above the lowest prescreen energy so far the newest "
+        "stage's lowest may be for the prescreen to go on"))
     prescreen_stage_patience: int = Field(default=2, ge=0, le=MAX_CANDIDATES, description=(
         "With prescreen_stage: stop once this many stages in a row brought no energy below "
         "the lowest before them (0: go on while the window says so)"))
