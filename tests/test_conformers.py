@@ -84,9 +84,11 @@ def test_butane_anti_lies_below_gauche(client):
 
 def _steps(record):
     """The search's step names in order (API steps are 1-based indices into it)."""
-    from atomiverse_core.jobtypes.conformers import PLAIN_STEPS, SCREENED_STEPS
+    from atomiverse_core.jobtypes.conformers import PLAIN_STEPS, RANKED_STEPS, SCREENED_STEPS
 
-    return SCREENED_STEPS if record["job"]["screen"] else PLAIN_STEPS
+    if not record["job"]["screen"]:
+        return PLAIN_STEPS
+    return RANKED_STEPS if record["job"]["screen_rank"] else SCREENED_STEPS
 
 
 def _screened(screening):
@@ -95,6 +97,17 @@ def _screened(screening):
             for job in screening
             for start, r in zip(job["job"]["candidates_angstrom"], job["result"]["candidates"],
                                 strict=True) if r["final_positions_angstrom"] is not None]
+
+
+def _in_prescreen_order(by_step, max_prescreened):
+    """The screened candidates the prescreen goes on with, in its order: the screen
+    selection's, by the rank's single points where the search ranks."""
+    (selection,) = by_step["screen selection"]
+    kept = selection["result"]["kept"]
+    if by_step.get("rank"):
+        energies = [e for c in by_step["rank"] for e in c["result"]["energies_hartree"]]
+        kept = [i for _, i in sorted(zip(energies, kept, strict=True))]
+    return [_screened(by_step["screen"])[i] for i in kept[:max_prescreened]]
 
 
 def test_the_candidates_run_as_child_jobs_on_every_slot(client):
@@ -310,12 +323,13 @@ def test_a_screen_no_allowed_engine_can_run_is_refused_at_submission(srv, client
 
 
 @pytest.mark.xtb_python  # GFN-FF runs on xtb-python only
-@pytest.mark.parametrize("both_starts", [True, False], ids=["both starts", "GFN-FF minima"])
+@pytest.mark.parametrize(("both_starts", "rank"), [(True, True), (False, True), (True, False)],
+                         ids=["both starts", "GFN-FF minima", "by GFN-FF energy"])
 def test_a_screened_search_optimises_every_candidate_at_gfn_ff_and_goes_on_with_the_lowest(
-        client, both_starts):
+        client, both_starts, rank):
     assert DEFAULT_ENGINE == "xtb"
     record = _search(client, "CCCCCCO", n_candidates=24, max_prescreened=5,
-                     prescreen_both_starts=both_starts)
+                     prescreen_both_starts=both_starts, screen_rank=rank)
     assert record["job"]["screen"] is True  # settled: the box runs xtb
     result, steps = record["result"], _steps(record)
     children = client.job_children(record["job_id"])
@@ -337,13 +351,25 @@ def test_a_screened_search_optimises_every_candidate_at_gfn_ff_and_goes_on_with_
     # each one's GFN-FF minimum, then from its ETKDG geometry.
     (selection,) = by_step["screen selection"]
     kept = selection["result"]["kept"]
+    numbers = atomiverse.Atoms.from_smiles("CCCCCCO").numbers
+    if rank:  # every distinct one ranked by a GFN2-xTB single point on its GFN-FF minimum
+        assert len(kept) > 5
+        ranking = by_step["rank"]
+        assert [g for c in ranking for g in c["job"]["candidates_angstrom"]] == \
+            [screened[i]["minimum"] for i in kept]
+        assert {c["job"]["level_of_theory"]["method"] for c in ranking} == {"gfn2-xtb"}
+        energies = [e for c in ranking for e in c["result"]["energies_hartree"]]
+        for i, e in zip(kept, energies, strict=True):
+            assert abs(e - xtb_reference(numbers, screened[i]["minimum"])) < 1e-6
+        kept = [i for _, i in sorted(zip(energies, kept, strict=True))][:5]
+    else:
+        assert "rank" not in by_step
     assert 1 <= len(kept) <= 5
     prescreened = by_step["prescreen"]
     assert [c["job"]["atoms"]["positions"] for c in prescreened] == \
         [screened[i]["minimum"] for i in kept] + \
         [screened[i]["start"] for i in kept if both_starts]
     assert {c["job"]["level_of_theory"]["method"] for c in prescreened} == {"gfn2-xtb"}
-    numbers = atomiverse.Atoms.from_smiles("CCCCCCO").numbers
     for c in result["conformers"]:  # every energy is GFN2-xTB's, the engine's own
         assert abs(c["energy_hartree"] - xtb_reference(numbers, c["positions_angstrom"])) < 1e-6
 
@@ -362,8 +388,7 @@ def test_a_staged_prescreen_goes_on_while_the_newest_stage_holds_an_energy_near_
     children = client.job_children(record["job_id"])
     by_step = {name: [client.get_job(c["job_id"]) for c in children
                       if c["step"] == steps.index(name) + 1] for name in steps}
-    (selection,) = by_step["screen selection"]
-    kept = [_screened(by_step["screen"])[i] for i in selection["result"]["kept"]]
+    kept = _in_prescreen_order(by_step, 6)
     assert len(kept) >= 3  # at least two stages of two
     stages = [kept[i:i + 2] for i in range(0, len(kept), 2)]
 
@@ -434,3 +459,20 @@ def test_a_screen_job_whose_candidate_lacks_atoms_is_refused_naming_the_field():
     with pytest.raises(ValidationError, match="candidates_angstrom: every candidate has the 3"):
         ConformerScreen(atoms=water, level_of_theory=GFN2_XTB,
                         candidates_angstrom=good + [good[0][:2]])
+
+
+def test_the_rank_orders_by_single_point_and_puts_failed_ones_last():
+    """How a search reads its rank jobs: lowest single point first; a candidate whose single
+    point (or whole job) failed after the others, in the screen's order; cut to ``keep``."""
+    from atomiverse_core.jobtypes.conformer_rank import ranked
+    from atomiverse_core.jobtypes.conformer_screen import Screened
+    from atomiverse_core.jobtypes.spec import Child
+
+    kept = [Screened([[float(i), 0.0, 0.0]], [[float(i), 1.0, 0.0]], -1.0 - i) for i in range(5)]
+    first = Child("r1", 3, "conformer_rank", "done",
+                  {"candidates_angstrom": [k.minimum for k in kept[:3]]},
+                  {"energies_hartree": [-2.0, None, -3.0], "errors": [None, "SCF", None]}, None)
+    failed = Child("r2", 3, "conformer_rank", "failed",
+                   {"candidates_angstrom": [k.minimum for k in kept[3:]]}, None, "worker died")
+    assert ranked(kept, [first, failed], 10) == [kept[2], kept[0], kept[1], kept[3], kept[4]]
+    assert ranked(kept, [first, failed], 2) == [kept[2], kept[0]]

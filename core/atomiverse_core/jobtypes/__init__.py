@@ -17,7 +17,8 @@ from pydantic import BaseModel, Field, TypeAdapter
 from ..jobs import Job, describe_model_error
 from .spec import CliColumn, JobType, ResultRow
 
-_NOT_JOB_TYPES = {"spec", "conformer_prescreen", "conformer_views"}  # helpers of job types
+# helpers of job types
+_NOT_JOB_TYPES = {"spec", "conformer_ensemble", "conformer_prescreen", "conformer_views"}
 
 
 def _discover() -> tuple[JobType, ...]:

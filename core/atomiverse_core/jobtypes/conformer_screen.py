@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, model_validator
 from ..atoms import Vector3
 from ..drivers.optimizer_settings import DEFAULT_OPTIMIZER, Fmax, MaxSteps, Optimizer
 from ..jobs import Job
+from ..levels import GFNFF, KNOWN_ENGINES
 from .conformer_stage import MAX_CANDIDATES, check_candidates
 from .spec import Child, JobType, Payload
 
@@ -117,6 +118,26 @@ def screen_size(screening: list[Child]) -> int:
     return sum(len(c.payload.get("candidates_angstrom") or [None]) for c in screening)
 
 
+def screen_for_engines(search: Any,
+                       engines: tuple[str, ...]) -> Any:
+    """The search with ``screen`` settled for a target with these engines: on where one of
+    them runs GFN-FF (and the search names no engine that does not) and the search is in
+    vacuum; off otherwise. A search that says, keeps what it says, unless it asks for a
+    screen no engine it may use can run: ValueError naming the field."""
+    usable = [e for e in ((search.engine,) if search.engine else engines)
+              if e in KNOWN_ENGINES and GFNFF.runs_on(e)]
+    if search.screen is None:
+        screen = bool(usable) and search.level_of_theory.solvation is None
+        return search.model_copy(update={"screen": screen})
+    if search.screen and not usable:
+        allowed = (search.engine,) if search.engine else engines
+        raise ValueError(f"screen: the screen runs GFN-FF, and {GFNFF.engine_requirement()}; "
+                         f"this search may use only {', '.join(allowed)} (set screen to false, "
+                         f"or send it to a target with xtb)")
+    return search
+
+
+
 def _estimate(job: Any) -> int:
     return len(job.candidates_angstrom) * (10 + len(job.atoms.numbers))
 
@@ -136,4 +157,4 @@ JOB_TYPE = JobType(
 )
 
 __all__ = ["JOB_TYPE", "SCREEN_CHUNK", "ConformerScreen", "ConformerScreenResult", "Screened",
-           "screen_size", "screened_candidates"]
+           "screen_for_engines", "screen_size", "screened_candidates"]

@@ -43,5 +43,7 @@ def search_note(job: Payload) -> str:
         "20 + 80 per rotatable bond" if screened else "10 + 20 per rotatable bond")
     stage = job.get("prescreen_stage")
     staged = f" in stages of {stage}" if stage else ""
-    screen = f", GFN-FF screen to ≤ {job.get('max_prescreened', 200)}{staged}" if screened else ""
+    ranked = " ranked by single points" if job.get("screen_rank") else ""
+    screen = f", GFN-FF screen{ranked} to ≤ {job.get('max_prescreened', 200)}{staged}" \
+        if screened else ""
     return f"{n} candidates{screen}, ≤ {job.get('max_refined', 40)} refined"

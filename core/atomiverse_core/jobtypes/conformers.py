@@ -11,11 +11,14 @@ steps, each started when the previous one has finished:
    else ``min(250, 10 + 20 x rotatable bonds)`` pruned at 0.5 Angstrom heavy-atom RMSD.
 2. screen (with ``screen``): every candidate optimised loosely at GFN-FF, about a sixth of
    the cost of a loose GFN2-xTB optimisation, ten to a job (:mod:`.conformer_screen`);
-   then ``select`` keeps the ``max_prescreened`` (200) lowest distinct ones, with no
-   energy window (one GFN-FF energy can be far off: GFN-FF sets its topology up from each
-   starting geometry). ``screen`` None (the default) is settled at submission: on where
-   the target runs GFN-FF (the xtb engine) and the search is in vacuum, else off. The screen widens the search; it does not rank it:
-   GFN-FF orders conformers differently from GFN2-xTB, so a GFN2-xTB stage follows.
+   then ``select`` keeps the distinct ones, with no energy window (one GFN-FF energy can
+   be far off: GFN-FF sets its topology up from each starting geometry). ``screen`` None
+   (the default) is settled at submission: on where the target runs GFN-FF (the xtb
+   engine) and the search is in vacuum, else off. The screen widens the search; it does
+   not rank it: GFN-FF orders conformers differently from GFN2-xTB. So (``screen_rank``)
+   a single point at the prescreen's level on each GFN-FF minimum, 25 to a job, orders
+   them, about a tenth of a loose optimisation each (:mod:`.conformer_rank`); the
+   ``max_prescreened`` (200) lowest go on (without ``screen_rank``: by GFN-FF energy).
 3. prescreen: each candidate optimised loosely (``prescreen_fmax_ev_per_angstrom``, at most
    ``prescreen_max_steps``) at ``prescreen_level_of_theory`` (default: the search's level),
    one job per start. With the screen, each kept candidate starts twice
@@ -43,12 +46,10 @@ fails only if every one does. A molecule with no rotatable bond gives one confor
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from ..atoms import Vector3
 from ..drivers.optimizer_settings import (
     DEFAULT_FMAX_EV_PER_ANGSTROM,
     DEFAULT_MAX_STEPS,
@@ -58,9 +59,17 @@ from ..drivers.optimizer_settings import (
     Optimizer,
 )
 from ..jobs import Job
-from ..levels import GFNFF, KNOWN_ENGINES, LevelOfTheory
+from ..levels import GFNFF, LevelOfTheory
 from . import conformer_prescreen as prescreen
-from .conformer_screen import SCREEN_CHUNK, Screened, screen_size, screened_candidates
+from .conformer_ensemble import Conformer, ConformerSearchResult, boltzmann_ensemble
+from .conformer_rank import RANK_CHUNK, ranked
+from .conformer_screen import (
+    SCREEN_CHUNK,
+    Screened,
+    screen_for_engines,
+    screen_size,
+    screened_candidates,
+)
 from .conformer_stage import MAX_CANDIDATES
 from .conformer_views import conformer_frames, ensemble_rows, ensemble_table, search_note
 from .spec import (
@@ -74,12 +83,11 @@ from .spec import (
     not_run,
 )
 
-KCAL_PER_MOL_PER_HARTREE = 627.509474063
-BOLTZMANN_KCAL_PER_MOL_K = 0.0019872042586
 # The steps in the order they run; a child's step is its index here. A search without the
-# screen (and one stored before the screen existed) numbers them as it always did.
+# screen or the ranking (and one stored before they existed) numbers them as it always did.
 PLAIN_STEPS = ("candidates", "prescreen", "prescreen selection", "refine", "final selection")
 SCREENED_STEPS = ("candidates", "screen", "screen selection", *PLAIN_STEPS[1:])
+RANKED_STEPS = (*SCREENED_STEPS[:3], "rank", *SCREENED_STEPS[3:])
 GENERATION_PRUNE_RMSD_ANGSTROM = 0.5
 SCREENED_PRUNE_RMSD_ANGSTROM = 0.0
 SCREEN_FMAX_EV_PER_ANGSTROM = 0.05
@@ -97,8 +105,8 @@ class ConformerSearch(Job):
     the module documentation for the steps. Defaults: ``screen`` None (a GFN-FF screen where
     the target runs GFN-FF and the search is in vacuum), ``n_candidates`` None (from the
     rotatable bonds: with the screen 20 + 80 per bond, at most 500, of which the 200 lowest
-    distinct at GFN-FF may go on, 50 at a time while the newest 50 come within 0.5 kcal/mol
-    of the lowest; without it 10 + 20 per bond, at most 250; at most 1000 if given),
+    distinct by a single point on their GFN-FF minima may go on, 50 at a time while the
+    newest 50 come within 0.5 kcal/mol of the lowest; without it 10 + 20 per bond, at most 250; at most 1000 if given),
     prescreen at the search's level to fmax 0.05 eV/Angstrom, at most 40 refined within
     5 kcal/mol, the final ensemble within 6 kcal/mol, weights at 298.15 K."""
 
@@ -110,13 +118,17 @@ class ConformerSearch(Job):
         "search is in vacuum, settled at submission; true where it does not: 422)"))
     max_prescreened: int = Field(default=200, ge=1, le=MAX_CANDIDATES, description=(
         "With the screen: the lowest distinct screened candidates that go on"))
+    screen_rank: bool = Field(default=True, description=(
+        "With the screen: order the distinct screened candidates by a single point at the "
+        "prescreen's level on their GFN-FF minima, not by GFN-FF energy, before "
+        "max_prescreened and the stages apply"))
     prescreen_both_starts: bool = Field(default=True, description=(
         "With the screen: prescreen each candidate that goes on twice, from its GFN-FF "
         "minimum and from its ETKDG geometry (GFN-FF can carry a start out of the lowest "
         "GFN2-xTB basin; each start alone missed it on a molecule of the benchmark)"))
     prescreen_stage: int | None = Field(default=50, ge=1, le=MAX_CANDIDATES, description=(
-        "With the screen: prescreen this many candidates at a time, in GFN-FF order, going on "
-        "while the newest stage holds an energy within prescreen_stage_window_kcal_per_mol "
+        "With the screen: prescreen this many candidates at a time, in the screen's order, "
+        "going on while the newest stage holds an energy within prescreen_stage_window_kcal_per_mol "
         "of the lowest so far, up to max_prescreened (None: all of them at once)"))
     prescreen_stage_window_kcal_per_mol: float = Field(default=0.5, ge=0, le=1000, description=(
         "With prescreen_stage: how far above the lowest prescreen energy so far the newest "
@@ -141,52 +153,6 @@ class ConformerSearch(Job):
     temperature_kelvin: float = Field(default=298.15, gt=0, le=10_000)
 
 
-class Conformer(BaseModel):
-    positions_angstrom: list[Vector3]
-    energy_hartree: float
-    relative_energy_kcal_per_mol: float
-    boltzmann_weight: float
-    job_id: str = Field(description="The optimisation that found it")
-
-
-class ConformerSearchResult(BaseModel):
-    """The lowest conformer's energy and geometry, and the whole ensemble."""
-
-    energy_hartree: float
-    final_positions_angstrom: list[Vector3]
-    conformers: list[Conformer]
-    n_unique: int
-    n_rotatable_bonds: int
-    n_candidates: int
-    n_screened: int = Field(default=0, description="Candidates optimised at GFN-FF (0: no screen)")
-    n_screen_failed: int = 0
-    n_prescreen_failed: int
-    n_refined: int
-    n_refine_failed: int
-    n_rearranged: int = Field(default=0, description=(
-        "Optimised candidates left out because their bonds changed (another molecule)"))
-    temperature_kelvin: float
-
-
-def screen_for_engines(search: ConformerSearch,
-                       engines: tuple[str, ...]) -> ConformerSearch:
-    """The search with ``screen`` settled for a target with these engines: on where one of
-    them runs GFN-FF (and the search names no engine that does not) and the search is in
-    vacuum; off otherwise. A search that says, keeps what it says, unless it asks for a
-    screen no engine it may use can run: ValueError naming the field."""
-    usable = [e for e in ((search.engine,) if search.engine else engines)
-              if e in KNOWN_ENGINES and GFNFF.runs_on(e)]
-    if search.screen is None:
-        screen = bool(usable) and search.level_of_theory.solvation is None
-        return search.model_copy(update={"screen": screen})
-    if search.screen and not usable:
-        allowed = (search.engine,) if search.engine else engines
-        raise ValueError(f"screen: the screen runs GFN-FF, and {GFNFF.engine_requirement()}; "
-                         f"this search may use only {', '.join(allowed)} (set screen to false, "
-                         f"or send it to a target with xtb)")
-    return search
-
-
 def _child_payload(search: Payload, kind: str, atoms: Payload, tag: str,
                    **fields: Any) -> dict[str, Any]:
     name = (search.get("name") or "conformer search")[:90]
@@ -201,7 +167,9 @@ def _with_positions(search: Payload, positions: Any) -> dict[str, Any]:
 
 
 def _steps(search: Payload) -> tuple[str, ...]:
-    return SCREENED_STEPS if search.get("screen") else PLAIN_STEPS
+    if not search.get("screen"):
+        return PLAIN_STEPS
+    return RANKED_STEPS if search.get("screen_rank") else SCREENED_STEPS
 
 
 def _number(search: Payload, step: str) -> int:
@@ -261,7 +229,19 @@ def _screen_select(search: Payload, children: list[Child], ok: list[Child]) -> S
                    rmsd_angstrom=PRESCREEN_RMSD_ANGSTROM,
                    energy_kcal_per_mol=PRESCREEN_ENERGY_KCAL_PER_MOL,
                    window_kcal_per_mol=SCREEN_WINDOW_KCAL_PER_MOL,
-                   keep=search.get("max_prescreened", 200))
+                   keep=MAX_CANDIDATES if search.get("screen_rank")
+                   else search.get("max_prescreened", 200))
+
+
+def _after_screen_selection(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
+    if not search.get("screen_rank"):
+        return _after_screen(search, children, ok)
+    minima = [c.minimum for c in _selected(search, children)]
+    level = search.get("prescreen_level_of_theory") or search["level_of_theory"]
+    return Spawn(_number(search, "rank"), [_child_payload(
+        search, "conformer_rank", search["atoms"], f"rank {n + 1}",
+        candidates_angstrom=minima[i:i + RANK_CHUNK], level_of_theory=level)
+        for n, i in enumerate(range(0, len(minima), RANK_CHUNK))])
 
 
 def _after_screen(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
@@ -269,11 +249,20 @@ def _after_screen(search: Payload, children: list[Child], ok: list[Child]) -> Sp
     return _prescreen(search, _starts(first, prescreen.starts_per_candidate(search)))
 
 
-def _kept(search: Payload, children: list[Child]) -> list[Screened]:
-    """The screened candidates that go on, in the screen selection's order (lowest first)."""
+def _selected(search: Payload, children: list[Child]) -> list[Screened]:
+    """The distinct screened candidates, in the screen selection's order (lowest first)."""
     screened = screened_candidates(_of(search, children, "screen"))
     (selection,) = _done(search, children, "screen selection")
     return [screened[i] for i in _r(selection)["kept"]]
+
+
+def _kept(search: Payload, children: list[Child]) -> list[Screened]:
+    """The screened candidates that go on, in the order the prescreen takes them: by their
+    single points with ``screen_rank``, else by GFN-FF energy."""
+    selected = _selected(search, children)
+    if not search.get("screen_rank"):
+        return selected
+    return ranked(selected, _of(search, children, "rank"), search.get("max_prescreened", 200))
 
 
 def _starts(candidates: list[Screened], per_candidate: int) -> list[Any]:
@@ -339,13 +328,8 @@ def _ensemble(search: Payload, children: list[Child], ok: list[Child]) -> Finish
     refined = _done(search, children, "refine")
     chosen = [refined[i] for i in _r(ok[0])["kept"]]
     temperature = float(search.get("temperature_kelvin", 298.15))
-    lowest = _r(chosen[0])["energy_hartree"]
-    relative = [(_r(c)["energy_hartree"] - lowest) * KCAL_PER_MOL_PER_HARTREE for c in chosen]
-    factors = [math.exp(-e / (BOLTZMANN_KCAL_PER_MOL_K * temperature)) for e in relative]
-    conformers = [{"positions_angstrom": _r(c)["final_positions_angstrom"],
-                   "energy_hartree": _r(c)["energy_hartree"],
-                   "relative_energy_kcal_per_mol": e, "boltzmann_weight": f / sum(factors),
-                   "job_id": c.job_id} for c, e, f in zip(chosen, relative, factors, strict=True)]
+    conformers = boltzmann_ensemble([(c.job_id, _r(c)) for c in chosen], temperature)
+    lowest = conformers[0]["energy_hartree"]
     generated = _r(_done(search, children, "candidates")[0])
     screening = _of(search, children, "screen") if search.get("screen") else []
     prescreening = _of(search, children, "prescreen")
@@ -366,7 +350,8 @@ def _ensemble(search: Payload, children: list[Child], ok: list[Child]) -> Finish
 
 
 _NEXT = {"candidates": _after_generate, "screen": _screen_select,
-         "screen selection": _after_screen, "prescreen": _prescreen_select,
+         "screen selection": _after_screen_selection, "rank": _after_screen,
+         "prescreen": _prescreen_select,
          "prescreen selection": _refine, "refine": _final_select,
          "final selection": _ensemble}
 
