@@ -365,10 +365,12 @@ def test_a_screened_search_optimises_every_candidate_at_gfn_ff_and_goes_on_with_
     else:
         assert "rank" not in by_step
     assert 1 <= len(kept) <= 5
+    # The ETKDG geometries as many, in GFN-FF's order (the screen selection's)
+    by_gfnff = selection["result"]["kept"][:len(kept)]
     prescreened = by_step["prescreen"]
     assert [c["job"]["atoms"]["positions"] for c in prescreened] == \
         [screened[i]["minimum"] for i in kept] + \
-        [screened[i]["start"] for i in kept if both_starts]
+        [screened[i]["start"] for i in by_gfnff if both_starts]
     assert {c["job"]["level_of_theory"]["method"] for c in prescreened} == {"gfn2-xtb"}
     for c in result["conformers"]:  # every energy is GFN2-xTB's, the engine's own
         assert abs(c["energy_hartree"] - xtb_reference(numbers, c["positions_angstrom"])) < 1e-6
@@ -392,9 +394,14 @@ def test_a_staged_prescreen_goes_on_while_the_newest_stage_holds_an_energy_near_
     assert len(kept) >= 3  # at least two stages of two
     stages = [kept[i:i + 2] for i in range(0, len(kept), 2)]
 
+    (selection,) = by_step["screen selection"]
+    by_gfnff = [_screened(by_step["screen"])[i] for i in selection["result"]["kept"]]
+
     def starts(n, stage):  # the GFN-FF minima, then (both starts) the ETKDG geometries
         minima = [c["minimum"] for c in stage]
-        return minima + [c["start"] for c in stage] if n == 0 or later_both else minima
+        if n == 0:  # the first stage's ETKDG geometries in GFN-FF's order
+            return minima + [c["start"] for c in by_gfnff[:len(stage)]]
+        return minima + [c["start"] for c in stage] if later_both else minima
 
     # Stage after stage, numbered on from the stage before; after the first, from the
     # GFN-FF minima alone unless asked for both.

@@ -8,9 +8,15 @@ prescreens that many positions at a time and goes on while the newest stage stil
 prescreen energy within ``prescreen_stage_window_kcal_per_mol`` of the lowest so far and one
 of the last ``prescreen_stage_patience`` stages lowered it, up to ``max_prescreened``.
 
-The first stage starts each candidate from both its GFN-FF minimum and its ETKDG geometry
-(with ``prescreen_both_starts``); later stages, which widen the search past the screen's
-best, from the GFN-FF minimum only, unless ``prescreen_later_stages_both_starts``: replayed
+The first stage starts ``prescreen_stage`` candidates from their GFN-FF minima and (with
+``prescreen_both_starts``) as many from their ETKDG geometries. Where the search ranks
+(``screen_rank``), the minima come in the rank's order and the ETKDG geometries in GFN-FF's:
+a single point on a GFN-FF minimum says nothing of a start GFN-FF carried out of its basin.
+Sotalol's screen moved its candidates 0.46-0.69 Angstrom (quartiles; 0.19-0.34 for the
+others), and its lowest conformer came from the ETKDG start of GFN-FF's 49th, which the rank
+put past the first stage: with both starts in the rank's order the search missed by 1.02
+kcal/mol. Later stages, which widen the search past the screen's best, start from the
+GFN-FF minimum only, unless ``prescreen_later_stages_both_starts``: replayed
 on propranolol's wide runs, that kept the lowest conformer within 0.06 kcal/mol at 250 of
 the 400 jobs both starts take. The patience stops a small molecule whose every stage holds
 a near-degenerate copy of a basin already found (pregabalin, procaine, pentoxifylline went

@@ -21,8 +21,8 @@ steps, each started when the previous one has finished:
    ``max_prescreened`` (200) lowest go on (without ``screen_rank``: by GFN-FF energy).
 3. prescreen: each candidate optimised loosely (``prescreen_fmax_ev_per_angstrom``, at most
    ``prescreen_max_steps``) at ``prescreen_level_of_theory`` (default: the search's level),
-   one job per start. With the screen, each kept candidate starts twice
-   (``prescreen_both_starts``): from its GFN-FF minimum and from its ETKDG geometry. On
+   one job per start. With the screen, the first stage's candidates start twice
+   (``prescreen_both_starts``): from their GFN-FF minima and from ETKDG geometries. On
    sotalol the GFN-FF minima alone missed the lowest basin by 1 kcal/mol, and the ETKDG
    geometries alone missed pregabalin's by 0.36 (one seed each). The kept candidates go in
    stages of ``prescreen_stage`` (50), as far as the energies say (:mod:`.conformer_prescreen`).
@@ -123,9 +123,9 @@ class ConformerSearch(Job):
         "prescreen's level on their GFN-FF minima, not by GFN-FF energy, before "
         "max_prescreened and the stages apply"))
     prescreen_both_starts: bool = Field(default=True, description=(
-        "With the screen: prescreen each candidate that goes on twice, from its GFN-FF "
-        "minimum and from its ETKDG geometry (GFN-FF can carry a start out of the lowest "
-        "GFN2-xTB basin; each start alone missed it on a molecule of the benchmark)"))
+        "With the screen: prescreen the first stage from the GFN-FF minima and from as many "
+        "ETKDG geometries, the first in GFN-FF's order (GFN-FF can carry a start out of the "
+        "lowest GFN2-xTB basin; each start alone missed it on a molecule of the benchmark)"))
     prescreen_stage: int | None = Field(default=50, ge=1, le=MAX_CANDIDATES, description=(
         "With the screen: prescreen this many candidates at a time, in the screen's order, "
         "going on while the newest stage holds an energy within prescreen_stage_window_kcal_per_mol "
@@ -246,7 +246,11 @@ def _after_screen_selection(search: Payload, children: list[Child], ok: list[Chi
 
 def _after_screen(search: Payload, children: list[Child], ok: list[Child]) -> Spawn:
     first = prescreen.first_stage(search, _kept(search, children))
-    return _prescreen(search, _starts(first, prescreen.starts_per_candidate(search)))
+    if prescreen.starts_per_candidate(search) == 1:
+        return _prescreen(search, _starts(first, 1))
+    # The ETKDG starts in the screen's GFN-FF order: see conformer_prescreen.
+    by_gfnff = _selected(search, children)[:len(first)]
+    return _prescreen(search, [c.minimum for c in first] + [c.etkdg for c in by_gfnff])
 
 
 def _selected(search: Payload, children: list[Child]) -> list[Screened]:
