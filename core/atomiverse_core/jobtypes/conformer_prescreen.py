@@ -20,7 +20,12 @@ GFN-FF minimum only, unless ``prescreen_later_stages_both_starts``: replayed
 on propranolol's wide runs, that kept the lowest conformer within 0.06 kcal/mol at 250 of
 the 400 jobs both starts take. The patience stops a small molecule whose every stage holds
 a near-degenerate copy of a basin already found (pregabalin, procaine, pentoxifylline went
-to 200 positions for a lowest conformer found in the first 50).
+to 200 positions for a lowest conformer found in the first 50). It is one stage since the
+rank: replayed on the 18 ranked runs of ``bench/README.md`` ("Ranked before the prescreen"),
+stopping after the first stage that brings no new lowest kept every search's lowest
+conformer and took 50 prescreen jobs fewer in 8 of them; the second stage of patience had
+been for propranolol's seed 3, whose lowest came from GFN-FF's 4th stage and now from the
+rank's first candidate.
 """
 
 from __future__ import annotations

@@ -106,7 +106,8 @@ class ConformerSearch(Job):
     the target runs GFN-FF and the search is in vacuum), ``n_candidates`` None (from the
     rotatable bonds: with the screen 20 + 80 per bond, at most 500, of which the 200 lowest
     distinct by a single point on their GFN-FF minima may go on, 50 at a time while the
-    newest 50 come within 0.5 kcal/mol of the lowest; without it 10 + 20 per bond, at most 250; at most 1000 if given),
+    newest 50 come within 0.5 kcal/mol of the lowest and the last one lowered it; without
+    it 10 + 20 per bond, at most 250; at most 1000 if given),
     prescreen at the search's level to fmax 0.05 eV/Angstrom, at most 40 refined within
     5 kcal/mol, the final ensemble within 6 kcal/mol, weights at 298.15 K."""
 
@@ -133,7 +134,7 @@ class ConformerSearch(Job):
     prescreen_stage_window_kcal_per_mol: float = Field(default=0.5, ge=0, le=1000, description=(
         "With prescreen_stage: how far above the lowest prescreen energy so far the newest "
         "stage's lowest may be for the prescreen to go on"))
-    prescreen_stage_patience: int = Field(default=2, ge=0, le=MAX_CANDIDATES, description=(
+    prescreen_stage_patience: int = Field(default=1, ge=0, le=MAX_CANDIDATES, description=(
         "With prescreen_stage: stop once this many stages in a row brought no energy below "
         "the lowest before them (0: go on while the window says so)"))
     prescreen_later_stages_both_starts: bool = Field(default=False, description=(
