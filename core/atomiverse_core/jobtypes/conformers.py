@@ -128,9 +128,10 @@ class ConformerSearch(Job):
         "ETKDG geometries, the first in GFN-FF's order (GFN-FF can carry a start out of the "
         "lowest GFN2-xTB basin; each start alone missed it on a molecule of the benchmark)"))
     prescreen_stage: int | None = Field(default=50, ge=1, le=MAX_CANDIDATES, description=(
-        "With the screen: prescreen this many candidates at a time, in the screen's order, "
-        "going on while the newest stage holds an energy within prescreen_stage_window_kcal_per_mol "
-        "of the lowest so far, up to max_prescreened (None: all of them at once)"))
+        "With the screen: prescreen this many candidates at a time, in the rank's order (or "
+        "GFN-FF's), going on while the newest stage holds an energy within "
+        "prescreen_stage_window_kcal_per_mol of the lowest so far, up to max_prescreened "
+        "(None: all of them at once)"))
     prescreen_stage_window_kcal_per_mol: float = Field(default=0.5, ge=0, le=1000, description=(
         "With prescreen_stage: how far above the lowest prescreen energy so far the newest "
         "stage's lowest may be for the prescreen to go on"))
