@@ -118,8 +118,7 @@ def screen_size(screening: list[Child]) -> int:
     return sum(len(c.payload.get("candidates_angstrom") or [None]) for c in screening)
 
 
-def screen_for_engines(search: Any,
-                       engines: tuple[str, ...]) -> Any:
+def screen_for_engines(search: Any, engines: tuple[str, ...]) -> Any:
     """The search with ``screen`` settled for a target with these engines: on where one of
     them runs GFN-FF (and the search names no engine that does not) and the search is in
     vacuum; off otherwise. A search that says, keeps what it says, unless it asks for a
@@ -135,7 +134,6 @@ def screen_for_engines(search: Any,
                          f"this search may use only {', '.join(allowed)} (set screen to false, "
                          f"or send it to a target with xtb)")
     return search
-
 
 
 def _estimate(job: Any) -> int:
