@@ -22,12 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from atomiverse_core.units import KCAL_PER_MOL_PER_HARTREE
+
 from bench.baselines import scoped_env
 from bench.conformer_reference import stored_reference
 from bench.conformer_trace import screened_one_by_one
 from bench.conformers import MOLECULES
 
-KCAL_PER_MOL_PER_HARTREE = 627.509474063
 WIDTHS = (10, 20, 50, 100, 150, 200, 300)
 WIDE = {"max_prescreened": 1000, "prescreen_stage": None, "prescreen_both_starts": False,
         "screen_rank": True}

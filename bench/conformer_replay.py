@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-KCAL_PER_MOL_PER_HARTREE = 627.509474063
+from atomiverse_core.units import KCAL_PER_MOL_PER_HARTREE
+
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference" / "conformers"
 WIDTHS = (10, 20, 30, 40, 50, 60, 80, 100, 125, 150, 175, 200)
 STAGES = (20, 25, 40, 50)

@@ -70,6 +70,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from atomiverse_core.units import KCAL_PER_MOL_PER_HARTREE
+
 from bench.baselines import scoped_env
 from bench.conformer_reference import (
     REFERENCE_DIR,
@@ -88,7 +90,6 @@ from bench.conformer_trace import (
 )
 from bench.molecules import RESULTS_DIR
 
-KCAL_PER_MOL_PER_HARTREE = 627.509474063
 MOLECULES = {  # name: SMILES (rotatable bonds by RDKit)
     "propranolol": "CC(C)NCC(O)COc1cccc2ccccc12",  # 6
     "metoprolol": "COCCc1ccc(OCC(O)CNC(C)C)cc1",  # 9

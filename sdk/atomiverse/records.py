@@ -24,8 +24,7 @@ from html import escape
 from typing import Any
 
 from atomiverse_core.notebook import html_table, structure_view
-
-from .tables import AU_DEBYE
+from atomiverse_core.units import DEBYE_PER_ATOMIC_UNIT
 
 MAX_ROWS = 50  # a list's table shows this many rows, then "... N more jobs"
 MAX_TEXT = 200  # characters of a name or an error shown in a cell
@@ -137,7 +136,7 @@ def _dipole_debye(dipole_au: Any) -> float | None:
     if not isinstance(dipole_au, list | tuple) or len(dipole_au) != 3 or not all(
             isinstance(c, int | float) and not isinstance(c, bool) for c in dipole_au):
         return None
-    return math.sqrt(sum(c * c for c in dipole_au)) * AU_DEBYE
+    return math.sqrt(sum(c * c for c in dipole_au)) * DEBYE_PER_ATOMIC_UNIT
 
 
 def _time(value: Any) -> str:

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from atomiverse_core.jobs import Job
+from atomiverse_core.units import DEBYE_PER_ATOMIC_UNIT
 
 from . import results
 
-AU_DEBYE = 2.541746473
 COLUMNS = ("job_id", "name", "job_type", "state", "formula", "n_atoms", "charge", "multiplicity",
            "level_of_theory", "energy_hartree", "homo_lumo_gap_ev", "dipole_debye",
            "dipole_x_au", "dipole_y_au", "dipole_z_au", "n_steps", "converged",
@@ -68,7 +68,7 @@ def row(job: Job | Mapping[str, Any]) -> dict[str, Any]:
         "energy_hartree": result.get("energy_hartree"),
         "homo_lumo_gap_ev": result.get("homo_lumo_gap_ev"),
         "dipole_debye": None if dipole is None else math.sqrt(sum(c * c for c in dipole))
-        * AU_DEBYE,
+        * DEBYE_PER_ATOMIC_UNIT,
         "dipole_x_au": None if dipole is None else dipole[0],
         "dipole_y_au": None if dipole is None else dipole[1],
         "dipole_z_au": None if dipole is None else dipole[2],

@@ -9,8 +9,8 @@ import math
 from typing import Any
 
 import numpy as np
+from atomiverse_core.units import KCAL_PER_MOL_PER_HARTREE
 
-HARTREE_KCAL = 627.509474063
 IR_HALF_WIDTH_CM1 = 10.0  # Lorentzian half width at half maximum (a 20 cm^-1 band)
 IR_CURVE_POINTS = 800
 IR_MIN_SPAN_CM1 = 4000.0
@@ -26,7 +26,7 @@ def energy_plot(energies: list[float]) -> dict[str, Any]:
     """An SVG line plot of E - E(final) in kcal/mol per optimiser step: one point per step."""
     width, height, left, right, top, bottom = 640, 260, 64, 16, 14, 40
     final = energies[-1]
-    rel = [(e - final) * HARTREE_KCAL for e in energies]
+    rel = [(e - final) * KCAL_PER_MOL_PER_HARTREE for e in energies]
     lo, hi = min(min(rel), 0.0), max(max(rel), 1e-6)
     ystep = nice_step(hi - lo, 5)
     lo, hi = math.floor(lo / ystep) * ystep, math.ceil(hi / ystep) * ystep

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..atoms import MIN_INTERATOMIC_DISTANCE_ANGSTROM
+from ..units import KCAL_PER_MOL_PER_HARTREE
 from .contract import EngineError
 
-HARTREE_KCAL_PER_MOL = 627.509474063
 # One heavy-atom alignment may try every symmetry-equivalent atom order; cap it (RDKit's own
 # default is a million) so that a very symmetric molecule costs milliseconds, not minutes.
 MAX_SYMMETRY_MATCHES = 10_000
@@ -145,7 +145,7 @@ def distinct_low(numbers: Sequence[int], reference_angstrom: Any, charge: int,
     if not any(intact):
         raise EngineError("every candidate's bonds changed in its optimisation: no "
                           "conformer of the input is left", "input")
-    kcal = np.asarray(energies_hartree, dtype=float) * HARTREE_KCAL_PER_MOL
+    kcal = np.asarray(energies_hartree, dtype=float) * KCAL_PER_MOL_PER_HARTREE
     lowest = min(k for k, ok in zip(kcal, intact, strict=True) if ok)
     order = [int(i) for i in np.argsort(kcal, kind="stable")
              if intact[i] and kcal[i] - lowest <= window_kcal_per_mol]

@@ -9,9 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..atoms import Vector3
-
-KCAL_PER_MOL_PER_HARTREE = 627.509474063
-BOLTZMANN_KCAL_PER_MOL_K = 0.0019872042586
+from ..units import BOLTZMANN_KCAL_PER_MOL_K, KCAL_PER_MOL_PER_HARTREE
 
 
 class Conformer(BaseModel):

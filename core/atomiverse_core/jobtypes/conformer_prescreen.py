@@ -32,9 +32,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..units import KCAL_PER_MOL_PER_HARTREE
 from .spec import Child
-
-KCAL_PER_MOL_PER_HARTREE = 627.509474063
 
 
 def starts_per_candidate(search: Any) -> int:

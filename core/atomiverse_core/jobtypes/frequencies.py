@@ -17,8 +17,8 @@ from ..drivers.optimizer_settings import (
     Optimizer,
 )
 from ..jobs import Job
+from ..units import KCAL_PER_MOL_PER_HARTREE
 from .optimization import (
-    HARTREE_KCAL_PER_MOL,
     OPTIMISATION_COLUMNS,
     estimated_optimisation_gradients,
     optimiser_note,
@@ -119,7 +119,7 @@ def frequency_rows(record: Payload, result: Payload) -> list[ResultRow]:
     rows.append(ResultRow("Imaginary modes", result["n_imaginary"], "", "n_imaginary",
                           ", ".join(f"{f:.1f} cm⁻¹" for f in imaginary)))
     rows.append(ResultRow("Zero-point energy",
-                          f"{result['zero_point_energy_hartree'] * HARTREE_KCAL_PER_MOL:.3f}",
+                          f"{result['zero_point_energy_hartree'] * KCAL_PER_MOL_PER_HARTREE:.3f}",
                           "kcal/mol", "zero_point_energy"))
     at = f"at {result.get('temperature_kelvin')} K, {result.get('pressure_pascal')} Pa"
     rows.append(ResultRow("Enthalpy", f"{result['enthalpy_hartree']:.8f}", "Eₕ", "enthalpy",

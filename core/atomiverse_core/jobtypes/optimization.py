@@ -16,10 +16,10 @@ from ..drivers.optimizer_settings import (
     Optimizer,
 )
 from ..jobs import Job
+from ..units import KCAL_PER_MOL_PER_HARTREE
 from .single_point import SinglePointResult
 from .spec import CliColumn, JobType, Payload, ResultRow
 
-HARTREE_KCAL_PER_MOL = 627.509474063
 # Gradients an optimisation takes, roughly: on the benchmark's 50 molecules (8 to 60 atoms)
 # ANC-RFO took 40 per molecule on average for a mean of 28 atoms, rising with size.
 OPT_BASE_GRADIENTS = 10
@@ -90,7 +90,7 @@ def optimisation_rows(record: Payload, result: Payload) -> list[ResultRow]:
                       "fmax")]
     if len(energies) > 1:
         change = energies[-1] - energies[0]
-        rows.append(ResultRow("Relaxation energy", f"{change * HARTREE_KCAL_PER_MOL:.3f}",
+        rows.append(ResultRow("Relaxation energy", f"{change * KCAL_PER_MOL_PER_HARTREE:.3f}",
                               "kcal/mol", "relaxation", f"{change:.8f} Eₕ"))
     return rows
 

@@ -13,6 +13,11 @@ import jinja2
 import markupsafe
 from atomiverse_core import jobtypes
 from atomiverse_core.qcschema_results import MAPPED_JOB_TYPES
+from atomiverse_core.units import (
+    DEBYE_PER_ATOMIC_UNIT,
+    EV_PER_HARTREE,
+    KCAL_PER_MOL_PER_HARTREE,
+)
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Engine
@@ -21,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import embedded
 from ..db import read_tx, write_tx
 from ..deps import SESSION_COOKIE, EngineDep, PageSession, check_csrf, same_origin
-from ..plots import HARTREE_KCAL, energy_plot, ir_spectrum
+from ..plots import energy_plot, ir_spectrum
 from ..result_check import result_problem
 from ..store import composites
 from ..store import jobs as job_store
@@ -39,8 +44,6 @@ _env.filters["formula"] = lambda formula: markupsafe.Markup("").join(
 
 STATES = ("pending", "running", "done", "failed", "cancelled")
 JOB_TYPES = {t.name: t.title for t in jobtypes.all_types()}
-HARTREE_EV = 27.211386245988
-AU_DEBYE = 2.541746473
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' "
                                "'unsafe-inline'; img-src 'self' data: blob:; "
@@ -49,7 +52,7 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-_env.globals.update(HARTREE_EV=HARTREE_EV, HARTREE_KCAL=HARTREE_KCAL,
+_env.globals.update(HARTREE_EV=EV_PER_HARTREE, HARTREE_KCAL=KCAL_PER_MOL_PER_HARTREE,
                     QCSCHEMA_TYPES=MAPPED_JOB_TYPES)
 _LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_\-.~?=&%+]*$")
 _FORM_MAX_BYTES = 8192
@@ -256,7 +259,7 @@ def _result_numbers(record: dict[str, Any], r: dict[str, Any]) -> list[dict[str,
     if r.get("dipole_au") is not None:
         d = r["dipole_au"]
         norm = math.sqrt(sum(c * c for c in d))
-        add("Dipole moment", f"{norm * AU_DEBYE:.4f}", "D", "dipole",
+        add("Dipole moment", f"{norm * DEBYE_PER_ATOMIC_UNIT:.4f}", "D", "dipole",
             f"({d[0]:.4f}, {d[1]:.4f}, {d[2]:.4f}) e·a₀")
     gradient = r.get("gradient_hartree_per_bohr") or []
     if gradient:
