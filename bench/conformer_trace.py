@@ -47,20 +47,10 @@ def by_energy(optimisations: list[dict[str, Any]], tag: str) -> list[dict[str, A
 def closest_by_stage(optimisations: list[dict[str, Any]], numbers: list[int],
                      reference_angstrom: Any, charge: int) -> dict[str, Any]:
     """Per stage: ``[RMSD of the closest geometry, its energy rank (1-based), how many]``."""
-    from atomiverse_core.drivers.conformers import MAX_SYMMETRY_MATCHES, molecule_graph
-    from rdkit import Chem
+    from atomiverse_core.drivers.conformers import MAX_SYMMETRY_MATCHES, heavy_atom_conformers
     from rdkit.Chem import rdMolAlign
-    from rdkit.Geometry import Point3D
 
-    heavy_index = [i for i, z in enumerate(numbers) if z != 1]
-    heavy = Chem.RemoveHs(molecule_graph(numbers, reference_angstrom, charge), sanitize=False)
-
-    def conformer(positions: Any) -> int:
-        conf = Chem.Conformer(heavy.GetNumAtoms())
-        for k, (x, y, z) in enumerate(np.asarray(positions, dtype=float)[heavy_index]):
-            conf.SetAtomPosition(k, Point3D(float(x), float(y), float(z)))
-        return heavy.AddConformer(conf, assignId=True)
-
+    heavy, conformer = heavy_atom_conformers(numbers, reference_angstrom, charge)
     reference = conformer(reference_angstrom)
     out: dict[str, Any] = {}
     for stage, tag, end in STAGES:

@@ -10,7 +10,7 @@ does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -123,6 +123,26 @@ def same_bonds(numbers: Sequence[int], reference_angstrom: Any,
     return [connectivity(numbers, g) == bonds for g in geometries]
 
 
+def heavy_atom_conformers(numbers: Sequence[int], reference_angstrom: Any,
+                          charge: int) -> tuple[Any, Callable[[Any], int]]:
+    """The molecule's heavy atoms as an RDKit molecule (its graph read from the reference
+    geometry), and a function adding one geometry's heavy atoms to it as a conformer, whose
+    id it returns: what RMSD comparisons over the molecule's symmetries align."""
+    from rdkit import Chem
+    from rdkit.Geometry import Point3D
+
+    heavy_index = [i for i, z in enumerate(numbers) if z != 1]
+    heavy = Chem.RemoveHs(molecule_graph(numbers, reference_angstrom, charge), sanitize=False)
+
+    def add(positions_angstrom: Any) -> int:
+        conf = Chem.Conformer(heavy.GetNumAtoms())
+        for k, (x, y, z) in enumerate(np.asarray(positions_angstrom, dtype=float)[heavy_index]):
+            conf.SetAtomPosition(k, Point3D(float(x), float(y), float(z)))
+        return heavy.AddConformer(conf, assignId=True)
+
+    return heavy, add
+
+
 def distinct_low(numbers: Sequence[int], reference_angstrom: Any, charge: int,
                  geometries: Sequence[Any], energies_hartree: Sequence[float], *,
                  rmsd_angstrom: float, energy_kcal_per_mol: float,
@@ -134,9 +154,7 @@ def distinct_low(numbers: Sequence[int], reference_angstrom: Any, charge: int,
     ``energy_kcal_per_mol`` and their heavy atoms, aligned over the molecule's symmetries, by
     less than ``rmsd_angstrom``. ``intact``: :func:`same_bonds` of the geometries, if the
     caller has it."""
-    from rdkit import Chem
     from rdkit.Chem import rdMolAlign
-    from rdkit.Geometry import Point3D
 
     if not geometries:
         return []
@@ -153,15 +171,12 @@ def distinct_low(numbers: Sequence[int], reference_angstrom: Any, charge: int,
     if len(heavy_index) < 3:  # no torsions: conformers differ by energy only
         return [i for n, i in enumerate(order) if n == 0 or
                 all(abs(kcal[i] - kcal[j]) >= energy_kcal_per_mol for j in order[:n])][:keep]
-    heavy = Chem.RemoveHs(molecule_graph(numbers, reference_angstrom, charge), sanitize=False)
+    heavy, add = heavy_atom_conformers(numbers, reference_angstrom, charge)
     conf_of: dict[int, int] = {}
 
     def conformer(i: int) -> int:
         if i not in conf_of:
-            conf = Chem.Conformer(heavy.GetNumAtoms())
-            for k, (x, y, z) in enumerate(np.asarray(geometries[i], dtype=float)[heavy_index]):
-                conf.SetAtomPosition(k, Point3D(float(x), float(y), float(z)))
-            conf_of[i] = heavy.AddConformer(conf, assignId=True)
+            conf_of[i] = add(geometries[i])
         return conf_of[i]
 
     kept: list[int] = []
