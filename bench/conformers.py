@@ -37,8 +37,12 @@ conformer (``closest_to_reference``: heavy-atom RMSD, the closest one's energy r
 stage, the stage's size), which says where a miss was lost (:mod:`bench.conformer_trace`).
 
 The molecules: 20 drugs of the WHO Model List of Essential Medicines and other common drugs
-with 5 to 12 rotatable bonds (RDKit's count), SMILES written from their PubChem structures
-(stereocentres left unassigned: the embedding picks one and the search keeps it).
+with 5 to 12 rotatable bonds (RDKit's count), SMILES written from their PubChem structures.
+A lone stereocentre is left unassigned: the embedding picks one and the search keeps it, and
+either enantiomer has the same conformer energies. Where the configuration makes another
+molecule, it is the drug's, checked by RDKit's CIP labels (``tests/test_bench_molecules.py``):
+oseltamivir (3R,4R,5S), enalapril (S,S,S) and tamoxifen's double bond (Z). Ranitidine's
+nitroethenediamine double bond is left unassigned, as in PubChem (it interconverts).
 
 The references are kept, one file a molecule, in ``bench/reference/conformers/`` (committed:
 about 25 core-hours in all, more than one sitting of a 2-core machine): a run uses the stored
@@ -99,13 +103,13 @@ MOLECULES = {  # name: SMILES (rotatable bonds by RDKit)
     "procaine": "CCN(CC)CCOC(=O)c1ccc(N)cc1",  # 6
     "diphenhydramine": "CN(C)CCOC(c1ccccc1)c1ccccc1",  # 6
     "fluoxetine": "CNCCC(Oc1ccc(C(F)(F)F)cc1)c1ccccc1",  # 6
-    "enalapril": "CCOC(=O)C(CCc1ccccc1)NC(C)C(=O)N1CCCC1C(=O)O",  # 9
-    "tamoxifen": "CCC(=C(c1ccccc1)c1ccc(OCCN(C)C)cc1)c1ccccc1",  # 8
+    "enalapril": "CCOC(=O)[C@H](CCc1ccccc1)N[C@@H](C)C(=O)N1CCC[C@H]1C(=O)O",  # 9; S,S,S
+    "tamoxifen": "CC/C(=C(\\c1ccccc1)c1ccc(OCCN(C)C)cc1)c1ccccc1",  # 8; Z
     "ranitidine": "CNC(=C[N+](=O)[O-])NCCSCc1ccc(CN(C)C)o1",  # 10
     "pregabalin": "CC(C)CC(CN)CC(=O)O",  # 5
     "sotalol": "CC(C)NCC(O)c1ccc(NS(C)(=O)=O)cc1",  # 6
     "pentoxifylline": "CC(=O)CCCCn1c(=O)c2c(ncn2C)n(C)c1=O",  # 5
-    "oseltamivir": "CCCC(CC)OC1C=C(C(=O)OCC)CC(N)C1NC(C)=O",  # 8
+    "oseltamivir": "CCOC(=O)C1=C[C@@H](OC(CC)CC)[C@H](NC(C)=O)[C@@H](N)C1",  # 7; 3R,4R,5S
     "ropinirole": "CCCN(CCC)CCc1cccc2c1CC(=O)N2",  # 7
     "sumatriptan": "CNS(=O)(=O)Cc1ccc2[nH]cc(CCN(C)C)c2c1",  # 6
     "esmolol": "COC(=O)CCc1ccc(OCC(O)CNC(C)C)cc1",  # 9
