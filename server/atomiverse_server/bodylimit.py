@@ -32,27 +32,42 @@ def single_job_limit(max_atoms: int) -> tuple[int, str]:
                    f"atom for the maximum of {max_atoms} atoms, and {JOB_BYTES_OVERHEAD} more)")
 
 
-class BodySizeLimit:
+class BodyLimits:
     """``routes``: (method, path) -> (limit in bytes, what the limit is), tighter limits for
     single routes; every other request has ``max_bytes``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int,
+    def __init__(self, max_bytes: int,
                  routes: dict[tuple[str, str], tuple[int, str]] | None = None) -> None:
-        self.app = app
         self.max_bytes = max_bytes
         self.routes = routes or {}
+
+    def of(self, method: str, path: str) -> tuple[int, str]:
+        """The limit of this request's body in bytes, and what it is (for the 413)."""
+        limit, what = self.routes.get((method, path.rstrip("/")),
+                                      (self.max_bytes, f"the limit of {self.max_bytes} bytes"))
+        if limit > self.max_bytes:
+            return self.max_bytes, f"the limit of {self.max_bytes} bytes"
+        return limit, what
+
+
+def declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length, if it sent a plain one."""
+    declared = dict(scope["headers"]).get(b"content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, limits: BodyLimits) -> None:
+        self.app = app
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, what = self.routes.get(
-            (scope["method"], scope["path"].rstrip("/")),
-            (self.max_bytes, f"the limit of {self.max_bytes} bytes"))
-        if limit > self.max_bytes:
-            limit, what = self.max_bytes, f"the limit of {self.max_bytes} bytes"
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        limit, what = self.limits.of(scope["method"], scope["path"])
+        declared = declared_length(scope)
+        if declared is not None and declared > limit:
             await self._refuse(send, what)
             return
         seen = 0

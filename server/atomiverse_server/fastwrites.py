@@ -10,9 +10,11 @@ Here they reach the routes' own functions (``run.submit_and_wait``, ``controller
 and ``controllers.record_reports``) straight from the ASGI scope when everything about them is
 ordinary: one Bearer credential of the right kind that the server knows (from the auth cache,
 or looked up and remembered there as ``deps`` does) and no cookie, no or
-the expected query parameter, a JSON body that parses and fits the route's model. The
-credential is checked before the body is read, and this middleware sits inside
-``BodySizeLimit``, so a body is refused by its size as before. Anything else goes on to the app
+the expected query parameter, a JSON body that parses and fits the route's model, within the
+route's size limit. It wraps the app from outside, as ``FastReads`` does, so these requests
+skip FastAPI's middleware too. The credential is checked before the body is read, and the body
+is read only up to its limit (the app's ``BodySizeLimit``'s): a body that says or turns out to
+be larger goes to the app, which refuses it with its 413. Anything else goes on to the app
 unchanged (a body already read is handed to it again), which answers it as it always has: a
 malformed or invalid body gets its 422 from the app, in the app's one format. Errors raised by
 the work itself (a 402, a 429, a database away) are answered as the app's handlers answer
@@ -36,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import dberrors, deps, metrics
 from .authcache import AuthCache, bearer_secret
+from .bodylimit import BodyLimits, declared_length
 from .ratelimit import within_job_rate
 from .routes import controllers, run
 from .security import API_KEY_PREFIX, CONTROLLER_TOKEN_PREFIX
@@ -51,9 +54,10 @@ Handler = Callable[[Any, Any, Scope, Receive], Awaitable[Response | None]]
 
 
 class FastWrites:
-    def __init__(self, app: ASGIApp, state: Any) -> None:
+    def __init__(self, app: ASGIApp, state: Any, limits: BodyLimits) -> None:
         self.app = app
         self._state = state  # the FastAPI app's state: engine, notifier, auth cache, once started
+        self._limits = limits
         self._routes: dict[str, tuple[str, Handler]] = {
             run.RUN_PATH: (API_KEY_PREFIX, self._run),
             CLAIM_PATH: (CONTROLLER_TOKEN_PREFIX, self._claim),
@@ -67,9 +71,18 @@ class FastWrites:
         if route is None or who is None or not _json_content(scope["headers"]):
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)  # counted by BodySizeLimit, outside this
-        if body is None:
+        limit, _ = self._limits.of("POST", scope["path"])
+        declared = declared_length(scope)
+        if declared is not None and declared > limit:
+            await self.app(scope, receive, send)  # refused there, unread
+            return
+        read = await _read_body(receive, limit)
+        if read is None:
             return  # the client went away while sending
+        body, more = read
+        if more or len(body) > limit:  # the app's limit counts it again and refuses it
+            await self.app(scope, _replaying(body, receive, more), send)
+            return
         response = await self._answer(route[1], who, body, scope, receive)
         if response is None:  # not ordinary: the app answers, from the same body
             await self.app(scope, _replaying(body, receive), send)
@@ -189,20 +202,26 @@ def _parsed(body: bytes, model: Any) -> Any:
         return None
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks = []
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool] | None:
+    """The body, read until it ends or passes ``limit`` bytes, and whether more is to come;
+    None if the client went away."""
+    chunks, seen = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        seen += len(chunk)
+        more = message.get("more_body", False)
+        if not more or seen > limit:
+            return b"".join(chunks), more
 
 
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """``receive`` with the body already read in front, for the app."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
+def _replaying(body: bytes, receive: Receive, more: bool = False) -> Receive:
+    """``receive`` with the body already read in front, for the app (``more``: the rest of
+    the body is still to be received)."""
+    pending = [{"type": "http.request", "body": body, "more_body": more}]
 
     async def replayed() -> Message:
         return pending.pop() if pending else await receive()

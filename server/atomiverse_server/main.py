@@ -21,7 +21,7 @@ from starlette.routing import Match
 
 from . import dberrors, embedded, metrics, pgnotify
 from .authcache import AuthCache
-from .bodylimit import SINGLE_JOB_ROUTE, BodySizeLimit, single_job_limit
+from .bodylimit import SINGLE_JOB_ROUTE, BodyLimits, BodySizeLimit, single_job_limit
 from .db import create_schema, make_engine
 from .fastreads import FastReads
 from .fastwrites import FastWrites, too_deep
@@ -89,11 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for database_failure in dberrors.CONNECTION_ERRORS:  # 503, or 507 for a full disk
         app.add_exception_handler(database_failure, dberrors.database_error)
-    # Inside the body limit: the bodies it reads are counted there.
-    app.add_middleware(FastWrites, state=app.state)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
-                       routes={SINGLE_JOB_ROUTE: single_job_limit(settings.max_atoms),
-                               ("POST", run.RUN_PATH): single_job_limit(settings.max_atoms)})
+    app.state.body_limits = body_limits(settings)
+    app.add_middleware(BodySizeLimit, limits=app.state.body_limits)
     app.include_router(account.router)
     app.include_router(watch.router)
     app.include_router(run.router)  # before jobs': /run is no job id
@@ -112,12 +109,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def create_served_app(settings: Settings | None = None) -> FastReads:
-    """The app as the server process serves it: the reads clients repeat most are answered in
-    front of it, before FastAPI's own layers (its telemetry check, body limit and error
-    middleware cost a GET as much as the read itself); everything else, the lifespan
-    included, passes through to :func:`create_app`'s app."""
+    """The app as the server process serves it: the reads clients repeat most, and the three
+    requests of every calculation a waiting client runs, are answered in front of it, before
+    FastAPI's own layers (its telemetry check, body limit and error middleware cost a GET as
+    much as the read itself); everything else, the lifespan included, passes through to
+    :func:`create_app`'s app."""
     app = create_app(settings)
-    return FastReads(app, state=app.state)
+    return FastReads(FastWrites(app, state=app.state, limits=app.state.body_limits),
+                     state=app.state)
+
+
+def body_limits(settings: Settings) -> BodyLimits:
+    """One job's body is bounded by the atoms it may have; every other body by
+    ``max_body_bytes``."""
+    one_job = single_job_limit(settings.max_atoms)
+    return BodyLimits(settings.max_body_bytes,
+                      routes={SINGLE_JOB_ROUTE: one_job, ("POST", run.RUN_PATH): one_job})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
