@@ -270,6 +270,33 @@ def test_candidates_with_atoms_too_close_are_left_out_not_failing_the_search():
         atomiverse.Atoms(numbers=atoms.numbers, positions=g, charge=atoms.charge)
 
 
+
+@pytest.mark.parametrize("smiles", [
+    "CNC(=C[N+](=O)[O-])NCCSCc1ccc(CN(C)C)o1",  # ranitidine: no bond orders fit its charge
+    "CC/C(=C(\\c1ccccc1)c1ccc(OCCN(C)C)cc1)c1ccccc1",  # Z-tamoxifen: they do
+])
+def test_every_candidate_keeps_the_input_s_double_bond_geometry(smiles):
+    """Where RDKit cannot fit bond orders to the total charge (ranitidine's
+    nitroethenediamine), the graph fell back to single bonds: ETKDG turned the C=C freely and
+    half of the candidates were the other isomer, or not planar at all."""
+    from atomiverse_core.drivers.conformers import generate
+    from rdkit import Chem
+
+    atoms = atomiverse.Atoms.from_smiles(smiles)
+    mol = Chem.MolFromSmiles(smiles)
+    (bond,) = [b for b in mol.GetBonds() if b.GetBondType() == Chem.BondType.DOUBLE
+               and {b.GetBeginAtom().GetSymbol(), b.GetEndAtom().GetSymbol()} == {"C"}]
+    j, k = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+    i = next(a.GetIdx() for a in bond.GetBeginAtom().GetNeighbors() if a.GetIdx() != k)
+    m = next(a.GetIdx() for a in bond.GetEndAtom().GetNeighbors()
+             if a.GetIdx() != j and a.GetAtomicNum() > 1)
+    made = generate(atoms.numbers, atoms.positions, atoms.charge, 40, 42, 0.0)
+    start = _dihedral(np.asarray(atoms.positions), i, j, k, m)
+    turned = [_dihedral(np.asarray(g), i, j, k, m) for g in made["geometries_angstrom"]]
+    assert len(turned) > 30
+    assert all(abs((d - start + 180) % 360 - 180) < 30 for d in turned), (start, turned)
+
+
 def _register(server, key, name, engines):
     r = httpx.post(f"{server.url}/api/v1/controllers/register",
                    headers={"Authorization": f"Bearer {key}"},

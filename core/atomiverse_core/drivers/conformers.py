@@ -25,20 +25,41 @@ MAX_SYMMETRY_MATCHES = 10_000
 
 
 def molecule_graph(numbers: Sequence[int], positions_angstrom: Any, charge: int) -> Any:
-    """An RDKit molecule with hydrogens, bonds and stereo perceived from one geometry."""
+    """An RDKit molecule with hydrogens, bonds and stereo perceived from one geometry.
+
+    Where RDKit finds no bond orders that fit the total charge (ranitidine's
+    nitroethenediamine), it is asked again without charged fragments: the formal charges it
+    then gives may be wrong, but its double bonds and aromatic rings are where the geometry
+    puts them, which is what keeps a double bond's geometry and its ring flat in ETKDG. Only
+    if that fails too is the graph connectivity alone (every bond single)."""
+    from rdkit import Chem
+
+    xyz = _xyz_block(numbers, positions_angstrom)
+    mol = _with_bond_orders(xyz, charge=charge) or _with_bond_orders(xyz, charge=charge,
+                                                                     charged_fragments=False)
+    if mol is None:
+        mol = Chem.MolFromXYZBlock(xyz)
+        if mol is None:
+            raise EngineError("atoms: RDKit could not read the structure", "input")
+        from rdkit.Chem import rdDetermineBonds
+
+        rdDetermineBonds.DetermineConnectivity(mol)
+    Chem.AssignStereochemistryFrom3D(mol)
+    return mol
+
+
+def _with_bond_orders(xyz: str, *, charge: int, charged_fragments: bool = True) -> Any:
     from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
 
-    xyz = _xyz_block(numbers, positions_angstrom)
     mol = Chem.MolFromXYZBlock(xyz)
     if mol is None:
-        raise EngineError("atoms: RDKit could not read the structure", "input")
+        return None
     try:
-        rdDetermineBonds.DetermineBonds(mol, charge=charge)
+        rdDetermineBonds.DetermineBonds(mol, charge=charge,
+                                        allowChargedFragments=charged_fragments)
     except (ValueError, RuntimeError):
-        mol = Chem.MolFromXYZBlock(xyz)  # no bond orders: connectivity is all ETKDG needs
-        rdDetermineBonds.DetermineConnectivity(mol)
-    Chem.AssignStereochemistryFrom3D(mol)
+        return None
     return mol
 
 
