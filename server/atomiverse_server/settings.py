@@ -67,9 +67,12 @@ class Settings(BaseSettings):
         return 10.0 if self.embedded else 1.0
 
     def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{self.home / 'atomiverse.db'}"
+        return database_url_or_default(self.database_url, self.home)
+
+
+def database_url_or_default(database_url: str | None, home: Path) -> str:
+    """The database's URL: as configured, else SQLite in ``home``."""
+    return database_url or f"sqlite:///{home / 'atomiverse.db'}"
 
 
 @lru_cache
