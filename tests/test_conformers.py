@@ -129,7 +129,7 @@ def test_the_candidates_run_as_child_jobs_on_every_slot(client):
 
 def test_a_rigid_molecule_gives_one_conformer(client):
     result = _search(client, "c1ccccc1")["result"]
-    assert result["n_rotatable_bonds"] == 0
+    assert result["n_rotatable_bonds"] == 0 and result["bond_orders"] == "perceived"
     assert result["n_unique"] == 1 and result["conformers"][0]["boltzmann_weight"] == 1.0
 
 
@@ -271,11 +271,12 @@ def test_candidates_with_atoms_too_close_are_left_out_not_failing_the_search():
 
 
 
-@pytest.mark.parametrize("smiles", [
-    "CNC(=C[N+](=O)[O-])NCCSCc1ccc(CN(C)C)o1",  # ranitidine: no bond orders fit its charge
-    "CC/C(=C(\\c1ccccc1)c1ccc(OCCN(C)C)cc1)c1ccccc1",  # Z-tamoxifen: they do
+@pytest.mark.parametrize(("smiles", "bond_orders"), [
+    # ranitidine: no bond orders fit its charge
+    ("CNC(=C[N+](=O)[O-])NCCSCc1ccc(CN(C)C)o1", "perceived without charged fragments"),
+    ("CC/C(=C(\\c1ccccc1)c1ccc(OCCN(C)C)cc1)c1ccccc1", "perceived"),  # Z-tamoxifen: they do
 ])
-def test_every_candidate_keeps_the_input_s_double_bond_geometry(smiles):
+def test_every_candidate_keeps_the_input_s_double_bond_geometry(smiles, bond_orders):
     """Where RDKit cannot fit bond orders to the total charge (ranitidine's
     nitroethenediamine), the graph fell back to single bonds: ETKDG turned the C=C freely and
     half of the candidates were the other isomer, or not planar at all."""
@@ -291,10 +292,32 @@ def test_every_candidate_keeps_the_input_s_double_bond_geometry(smiles):
     m = next(a.GetIdx() for a in bond.GetEndAtom().GetNeighbors()
              if a.GetIdx() != j and a.GetAtomicNum() > 1)
     made = generate(atoms.numbers, atoms.positions, atoms.charge, 40, 42, 0.0)
+    assert made["bond_orders"] == bond_orders
     start = _dihedral(np.asarray(atoms.positions), i, j, k, m)
     turned = [_dihedral(np.asarray(g), i, j, k, m) for g in made["geometries_angstrom"]]
     assert len(turned) > 30
     assert all(abs((d - start + 180) % 360 - 180) < 30 for d in turned), (start, turned)
+
+
+def test_a_graph_with_no_bond_orders_is_said_in_the_result():
+    """A radical cation fits no bond orders either way (no Lewis structure has its electron
+    count): the graph is connectivity alone, and the result says that a double bond's
+    geometry may be lost."""
+    from atomiverse_core.drivers.conformers import CONNECTIVITY_ONLY, generate
+    from atomiverse_core.jobtypes.conformer_views import ensemble_rows
+
+    neutral = atomiverse.Atoms.from_smiles("C/C=C/CCCO")
+    atoms = atomiverse.Atoms(numbers=neutral.numbers, positions=neutral.positions, charge=1,
+                             multiplicity=2)
+    made = generate(atoms.numbers, atoms.positions, atoms.charge, 4, 42, 0.0)
+    assert made["bond_orders"] == CONNECTIVITY_ONLY
+    assert len(made["geometries_angstrom"]) == 4
+    one = {"positions_angstrom": atoms.positions, "energy_hartree": -1.0,
+           "relative_energy_kcal_per_mol": 0.0, "boltzmann_weight": 1.0}
+    rows = {r.key: r for r in ensemble_rows({}, {"conformers": [one],
+                                                 "bond_orders": made["bond_orders"]})}
+    assert "E/Z geometry may not be kept" in rows["bond_orders"].note
+    assert "bond_orders" not in {r.key for r in ensemble_rows({}, {"conformers": [one]})}
 
 
 def _register(server, key, name, engines):

@@ -55,6 +55,22 @@ def test_from_smiles_is_deterministic_and_has_hydrogens():
     assert other_seed.positions != atomiverse.Atoms.from_smiles("CCCCO").positions
 
 
+@pytest.mark.parametrize("smiles", ["CCCCS(F)(F)(F)(F)F", "F[P-](F)(F)(F)(F)F",
+                                    "CC(=O)OI(OC(C)=O)c1ccccc1"])
+def test_a_smiles_no_force_field_can_embed_is_refused_naming_it(smiles):
+    # Neither MMFF nor UFF has parameters for these: fluorines 0.0-1.0 Angstrom apart, an
+    # acetate's C-O at 0.9 Angstrom. Refused, not handed on as if it were the molecule.
+    with pytest.raises(ValueError, match=r"could not embed SMILES in 3D: '.*no force field "
+                                         r".*give the atoms' positions"):
+        atomiverse.Atoms.from_smiles(smiles)
+
+
+def test_from_smiles_without_mmff_parameters_keeps_working_where_the_bonds_come_out():
+    for smiles in ["CCCC[Se]CCC", "C/C=C/CC[B-](F)(F)F"]:
+        atoms = atomiverse.Atoms.from_smiles(smiles)
+        assert len(atoms) > 10
+
+
 def test_from_smiles_carries_formal_charge():
     acetate = atomiverse.Atoms.from_smiles("CC(=O)[O-]")
     assert acetate.charge == -1

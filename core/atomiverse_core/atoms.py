@@ -136,8 +136,10 @@ class Atoms(BaseModel):
     def from_smiles(
         cls, smiles: str, *, seed: int = DEFAULT_CONFORMER_SEED, multiplicity: int | None = None
     ) -> Atoms:
-        """Embed a SMILES in 3D: RDKit ETKDG (fixed ``seed``) then MMFF, so one SMILES always
-        gives one geometry. Raises ValueError naming the SMILES if it cannot be parsed or embedded."""
+        """Embed a SMILES in 3D: RDKit ETKDG (fixed ``seed``) then MMFF (UFF where MMFF has no
+        parameters, neither where UFF has none either), so one SMILES always gives one
+        geometry. Raises ValueError naming the SMILES if it cannot be parsed or embedded, or
+        if, without MMFF, the geometry's bonds are not the SMILES's."""
         from rdkit import Chem
         from rdkit.Chem import AllChem
 
@@ -154,7 +156,9 @@ class Atoms(BaseModel):
         if AllChem.MMFFHasAllMoleculeParams(mol):
             AllChem.MMFFOptimizeMolecule(mol, maxIters=2000)
         else:
-            AllChem.UFFOptimizeMolecule(mol, maxIters=2000)
+            if AllChem.UFFHasAllMoleculeParams(mol):
+                AllChem.UFFOptimizeMolecule(mol, maxIters=2000)
+            _refuse_if_bonds_are_not_the_smiles(mol, smiles)
         return cls.from_rdkit(mol, multiplicity=multiplicity)
 
     @classmethod
@@ -335,3 +339,19 @@ def _xyz_text(source: str | os.PathLike[str]) -> str:
     if isinstance(source, os.PathLike) or ("\n" not in str(source) and Path(source).exists()):
         return Path(source).read_text()
     return str(source)
+
+
+def _refuse_if_bonds_are_not_the_smiles(mol: Any, smiles: str) -> None:
+    """ValueError if the embedded geometry's bonds (read from its distances) are not the
+    molecule's: without force-field parameters, distance geometry and UFF put SF5's
+    fluorines on top of each other and tore iodobenzene diacetate's acetates apart."""
+    from .bonds import connectivity
+
+    numbers = [a.GetAtomicNum() for a in mol.GetAtoms()]
+    made = connectivity(numbers, mol.GetConformer().GetPositions())
+    wanted = frozenset(tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx())))
+                       for b in mol.GetBonds())
+    if made != wanted:
+        raise ValueError(f"could not embed SMILES in 3D: {smiles!r}: no force field here has "
+                         f"parameters for it, and the geometry made without them does not "
+                         f"have its bonds; give the atoms' positions instead")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..atoms import MIN_INTERATOMIC_DISTANCE_ANGSTROM
+from ..bonds import connectivity, xyz_block
 from ..units import KCAL_PER_MOL_PER_HARTREE
 from .contract import EngineError
 
@@ -24,28 +25,45 @@ from .contract import EngineError
 MAX_SYMMETRY_MATCHES = 10_000
 
 
+# How :func:`perceived_graph` read the molecule's bonds, best first.
+BOND_ORDERS_PERCEIVED = "perceived"
+BOND_ORDERS_NEUTRAL = "perceived without charged fragments"
+CONNECTIVITY_ONLY = "connectivity only"
+
+
 def molecule_graph(numbers: Sequence[int], positions_angstrom: Any, charge: int) -> Any:
-    """An RDKit molecule with hydrogens, bonds and stereo perceived from one geometry.
+    """An RDKit molecule with hydrogens, bonds and stereo perceived from one geometry."""
+    return perceived_graph(numbers, positions_angstrom, charge)[0]
+
+
+def perceived_graph(numbers: Sequence[int], positions_angstrom: Any,
+                    charge: int) -> tuple[Any, str]:
+    """:func:`molecule_graph`, and how its bonds were read.
 
     Where RDKit finds no bond orders that fit the total charge (ranitidine's
     nitroethenediamine), it is asked again without charged fragments: the formal charges it
     then gives may be wrong, but its double bonds and aromatic rings are where the geometry
     puts them, which is what keeps a double bond's geometry and its ring flat in ETKDG. Only
-    if that fails too is the graph connectivity alone (every bond single)."""
+    if that fails too (a radical cation: no Lewis structure has its electrons) is the graph
+    connectivity alone, every bond single: ETKDG may then turn a double bond and lose its
+    E/Z geometry, which the search's result says (``bond_orders``)."""
     from rdkit import Chem
 
-    xyz = _xyz_block(numbers, positions_angstrom)
-    mol = _with_bond_orders(xyz, charge=charge) or _with_bond_orders(xyz, charge=charge,
-                                                                     charged_fragments=False)
+    xyz = xyz_block(numbers, positions_angstrom)
+    how = BOND_ORDERS_PERCEIVED
+    mol = _with_bond_orders(xyz, charge=charge)
     if mol is None:
-        mol = Chem.MolFromXYZBlock(xyz)
+        how, mol = BOND_ORDERS_NEUTRAL, _with_bond_orders(xyz, charge=charge,
+                                                          charged_fragments=False)
+    if mol is None:
+        how, mol = CONNECTIVITY_ONLY, Chem.MolFromXYZBlock(xyz)
         if mol is None:
             raise EngineError("atoms: RDKit could not read the structure", "input")
         from rdkit.Chem import rdDetermineBonds
 
         rdDetermineBonds.DetermineConnectivity(mol)
     Chem.AssignStereochemistryFrom3D(mol)
-    return mol
+    return mol, how
 
 
 def _with_bond_orders(xyz: str, *, charge: int, charged_fragments: bool = True) -> Any:
@@ -61,16 +79,6 @@ def _with_bond_orders(xyz: str, *, charge: int, charged_fragments: bool = True) 
     except (ValueError, RuntimeError):
         return None
     return mol
-
-
-def _xyz_block(numbers: Sequence[int], positions: Any) -> str:
-    from rdkit import Chem
-
-    table = Chem.GetPeriodicTable()
-    lines = [str(len(numbers)), ""]
-    lines += [f"{table.GetElementSymbol(int(z))} {x:.8f} {y:.8f} {w:.8f}"
-              for z, (x, y, w) in zip(numbers, np.asarray(positions, dtype=float), strict=True)]
-    return "\n".join(lines) + "\n"
 
 
 def rotatable_bonds(mol: Any) -> int:
@@ -94,10 +102,11 @@ def generate(numbers: Sequence[int], positions_angstrom: Any, charge: int, count
              seed: int, prune_rmsd_angstrom: float, *, screened: bool = False) -> dict[str, Any]:
     """Up to ``count`` (0: :func:`default_candidate_count`) ETKDG (v3) geometries,
     near-duplicates (heavy-atom RMSD below ``prune_rmsd_angstrom``) pruned as they are made;
-    the input geometry is always the first. Angstrom, in the input's atom order."""
+    the input geometry is always the first. Angstrom, in the input's atom order; with how
+    the molecule's bonds were read (:func:`perceived_graph`)."""
     from rdkit.Chem import AllChem
 
-    mol = molecule_graph(numbers, positions_angstrom, charge)
+    mol, bond_orders = perceived_graph(numbers, positions_angstrom, charge)
     count = count or default_candidate_count(rotatable_bonds(mol), screened)
     params = AllChem.ETKDGv3()
     params.randomSeed = seed
@@ -109,7 +118,7 @@ def generate(numbers: Sequence[int], positions_angstrom: Any, charge: int, count
     geometries = [np.asarray(positions_angstrom, dtype=float).round(6).tolist()]
     geometries += [g.tolist() for g in apart]
     return {"geometries_angstrom": geometries, "n_rotatable_bonds": rotatable_bonds(mol),
-            "n_atoms_too_close": len(embedded) - len(apart)}
+            "n_atoms_too_close": len(embedded) - len(apart), "bond_orders": bond_orders}
 
 
 def atoms_apart(positions_angstrom: np.ndarray) -> bool:
@@ -119,19 +128,6 @@ def atoms_apart(positions_angstrom: np.ndarray) -> bool:
     d2 = ((positions_angstrom[:, None, :] - positions_angstrom[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(d2, np.inf)
     return bool(d2.min() >= MIN_INTERATOMIC_DISTANCE_ANGSTROM ** 2)
-
-
-def connectivity(numbers: Sequence[int], positions_angstrom: Any) -> frozenset[tuple[int, int]]:
-    """The bonded atom pairs of one geometry, from covalent radii (RDKit's connectivity
-    perception, no bond orders)."""
-    from rdkit import Chem
-    from rdkit.Chem import rdDetermineBonds
-
-    mol = Chem.MolFromXYZBlock(_xyz_block(numbers, positions_angstrom))
-    if mol is None:
-        return frozenset()
-    rdDetermineBonds.DetermineConnectivity(mol)
-    return frozenset((b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds())
 
 
 def same_bonds(numbers: Sequence[int], reference_angstrom: Any,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ..drivers.conformers import BOND_ORDERS_PERCEIVED, CONNECTIVITY_ONLY
 from .spec import Frame, Payload, ResultRow, Table
 
 
@@ -11,7 +12,12 @@ def ensemble_rows(record: Payload, result: Payload) -> list[ResultRow]:
     if not conformers:
         return []
     top = conformers[0]
-    return [ResultRow("Unique conformers", len(conformers), "", "n_conformers",
+    bonds = result.get("bond_orders", BOND_ORDERS_PERCEIVED)
+    warning = [] if bonds == BOND_ORDERS_PERCEIVED else [
+        ResultRow("Bond orders", bonds, "", "bond_orders",
+                  "every bond taken as single: E/Z geometry may not be kept"
+                  if bonds == CONNECTIVITY_ONLY else "formal charges may be off")]
+    return warning + [ResultRow("Unique conformers", len(conformers), "", "n_conformers",
                       f"of {result.get('n_candidates')} candidates, "
                       f"{result.get('n_refined')} refined"),
             ResultRow("Rotatable bonds", result.get("n_rotatable_bonds"), "", "n_rotatable"),

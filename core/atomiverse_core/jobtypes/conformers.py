@@ -50,6 +50,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..drivers.conformers import BOND_ORDERS_PERCEIVED
 from ..drivers.optimizer_settings import (
     DEFAULT_FMAX_EV_PER_ANGSTROM,
     DEFAULT_MAX_STEPS,
@@ -352,7 +353,8 @@ def _ensemble(search: Payload, children: list[Child], ok: list[Child]) -> Finish
         "n_prescreen_failed": len(prescreening) - sum(c.state == "done" for c in prescreening),
         "n_refined": len(refining), "n_refine_failed": len(refining) - len(refined),
         "n_rearranged": sum(_r(c).get("n_rearranged") or 0 for c in selections),
-        "temperature_kelvin": temperature})
+        "temperature_kelvin": temperature,
+        "bond_orders": generated.get("bond_orders", BOND_ORDERS_PERCEIVED)})
 
 
 _NEXT = {"candidates": _after_generate, "screen": _screen_select,
