@@ -299,16 +299,27 @@ def test_every_candidate_keeps_the_input_s_double_bond_geometry(smiles, bond_ord
     assert all(abs((d - start + 180) % 360 - 180) < 30 for d in turned), (start, turned)
 
 
+def test_a_radical_cation_keeps_its_double_bond_as_the_neutral_molecule_s():
+    """No Lewis structure has a radical cation's electrons: its graph is its neutral
+    parent's, whose C=C ETKDG keeps."""
+    from atomiverse_core.drivers.conformers import BOND_ORDERS_AS_NEUTRAL_MOLECULE, generate
+
+    neutral = atomiverse.Atoms.from_smiles("C/C=C/CCCO")
+    cation = atomiverse.Atoms(numbers=neutral.numbers, positions=neutral.positions, charge=1,
+                              multiplicity=2)
+    made = generate(cation.numbers, cation.positions, cation.charge, 20, 42, 0.0)
+    assert made["bond_orders"] == BOND_ORDERS_AS_NEUTRAL_MOLECULE
+    turned = [_dihedral(np.asarray(g), 0, 1, 2, 3) for g in made["geometries_angstrom"]]
+    assert len(turned) > 10 and all(abs(d) > 150 for d in turned), turned  # E: trans
+
+
 def test_a_graph_with_no_bond_orders_is_said_in_the_result():
-    """A radical cation fits no bond orders either way (no Lewis structure has its electron
-    count): the graph is connectivity alone, and the result says that a double bond's
-    geometry may be lost."""
+    """An organozinc fits no bond orders at all: the graph is connectivity alone, and the
+    result says that a double bond's geometry may be lost."""
     from atomiverse_core.drivers.conformers import CONNECTIVITY_ONLY, generate
     from atomiverse_core.jobtypes.conformer_views import ensemble_rows
 
-    neutral = atomiverse.Atoms.from_smiles("C/C=C/CCCO")
-    atoms = atomiverse.Atoms(numbers=neutral.numbers, positions=neutral.positions, charge=1,
-                             multiplicity=2)
+    atoms = atomiverse.Atoms.from_smiles("C/C=C/CC[Zn]CC")
     made = generate(atoms.numbers, atoms.positions, atoms.charge, 4, 42, 0.0)
     assert made["bond_orders"] == CONNECTIVITY_ONLY
     assert len(made["geometries_angstrom"]) == 4

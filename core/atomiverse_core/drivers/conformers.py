@@ -28,6 +28,7 @@ MAX_SYMMETRY_MATCHES = 10_000
 # How :func:`perceived_graph` read the molecule's bonds, best first.
 BOND_ORDERS_PERCEIVED = "perceived"
 BOND_ORDERS_NEUTRAL = "perceived without charged fragments"
+BOND_ORDERS_AS_NEUTRAL_MOLECULE = "perceived as the neutral molecule"
 CONNECTIVITY_ONLY = "connectivity only"
 
 
@@ -43,19 +44,22 @@ def perceived_graph(numbers: Sequence[int], positions_angstrom: Any,
     Where RDKit finds no bond orders that fit the total charge (ranitidine's
     nitroethenediamine), it is asked again without charged fragments: the formal charges it
     then gives may be wrong, but its double bonds and aromatic rings are where the geometry
-    puts them, which is what keeps a double bond's geometry and its ring flat in ETKDG. Only
-    if that fails too (a radical cation: no Lewis structure has its electrons) is the graph
-    connectivity alone, every bond single: ETKDG may then turn a double bond and lose its
-    E/Z geometry, which the search's result says (``bond_orders``)."""
+    puts them, which is what keeps a double bond's geometry and its ring flat in ETKDG. A
+    radical cation has no Lewis structure at all: its graph is the neutral molecule's. Only
+    if that fails too (an organozinc) is the graph connectivity alone, every bond single:
+    ETKDG may then turn a double bond and lose its E/Z geometry, which the search's result
+    says (``bond_orders``)."""
     from rdkit import Chem
 
     xyz = xyz_block(numbers, positions_angstrom)
-    how = BOND_ORDERS_PERCEIVED
-    mol = _with_bond_orders(xyz, charge=charge)
-    if mol is None:
-        how, mol = BOND_ORDERS_NEUTRAL, _with_bond_orders(xyz, charge=charge,
-                                                          charged_fragments=False)
-    if mol is None:
+    attempts = [(BOND_ORDERS_PERCEIVED, charge, True), (BOND_ORDERS_NEUTRAL, charge, False)]
+    if charge:
+        attempts.append((BOND_ORDERS_AS_NEUTRAL_MOLECULE, 0, False))
+    for how, total_charge, charged_fragments in attempts:
+        mol = _with_bond_orders(xyz, charge=total_charge, charged_fragments=charged_fragments)
+        if mol is not None:
+            break
+    else:
         how, mol = CONNECTIVITY_ONLY, Chem.MolFromXYZBlock(xyz)
         if mol is None:
             raise EngineError("atoms: RDKit could not read the structure", "input")

@@ -40,8 +40,10 @@ class ConformerSearchResult(BaseModel):
     bond_orders: str = Field(default="perceived", description=(
         "How the molecule's bonds were read from its geometry: 'perceived', 'perceived "
         "without charged fragments' (formal charges may be off; double bonds and rings are "
-        "kept), or 'connectivity only' (no bond orders fit, every bond was taken as single: "
-        "the candidates may have turned a double bond, losing its E/Z geometry)"))
+        "kept), 'perceived as the neutral molecule' (a radical ion: its neutral parent's "
+        "double bonds and rings are kept), or 'connectivity only' (no bond orders fit, every "
+        "bond was taken as single: the candidates may have turned a double bond, losing its "
+        "E/Z geometry)"))
 
 
 def boltzmann_ensemble(chosen: list[tuple[str, dict[str, Any]]],
