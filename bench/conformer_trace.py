@@ -44,9 +44,22 @@ def by_energy(optimisations: list[dict[str, Any]], tag: str) -> list[dict[str, A
                   key=lambda r: r["result"]["energy_hartree"])
 
 
+def single_point_order(ranks: list[dict[str, Any]]) -> list[Any]:
+    """The GFN-FF minima the rank jobs priced, lowest single point first: the order in
+    which the prescreen takes them."""
+    ranks = sorted(ranks, key=lambda r: int(name_of(r).rsplit(" ", 1)[-1]))
+    priced = [(e, g) for r in ranks for g, e in zip(r["job"]["candidates_angstrom"],
+                                                     r["result"]["energies_hartree"],
+                                                     strict=True) if e is not None]
+    return [g for _, g in sorted(priced, key=lambda pair: pair[0])]
+
+
 def closest_by_stage(optimisations: list[dict[str, Any]], numbers: list[int],
-                     reference_angstrom: Any, charge: int) -> dict[str, Any]:
-    """Per stage: ``[RMSD of the closest geometry, its energy rank (1-based), how many]``."""
+                     reference_angstrom: Any, charge: int,
+                     by_single_point: list[Any] | None = None) -> dict[str, Any]:
+    """Per stage: ``[RMSD of the closest geometry, its energy rank (1-based), how many]``;
+    with ``by_single_point`` (:func:`single_point_order`) also ``rank``: the closest GFN-FF
+    minimum's place in the prescreen's order."""
     from atomiverse_core.drivers.conformers import MAX_SYMMETRY_MATCHES, heavy_atom_conformers
     from rdkit.Chem import rdMolAlign
 
@@ -63,6 +76,11 @@ def closest_by_stage(optimisations: list[dict[str, Any]], numbers: list[int],
             refId=reference, maxMatches=MAX_SYMMETRY_MATCHES) for r in records]
         best = int(np.argmin(rmsds))
         out[stage] = [round(float(rmsds[best]), 3), best + 1, len(records)]
+    if by_single_point:
+        rmsds = [rdMolAlign.GetBestRMS(heavy, heavy, prbId=conformer(g), refId=reference,
+                                       maxMatches=MAX_SYMMETRY_MATCHES) for g in by_single_point]
+        best = int(np.argmin(rmsds))
+        out["rank"] = [round(float(rmsds[best]), 3), best + 1, len(by_single_point)]
     return out
 
 

@@ -91,6 +91,7 @@ from bench.conformer_trace import (
     lowest_from,
     name_of,
     screened_one_by_one,
+    single_point_order,
 )
 from bench.molecules import RESULTS_DIR
 
@@ -138,6 +139,8 @@ def run_search(atomiverse: Any, atoms: Any, name: str, cores: int,
     optimisations += [one for c in children
                       if c["job_type"] == "conformer_screen" and c["state"] == "done"
                       for one in screened_one_by_one(client.get_job(c["job_id"]))]
+    ranks = [client.get_job(c["job_id"]) for c in children
+             if c["job_type"] == "conformer_rank" and c["state"] == "done"]
     return {"energy_hartree": record["result"]["energy_hartree"], "wall_seconds": wall,
             "core_seconds": core_seconds, "cores_used": core_seconds / (cores * wall),
             "gradient_evaluations": gradient_evaluations(
@@ -153,7 +156,8 @@ def run_search(atomiverse: Any, atoms: Any, name: str, cores: int,
             "funnel": funnel(optimisations),
             "closest_to_reference": closest_by_stage(
                 optimisations, list(atoms.numbers), ref["lowest_positions_angstrom"],
-                atoms.charge) if ref.get("lowest_positions_angstrom") else {}}
+                atoms.charge, single_point_order(ranks))
+            if ref.get("lowest_positions_angstrom") else {}}
 
 
 def _refine_cost(optimisations: list[dict[str, Any]]) -> float | None:
