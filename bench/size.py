@@ -276,14 +276,11 @@ def _claim(engine: sa.Engine, ctl: Any) -> None:
 
 
 def _explain(engine: sa.Engine, ws: str, keys: set[str], ctl: Any) -> dict[str, str]:
-    """The plans of the hot queries, as the database chose them on this data."""
+    """The plans of the hot queries, as the database chose them on this data (the cache
+    lookup as ``find_cached`` sends it)."""
     statements = {
         "list": job_store.page_query(sa.select(*job_store.SUMMARY_COLUMNS), False, False,
                                       False),
-        "cache": sa.select(db.jobs.c.id).where(
-            db.jobs.c.workspace_id == sa.bindparam("ws"),
-            db.jobs.c.cache_key.in_(sorted(keys)[:3]),
-            db.jobs.c.state.in_(("done", "pending", "running"))),
         "claim": claim_query(False, ctl.serves_managed, db.is_postgres(engine)).params(
             ctl=ctl.id, max_jobs=64),
     }
@@ -295,7 +292,25 @@ def _explain(engine: sa.Engine, ws: str, keys: set[str], ctl: Any) -> dict[str, 
                 engine, compile_kwargs={"literal_binds": True}))
             rows = conn.exec_driver_sql(prefix + sql).all()
             out[name] = " | ".join(str(r[-1]) for r in rows)
+        statement, params = _sent(engine, lambda: _cached(engine, ws, set(sorted(keys)[:3])))
+        rows = conn.exec_driver_sql(prefix + statement, params).all()
+        out["cache"] = " | ".join(str(r[-1]) for r in rows)
     return out
+
+
+def _sent(engine: sa.Engine, fn: Callable[[], None]) -> tuple[str, Any]:
+    """The (first) statement ``fn`` sends, with its parameters."""
+    sent: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        fn()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    return next(s for s in sent if s[0].lstrip().upper().startswith("SELECT"))
 
 
 def main(argv: list[str] | None = None) -> int:

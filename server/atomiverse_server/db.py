@@ -99,7 +99,6 @@ jobs = sa.Table(
     sa.Index("ix_jobs_parent", "parent_id"),
     sa.Index("ix_jobs_claim", "state", "controller_id", "created_at", "claim_rank", "seq"),
     sa.Index("ix_jobs_lease", "state", "lease_expires_at"),
-    sa.Index("ix_jobs_cache", "workspace_id", "cache_key", "state"),
 )
 
 
@@ -160,6 +159,17 @@ sa.Index("ix_jobs_pending", *CLAIM_ORDER, postgresql_where=_PENDING, sqlite_wher
 # A finished job settles the identical jobs that waited for it (cached_from = its id).
 sa.Index("ix_jobs_cached_from", jobs.c.cached_from, postgresql_where=_FOLLOWER,
          sqlite_where=_FOLLOWER)
+# The result cache (migration 0009): done jobs answer a submission, active ones make it wait.
+# Split by state so that a claim's new row version goes into the small index of active jobs,
+# not beside its key in one that holds every job (a page not in memory in a big database).
+# Jobs without a key (use_cache off) are in neither.
+_KEYED = jobs.c.cache_key.isnot(None)
+_CACHE_DONE = sa.and_(jobs.c.state == "done", _KEYED)
+_CACHE_ACTIVE = sa.and_(sa.or_(jobs.c.state == "pending", jobs.c.state == "running"), _KEYED)
+sa.Index("ix_jobs_cache_done", jobs.c.workspace_id, jobs.c.cache_key,
+         postgresql_where=_CACHE_DONE, sqlite_where=_CACHE_DONE)
+sa.Index("ix_jobs_cache_active", jobs.c.workspace_id, jobs.c.cache_key,
+         postgresql_where=_CACHE_ACTIVE, sqlite_where=_CACHE_ACTIVE)
 # Listing a workspace filtered by state, newest first; counts by state.
 sa.Index("ix_jobs_workspace_state_seq", jobs.c.workspace_id, jobs.c.state, jobs.c.seq)
 
