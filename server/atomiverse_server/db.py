@@ -168,7 +168,7 @@ _CACHE_DONE = sa.and_(jobs.c.state == "done", _KEYED)
 _CACHE_ACTIVE = sa.and_(sa.or_(jobs.c.state == "pending", jobs.c.state == "running"), _KEYED)
 sa.Index("ix_jobs_cache_done", jobs.c.workspace_id, jobs.c.cache_key,
          postgresql_where=_CACHE_DONE, sqlite_where=_CACHE_DONE)
-sa.Index("ix_jobs_cache_active", jobs.c.workspace_id, jobs.c.cache_key,
+sa.Index("ix_jobs_cache_active", jobs.c.workspace_id, jobs.c.cache_key, jobs.c.state,
          postgresql_where=_CACHE_ACTIVE, sqlite_where=_CACHE_ACTIVE)
 # Listing a workspace filtered by state, newest first; counts by state.
 sa.Index("ix_jobs_workspace_state_seq", jobs.c.workspace_id, jobs.c.state, jobs.c.seq)

@@ -40,7 +40,7 @@ ACTIVE = sa.text("(state = 'pending' OR state = 'running') AND cache_key IS NOT 
 def upgrade() -> None:
     op.create_index("ix_jobs_cache_done", "jobs", ["workspace_id", "cache_key"],
                     postgresql_where=DONE, sqlite_where=DONE)
-    op.create_index("ix_jobs_cache_active", "jobs", ["workspace_id", "cache_key"],
+    op.create_index("ix_jobs_cache_active", "jobs", ["workspace_id", "cache_key", "state"],
                     postgresql_where=ACTIVE, sqlite_where=ACTIVE)
     op.drop_index("ix_jobs_cache", table_name="jobs")
 
