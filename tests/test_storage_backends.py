@@ -116,6 +116,37 @@ def test_migrations_reach_head_and_match_the_tables(engine) -> None:  # type: ig
             "ix_jobs_workspace_state_seq"} <= names
 
 
+def test_jobs_pages_keep_room_for_a_jobs_updates_on_postgresql(pg_cluster) -> None:  # type: ignore[no-untyped-def]
+    """A claim's and a report's new row versions stay on the job's page (migration 0010);
+    going down to 0009 gives PostgreSQL's default back. (SQLite has no fill factor.)"""
+    from alembic import command
+
+    url = pg_cluster.new_database()
+    engine = db.make_engine(url)
+    try:
+        db.migrate(engine)
+        _check_fillfactor_both_ways(engine, command)
+    finally:
+        engine.dispose()
+        pg_cluster.drop_database(url)
+
+
+def _check_fillfactor_both_ways(engine, command) -> None:  # type: ignore[no-untyped-def]
+    def options() -> list[str] | None:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql(
+                "SELECT reloptions FROM pg_class WHERE relname = 'jobs'").scalar()
+
+    assert options() == ["fillfactor=90"]
+    cfg = db.alembic_config(engine)
+    with db.write_tx(engine) as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009")
+    assert options() is None
+    db.migrate(engine)
+    assert options() == ["fillfactor=90"]
+
+
 def test_migrations_go_down_and_up_again(engine) -> None:  # type: ignore[no-untyped-def]
     from alembic import command
 
