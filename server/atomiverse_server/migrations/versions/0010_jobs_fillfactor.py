@@ -7,8 +7,8 @@ Create Date: 2026-12-06 09:40:00
 A job's row is written once and updated at least twice (its claim, its report) and on every
 lease extension. An update that changes an indexed column (``state``) is never HOT, and its
 new version goes wherever there is room: on a full page, somewhere else in the table. In a
-big table whose pages are full, the 64 jobs of a claim and their new versions were spread
-over about 128 pages instead of a few, and the claim cost 1.25 times what it costs in a small
+big table whose pages are full, the 64 jobs of a claim and their new versions each sat on a
+page of their own instead of a few pages between them, and the claim cost 1.25 times what it costs in a small
 database (issue 30; ``bench/size.py``). With a tenth of each page kept for updates, a new
 version stays beside the old one, and new jobs go to pages of their own.
 
