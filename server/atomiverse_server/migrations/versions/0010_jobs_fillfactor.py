@@ -8,8 +8,8 @@ A job's row is written once and updated at least twice (its claim, its report) a
 lease extension. An update that changes an indexed column (``state``) is never HOT, and its
 new version goes wherever there is room: on a full page, somewhere else in the table. In a
 big table whose pages are full, the 64 jobs of a claim and their new versions each sat on a
-page of their own instead of a few pages between them, and the claim cost 1.25 times what it costs in a small
-database (issue 30; ``bench/size.py``). With a tenth of each page kept for updates, a new
+page of their own instead of a few pages between them, and the claim cost 1.25 times what it
+costs in a small database (issue 30; ``bench/size.py``). With a tenth of each page kept for updates, a new
 version stays beside the old one, and new jobs go to pages of their own.
 
 ``ALTER TABLE ... SET (fillfactor)`` changes no page that exists: pages written from now on
