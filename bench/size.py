@@ -56,6 +56,7 @@ from atomiverse_server.store import jobs as job_store
 from atomiverse_server.store import resultcache
 from atomiverse_server.store import workspaces as workspace_store
 from atomiverse_server.store.claimsql import claim_query
+from sqlcapture import sent_statements
 
 from bench.db_bench import payload
 
@@ -328,18 +329,9 @@ def _explain(engine: sa.Engine, ws: str, keys: set[str], ctl: Any) -> dict[str, 
 
 
 def _sent(engine: sa.Engine, fn: Callable[[], None]) -> tuple[str, Any]:
-    """The (first) statement ``fn`` sends, with its parameters."""
-    sent: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        sent.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        fn()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-    return next(s for s in sent if s[0].lstrip().upper().startswith("SELECT"))
+    """The first query ``fn`` sends, with its parameters."""
+    return next(s for s in sent_statements(engine, fn)
+                if s[0].lstrip().upper().startswith("SELECT"))
 
 
 def main(argv: list[str] | None = None) -> int:

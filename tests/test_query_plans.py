@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from atomiverse_server.db import make_engine, migrate, read_tx
 from atomiverse_server.store import jobs as job_store
+from sqlcapture import sent_statements
 
 
 @pytest.fixture(scope="module")
@@ -23,18 +24,12 @@ def engine(tmp_path_factory):
 
 def _plans_of(engine, read):
     """Each SELECT ``read(conn)`` sends, with SQLite's plan for it."""
-    sent: list[tuple[str, object]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT"):
-            sent.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
+    def run() -> None:
         with read_tx(engine) as conn:
             read(conn)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
+
+    sent = [s for s in sent_statements(engine, run)
+            if s[0].lstrip().upper().startswith("SELECT")]
     plans = []
     with engine.connect() as conn:
         for statement, parameters in sent:

@@ -29,6 +29,7 @@ from atomiverse_server.store import workspaces as workspace_store
 from atomiverse_server.submission import prepare_entries, submit_entries
 from conftest import PY, start_server, stop_process
 from pg import db_url, pg_cluster  # noqa: F401  (fixtures)
+from sqlcapture import sent_statements
 
 
 @pytest.fixture
@@ -454,17 +455,7 @@ def test_keyset_listing_is_stable_while_jobs_arrive(engine) -> None:  # type: ig
 
 # ----- indexes ---------------------------------------------------------------------------------
 def _capture(engine, fn) -> list[tuple[str, Any]]:  # type: ignore[no-untyped-def]
-    seen: list[tuple[str, Any]] = []
-
-    def before(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
-        seen.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", before)
-    try:
-        fn()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", before)
-    return seen
+    return sent_statements(engine, fn)
 
 
 def _plan(engine, statement: str, parameters: Any) -> str:  # type: ignore[no-untyped-def]
