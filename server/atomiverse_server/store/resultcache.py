@@ -13,17 +13,19 @@ from .jobs import ACTIVE
 _IN_CHUNK = 500
 
 
-# Built once, as _OUTSTANDING: building it anew cost every submission (each ASE calculation)
-# more than SQLAlchemy's cached run of it. One branch per index (migration 0009), each naming
-# its states as literals: SQLite and a prepared statement's generic plan on PostgreSQL use a
-# partial index only for a query that repeats its condition.
 def _cached_in(states: Any) -> sa.Select:
+    """The jobs of the given keys in ``states``: one branch of the lookup, one index each
+    (migration 0009). The states are written as literals: SQLite, and PostgreSQL in a
+    prepared statement's generic plan, use a partial index only for a query that repeats its
+    condition."""
     return (sa.select(jobs.c.seq, jobs.c.id, jobs.c.cache_key, jobs.c.state, jobs.c.result,
                       jobs.c.cached_from)
             .where(jobs.c.workspace_id == sa.bindparam("ws"),
                    jobs.c.cache_key.in_(sa.bindparam("keys", expanding=True)), states))
 
 
+# Built once, as _OUTSTANDING: building it anew cost every submission (each ASE calculation)
+# more than SQLAlchemy's cached run of it.
 _CACHED = sa.union_all(_cached_in(state_is("done")),
                        _cached_in(sa.or_(*(state_is(s) for s in ACTIVE))))
 
