@@ -137,7 +137,8 @@ def follow_four_procs(_atomiverse: Any, ids: list[str], ctx: dict[str, Any]) -> 
 
 
 def follow_dashboard(atomiverse: Any, ids: list[str], ctx: dict[str, Any]) -> None:
-    ctx["job_page"].goto(f"{ctx['url']}/job?job_id={ids[0]}")
+    ctx["job_url"] = f"{ctx['url']}/job?job_id={ids[0]}"
+    ctx["job_page"].goto(ctx["job_url"])
     atomiverse.wait_jobs(ids)
 
 
@@ -179,6 +180,19 @@ class _Dashboard:
     def close(self) -> None:
         self.browser.close()
         self._pw.stop()
+
+
+def _show_pages(ctx: dict[str, Any], mode: str) -> None:
+    """Outside the clock: the dashboard's /jobs page open for its own mode, and both tabs on
+    about:blank for every other. (Until stop 48, /jobs stayed open and followed each batch in
+    every mode of a run that included ``dashboard``, and Chromium's CPU counted in all of them.)"""
+    if "jobs_page" not in ctx:
+        return
+    if mode == "dashboard":
+        ctx["jobs_page"].goto(f"{ctx['url']}/jobs")
+    else:
+        for name in ("jobs_page", "job_page"):
+            ctx[name].goto("about:blank")
 
 
 def _descendants() -> list[Any]:
@@ -223,6 +237,7 @@ def run_mode(atomiverse: Any, pool: DirectPool, mode: str, kind: str, molecules:
                 if mode == "four-procs":
                     ctx["children"] = _start_children()
                     ctx["extra_pids"] = [c.pid for c in ctx["children"]]
+                _show_pages(ctx, mode)
                 wall, cpu = run_platform(atomiverse, mode, jobs, ctx)
                 walls[side] = wall
                 out["platform_cpu"].append(cpu)
@@ -272,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                     report["modes"][f"{mode}/{kind}"] = run_mode(
                         atomiverse, pool, mode, kind, molecules[:n], args.pairs, ctx)
             if dashboard is not None:
-                # The pages stay open with nothing happening: what showing them costs.
+                # The pages open with nothing happening: what showing them costs.
+                _show_pages(ctx, "dashboard")
+                if "job_url" in ctx:
+                    ctx["job_page"].goto(ctx["job_url"])
                 report["idle_pages_open"] = idle_cpu(home, args.idle_seconds,
                                                      browser_pids=dashboard.pids)
                 # The same browser and tabs on about:blank: what Chromium costs by itself.
