@@ -638,3 +638,44 @@ def test_reads_by_id_answer_only_the_workspaces_own_jobs(engine) -> None:  # typ
                 conn, workspace_id=ws.id, job_ids=asked, include_result=True)},
         }
     assert found == {name: {"j0000000", "j0000003"} for name in found}
+
+
+def test_a_connection_refused_the_switch_to_wal_tries_again(tmp_path: Path) -> None:
+    """Two connections switching a new SQLite file to WAL at once: SQLite answers one of them
+    "database is locked" at once, without waiting (it happened to one of four processes
+    migrating one new database on a loaded machine). That one tries again and finds the file
+    switched; a file already in WAL mode is not switched again. The refusal is made here (the
+    race cannot be timed from a test): the first switch this connection asks for fails."""
+    import sqlite3
+
+    class RefusedOnce:
+        def __init__(self, path: Path) -> None:
+            self.real = sqlite3.connect(path, isolation_level=None)
+            self.statements: list[str] = []
+
+        def cursor(self) -> Any:
+            outer = self
+
+            class Cursor:
+                def __init__(self) -> None:
+                    self.real = outer.real.cursor()
+
+                def execute(self, sql: str) -> Any:
+                    outer.statements.append(sql)
+                    if sql == "PRAGMA journal_mode=WAL" and outer.statements.count(sql) == 1:
+                        raise sqlite3.OperationalError("database is locked")
+                    return self.real.execute(sql)
+
+                def close(self) -> None:
+                    self.real.close()
+
+            return Cursor()
+
+    path = tmp_path / "new.db"
+    conn = RefusedOnce(path)
+    db.use_wal(conn)
+    assert conn.statements.count("PRAGMA journal_mode=WAL") == 2
+    assert conn.real.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    again = RefusedOnce(path)
+    db.use_wal(again)
+    assert again.statements == ["PRAGMA journal_mode"]  # already WAL: nothing to switch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,12 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import tenacity
 from atomiverse_core import jsonio
 from atomiverse_core.state import State
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.visitors import InternalTraversal
+
+# How long a connection waits for another's lock on the SQLite file.
+SQLITE_BUSY_SECONDS = 30
 
 metadata = sa.MetaData()
 
@@ -237,7 +242,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS},
                                   **_JSON_CODEC)
         _sqlite_pragmas_and_transactions(engine)
         return engine
@@ -277,15 +282,38 @@ def checkpoint_wal(engine: Engine) -> None:
         raw.close()
 
 
+def use_wal(dbapi_conn: Any) -> None:
+    """Put the SQLite file in WAL mode (a file stays so). Two connections switching a new
+    file at once each hold a read lock and want the write lock: rather than deadlock, SQLite
+    answers one of them "database is locked" at once, without its busy wait, as it did to one
+    of four processes migrating one new database on a loaded machine. That one tries again,
+    and finds the file switched."""
+    for attempt in tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_locked), reraise=True,
+            wait=tenacity.wait_random_exponential(multiplier=0.01, max=0.5),
+            stop=tenacity.stop_after_delay(SQLITE_BUSY_SECONDS)):
+        with attempt:
+            cur = dbapi_conn.cursor()
+            try:
+                if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    cur.execute("PRAGMA journal_mode=WAL")
+            finally:
+                cur.close()
+
+
+def _locked(e: BaseException) -> bool:
+    return isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+
+
 def _sqlite_pragmas_and_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         # Let SQLAlchemy, not the driver, issue BEGIN (so writers can BEGIN IMMEDIATE).
         dbapi_conn.isolation_level = None
+        use_wal(dbapi_conn)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_BACKSTOP_CHECKPOINT_PAGES}")
         cur.close()
