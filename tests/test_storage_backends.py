@@ -22,6 +22,7 @@ from atomiverse.levels import GFN2_XTB
 from atomiverse_core import retry
 from atomiverse_server import db
 from atomiverse_server.settings import Settings
+from atomiverse_server.sqlitewal import use_wal
 from atomiverse_server.store import controllers as controller_store
 from atomiverse_server.store import jobs as job_store
 from atomiverse_server.store import resultcache
@@ -673,9 +674,9 @@ def test_a_connection_refused_the_switch_to_wal_tries_again(tmp_path: Path) -> N
 
     path = tmp_path / "new.db"
     conn = RefusedOnce(path)
-    db.use_wal(conn)
+    use_wal(conn)
     assert conn.statements.count("PRAGMA journal_mode=WAL") == 2
     assert conn.real.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     again = RefusedOnce(path)
-    db.use_wal(again)
+    use_wal(again)
     assert again.statements == ["PRAGMA journal_mode"]  # already WAL: nothing to switch

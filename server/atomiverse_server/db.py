@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import tenacity
 from atomiverse_core import jsonio
 from atomiverse_core.state import State
 from sqlalchemy import event
@@ -18,8 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.visitors import InternalTraversal
 
-# How long a connection waits for another's lock on the SQLite file.
-SQLITE_BUSY_SECONDS = 30
+from .sqlitewal import SQLITE_BUSY_SECONDS, use_wal
 
 metadata = sa.MetaData()
 
@@ -280,29 +277,6 @@ def checkpoint_wal(engine: Engine) -> None:
         raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").close()
     finally:
         raw.close()
-
-
-def use_wal(dbapi_conn: Any) -> None:
-    """Put the SQLite file in WAL mode (a file stays so). Two connections switching a new
-    file at once each hold a read lock and want the write lock: rather than deadlock, SQLite
-    answers one of them "database is locked" at once, without its busy wait, as it did to one
-    of four processes migrating one new database on a loaded machine. That one tries again,
-    and finds the file switched."""
-    for attempt in tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_locked), reraise=True,
-            wait=tenacity.wait_random_exponential(multiplier=0.01, max=0.5),
-            stop=tenacity.stop_after_delay(SQLITE_BUSY_SECONDS)):
-        with attempt:
-            cur = dbapi_conn.cursor()
-            try:
-                if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                    cur.execute("PRAGMA journal_mode=WAL")
-            finally:
-                cur.close()
-
-
-def _locked(e: BaseException) -> bool:
-    return isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
 
 
 def _sqlite_pragmas_and_transactions(engine: Engine) -> None:
