@@ -239,7 +239,8 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS},
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False,
+                                                     "timeout": SQLITE_BUSY_SECONDS},
                                   **_JSON_CODEC)
         _sqlite_pragmas_and_transactions(engine)
         return engine

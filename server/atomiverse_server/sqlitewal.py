@@ -14,10 +14,10 @@ SQLITE_BUSY_SECONDS = 30
 
 def use_wal(dbapi_conn: Any) -> None:
     """Put the SQLite file in WAL mode (a file stays so). Two connections switching a new
-    file at once each hold a read lock and want the write lock: rather than deadlock, SQLite
-    answers one of them "database is locked" at once, without its busy wait, as it did to one
-    of four processes migrating one new database on a loaded machine. That one tries again,
-    and finds the file switched."""
+    file at once can each hold a read lock and want the write lock; rather than deadlock,
+    SQLite answers one of them "database is locked" at once, without its busy wait (the
+    likely cause of one of four processes migrating one new database failing so on a loaded
+    machine). That one tries again, and finds the file switched."""
     for attempt in tenacity.Retrying(
             retry=tenacity.retry_if_exception(_locked), reraise=True,
             wait=tenacity.wait_random_exponential(multiplier=0.01, max=0.5),
