@@ -15,6 +15,10 @@ the sample where 10% of the jobs are done to the one where 90% are: the controll
 (spawning their worker processes) is left out, as is the queue's draining tail. CPU per job
 is the platform CPU spent in that window divided by the jobs finished in it.
 
+``--pool``: the controllers are members of a pool (as ``atomiverse scale`` starts them in
+batch allocations): the jobs go to the pool, and each member claims only for its free slots
+(``--prefetch-per-slot 0``), so a member's next claim waits on the report of its last job.
+
 ``--baseline-tree DIR``: a checkout of the code before the change (e.g. ``git worktree add
 --detach /tmp/base main``). Its server and controllers run from DIR (by ``PYTHONPATH``), the
 runs alternate (baseline, new; new, baseline; ...) and the ratio of the medians is printed.
@@ -58,6 +62,7 @@ SERVER_ENV = {
 }
 SAMPLE_SECONDS = 0.2
 WINDOW = (0.10, 0.90)
+POOL = "cluster"
 
 
 def _tree_env(tree: Path, home: Path) -> dict[str, str]:
@@ -150,26 +155,33 @@ class Run:
         key = json.loads(out.stdout)["api_key"]
         auth = {"Authorization": f"Bearer {key}"}
         names = [f"node{i}" for i in range(a.controllers)]
+        member_of = {}
+        if a.pool:
+            httpx.post(f"{base}/api/v1/controllers/register", headers=auth, timeout=60, json={
+                "name": POOL, "slots": a.controllers * a.slots, "engines": {}}).raise_for_status()
+            member_of = {"pool": POOL}
         for name in names:
             # Registered by name first, so the site admin can pool them; each process then
             # comes back with its token, which keeps it in the pool (a key would not).
             r = httpx.post(f"{base}/api/v1/controllers/register", headers=auth, timeout=60,
                            json={"name": name, "slots": a.slots, "hostname": "bench",
-                                 "engines": {"instant": "0.0-fake"}})
+                                 "engines": {"instant": "0.0-fake"}, **member_of})
             r.raise_for_status()
             token = self.home / f"{name}.token"
             token.write_text(r.json()["token"])
             token.chmod(0o600)
         engine = db.make_engine(self.url)
         try:
-            with db.write_tx(engine) as conn:
-                conn.execute(db.controllers.update().values(serves_managed=True))
+            if not a.pool:
+                with db.write_tx(engine) as conn:
+                    conn.execute(db.controllers.update().values(serves_managed=True))
             self._submit(base, auth)
             roots = [("server", psutil.Process(server.pid)), *_postmaster(self.cluster)]
             controllers = [self._spawn(
                 ["-m", "atomiverse_controller", "--server", base, "--name", name, "--engine", "instant", "--slots", str(a.slots), "--token-file",
                  str(self.home / f"{name}.token"), "--spool-dir",
-                 str(self.home / f"spool-{name}")], self.home / f"{name}.log")
+                 str(self.home / f"spool-{name}"),
+                 *(["--prefetch-per-slot", "0"] if a.pool else [])], self.home / f"{name}.log")
                 for name in names]
             roots += [("controllers", psutil.Process(p.pid)) for p in controllers]
             figures = self._sample(engine, roots)
@@ -182,7 +194,8 @@ class Run:
         n = self.args.jobs
 
         def batch(start: int) -> None:
-            entries = [{"job": payload(i), "compute_target": "managed"}
+            entries = [{"job": payload(i), "compute_target": POOL if self.args.pool
+                        else "managed"}
                        for i in range(start, min(start + 1000, n))]
             r = httpx.post(f"{base}/api/v1/jobs/submit-batch", json={"jobs": entries},
                            headers=auth, timeout=300)
@@ -242,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=40_000)
     p.add_argument("--controllers", type=int, default=8)
     p.add_argument("--slots", type=int, default=8)
+    p.add_argument("--pool", action="store_true",
+                   help="members of a pool claiming for free slots only")
     p.add_argument("--baseline-tree", type=Path)
     p.add_argument("--pairs", type=int, default=1)
     p.add_argument("--timeout", type=float, default=600.0)

@@ -155,6 +155,30 @@ def test_a_submission_to_a_pool_is_handed_to_its_members_parked_polls_only() -> 
     asyncio.run(check())
 
 
+def test_a_slot_freed_between_a_polls_look_and_its_park_is_not_missed() -> None:
+    """The report that frees the slot may commit after the poll's look found none free and
+    before it parks: the wake finds nothing parked, so the park must notice it instead."""
+    import asyncio
+
+    from atomiverse_server.handoff import ClaimWaiter, ClaimWaiters
+    from atomiverse_server.store.controllers import Controller
+
+    async def check() -> None:
+        loop = asyncio.get_running_loop()
+        member = Controller("m1", "ws", "n-m1", 1, 1, 100, {}, False, "online", "p1")
+        waiters = ClaimWaiters()
+        seen = waiters.freed("m1")  # before the look
+        waiters.wake("m1")  # the report commits: nobody is parked yet
+        late = ClaimWaiter(member, 1, loop)
+        assert not waiters.park(late, seen) and waiters.parked() == 0
+        poll = ClaimWaiter(member, 1, loop)
+        assert waiters.park(poll, waiters.freed("m1"))
+        waiters.wake("m1")  # the next report: the parked poll looks again
+        assert await asyncio.wait_for(poll.handed, 5) == [] and waiters.parked() == 0
+
+    asyncio.run(check())
+
+
 def test_a_members_parked_poll_is_handed_the_pools_new_jobs(srv: Server) -> None:
     key = srv.new_workspace("pools-handoff")
     token(srv, key, "farm", slots=2)
@@ -166,3 +190,40 @@ def test_a_members_parked_poll_is_handed_the_pools_new_jobs(srv: Server) -> None
     job_id = submit(srv, key, "farm", 1)[0]
     poll.join(30)
     assert [j["job_id"] for j in answer[0]] == [job_id]
+
+
+@pytest.fixture
+def quiet_srv(tmp_path: Path) -> Iterator[Server]:
+    """A server whose periodic look for other processes' work (``recheck_seconds``) does not
+    come during a test: only the signals of its own requests wake a parked poll."""
+    server = start_server(tmp_path, env_extra={"ATOMIVERSE_RECHECK_SECONDS": "600"})
+    yield server
+    stop_process(server.proc)
+
+
+def test_a_members_poll_parked_on_a_busy_slot_claims_when_the_slot_is_reported_free(
+        quiet_srv: Server) -> None:
+    """The member's claim for its next job comes before the report of the last one (its
+    claimer and reporter are separate threads): the server has no free slot for it and parks
+    it. The report must wake it; nothing else would until the poll ran out (``wait``), and a
+    one-slot member of a SLURM pool sat idle between jobs."""
+    srv = quiet_srv
+    key = srv.new_workspace("pools-freed")
+    token(srv, key, "mill", slots=2)
+    member = token(srv, key, "mill.1", slots=1, pool="mill")
+    first_id, second_id = submit(srv, key, "mill", 2)
+    (held,) = claim(srv, member, 1)
+    answer: list[list[dict[str, Any]]] = []
+    # Parked for up to 60 s; the poll's own last look at its end would find the slot free.
+    poll = threading.Thread(target=lambda: answer.append(claim(srv, member, 1, wait=60)),
+                            daemon=True)
+    poll.start()
+    wait_parked(srv.url, "atomiverse_parked_claims")
+    r = httpx.post(f"{srv.url}/api/v1/controllers/complete", timeout=30,
+                   headers={"Authorization": f"Bearer {member}"}, json={"reports": [
+                       {"job_id": held["job_id"], "lease_id": held["lease_id"], "ok": True,
+                        "result": {"energy_hartree": -1.0}}]})
+    assert r.status_code == 200 and r.json()["accepted"] == [first_id], r.text
+    poll.join(40)  # the report wakes it at once; without, it stayed parked to its end
+    assert not poll.is_alive(), "the report of its only job did not wake the member's poll"
+    assert [j["job_id"] for j in answer[0]] == [second_id]

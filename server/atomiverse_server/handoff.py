@@ -69,6 +69,7 @@ class ClaimWaiters:
         self._lock = threading.Lock()
         self._parked: set[ClaimWaiter] = set()
         self._generations: dict[str, int] = {}
+        self._freed: dict[str, int] = {}
 
     def generation(self, controller_id: str) -> int:
         """Bumped each time a new process of this controller registers (``evict``)."""
@@ -82,19 +83,40 @@ class ClaimWaiters:
         instead of claiming jobs for nobody."""
         with self._lock:
             self._generations[controller_id] = self._generations.get(controller_id, 0) + 1
+        self.wake(controller_id)
+
+    def wake(self, controller_id: str) -> None:
+        """This controller's parked polls look again now: a slot of it came free. A pool
+        member's claim is bounded by its free slots, and its claim for the next job often
+        arrives before the report that frees the slot; nothing else wakes that poll, and
+        the member sat idle until the pending signal next fired (issue 29). A poll between
+        its look and its park is told by ``freed`` (see ``park``)."""
+        with self._lock:
+            self._freed[controller_id] = self._freed.get(controller_id, 0) + 1
             found = [w for w in self._parked if w.controller.id == controller_id]
             self._parked.difference_update(found)
         for waiter in found:
             waiter.hand([])
+
+    def freed(self, controller_id: str) -> int:
+        """How often this controller was woken: taken before a poll's look, like the
+        pending signal's event, and given to ``park``."""
+        with self._lock:
+            return self._freed.get(controller_id, 0)
 
     def parked(self) -> int:
         """How many polls are parked now (the ``atomiverse_parked_claims`` gauge)."""
         with self._lock:
             return len(self._parked)
 
-    def park(self, waiter: ClaimWaiter) -> None:
+    def park(self, waiter: ClaimWaiter, freed: int | None = None) -> bool:
+        """Park the poll; False, and not parked, if its controller was woken since
+        ``freed`` was read (its look may have missed the slot that came free)."""
         with self._lock:
+            if freed is not None and self._freed.get(waiter.controller.id, 0) != freed:
+                return False
             self._parked.add(waiter)
+            return True
 
     def leave(self, waiter: ClaimWaiter) -> bool:
         """Stop waiting. False if a submitter took this poll first: its jobs are being

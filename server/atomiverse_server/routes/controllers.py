@@ -159,6 +159,7 @@ async def answer_claim(body: ClaimRequest, controller: Controller, engine: Any,
         if notifier.claim_waiters.generation(controller.id) != generation:
             return Response(jsonio.dumps({"jobs": []}), media_type="application/json")
         event = notifier.jobs_pending.snapshot()  # before the look: later work wakes it
+        freed = notifier.claim_waiters.freed(controller.id)  # and a slot freed later
         started = time.perf_counter()
         claimed = []
         # Most polls find nothing (a controller comes back as soon as it is handed a job):
@@ -175,8 +176,8 @@ async def answer_claim(body: ClaimRequest, controller: Controller, engine: Any,
             # client gone. The park itself notices a client already gone: no separate
             # ``is_disconnected`` first, whose cancel scope formatted the task's repr on
             # every poll (a claim poll a calculation, issue 28).
-            parked = await _park(notifier, controller, body.max_jobs, event, remaining,
-                                 request)
+            parked = await _park(notifier, controller, body.max_jobs, (event, freed),
+                                 remaining, request)
             if parked is None:  # the client went away: nobody to answer
                 return Response(jsonio.dumps({"jobs": []}), media_type="application/json")
             claimed = parked
@@ -190,13 +191,17 @@ async def answer_claim(body: ClaimRequest, controller: Controller, engine: Any,
 
 
 async def _park(notifier: Notifier, controller: Controller, max_jobs: int,
-                event: Any, timeout: float, request: Request) -> handoff.Claimed | None:
+                seen: tuple[Any, int], timeout: float,
+                request: Request) -> handoff.Claimed | None:
     """Wait until new work may have come, or ``timeout``. Returns the jobs a submission
     claimed for this poll meanwhile, if one did; else nothing, and the poll looks itself;
-    None if the client went away (and nothing was claimed for it)."""
+    None if the client went away (and nothing was claimed for it). ``seen``: the pending
+    signal's event and the controller's ``freed`` count, both read before the poll's look."""
+    event, freed = seen
     waiters = notifier.claim_waiters
     waiter = handoff.ClaimWaiter(controller, max_jobs, asyncio.get_running_loop())
-    waiters.park(waiter)
+    if not waiters.park(waiter, freed):
+        return []  # a slot came free since the look: look again now
     gone = asyncio.ensure_future(until_disconnected(request))
     try:
         await first(notifier.jobs_pending.wait(event, timeout), waiter.handed, gone)
@@ -242,6 +247,8 @@ def record_reports(body: CompleteRequest, controller: Controller, engine: Any,
         notifier.finished(None if out["followers_settled"] else out["finished"])
     if out.pop("children_finished"):
         notifier.children_finished()
+    if out["accepted"] and controller.pool_id is not None:
+        notifier.claim_waiters.wake(controller.id)  # its freed slots: see ClaimWaiters.wake
     if out["requeued"]:  # a retryable failure put a job back in the queue
         notifier.jobs_pending.fire()
         notifier.jobs_changed.fire(out["requeued"])
