@@ -71,15 +71,22 @@ def run_scale(site: Path, env: dict[str, str], *args: str) -> subprocess.Complet
 
 
 def molecules(n: int) -> list[tuple[list[int], list[list[float]]]]:
-    """Distinct conformers of hexadecane (50 atoms): a few tenths of a second of xtb each, so
-    a batch keeps two one-core allocations busy long enough to scancel one mid-batch."""
+    """Hexacontane (182 atoms), one conformer jiggled by up to 0.01 Angstrom per copy (ETKDG
+    takes half a second per conformer of it): about half a second of xtb each here, so a
+    batch keeps two one-core allocations busy for seconds, long enough to scancel one
+    mid-batch and then kill another. (Hexadecane took 0.03 s: once a member's freed slot woke
+    its claim, its 24 jobs were over in about a second.)"""
+    import numpy as np
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    mol = Chem.AddHs(Chem.MolFromSmiles("C" * 16))
-    ids = AllChem.EmbedMultipleConfs(mol, numConfs=n, randomSeed=29)
+    mol = Chem.AddHs(Chem.MolFromSmiles("C" * 60))
+    assert AllChem.EmbedMolecule(mol, randomSeed=29) == 0
     numbers = [a.GetAtomicNum() for a in mol.GetAtoms()]
-    return [(numbers, mol.GetConformer(i).GetPositions().tolist()) for i in ids]
+    start = mol.GetConformer().GetPositions()
+    rng = np.random.default_rng(29)
+    return [(numbers, (start + rng.uniform(-0.01, 0.01, start.shape)).tolist())
+            for _ in range(n)]
 
 
 class PoolWatch(threading.Thread):
@@ -152,7 +159,7 @@ def test_scale_runs_a_batch_through_slurm_allocations_and_loses_nothing_to_scanc
         submitted_at = time.monotonic()
         r = httpx.post(f"{srv.url}/api/v1/jobs/submit-batch", headers=auth, timeout=60, json={
             "jobs": [{"compute_target": TARGET, "job": {
-                "job_type": "single_point_energy", "name": f"c16-{i}", "use_cache": False,
+                "job_type": "single_point_energy", "name": f"c60-{i}", "use_cache": False,
                 "atoms": {"numbers": z, "positions": p},
                 "level_of_theory": {"method": "gfn2-xtb"}}} for i, (z, p) in enumerate(mols)]})
         assert r.status_code == 200 and r.json()["failed"] == 0, r.text[:500]
