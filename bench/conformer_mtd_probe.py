@@ -2,7 +2,7 @@
 reach the lowest basins that the default conformer search misses (issue 27, item 4)?
 
     python bench/conformer_mtd_probe.py metoprolol [--ps 5] [--prescreened 40] [--refined 8]
-                                                   [--seed 0]
+                                                   [--seed 0] [--start FILE]
 
 For one molecule of ``bench/conformers.py``'s set, from the same input geometry the search
 starts from (``Atoms.from_smiles``): six metadynamics runs at GFN-FF, 300 K, Langevin
@@ -155,13 +155,17 @@ def main() -> None:
     p.add_argument("--prescreened", type=int, default=40)
     p.add_argument("--refined", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="the first run's; the others follow")
+    p.add_argument("--start", type=Path, help="JSON with the geometry to start from under "
+                   "'positions_angstrom' (default: the search's input geometry)")
     a = p.parse_args()
     ref = json.loads((ROOT / "bench/reference/conformers" / f"{a.molecule}-500.json")
                      .read_text())
     atoms = Atoms.from_smiles(MOLECULES[a.molecule])
     assert list(atoms.numbers) == ref["numbers"], "the reference's atoms are in another order"
     work = tempfile.mkdtemp(prefix="mtd-probe-")
-    init = (list(atoms.numbers), [list(map(float, r)) for r in atoms.positions])
+    start = json.loads(a.start.read_text())["positions_angstrom"] if a.start \
+        else atoms.positions
+    init = (list(atoms.numbers), [list(map(float, r)) for r in start])
     k_push = 0.001 * len(atoms.numbers)  # Hartree
     cpu: dict[str, float] = {}
     with Pool(2, initializer=_init, initargs=init) as pool:
