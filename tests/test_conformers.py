@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import atomiverse
 import httpx2 as httpx
@@ -361,6 +362,52 @@ def test_the_screen_is_settled_at_submission_from_the_targets_engines(srv, clien
         assert client.get_job(job_id)["job"]["screen"] is screen
     finally:
         client.cancel_job(job_id)
+
+
+def _children_of(client, job_id, timeout=60.0):
+    """The composite's children once it has some (it advances in the server's own thread)."""
+    deadline = time.monotonic() + timeout
+    while not (children := client.job_children(job_id)):
+        assert time.monotonic() < deadline, f"{job_id} has no children after {timeout} s"
+        time.sleep(0.05)
+    return children
+
+
+def test_a_search_sent_before_its_target_has_engines_settles_its_screen_once_they_come(
+        srv, client):
+    """The embedded local controller is stored before it registers its engines; a search
+    sent then waits for them rather than starting without its screen."""
+    server, key = srv
+    _register(server, key, "late-box", {})
+    search = atomiverse.ConformerSearch(atoms=atomiverse.Atoms.from_smiles("CCCC"),
+                                        level_of_theory=GFN2_XTB, n_candidates=4)
+    res = client.submit_batch([search.model_dump(mode="json")], compute_target="late-box")
+    job_id = res["jobs"][0]["job_id"]
+    try:
+        record = client.get_job(job_id)
+        assert record["state"] == "running" and record["job"]["screen"] is None
+        assert client.job_children(job_id) == []  # not started: the screen is not settled
+        _register(server, key, "late-box", {"xtb": "22.1", "tblite": "0.4.0"})
+        (generate,) = _children_of(client, job_id)
+        assert client.get_job(job_id)["job"]["screen"] is True
+        assert client.get_job(generate["job_id"])["job"]["screened"] is True
+    finally:
+        client.cancel_job(job_id)
+
+
+def test_a_search_whose_screen_its_late_engines_cannot_run_fails_naming_the_field(srv, client):
+    server, key = srv
+    _register(server, key, "late-tblite", {})
+    search = atomiverse.ConformerSearch(atoms=atomiverse.Atoms.from_smiles("CCCC"),
+                                        level_of_theory=GFN2_XTB, screen=True)
+    res = client.submit_batch([search.model_dump(mode="json")], compute_target="late-tblite")
+    job_id = res["jobs"][0]["job_id"]
+    assert client.job_children(job_id) == []
+    _register(server, key, "late-tblite", {"tblite": "0.4.0"})
+    (record,) = client.wait_jobs([job_id], timeout=60)
+    assert record["state"] == "failed", record
+    assert record["error"].startswith("Invalid job payload: screen: "), record
+    assert client.get_job(job_id)["error_type"] == "input" and client.job_children(job_id) == []
 
 
 @pytest.mark.parametrize(("engines", "options"), [

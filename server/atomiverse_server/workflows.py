@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from atomiverse_core import jobtypes
+from atomiverse_core.jobtypes import parse_job
 from atomiverse_core.jobtypes.spec import Fail, Finish, Spawn
 from sqlalchemy.engine import Connection, Engine
 
@@ -27,7 +28,7 @@ from .handoff import announce_new_work
 from .notify import Notifier
 from .settings import Settings
 from .store import composites
-from .submission import prepare_entries, submit_entries
+from .submission import EntryRejected, Router, prepare_entries, submit_entries
 
 log = logging.getLogger("atomiverse.server.workflows")
 # A composite whose children are all answered from the cache at once advances again at once;
@@ -54,7 +55,11 @@ def advance(conn: Connection, parent_id: str, settings: Settings
                                              "composite job type here", "internal")
             finished.append(parent_id)
             break
-        step = kind.advance(parent.payload, composites.children(conn, parent_id))
+        kids = composites.children(conn, parent_id)
+        payload = parent.payload if kids else _settled(conn, parent, kind, settings)
+        if payload is None:  # the target's engines are not known yet: see _settled
+            break
+        step = payload if isinstance(payload, Fail) else kind.advance(payload, kids)
         if step is None:
             break
         if isinstance(step, Finish):
@@ -67,6 +72,32 @@ def advance(conn: Connection, parent_id: str, settings: Settings
             break
         claimable |= _spawn(conn, parent, step, settings, finished)
     return frozenset(claimable), finished
+
+
+def _settled(conn: Connection, parent: Any, kind: Any, settings: Settings
+             ) -> dict[str, Any] | Fail | None:
+    """The payload a composite starts from, with the defaults that depend on its target's
+    engines settled (``JobType.for_engines``, the conformer search's screen). Submission
+    settles them when it knows the engines; a target whose controller has not registered
+    yet (the embedded local controller still starting, a pool with no member online) is
+    settled here once it has: None until then. Its registration wakes the pass."""
+    if kind.for_engines is None:
+        return parent.payload
+    router = Router(conn, workspace_id=parent.workspace_id, settings=settings,
+                    local_controller=None)
+    try:
+        engines = tuple(router.route(parent.compute_target).engines)
+        if not engines:
+            return None
+        job = kind.for_engines(parse_job(parent.payload), engines)
+    except EntryRejected as e:
+        return Fail(str(e), "input")
+    except ValueError as e:  # a setting no engine of the target can run
+        return Fail(f"Invalid job payload: {e}", "input")
+    payload = job.model_dump(mode="json")
+    if payload != parent.payload:
+        composites.set_payload(conn, parent.id, payload)
+    return payload
 
 
 def _spawn(conn: Connection, parent: Any, step: Spawn, settings: Settings,

@@ -13,8 +13,9 @@ steps, each started when the previous one has finished:
    the cost of a loose GFN2-xTB optimisation, ten to a job (:mod:`.conformer_screen`);
    then ``select`` keeps the distinct ones, with no energy window (one GFN-FF energy can
    be far off: GFN-FF sets its topology up from each starting geometry). ``screen`` None
-   (the default) is settled at submission: on where the target runs GFN-FF (the xtb
-   engine) and the search is in vacuum, else off. The screen widens the search; it does
+   (the default) is settled at submission (or, if no controller of the target has
+   registered yet, before the search starts, once one has): on where the target runs
+   GFN-FF (the xtb engine) and the search is in vacuum, else off. The screen widens the search; it does
    not rank it: GFN-FF orders conformers differently from GFN2-xTB. So (``screen_rank``)
    a single point at the prescreen's level on each GFN-FF minimum, 25 to a job, orders
    them, about a tenth of a loose optimisation each (:mod:`.conformer_rank`); the
@@ -117,7 +118,8 @@ class ConformerSearch(Job):
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="ETKDG random seed")
     screen: bool | None = Field(default=None, description=(
         "Screen the candidates at GFN-FF first (None: where the target runs GFN-FF and the "
-        "search is in vacuum, settled at submission; true where it does not: 422)"))
+        "search is in vacuum, settled at submission or, before the target's controller has "
+        "registered, before the search starts; true where it does not: 422)"))
     max_prescreened: int = Field(default=200, ge=1, le=MAX_CANDIDATES, description=(
         "With the screen: the lowest distinct screened candidates that go on"))
     screen_rank: bool = Field(default=True, description=(

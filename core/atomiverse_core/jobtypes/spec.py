@@ -168,8 +168,9 @@ class JobType:
     advance: Advance | None = None
     internal: bool = False  # submitted by a composite job, not by people: not re-exported
     # Defaults that depend on what the target can run: ``for_engines(job, engines)`` is
-    # called at submission with the target's engine names (when a controller has said them)
-    # and answers the job to store, the same one if nothing changes.
+    # called at submission with the target's engine names (when a controller has said them;
+    # a composite's are settled before its first ``advance`` otherwise, once one has) and
+    # answers the job to store, the same one if nothing changes.
     for_engines: Callable[[Any, tuple[str, ...]], Any] | None = None
 
     @property

@@ -78,7 +78,9 @@ def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep
     if ended:
         notifier.jobs_pending.fire()
         notifier.finished(None)  # some may have failed for good: wake their waiters
-        notifier.children_finished()
+    # Composites may wait for this target's engines (workflows._settled), or for children
+    # whose leases just ended.
+    notifier.children_finished()
     return {"controller_id": ctl.id, "name": ctl.name, "token": token,
             "heartbeat_seconds": settings.heartbeat_seconds}
 

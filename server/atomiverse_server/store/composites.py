@@ -69,6 +69,11 @@ def child_summaries(conn: Connection, *, workspace_id: str,
              "core_seconds": (r.result or {}).get("core_seconds")} for r in rows]
 
 
+def set_payload(conn: Connection, parent_id: str, payload: dict[str, Any]) -> None:
+    """The composite's input with its target's engine-dependent defaults settled."""
+    conn.execute(jobs.update().where(jobs.c.id == parent_id).values(payload=payload))
+
+
 def finish(conn: Connection, parent_id: str, result: dict[str, Any]) -> None:
     conn.execute(jobs.update().where(jobs.c.id == parent_id, jobs.c.state == "running")
                  .values(state="done", result=result, finished_at=now(), error=None,
