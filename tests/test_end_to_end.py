@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from atomiverse.levels import GFN2_XTB
 from conftest import ROOT, xtb_reference
+from embeddedhome import embedded_env
 
 TOL_HARTREE = 1e-6
 
@@ -50,6 +51,28 @@ def test_spec_batch_example_as_written(embedded_home, capsys):
         assert status["compute_target"] == "managed"
         expected = xtb_reference(mol.numbers, mol.positions)
         assert abs(status["result"]["energy_hartree"] - expected) < TOL_HARTREE
+
+
+def test_a_fresh_homes_first_batch_is_stored_for_its_engine(tmp_path):
+    """A script's first batch on a home whose server has only just started: the SDK waits
+    for the local controller to say its engines, so the jobs get their cache keys (the same
+    job sent again is a cache hit) and a conformer search its screen setting."""
+    with embedded_env(tmp_path / "home"):
+        client = atomiverse.get_default_client()
+        ethanol = atomiverse.Atoms.from_smiles("CCO")
+        point = atomiverse.SinglePointEnergy(atoms=ethanol, level_of_theory=GFN2_XTB)
+        search = atomiverse.ConformerSearch(atoms=ethanol, level_of_theory=GFN2_XTB,
+                                            n_candidates=4)
+        first = client.submit_batch([point, search])
+        assert first["submitted"] == 2 and first["cache_hits"] == 0, first
+        point_id, search_id = (j["job_id"] for j in first["jobs"])
+        client.cancel_job(search_id)
+        assert client.get_job(search_id)["job"]["screen"] is not None  # settled
+        (done,) = client.wait_jobs([point_id], timeout=120)
+        assert done["state"] == "done", done
+        again = client.submit_batch([point])
+        assert again["jobs"][0]["status"] == "cache_hit", again
+        assert again["jobs"][0]["cached_from"] == point_id
 
 
 def test_local_target_single_point_fields(embedded_home):

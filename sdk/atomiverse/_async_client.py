@@ -29,10 +29,9 @@ from ._client import (
     WAIT_COALESCE_ABOVE_JOBS,
     WAIT_COALESCE_SECONDS,
     WAIT_POLL_SECONDS,
-    _entry,
-    _quote,
 )
 from ._config import NOT_GIVEN, pick
+from ._entries import entry, quote_job_id
 from ._requests import ErrorStatus, cause, decoded, prepare, sdk_error, worth_another_try
 from .records import as_record, as_records, batch_result
 
@@ -104,7 +103,7 @@ class AsyncClient:
     # ----- jobs --------------------------------------------------------------------------
     async def submit_batch(self, payloads: Sequence[Any], compute_target: str | None = None,
                            *, idempotency_key: str | None = None) -> dict[str, Any]:
-        entries = [_entry(p, compute_target) for p in payloads]
+        entries = [entry(p, compute_target) for p in payloads]
         return batch_result(await self.request(
             "POST", "/api/v1/jobs/submit-batch", json={"jobs": entries},
             idempotency_key=idempotency_key or uuid.uuid4().hex))
@@ -112,14 +111,14 @@ class AsyncClient:
     async def submit_job(self, payload: Any,
                          compute_target: str | None = None) -> dict[str, Any]:
         return as_record(await self.request("POST", "/api/v1/jobs",
-                                            json=_entry(payload, compute_target)))
+                                            json=entry(payload, compute_target)))
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
-        return as_record(await self.request("GET", f"/api/v1/jobs/{_quote(job_id)}"))
+        return as_record(await self.request("GET", f"/api/v1/jobs/{quote_job_id(job_id)}"))
 
     async def job_children(self, job_id: str) -> list[dict[str, Any]]:
         return as_records((await self.request(
-            "GET", f"/api/v1/jobs/{_quote(job_id)}/children"))["jobs"])
+            "GET", f"/api/v1/jobs/{quote_job_id(job_id)}/children"))["jobs"])
 
     async def list_jobs(self, limit: int = 50, cursor: str | None = None, *,
                         state: str | None = None, name: str | None = None) -> dict[str, Any]:
@@ -146,14 +145,14 @@ class AsyncClient:
             cursor = page["next_cursor"]
 
     async def rename_job(self, job_id: str, name: str) -> dict[str, Any]:
-        return as_record(await self.request("PATCH", f"/api/v1/jobs/{_quote(job_id)}",
+        return as_record(await self.request("PATCH", f"/api/v1/jobs/{quote_job_id(job_id)}",
                                             json={"name": name}))
 
     async def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return as_record(await self.request("POST", f"/api/v1/jobs/{_quote(job_id)}/cancel"))
+        return as_record(await self.request("POST", f"/api/v1/jobs/{quote_job_id(job_id)}/cancel"))
 
     async def delete_job(self, job_id: str) -> None:
-        await self.request("DELETE", f"/api/v1/jobs/{_quote(job_id)}")
+        await self.request("DELETE", f"/api/v1/jobs/{quote_job_id(job_id)}")
 
     async def as_completed(self, job_ids: Sequence[str],
                            timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:

@@ -26,6 +26,7 @@ from atomiverse_core.state import TERMINAL_STATES
 
 from . import _embedded
 from ._config import NOT_GIVEN, pick
+from ._entries import entry, quote_job_id
 from ._exceptions import APIConnectionError
 from ._informer import Informer
 from ._requests import ErrorStatus, cause, decoded, prepare, sdk_error, worth_another_try
@@ -63,6 +64,7 @@ class Client:
         self._http: httpx.Client | None = None
         self._lock = threading.Lock()
         self._informer = Informer(self._watch, self.get_job)
+        self._local_controller_seen = not self.embedded
 
     # ----- connection --------------------------------------------------------------------
     @property
@@ -122,6 +124,7 @@ class Client:
                 return False
             old, self._http = self._http, None
             self._base_url, self._api_key = url, key
+            self._local_controller_seen = False  # a new server: its controller registers anew
         if old is not None:
             old.close()
         return True
@@ -186,14 +189,16 @@ class Client:
     # ----- jobs --------------------------------------------------------------------------
     def submit_batch(self, payloads: Sequence[Any], compute_target: str | None = None, *,
                      idempotency_key: str | None = None) -> dict[str, Any]:
-        entries = [_entry(p, compute_target) for p in payloads]
+        entries = [entry(p, compute_target) for p in payloads]
+        self._await_local_controller()
         response = self.request("POST", "/api/v1/jobs/submit-batch", json={"jobs": entries},
                                 idempotency_key=idempotency_key or uuid.uuid4().hex)
         self._informer.expect(j["job_id"] for j in response["jobs"] if j.get("job_id"))
         return batch_result(response)
 
     def submit_job(self, payload: Any, compute_target: str | None = None) -> dict[str, Any]:
-        return as_record(self.request("POST", "/api/v1/jobs", json=_entry(payload,
+        self._await_local_controller()
+        return as_record(self.request("POST", "/api/v1/jobs", json=entry(payload,
                                                                            compute_target)))
 
     def run_job(self, payload: Any, compute_target: str | None = None,
@@ -205,7 +210,8 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         wait = WAIT_POLL_SECONDS if timeout is None else max(0.0, min(WAIT_POLL_SECONDS,
                                                                       timeout))
-        record = self.request("POST", "/api/v1/jobs/run", json=_entry(payload, compute_target),
+        self._await_local_controller()
+        record = self.request("POST", "/api/v1/jobs/run", json=entry(payload, compute_target),
                               params={"timeout_seconds": wait},
                               timeout=wait + self.timeout)  # a submission: never sent twice
         if record["state"] in TERMINAL_STATES:
@@ -213,6 +219,15 @@ class Client:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         (finished,) = self.wait_jobs([record["job_id"]], left, progress=False)
         return as_record({**record, **finished})
+
+    def _await_local_controller(self) -> None:
+        """Embedded, before this client's first submission: a server just started has no
+        engine for this machine until its local controller registers, and jobs sent before
+        then would miss the result cache (``_embedded.wait_for_local_controller``)."""
+        if not self._local_controller_seen:
+            _embedded.wait_for_local_controller(
+                lambda: self.request("GET", "/api/v1/controllers")["controllers"])
+            self._local_controller_seen = True
 
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's record, for loops that follow jobs: answered from this client's watch
@@ -224,13 +239,14 @@ class Client:
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         """The job's record, read from the server now."""
-        return as_record(self.request("GET", f"/api/v1/jobs/{_quote(job_id)}"))
+        return as_record(self.request("GET", f"/api/v1/jobs/{quote_job_id(job_id)}"))
 
     def job_children(self, job_id: str) -> list[dict[str, Any]]:
         """A composite job's children (a chain's steps, a conformer search's jobs), in step
         order: ``job_id``, ``step`` (from 1), ``job_type``, ``state``, ``name``, ``error``,
         ``energy_hartree`` and ``core_seconds`` of each."""
-        return as_records(self.request("GET", f"/api/v1/jobs/{_quote(job_id)}/children")["jobs"])
+        path = f"/api/v1/jobs/{quote_job_id(job_id)}/children"
+        return as_records(self.request("GET", path)["jobs"])
 
     def _watch(self, versions: dict[str, str | None], watch_id: str, timeout_seconds: float,
                coalesce_seconds: float) -> list[dict[str, Any]]:
@@ -279,18 +295,18 @@ class Client:
             page = page.next_page() if page.has_more else None
 
     def rename_job(self, job_id: str, name: str) -> dict[str, Any]:
-        record = self.request("PATCH", f"/api/v1/jobs/{_quote(job_id)}", json={"name": name})
+        record = self.request("PATCH", f"/api/v1/jobs/{quote_job_id(job_id)}", json={"name": name})
         self._informer.remember(record)
         return as_record(record)
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        record = self.request("POST", f"/api/v1/jobs/{_quote(job_id)}/cancel")
+        record = self.request("POST", f"/api/v1/jobs/{quote_job_id(job_id)}/cancel")
         self._informer.remember(record)
         return as_record(record)
 
     def delete_job(self, job_id: str) -> None:
         try:
-            self.request("DELETE", f"/api/v1/jobs/{_quote(job_id)}")
+            self.request("DELETE", f"/api/v1/jobs/{quote_job_id(job_id)}")
         finally:
             self._informer.forget(job_id)
 
@@ -333,46 +349,7 @@ class Client:
         return self.request("GET", "/api/v1/account")
 
     def dashboard_url(self, job_id: str) -> str:
-        return f"{self.base_url}/job?job_id={_quote(job_id)}"
-
-
-def _entry(payload: Any, compute_target: str | None) -> dict[str, Any]:
-    if hasattr(payload, "model_dump") and not _is_qcschema_model(payload):
-        payload = payload.model_dump(mode="json")
-    if isinstance(payload, dict) and "job" in payload and "job_type" not in payload:
-        return {"job": payload["job"], "compute_target": payload.get("compute_target",
-                                                                     compute_target)}
-    return {"job": _jsonable(payload), "compute_target": compute_target}
-
-
-def _jsonable(payload: Any) -> Any:
-    """``model_dump()`` (python mode) leaves tuples and enums; make them plain JSON. A
-    qcelemental model (an AtomicInput) goes as its own JSON; arrays (its ``.dict()``'s
-    geometry) as lists."""
-    from pydantic_core import to_jsonable_python
-
-    if _is_qcschema_model(payload):
-        import json
-
-        return json.loads(payload.json())
-    return to_jsonable_python(payload, fallback=_array_as_list)
-
-
-def _is_qcschema_model(payload: Any) -> bool:
-    """A qcelemental model (pydantic v1 underneath: its own ``json()``)."""
-    return isinstance(getattr(payload, "schema_name", None), str) and hasattr(payload, "json")
-
-
-def _array_as_list(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON: send lists, numbers and strings")
-
-
-def _quote(job_id: str) -> str:
-    from urllib.parse import quote
-
-    return quote(str(job_id), safe="")
+        return f"{self.base_url}/job?job_id={quote_job_id(job_id)}"
 
 
 # ----- the default client used by module-level functions ---------------------------------

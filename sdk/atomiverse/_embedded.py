@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ from ._embedded_procs import still_running, stop_home_processes
 from ._exceptions import APIConnectionError
 
 __all__ = ["CrashLoopError", "EmbeddedServerError", "ServerIdentityError", "ensure_running",
-           "revive", "status", "stop"]
+           "revive", "status", "stop", "wait_for_local_controller"]
 
 START_TIMEOUT_SECONDS = 120.0
 # How often a starting server's log is read for its upgrade notice.
@@ -137,7 +137,8 @@ def ensure_running(*, wait_for_controller: bool = False, timeout: float = START_
         (home / STOPPED_RECORD).unlink(missing_ok=True)
     key = credentials(home)["api_key"]
     if wait_for_controller:
-        _wait_for_local_controller(state["url"], key, state.get("started_at", 0.0), timeout)
+        _wait_for_local_controller(_controllers_at(state["url"], key),
+                                   state.get("started_at", 0.0), timeout)
     return state["url"], key
 
 
@@ -270,16 +271,25 @@ def _upgrade_notice(log: Path, log_from: int) -> str | None:
     return None
 
 
-def _wait_for_local_controller(url: str, key: str, since: float, timeout: float) -> None:
+def wait_for_local_controller(list_controllers: Callable[[], list[dict[str, Any]]],
+                              timeout: float = START_TIMEOUT_SECONDS) -> None:
+    """Block until the running server's local controller has registered since the server
+    started (``list_controllers``: the workspace's controllers as the API lists them). Until
+    then the server knows no engine for this machine: a job sent meanwhile is stored without
+    its cache key (it is never answered from the cache, nor answers others)."""
+    state = _read_state(home_path(atomiverse_home())) or {}
+    _wait_for_local_controller(list_controllers, state.get("started_at", 0.0), timeout)
+
+
+def _wait_for_local_controller(list_controllers: Callable[[], list[dict[str, Any]]],
+                               since: float, timeout: float) -> None:
     """Block until the local controller has registered (its workers are warm by then)."""
     from datetime import datetime
 
     name = local_controller_name()
-    headers = {"Authorization": f"Bearer {key}"}
 
     def registered() -> bool | None:
-        r = httpx.get(f"{url}/api/v1/controllers", headers=headers, timeout=5.0)
-        for c in r.json().get("controllers", []):
+        for c in list_controllers():
             at = datetime.fromisoformat(c["registered_at"]).timestamp()
             if c["name"] == name and c["status"] == "online" and at >= since - 1:
                 return True
@@ -289,6 +299,14 @@ def _wait_for_local_controller(url: str, key: str, since: float, timeout: float)
         raise APIConnectionError(f"the local controller did not come up within "
                                  f"{timeout:.0f} s; see "
                                  f"{atomiverse_home() / 'logs' / 'controller.log'}")
+
+
+def _controllers_at(url: str, key: str) -> Callable[[], list[dict[str, Any]]]:
+    def listed() -> list[dict[str, Any]]:
+        r = httpx.get(f"{url}/api/v1/controllers", headers={"Authorization": f"Bearer {key}"},
+                      timeout=5.0)
+        return list(r.json().get("controllers", []))
+    return listed
 
 
 def stop(timeout: float = 30.0) -> bool:
