@@ -29,6 +29,7 @@ import importlib
 import importlib.metadata
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,14 +106,62 @@ def _xtb_error(e: Exception, when: str) -> EngineError:
     return EngineError(f"xtb {when} failed: {text}", error_type)
 
 
-class XTBSession:
-    """One xtb Calculator for one molecule; later evaluations only move the atoms."""
+@dataclass
+class _Warm:
+    """An xtb Calculator and the SCF accuracy set on it now."""
 
-    def __init__(self, molecule: Molecule) -> None:
+    calc: Any
+    accuracy: float = 1.0
+
+
+class SpareCalculator:
+    """The last xtb Calculator a session of this worker used, for the next session of the same
+    molecule (elements, charge, spin, method, solvent). Creating one costs about 1.1 ms (its
+    parametrisation set up, ``Calculator._load``): as long as a whole GFN2-xTB single point of
+    ethanol, the ASE calculator's every call. Moved to the new geometry and run from fresh
+    Results (no restart from another job's charges), a kept one gives the same energy,
+    gradient and charges to the last bit as a new one (GFN2 and GFN1, vacuum and GBSA, over
+    different conformers). GFN0-xTB and GFN-FF are never kept: each runs in a forked child,
+    and GFN-FF sets its topology up from its first geometry. (tblite's Calculator costs
+    about 0.1 ms to create: not worth keeping.)"""
+
+    KEPT_METHODS = frozenset({"gfn2-xtb", "gfn1-xtb"})
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._warm: _Warm | None = None
+
+    @classmethod
+    def key(cls, m: Molecule) -> tuple[Any, ...] | None:
+        if m.method not in cls.KEPT_METHODS:
+            return None
+        return (m.method, tuple(int(z) for z in m.numbers), m.charge, m.uhf, m.solvation)
+
+    def get(self, key: tuple[Any, ...] | None) -> _Warm | None:
+        return self._warm if key is not None and key == self._key else None
+
+    def keep(self, key: tuple[Any, ...] | None, warm: _Warm) -> None:
+        if key is not None:
+            self._key, self._warm = key, warm
+
+    def drop(self, warm: _Warm) -> None:
+        """After an xtb error: a calculator that failed is not handed to another job."""
+        if self._warm is warm:
+            self._key = self._warm = None
+
+
+class XTBSession:
+    """One xtb Calculator for one molecule; later evaluations only move the atoms. Several
+    sessions of one molecule may share one calculator (:class:`SpareCalculator`): every
+    evaluation sets the geometry and accuracy it needs."""
+
+    def __init__(self, molecule: Molecule, spare: SpareCalculator | None = None) -> None:
         self._molecule = molecule
-        self._calc: Any = None
+        self._warm: _Warm | None = None
         self._res: Any = None
-        self._accuracy = self._applied = 1.0  # xtb's accuracy: SCF thresholds scale with it
+        self._accuracy = 1.0  # xtb's accuracy: SCF thresholds scale with it
+        self._spare = spare or SpareCalculator()
+        self._key = SpareCalculator.key(molecule)
         # Decided once, on the first geometry: symmetry keeps a coincidence through a run.
         # GFN-FF has no tight-binding Hamiltonian, hence not the bug: never turned.
         self._turn: np.ndarray | None = (
@@ -144,29 +193,39 @@ class XTBSession:
                                   f"{solvent!r} with {m.level}: {e}", "input") from e
         return calc
 
+    def _calculator_at(self, positions_bohr: np.ndarray) -> Any:
+        from xtb.interface import XTBException
+
+        warm = self._warm = self._warm or self._spare.get(self._key)
+        if warm is None:
+            self._warm = _Warm(self._create(positions_bohr))
+            return self._warm.calc
+        try:
+            warm.calc.update(positions_bohr)
+        except (XTBException, ValueError) as e:
+            raise _xtb_error(e, "geometry update") from e
+        return warm.calc
+
     def evaluate(self, positions_bohr: np.ndarray) -> tuple[float, np.ndarray]:
         from xtb.interface import XTBException
 
         turned = positions_bohr if self._turn is None else \
             np.asarray(positions_bohr, dtype=float) @ self._turn.T
-        if self._calc is None:
-            self._calc = self._create(turned)
-        else:
-            try:
-                self._calc.update(turned)
-            except (XTBException, ValueError) as e:
-                raise _xtb_error(e, "geometry update") from e
-        if self._accuracy != self._applied:
-            self._calc.set_accuracy(self._accuracy)
-            self._applied = self._accuracy
+        calc = self._calculator_at(turned)
+        assert self._warm is not None
+        if self._accuracy != self._warm.accuracy:
+            calc.set_accuracy(self._accuracy)
+            self._warm.accuracy = self._accuracy
         try:
             # Passing the previous Results restarts the SCF from its charges (none on the first).
-            self._res = self._calc.singlepoint(self._res)
+            self._res = calc.singlepoint(self._res)
             gradient = self._res.get_gradient()
-            return self._res.get_energy(), (gradient if self._turn is None
-                                            else gradient @ self._turn)
+            energy = self._res.get_energy()
         except XTBException as e:
+            self._spare.drop(self._warm)
             raise _xtb_error(e, "calculation") from e
+        self._spare.keep(self._key, self._warm)
+        return energy, (gradient if self._turn is None else gradient @ self._turn)
 
     def set_scf_accuracy(self, scale: float) -> None:
         # GFN0 and GFN-FF have no SCF to loosen; their setup would keep a loose accuracy's
@@ -200,6 +259,7 @@ class XTBPythonEngine(Engine):
     def __init__(self) -> None:
         super().__init__()
         self._found: bool | None = None
+        self._spare = SpareCalculator()  # one worker process, one engine: see SpareCalculator
 
     def found(self) -> bool:
         if self._found is None:
@@ -222,7 +282,7 @@ class XTBPythonEngine(Engine):
     def open_session(self, molecule: Molecule) -> XTBSession:
         if not self.found():
             raise EngineError("engine 'xtb' (xtb-python) is not installed here", "input")
-        return XTBSession(molecule)
+        return XTBSession(molecule, self._spare)
 
     def run(self, job_type: jobtypes.JobType, molecule: Molecule,
             payload: dict[str, Any]) -> dict[str, Any]:
