@@ -144,10 +144,13 @@ class SpareCalculator:
         if key is not None:
             self._key, self._warm = key, warm
 
+    def clear(self) -> None:
+        self._key = self._warm = None
+
     def drop(self, warm: _Warm) -> None:
         """After an xtb error: a calculator that failed is not handed to another job."""
         if self._warm is warm:
-            self._key = self._warm = None
+            self.clear()
 
 
 class XTBSession:
@@ -198,6 +201,9 @@ class XTBSession:
 
         warm = self._warm = self._warm or self._spare.get(self._key)
         if warm is None:
+            # Another molecule's spare goes first: a job near the worker's memory cap must
+            # not find that cap lowered by a calculator it will never use.
+            self._spare.clear()
             self._warm = _Warm(self._create(positions_bohr))
             return self._warm.calc
         try:
