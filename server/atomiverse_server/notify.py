@@ -115,6 +115,7 @@ class Notifier:
         # A composite job (a chain) may move on when one of its children finishes: wakes
         # workflows.Advancer (``children_finished``). Not on every finish: a pass costs a query.
         self.composites_wake = threading.Event()
+        self.registrations = 0  # controllers registered with this process: see Advancer
         self.stopping = False
 
     def finished(self, job_ids: Iterable[str] | None) -> None:
@@ -138,6 +139,11 @@ class Notifier:
 
     def children_finished(self) -> None:
         """Some job that is a composite's child reached a terminal state."""
+        self.composites_wake.set()
+
+    def controller_registered(self) -> None:
+        """A controller said its engines: composites waiting for them may start."""
+        self.registrations += 1
         self.composites_wake.set()
 
     def stop(self) -> None:

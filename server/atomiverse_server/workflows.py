@@ -37,12 +37,15 @@ MAX_ROUNDS_PER_ADVANCE = 50
 # The backstop pass; every finish here wakes the thread at once. Rare: an idle server's
 # periodic wake-ups are most of what it costs (issue 22).
 RECHECK_SECONDS = 30.0
+# Composites remembered as waiting for their target's engines, at most (see Advancer).
+MAX_WAITING_FOR_ENGINES = 10_000
 
 
-def advance(conn: Connection, parent_id: str, settings: Settings
-            ) -> tuple[frozenset[str | None], list[str]]:
+def advance(conn: Connection, parent_id: str, settings: Settings,
+            waiting: set[str] | None = None) -> tuple[frozenset[str | None], list[str]]:
     """Advance one composite as far as it can go now. Returns where new claimable children
-    went (controller ids, None for the managed pool) and the ids of jobs that finished."""
+    went (controller ids, None for the managed pool) and the ids of jobs that finished;
+    adds the composite to ``waiting`` if it waits for its target's engines."""
     claimable: set[str | None] = set()
     finished: list[str] = []
     for _ in range(MAX_ROUNDS_PER_ADVANCE):
@@ -58,6 +61,8 @@ def advance(conn: Connection, parent_id: str, settings: Settings
         kids = composites.children(conn, parent_id)
         payload = parent.payload if kids else _settled(conn, parent, kind, settings)
         if payload is None:  # the target's engines are not known yet: see _settled
+            if waiting is not None and len(waiting) < MAX_WAITING_FOR_ENGINES:
+                waiting.add(parent_id)
             break
         step = payload if isinstance(payload, Fail) else kind.advance(payload, kids)
         if step is None:
@@ -131,10 +136,18 @@ def advance_new(conn: Connection, parent_ids: list[str], settings: Settings
 class Advancer:
     """The pass over waiting composites, in a thread of its own: woken when jobs finish
     (``Notifier.children_finished``: every finish, lease sweep and cancel in this process),
-    and every :data:`RECHECK_SECONDS` in any case, for what happened while no server ran."""
+    and every :data:`RECHECK_SECONDS` in any case, for what happened while no server ran.
+
+    A composite found waiting for its target's engines (no controller of it registered yet:
+    ``_settled``) is left out of later passes until a controller registers with this process
+    or the backstop pass comes (another process's registrations): looked at on every pass,
+    hundreds of them would cost each finish a query apiece and keep newer composites out of
+    a pass's first ``composites._MAX_PARENTS_PER_PASS``."""
 
     def __init__(self, engine: Engine, settings: Settings, notifier: Notifier) -> None:
         self.engine, self.settings, self.notifier = engine, settings, notifier
+        self.waiting_for_engines: set[str] = set()
+        self._registrations_seen = notifier.registrations
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="composites", daemon=True)
 
@@ -150,8 +163,11 @@ class Advancer:
 
     def _loop(self) -> None:
         wake = self.notifier.composites_wake
+        woken = True
         while not self._stop.is_set():
             wake.clear()
+            if not woken:  # the backstop: another process's controllers may have registered
+                self.waiting_for_engines.clear()
             try:
                 self.run_once()
             except CONNECTION_ERRORS as e:  # the database restarting: one line, not a trace
@@ -160,25 +176,29 @@ class Advancer:
             except Exception:  # the next finish or sweep tries again
                 log.exception("event=composite_pass_failed")
             # Embedded, every finish happens in this process and wakes it: no backstop.
-            wake.wait(None if self.settings.embedded
-                      else max(RECHECK_SECONDS, self.settings.sweep_seconds))
+            woken = wake.wait(None if self.settings.embedded
+                              else max(RECHECK_SECONDS, self.settings.sweep_seconds))
 
     def run_once(self) -> int:
         """One pass; returns how many composites it advanced."""
+        if self.notifier.registrations != self._registrations_seen:
+            self._registrations_seen = self.notifier.registrations
+            self.waiting_for_engines.clear()
         with read_tx(self.engine) as conn:
-            ready = composites.ready_parents(conn)
+            ready = composites.ready_parents(conn, exclude=self.waiting_for_engines)
         claimable: set[str | None] = set()
         finished: list[str] = []
         for parent_id in ready:
             with write_tx(self.engine) as conn:
-                new, done = advance(conn, parent_id, self.settings)
+                new, done = advance(conn, parent_id, self.settings, self.waiting_for_engines)
             claimable |= new
             finished += done
         if claimable:
             announce_new_work(self.engine, self.settings.lease_seconds, self.notifier,
                               frozenset(claimable))
+        moved = [p for p in ready if p not in self.waiting_for_engines]
         if finished:
             self.notifier.finished(finished)
-        elif ready:
-            self.notifier.jobs_changed.fire(ready)
-        return len(ready)
+        elif moved:
+            self.notifier.jobs_changed.fire(moved)
+        return len(moved)

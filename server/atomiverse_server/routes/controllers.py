@@ -80,7 +80,7 @@ def register(body: ControllerRegister, registrant: Registrant, engine: EngineDep
         notifier.finished(None)  # some may have failed for good: wake their waiters
     # Composites may wait for this target's engines (workflows._settled), or for children
     # whose leases just ended.
-    notifier.children_finished()
+    notifier.controller_registered()
     return {"controller_id": ctl.id, "name": ctl.name, "token": token,
             "heartbeat_seconds": settings.heartbeat_seconds}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,14 +21,17 @@ def composite_names() -> list[str]:
     return [t.name for t in jobtypes.all_types() if t.is_composite]
 
 
-def ready_parents(conn: Connection) -> list[str]:
+def ready_parents(conn: Connection, exclude: Collection[str] = ()) -> list[str]:
     """Running composite jobs none of whose children is pending or running: each waits for
-    its ``advance`` (just submitted, a step finished, or a restart came between)."""
+    its ``advance`` (just submitted, a step finished, or a restart came between). Those in
+    ``exclude`` are left out."""
     child = jobs.alias("child")
     busy = sa.exists().where(child.c.parent_id == jobs.c.id, child.c.state.in_(ACTIVE))
     q = (sa.select(jobs.c.id)
          .where(jobs.c.job_type.in_(composite_names()), jobs.c.state == "running", ~busy)
          .order_by(jobs.c.seq).limit(_MAX_PARENTS_PER_PASS))
+    if exclude:
+        q = q.where(jobs.c.id.not_in(list(exclude)))
     return list(conn.execute(q).scalars())
 
 
