@@ -51,3 +51,25 @@ def test_errors_are_the_sync_clients(server):
 
     with pytest.raises(atomiverse.AuthenticationError):
         asyncio.run(scenario())
+
+
+def test_a_fresh_homes_first_async_batch_is_stored_for_its_engine(tmp_path):
+    """As the sync client: on a home whose embedded server has just started, the first
+    submission waits for the local controller, so the job gets its cache key."""
+    from embeddedhome import embedded_env
+
+    point = atomiverse.SinglePointEnergy(atoms=atomiverse.Atoms.from_smiles("CCN"),
+                                         level_of_theory=GFN2_XTB)
+
+    async def scenario():
+        async with atomiverse.AsyncClient() as c:
+            first = await c.submit_batch([point])
+            (done,) = await c.wait_jobs([first["jobs"][0]["job_id"]], timeout=120)
+            again = await c.submit_batch([point])
+            return first, done, again
+
+    with embedded_env(tmp_path / "home"):
+        first, done, again = asyncio.run(scenario())
+    assert first["jobs"][0]["status"] == "submitted" and done["state"] == "done"
+    assert again["jobs"][0]["status"] == "cache_hit", again
+    assert again["jobs"][0]["cached_from"] == first["jobs"][0]["job_id"]

@@ -47,6 +47,7 @@ class AsyncClient:
         self.timeout, self.max_retries = timeout, max_retries
         self._http: httpx.AsyncClient | None = None
         self._lock = asyncio.Lock()
+        self._local_controller_seen = not self.embedded
 
     async def _connect(self) -> httpx.AsyncClient:
         async with self._lock:
@@ -100,16 +101,28 @@ class AsyncClient:
             raise
         return resp
 
+    async def _await_local_controller(self) -> None:
+        """As :meth:`Client._await_local_controller`: before the first submission to an
+        embedded server, its local controller has registered (off the event loop)."""
+        if not self._local_controller_seen:
+            await self._connect()
+            assert self._base_url is not None and self._api_key is not None
+            await asyncio.to_thread(_embedded.wait_for_local_controller,
+                                    _embedded.controllers_at(self._base_url, self._api_key))
+            self._local_controller_seen = True
+
     # ----- jobs --------------------------------------------------------------------------
     async def submit_batch(self, payloads: Sequence[Any], compute_target: str | None = None,
                            *, idempotency_key: str | None = None) -> dict[str, Any]:
         entries = [entry(p, compute_target) for p in payloads]
+        await self._await_local_controller()
         return batch_result(await self.request(
             "POST", "/api/v1/jobs/submit-batch", json={"jobs": entries},
             idempotency_key=idempotency_key or uuid.uuid4().hex))
 
     async def submit_job(self, payload: Any,
                          compute_target: str | None = None) -> dict[str, Any]:
+        await self._await_local_controller()
         return as_record(await self.request("POST", "/api/v1/jobs",
                                             json=entry(payload, compute_target)))
 

@@ -58,8 +58,8 @@ from ._embedded_identity import ServerIdentityError, check_server_identity
 from ._embedded_procs import still_running, stop_home_processes
 from ._exceptions import APIConnectionError
 
-__all__ = ["CrashLoopError", "EmbeddedServerError", "ServerIdentityError", "ensure_running",
-           "revive", "status", "stop", "wait_for_local_controller"]
+__all__ = ["CrashLoopError", "EmbeddedServerError", "ServerIdentityError", "controllers_at",
+           "ensure_running", "revive", "status", "stop", "wait_for_local_controller"]
 
 START_TIMEOUT_SECONDS = 120.0
 # How often a starting server's log is read for its upgrade notice.
@@ -137,7 +137,7 @@ def ensure_running(*, wait_for_controller: bool = False, timeout: float = START_
         (home / STOPPED_RECORD).unlink(missing_ok=True)
     key = credentials(home)["api_key"]
     if wait_for_controller:
-        _wait_for_local_controller(_controllers_at(state["url"], key),
+        _wait_for_local_controller(controllers_at(state["url"], key),
                                    state.get("started_at", 0.0), timeout)
     return state["url"], key
 
@@ -301,7 +301,10 @@ def _wait_for_local_controller(list_controllers: Callable[[], list[dict[str, Any
                                  f"{atomiverse_home() / 'logs' / 'controller.log'}")
 
 
-def _controllers_at(url: str, key: str) -> Callable[[], list[dict[str, Any]]]:
+def controllers_at(url: str, key: str) -> Callable[[], list[dict[str, Any]]]:
+    """A listing of the workspace's controllers on the server at ``url``, for
+    :func:`wait_for_local_controller`."""
+
     def listed() -> list[dict[str, Any]]:
         r = httpx.get(f"{url}/api/v1/controllers", headers={"Authorization": f"Bearer {key}"},
                       timeout=5.0)
