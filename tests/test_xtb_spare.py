@@ -98,3 +98,29 @@ def test_a_calculator_whose_calculation_failed_is_not_handed_on():
     assert spare.get(key) is None
     gfnff = Molecule(np.array(ETHANOL.numbers), np.array(ETHANOL.positions), 0, 0, "gfn-ff")
     assert SpareCalculator.key(gfnff) is None  # topology from the first geometry: never kept
+
+
+def test_after_a_failed_update_the_next_job_gets_a_new_calculator(monkeypatch):
+    import xtb.interface
+    from atomiverse_controller.engines import EngineError
+    from atomiverse_controller.engines.base import parse_molecule
+    from atomiverse_controller.engines.xtb_python import XTBPythonEngine
+
+    made = []
+
+    class Counted(xtb.interface.Calculator):
+        def __init__(self, *args, **kwargs):
+            made.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(xtb.interface, "Calculator", Counted)
+    engine = XTBPythonEngine()
+    job = SinglePointEnergy(atoms=ETHANOL, level_of_theory=GFN2_XTB).model_dump()
+    first = engine.compute(job)
+    session = engine.open_session(parse_molecule(job))
+    clash = np.array(ETHANOL.positions) / Bohr
+    clash[1] = clash[0]  # two atoms on one spot: xtb refuses the update
+    with pytest.raises(EngineError, match="geometry update"):
+        session.evaluate(clash)
+    assert engine.compute(job)["energy_hartree"] == first["energy_hartree"]
+    assert len(made) == 2  # the failed one was not handed on

@@ -148,7 +148,8 @@ class SpareCalculator:
         self._key = self._warm = None
 
     def drop(self, warm: _Warm) -> None:
-        """After an xtb error: a calculator that failed is not handed to another job."""
+        """After an xtb error (a geometry update, a calculation): a calculator that failed
+        is not handed to another job."""
         if self._warm is warm:
             self.clear()
 
@@ -209,6 +210,7 @@ class XTBSession:
         try:
             warm.calc.update(positions_bohr)
         except (XTBException, ValueError) as e:
+            self._spare.drop(warm)
             raise _xtb_error(e, "geometry update") from e
         return warm.calc
 
