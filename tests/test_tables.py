@@ -48,6 +48,23 @@ def test_a_dataframe_row_per_job_with_the_apis_values(records):
     assert str(df["finished_at"].dt.tz) == "UTC"
 
 
+def test_the_short_records_of_wait_jobs_and_list_jobs_give_the_same_table(records, server,
+                                                                         workspace_key):
+    """What a script has in hand after following its batch is the short records: they are
+    read again in full, so the table is the one get_job's records give."""
+    ids = [r["job_id"] for r in records]
+    with atomiverse.Client(api_key=workspace_key, base_url=server.url) as c:
+        waited = c.wait_jobs(ids, timeout=60)
+        listed = [j for j in c.iter_jobs(limit=100) if j["job_id"] in ids]
+        assert "job" not in waited[0] and "job" not in listed[0]
+        from_wait = atomiverse.to_dataframe(waited, client=c)
+        from_list = atomiverse.to_dataframe(sorted(listed, key=lambda j: ids.index(j["job_id"])),
+                                            client=c)
+    full = atomiverse.to_dataframe(records)
+    pd.testing.assert_frame_equal(from_wait, full)
+    pd.testing.assert_frame_equal(from_list, full)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_tables_read_back_equal(records, tmp_path, suffix):
     path = atomiverse.export(records, tmp_path / f"jobs{suffix}")

@@ -3,8 +3,10 @@
     df = atomiverse.to_dataframe(records)              # pandas: one row per job
     atomiverse.export(records, "results.extxyz")       # the format from the extension
 
-``records`` are job records as ``get_job`` returns them (with ``job`` and ``result``), or
-submitted :class:`~atomiverse.jobs.Job` objects. The columns: job id, name, job type, state,
+``records`` are job records as ``get_job`` returns them (with ``job`` and ``result``), the
+shorter ones of ``wait_jobs``, ``as_completed`` and ``list_jobs`` (each read again in full with
+``get_job``: the default client's, or ``client=``), or submitted
+:class:`~atomiverse.jobs.Job` objects. The columns: job id, name, job type, state,
 formula, atoms, charge, multiplicity, level of theory, the energy (Hartree), HOMO-LUMO gap (eV),
 dipole (Debye, and its components in e*Bohr), the optimisation's steps and convergence, the
 Gibbs energy and imaginary modes of a frequency job, engine, wall time and core-seconds, the
@@ -45,8 +47,23 @@ def _record(job: Job | Mapping[str, Any]) -> dict[str, Any]:
         return {**job.record, "job": job.model_dump(mode="json")}
     if not isinstance(job, Mapping) or "job" not in job:
         raise TypeError("expected a Job or a job record with 'job' (as get_job returns it; "
-                        "wait_jobs' and list_jobs' records are shorter)")
+                        "to_dataframe and export also take wait_jobs' and list_jobs' records)")
     return dict(job)
+
+
+def _records(jobs: Iterable[Job | Mapping[str, Any]], client: Any) -> list[dict[str, Any]]:
+    """Full records: a short one (``wait_jobs``, ``as_completed``, ``list_jobs``: no ``job``)
+    is read again with ``get_job``."""
+    out = []
+    for job in jobs:
+        if isinstance(job, Mapping) and "job" not in job and job.get("job_id"):
+            if client is None:
+                from ._client import get_default_client
+
+                client = get_default_client()
+            job = client.get_job(job["job_id"])
+        out.append(_record(job))
+    return out
 
 
 def row(job: Job | Mapping[str, Any]) -> dict[str, Any]:
@@ -82,23 +99,24 @@ def row(job: Job | Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def to_dataframe(jobs: Iterable[Job | Mapping[str, Any]]) -> Any:
+def to_dataframe(jobs: Iterable[Job | Mapping[str, Any]], *, client: Any = None) -> Any:
     """A pandas DataFrame, one row per job (see the module documentation for the columns)."""
     pd = _pandas()
-    frame = pd.DataFrame([row(j) for j in jobs], columns=COLUMNS)
+    frame = pd.DataFrame([row(j) for j in _records(jobs, client)], columns=COLUMNS)
     for column in ("created_at", "started_at", "finished_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     return frame
 
 
-def export(jobs: Iterable[Job | Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+def export(jobs: Iterable[Job | Mapping[str, Any]], path: str | os.PathLike[str], *,
+           client: Any = None) -> Path:
     """Write the jobs to ``path`` in the format its extension names; returns the path."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"{path.name}: unknown extension {suffix or '(none)'!r}; supported: "
                          f"{', '.join(FORMATS)}")
-    records = [_record(j) for j in jobs]
+    records = _records(jobs, client)
     if suffix == ".jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
     elif suffix in (".csv", ".parquet"):
