@@ -5,6 +5,7 @@ exchange): what maps and how is documented in :mod:`atomiverse_core.qcschema`.
     job = atomiverse.qcschema.from_atomic_input(inp)             # a SinglePointEnergy
     atomiverse.submit_batch([inp.dict(), job.model_dump()])      # AtomicInput dicts go as they are
     res = atomiverse.qcschema.to_atomic_result(record)           # AtomicResult or FailedOperation
+                                            # (get_job's record, or wait_jobs' read in full)
 
 A result's ``properties`` carry ``return_energy``, ``return_gradient``, ``calcinfo_natom`` and
 ``scf_dipole_moment`` (e*Bohr); the xtb-specific values (HOMO-LUMO gap in eV, partial charges,
@@ -22,14 +23,12 @@ from __future__ import annotations
 from typing import Any
 
 from atomiverse_core import qcschema as _convert
+from atomiverse_core import qcschema_results as _results
 from atomiverse_core.jobs import Job
 from atomiverse_core.qcschema import BOHR_ANGSTROM, QCSchemaError
-from atomiverse_core.qcschema_results import (
-    driver_of,
-    to_atomic_result,
-    to_optimization_input,
-    to_optimization_result,
-)
+from atomiverse_core.qcschema_results import driver_of, to_optimization_input
+
+from ._fullrecords import full_record
 
 
 def _models() -> Any:
@@ -52,6 +51,19 @@ def from_atomic_input(model_or_dict: Any) -> Job:
     from atomiverse_core.jobtypes import parse_job
 
     return parse_job(_convert.payload_from_atomic_input(_as_dict(model_or_dict)))
+
+
+def to_atomic_result(record: dict[str, Any], driver: str | None = None, *,
+                     client: Any = None) -> Any:
+    """The finished job's record as an ``AtomicResult``; a failed or cancelled one as a
+    ``FailedOperation`` carrying its error. A short record (``wait_jobs``', ``list_jobs``')
+    is read again in full with ``get_job`` (the default client's, or ``client``'s)."""
+    return _results.to_atomic_result(full_record(record, client), driver)
+
+
+def to_optimization_result(record: dict[str, Any], *, client: Any = None) -> Any:
+    """An optimisation's record as an ``OptimizationResult`` (short records as above)."""
+    return _results.to_optimization_result(full_record(record, client))
 
 
 def _as_dict(model_or_dict: Any) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from atomiverse_core.jobs import Job
 from atomiverse_core.units import DEBYE_PER_ATOMIC_UNIT
 
 from . import results
+from ._fullrecords import full_record
 
 COLUMNS = ("job_id", "name", "job_type", "state", "formula", "n_atoms", "charge", "multiplicity",
            "level_of_theory", "energy_hartree", "homo_lumo_gap_ev", "dipole_debye",
@@ -52,18 +53,7 @@ def _record(job: Job | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _records(jobs: Iterable[Job | Mapping[str, Any]], client: Any) -> list[dict[str, Any]]:
-    """Full records: a short one (``wait_jobs``, ``as_completed``, ``list_jobs``: no ``job``)
-    is read again with ``get_job``."""
-    out = []
-    for job in jobs:
-        if isinstance(job, Mapping) and "job" not in job and job.get("job_id"):
-            if client is None:
-                from ._client import get_default_client
-
-                client = get_default_client()
-            job = client.get_job(job["job_id"])
-        out.append(_record(job))
-    return out
+    return [_record(full_record(j, client)) for j in jobs]
 
 
 def row(job: Job | Mapping[str, Any]) -> dict[str, Any]:
