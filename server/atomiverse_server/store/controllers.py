@@ -90,6 +90,11 @@ _BY_NAME = sa.select(controllers).where(controllers.c.workspace_id == sa.bindpar
                                         controllers.c.name == sa.bindparam("name"))
 _SEEN = controllers.update().where(controllers.c.id == sa.bindparam("ctl")) \
     .values(last_seen_at=sa.bindparam("seen_at"))
+# A claim says its controller is alive. Written at most once a second per controller (by
+# this process): what reads it (offline controllers, a pool's members, metrics) works in
+# heartbeats of many seconds, and the write was one statement in ten of a calculation.
+SEEN_WRITE_SECONDS = 1.0
+_seen_written: dict[str, float] = {}
 
 
 def controller_by_name(conn: Connection, *, workspace_id: str, name: str) -> Controller | None:
@@ -171,8 +176,17 @@ def claim_jobs(conn: Connection, *, controller: Controller, max_jobs: int,
                              "claimed_by": bulk.SameValue(controller.id), "lease_id": None,
                              "lease_expires_at": bulk.SameValue(t + lease_seconds),
                              "attempts": "attempts + 1", "started_at": bulk.SameValue(t)})
-    conn.execute(_SEEN, {"ctl": controller.id, "seen_at": t})
+    _note_seen(conn, controller.id, t)
     return claimed
+
+
+def _note_seen(conn: Connection, controller_id: str, t: float) -> None:
+    if t - _seen_written.get(controller_id, -SEEN_WRITE_SECONDS) < SEEN_WRITE_SECONDS:
+        return
+    if len(_seen_written) > 10_000:  # one entry per controller: bounded all the same
+        _seen_written.clear()
+    conn.execute(_SEEN, {"ctl": controller_id, "seen_at": t})
+    _seen_written[controller_id] = t
 
 
 # ----- heartbeat --------------------------------------------------------------------------
