@@ -38,13 +38,11 @@ def alone(calculator: type, a: Atoms, solvent: str | None = None
     return res.get_energy(), res.get_gradient(), res.get_charges()
 
 
-def test_jobs_of_one_molecule_share_a_calculator_and_keep_the_numbers_of_their_own(
-        monkeypatch):
+def counted_calculators(monkeypatch) -> list:  # type: ignore[no-untyped-def]
+    """xtb-python's Calculator, made to note each one built (its parametrisation)."""
     import xtb.interface
-    from atomiverse_controller.engines.base import parse_molecule
-    from atomiverse_controller.engines.xtb_python import XTBPythonEngine
 
-    made, original = [], xtb.interface.Calculator
+    made: list = []
 
     class Counted(xtb.interface.Calculator):
         def __init__(self, *args, **kwargs):
@@ -52,6 +50,17 @@ def test_jobs_of_one_molecule_share_a_calculator_and_keep_the_numbers_of_their_o
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(xtb.interface, "Calculator", Counted)
+    return made
+
+
+def test_jobs_of_one_molecule_share_a_calculator_and_keep_the_numbers_of_their_own(
+        monkeypatch):
+    import xtb.interface
+    from atomiverse_controller.engines.base import parse_molecule
+    from atomiverse_controller.engines.xtb_python import XTBPythonEngine
+
+    original = xtb.interface.Calculator
+    made = counted_calculators(monkeypatch)
     engine = XTBPythonEngine()
     water = moved(Atoms.from_smiles("O"), 6)  # no shared coordinate: not turned
     gbsa = GFN2_XTB.with_solvent("water", model="gbsa")
@@ -101,19 +110,11 @@ def test_a_calculator_whose_calculation_failed_is_not_handed_on():
 
 
 def test_after_a_failed_update_the_next_job_gets_a_new_calculator(monkeypatch):
-    import xtb.interface
     from atomiverse_controller.engines import EngineError
     from atomiverse_controller.engines.base import parse_molecule
     from atomiverse_controller.engines.xtb_python import XTBPythonEngine
 
-    made = []
-
-    class Counted(xtb.interface.Calculator):
-        def __init__(self, *args, **kwargs):
-            made.append(args[0])
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(xtb.interface, "Calculator", Counted)
+    made = counted_calculators(monkeypatch)
     engine = XTBPythonEngine()
     job = SinglePointEnergy(atoms=ETHANOL, level_of_theory=GFN2_XTB).model_dump()
     first = engine.compute(job)
